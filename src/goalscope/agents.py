@@ -1,0 +1,151 @@
+"""Agent architectures and their registry.
+
+The protocol every agent follows (so any ``torch.nn.Module`` with this call signature can be trained and analysed):
+
+    logits, value = model(obs)      # obs: (B, C, H, W) uint8 or float; logits: (B, n_actions); value: (B,)
+
+Parameter names are stable and human-readable (``conv1.weight``, ``policy.bias``...) because they label the axes
+of every heatmap. An architecture is registered as a name, a config dataclass and a builder; checkpoints store the
+name and the config, so a model is rebuilt from data alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Callable
+
+import torch
+from torch import nn
+
+from goalscope.errors import ConfigError
+
+
+def _init(layer: nn.Module, gain: float) -> nn.Module:
+    # Orthogonal init with small policy-head gain is the standard PPO recipe: near-uniform initial policy.
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    channels: tuple[int, ...] = (16, 32)
+    hidden: int = 128
+
+
+class CNNAgent(nn.Module):
+    """3x3 same-padding convolutions over the full grid, one hidden layer, policy and value heads."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, cfg: CNNConfig = CNNConfig()):
+        super().__init__()
+        c, h, w = obs_shape
+        chans = (c, *cfg.channels)
+        for i in range(len(cfg.channels)):
+            self.add_module(f"conv{i + 1}", _init(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1), math.sqrt(2)))
+        self.n_conv = len(cfg.channels)
+        self.fc = _init(nn.Linear(chans[-1] * h * w, cfg.hidden), math.sqrt(2))
+        self.policy = _init(nn.Linear(cfg.hidden, n_actions), 0.01)
+        self.value = _init(nn.Linear(cfg.hidden, 1), 1.0)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float()
+        for i in range(self.n_conv):
+            x = torch.relu(getattr(self, f"conv{i + 1}")(x))
+        x = torch.relu(self.fc(x.flatten(1)))
+        return self.policy(x), self.value(x).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"  # "tanh" or "relu"
+    shared: bool = False  # False: separate policy and value towers (Stable-Baselines3's MlpPolicy layout)
+
+
+class MLPAgent(nn.Module):
+    """Flattened grid into fully connected towers."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, cfg: MLPConfig = MLPConfig()):
+        super().__init__()
+        if cfg.activation not in ("tanh", "relu"):
+            raise ConfigError(f"agent.activation must be 'tanh' or 'relu', got {cfg.activation!r}")
+        self.act = torch.tanh if cfg.activation == "tanh" else torch.relu
+        sizes = (math.prod(obs_shape), *cfg.hidden)
+        self.shared = cfg.shared
+        self.n_hidden = len(cfg.hidden)
+        for prefix in ([""] if cfg.shared else ["pi_", "vf_"]):
+            for i in range(self.n_hidden):
+                self.add_module(f"{prefix}fc{i + 1}", _init(nn.Linear(sizes[i], sizes[i + 1]), math.sqrt(2)))
+        self.policy = _init(nn.Linear(sizes[-1], n_actions), 0.01)
+        self.value = _init(nn.Linear(sizes[-1], 1), 1.0)
+
+    def _tower(self, prefix: str, x: torch.Tensor) -> torch.Tensor:
+        for i in range(self.n_hidden):
+            x = self.act(getattr(self, f"{prefix}fc{i + 1}")(x))
+        return x
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float().flatten(1)
+        if self.shared:
+            pi = vf = self._tower("", x)
+        else:
+            pi, vf = self._tower("pi_", x), self._tower("vf_", x)
+        return self.policy(pi), self.value(vf).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    config_cls: type
+    build: Callable[[tuple[int, int, int], int, object], nn.Module]
+    description: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(arch: Architecture) -> None:
+    if arch.name in ARCHITECTURES:
+        raise ConfigError(f"architecture {arch.name!r} is already registered")
+    ARCHITECTURES[arch.name] = arch
+
+
+register_architecture(Architecture("cnn", CNNConfig, CNNAgent, "small CNN over the full grid (default)"))
+register_architecture(Architecture("mlp", MLPConfig, MLPAgent, "MLP over the flattened grid"))
+
+
+def get_architecture(name: str) -> Architecture:
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
+    return ARCHITECTURES[name]
+
+
+def arch_config(name: str, values: dict | None = None):
+    """Build the config dataclass of architecture ``name`` from plain data, naming any bad field."""
+    cls = get_architecture(name).config_cls
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"agent: unknown field {key!r} for architecture {name!r} (known: {', '.join(known)})")
+    defaults = cls()
+    for key, value in values.items():
+        default = getattr(defaults, key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and v > 0 for v in value):
+                raise ConfigError(f"agent.{key} must be a list of positive integers, got {value!r}")
+            values[key] = tuple(value)
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise ConfigError(f"agent.{key} must be {type(default).__name__}, got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            raise ConfigError(f"agent.{key} must be positive, got {value!r}")
+    return cls(**values)
+
+
+def arch_config_to_json(cfg) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def build_agent(name: str, obs_shape: tuple[int, int, int], n_actions: int, config: dict | None = None) -> nn.Module:
+    return get_architecture(name).build(tuple(obs_shape), n_actions, arch_config(name, config))

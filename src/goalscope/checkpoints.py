@@ -1,0 +1,154 @@
+"""Checkpoints: ``model.safetensors`` (weights, no pickle) plus ``meta.json`` (provenance), in one directory.
+
+``meta.json`` carries everything needed to rebuild and interpret the model: architecture name and config, env
+config, reward, steps trained, seed, the parent checkpoint of a fine-tune, and package versions. Loading checks the
+format marker, the architecture, and every tensor's name, shape and dtype before any weight is used, and never
+unpickles anything. Writes go to a temporary file that is fsynced and renamed, so a killed write never leaves a
+half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from goalscope import __version__
+from goalscope.agents import build_agent
+from goalscope.envs.maze import MazeConfig, N_ACTIONS
+from goalscope.envs.rewards import Reward
+from goalscope.errors import CheckpointError, GoalscopeError
+
+FORMAT = "goalscope-checkpoint/1"
+WEIGHTS = "model.safetensors"
+META = "meta.json"
+
+
+@dataclass
+class Checkpoint:
+    arch: str
+    arch_config: dict
+    env: MazeConfig
+    reward: Reward
+    state_dict: dict[str, torch.Tensor]
+    steps: int = 0  # env steps trained in total, parents included
+    seed: int = 0
+    parent: str | None = None  # path of the checkpoint this one was fine-tuned from
+    extra: dict = field(default_factory=dict)  # training summary, evaluation, wall time...
+
+    def build(self) -> nn.Module:
+        """A fresh model of this architecture carrying these weights."""
+        model = build_agent(self.arch, self.env.obs_shape, N_ACTIONS, self.arch_config)
+        check_state_dict(self.state_dict, model.state_dict(), self.arch)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def versions() -> dict:
+    import numpy
+    import safetensors
+
+    return {"goalscope": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
+            "safetensors": safetensors.__version__, "python": platform.python_version()}
+
+
+def check_state_dict(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], arch: str) -> None:
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    if missing:
+        raise CheckpointError(f"architecture mismatch: the weights lack {missing[0]!r} that {arch!r} needs")
+    if unexpected:
+        raise CheckpointError(f"architecture mismatch: the weights have {unexpected[0]!r} that {arch!r} does not")
+    for k, t in want.items():
+        if tuple(got[k].shape) != tuple(t.shape):
+            raise CheckpointError(f"architecture mismatch: {k!r} has shape {tuple(got[k].shape)}, {arch!r} needs {tuple(t.shape)}")
+        if got[k].dtype != t.dtype:
+            raise CheckpointError(f"architecture mismatch: {k!r} has dtype {got[k].dtype}, {arch!r} needs {t.dtype}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(ckpt: Checkpoint, directory: str | Path) -> Path:
+    directory = Path(directory)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    meta = {
+        "format": FORMAT,
+        "arch": ckpt.arch,
+        "arch_config": ckpt.arch_config,
+        "env": ckpt.env.to_json(),
+        "reward": ckpt.reward.to_json(),
+        "steps": ckpt.steps,
+        "seed": ckpt.seed,
+        "parent": ckpt.parent,
+        "versions": versions(),
+        "extra": ckpt.extra,
+    }
+    # Weights first, metadata last: a directory with meta.json is complete.
+    atomic_write_bytes(directory / WEIGHTS, st_save(tensors, metadata={"format": FORMAT}))
+    atomic_write_bytes(directory / META, json.dumps(meta, indent=2).encode())
+    return directory
+
+
+def load_checkpoint(directory: str | Path) -> Checkpoint:
+    directory = Path(directory)
+    if directory.is_file() and directory.name in (WEIGHTS, META):
+        directory = directory.parent
+    if not directory.exists():
+        raise CheckpointError(f"checkpoint {str(directory)!r} does not exist")
+    meta_path, weights_path = directory / META, directory / WEIGHTS
+    if not meta_path.exists() or not weights_path.exists():
+        if any(directory.glob("*.pt")) or any(directory.glob("*.pth")) or any(directory.glob("*.pkl")):
+            raise CheckpointError(f"{directory}: pickle-based weights are not loaded (they can run code); convert to safetensors")
+        raise CheckpointError(f"{directory} is not a goalscope checkpoint (needs {META} and {WEIGHTS})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{meta_path} is corrupt: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path} is not a goalscope checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    try:
+        state = st_load(weights_path.read_bytes())
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{weights_path} is corrupt or truncated: {e}") from None
+    try:
+        ckpt = Checkpoint(
+            arch=meta["arch"],
+            arch_config=meta.get("arch_config") or {},
+            env=MazeConfig.from_json(meta["env"]),
+            reward=Reward.from_json(meta["reward"]),
+            state_dict=state,
+            steps=int(meta.get("steps", 0)),
+            seed=int(meta.get("seed", 0)),
+            parent=meta.get("parent"),
+            extra=meta.get("extra") or {},
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{meta_path} lacks the field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{meta_path} has an invalid field: {e}") from None
+    except GoalscopeError as e:
+        raise CheckpointError(f"{meta_path}: {e}") from None
+    ckpt.build()  # validates architecture, names, shapes and dtypes now rather than at first use
+    return ckpt

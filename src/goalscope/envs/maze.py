@@ -1,0 +1,254 @@
+"""The object maze: fixed dynamics, swappable reward, N environments stepped in one array operation.
+
+Layout: a grid with outer walls. ``layout="maze"`` carves a perfect maze (recursive backtracker) and then knocks
+out a few extra walls (``loop_prob``) so there is more than one route; ``layout="open"`` is a single room.
+Generating a maze is sequential work, so each config owns a deterministic *pool* of layouts made once; every
+episode draws a layout from the pool and places the agent and the objects at fresh random free cells. Evaluation
+can use another ``layout_seed`` to test on mazes never trained on.
+
+Observation: ``uint8[2 + K, H, W]`` one-hot planes: walls, agent, then one plane per object type.
+Actions: 0 up, 1 right, 2 down, 3 left. Walking into a wall leaves the agent in place. Stepping on an object
+collects it (it disappears) and pays the reward's weight for its type.
+
+The state is a handful of flat arrays indexed by env; ``step`` is pure array arithmetic with no Python loop over
+envs. The observation buffer is updated in place (only the cells that changed), which is what makes the env fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from goalscope.envs.rewards import Reward
+from goalscope.errors import ConfigError
+
+N_ACTIONS = 4
+
+
+@dataclass(frozen=True)
+class MazeConfig:
+    size: int = 9  # grid side including the outer walls; odd for "maze" layouts
+    n_types: int = 4  # K object types
+    n_per_type: int = 2  # objects of each type per episode
+    max_steps: int = 48  # truncation
+    layout: str = "maze"  # "maze" (corridors that need search) or "open" (one room)
+    loop_prob: float = 0.1  # fraction of interior walls knocked out after carving, to create loops
+    pool_size: int = 1024  # distinct layouts an env draws from
+    layout_seed: int = 0  # which pool; use another one for held-out mazes
+    end_when_collected: bool = True  # end early once every object the reward pays for is gone
+
+    def __post_init__(self):
+        if self.layout not in ("maze", "open"):
+            raise ConfigError(f"env.layout must be 'maze' or 'open', got {self.layout!r}")
+        if not isinstance(self.size, int) or self.size < 5 or self.size > 63:
+            raise ConfigError(f"env.size must be an integer in 5..63, got {self.size!r}")
+        if self.layout == "maze" and self.size % 2 == 0:
+            raise ConfigError(f"env.size must be odd for layout 'maze', got {self.size}")
+        if not isinstance(self.n_types, int) or not 1 <= self.n_types <= 16:
+            raise ConfigError(f"env.n_types must be an integer in 1..16, got {self.n_types!r}")
+        if not isinstance(self.n_per_type, int) or self.n_per_type < 1:
+            raise ConfigError(f"env.n_per_type must be a positive integer, got {self.n_per_type!r}")
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
+        if not 0.0 <= float(self.loop_prob) <= 1.0:
+            raise ConfigError(f"env.loop_prob must be in [0, 1], got {self.loop_prob!r}")
+        if not isinstance(self.pool_size, int) or self.pool_size < 1:
+            raise ConfigError(f"env.pool_size must be a positive integer, got {self.pool_size!r}")
+        free = int((~layout_pool(self)[0]).sum())
+        if free < 1 + self.n_types * self.n_per_type:
+            raise ConfigError(
+                f"env: {self.n_types}x{self.n_per_type} objects plus the agent do not fit in the {free} free cells "
+                f"of a {self.size}x{self.size} {self.layout}"
+            )
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        return (2 + self.n_types, self.size, self.size)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_json(d: dict) -> "MazeConfig":
+        known = {f.name for f in fields(MazeConfig)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"env: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        return MazeConfig(**d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layouts
+
+
+def _carve_maze(size: int, loop_prob: float, rng: np.random.Generator) -> np.ndarray:
+    walls = np.ones((size, size), dtype=bool)
+    cells = [(r, c) for r in range(1, size - 1, 2) for c in range(1, size - 1, 2)]
+    start = cells[rng.integers(len(cells))]
+    walls[start] = False
+    stack = [start]
+    while stack:
+        r, c = stack[-1]
+        nbrs = [(r + dr, c + dc, dr, dc) for dr, dc in ((-2, 0), (2, 0), (0, -2), (0, 2))
+                if 0 < r + dr < size - 1 and 0 < c + dc < size - 1 and walls[r + dr, c + dc]]
+        if not nbrs:
+            stack.pop()
+            continue
+        nr, nc, dr, dc = nbrs[rng.integers(len(nbrs))]
+        walls[r + dr // 2, c + dc // 2] = False
+        walls[nr, nc] = False
+        stack.append((nr, nc))
+    # Knock out interior walls that separate two open cells (horizontally or vertically) to make loops.
+    inner = np.zeros_like(walls)
+    inner[1:-1, 1:-1] = walls[1:-1, 1:-1]
+    between_h = inner & ~np.roll(walls, 1, 1) & ~np.roll(walls, -1, 1)
+    between_v = inner & ~np.roll(walls, 1, 0) & ~np.roll(walls, -1, 0)
+    candidates = np.argwhere(between_h ^ between_v)
+    knock = candidates[rng.random(len(candidates)) < loop_prob]
+    walls[knock[:, 0], knock[:, 1]] = False
+    return walls
+
+
+@functools.lru_cache(maxsize=32)
+def _pool(size: int, layout: str, loop_prob: float, pool_size: int, layout_seed: int) -> np.ndarray:
+    if layout == "open":
+        walls = np.zeros((size, size), dtype=bool)
+        walls[0, :] = walls[-1, :] = walls[:, 0] = walls[:, -1] = True
+        pool = np.broadcast_to(walls, (pool_size, size, size)).copy()
+    else:
+        rng = np.random.default_rng([layout_seed, size, 7919])
+        pool = np.stack([_carve_maze(size, loop_prob, rng) for _ in range(pool_size)])
+    pool.setflags(write=False)
+    return pool
+
+
+def layout_pool(cfg: MazeConfig) -> np.ndarray:
+    """``bool[pool_size, H, W]`` walls of every layout this config draws from (cached, read-only)."""
+    return _pool(cfg.size, cfg.layout, float(cfg.loop_prob), cfg.pool_size, cfg.layout_seed)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The vectorised env
+
+
+class MazeVecEnv:
+    """``n_envs`` object mazes stepped together, auto-resetting, deterministic for a seed.
+
+    ``step`` returns ``(obs, reward, terminated, truncated, info)``; ``info`` describes the episodes that just
+    ended (``done_idx``, their object ``counts``, ``steps``, ``returns`` and ``final_obs``) because the returned
+    ``obs`` rows of those envs already show the next episode.
+    """
+
+    def __init__(self, cfg: MazeConfig, reward: Reward, n_envs: int, seed: int = 0):
+        if n_envs < 1:
+            raise ConfigError(f"n_envs must be positive, got {n_envs}")
+        self.cfg = cfg
+        self.n_envs = n_envs
+        self.set_reward(reward)
+        h = w = cfg.size
+        self._moves = np.array([-w, 1, w, -1], dtype=np.int64)
+        self._pool_flat = layout_pool(cfg).reshape(cfg.pool_size, h * w)
+        self._object_types = np.repeat(np.arange(cfg.n_types, dtype=np.int8), cfg.n_per_type)
+        self._ar = np.arange(n_envs)
+        # State (flat cell indices); obs is kept in sync incrementally.
+        self.walls = np.zeros((n_envs, h * w), dtype=bool)
+        self.objects = np.full((n_envs, h * w), -1, dtype=np.int8)
+        self.pos = np.zeros(n_envs, dtype=np.int64)
+        self.t = np.zeros(n_envs, dtype=np.int64)
+        self.counts = np.zeros((n_envs, cfg.n_types), dtype=np.int64)
+        self.ep_return = np.zeros(n_envs, dtype=np.float64)
+        self.left_rewarded = np.zeros(n_envs, dtype=np.int64)
+        self._obs = np.zeros((n_envs, 2 + cfg.n_types, h * w), dtype=np.uint8)
+        self.reset(seed)
+
+    def set_reward(self, reward: Reward) -> None:
+        if reward.n_types != self.cfg.n_types:
+            raise ConfigError(f"reward {reward.name!r} has {reward.n_types} weights but the env has {self.cfg.n_types} object types")
+        self.reward = reward
+        # Index -1 (no object) reads the appended 0.
+        self._weights = np.append(reward.vector(), np.float32(0.0))
+        self._rewarded = np.append(reward.vector() > 0, False)
+        self._ends_early = self.cfg.end_when_collected and bool(self._rewarded.any())
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._reset_envs(self._ar)
+        return self.observe()
+
+    def observe(self) -> np.ndarray:
+        return self._obs.reshape(self.n_envs, *self.cfg.obs_shape).copy()
+
+    def _reset_envs(self, idx: np.ndarray) -> None:
+        m = len(idx)
+        if m == 0:
+            return
+        cfg = self.cfg
+        layouts = self.rng.integers(cfg.pool_size, size=m)
+        walls = self._pool_flat[layouts]
+        # A random order of the free cells per env: first is the agent, then the objects.
+        keys = self.rng.random(walls.shape)
+        keys[walls] = 2.0
+        cells = np.argsort(keys, axis=1)[:, : 1 + len(self._object_types)]
+        self.walls[idx] = walls
+        self.pos[idx] = cells[:, 0]
+        objects = np.full((m, walls.shape[1]), -1, dtype=np.int8)
+        np.put_along_axis(objects, cells[:, 1:], self._object_types[None, :], axis=1)
+        self.objects[idx] = objects
+        self.t[idx] = 0
+        self.counts[idx] = 0
+        self.ep_return[idx] = 0.0
+        self.left_rewarded[idx] = self._rewarded[self._object_types].sum()
+        obs = np.zeros((m, 2 + cfg.n_types, walls.shape[1]), dtype=np.uint8)
+        obs[:, 0] = walls
+        obs[np.arange(m), 1, cells[:, 0]] = 1
+        obs[:, 2:] = objects[:, None, :] == np.arange(cfg.n_types, dtype=np.int8)[None, :, None]
+        self._obs[idx] = obs
+
+    def step(self, actions: np.ndarray):
+        ar = self._ar
+        actions = np.asarray(actions, dtype=np.int64)
+        target = self.pos + self._moves[actions]
+        new_pos = np.where(self.walls[ar, target], self.pos, target)
+        self._obs[ar, 1, self.pos] = 0
+        self._obs[ar, 1, new_pos] = 1
+        self.pos = new_pos
+
+        kind = self.objects[ar, new_pos]
+        got = np.flatnonzero(kind >= 0)
+        got_kind = kind[got].astype(np.int64)
+        self.objects[got, new_pos[got]] = -1
+        self._obs[got, 2 + got_kind, new_pos[got]] = 0
+        self.counts[got, got_kind] += 1
+        self.left_rewarded[got] -= self._rewarded[got_kind]
+
+        reward = self._weights[kind] - np.float32(self.reward.step_cost)
+        self.ep_return += reward
+        self.t += 1
+        truncated = self.t >= self.cfg.max_steps
+        terminated = (self.left_rewarded == 0) & self._ends_early
+        truncated &= ~terminated
+        done_idx = np.flatnonzero(terminated | truncated)
+        info = {}
+        if len(done_idx):
+            info = {
+                "done_idx": done_idx,
+                "counts": self.counts[done_idx].copy(),
+                "steps": self.t[done_idx].copy(),
+                "returns": self.ep_return[done_idx].copy(),
+                "final_obs": self._obs[done_idx].reshape(len(done_idx), *self.cfg.obs_shape).copy(),
+            }
+            self._reset_envs(done_idx)
+        return self.observe(), reward.astype(np.float32), terminated, truncated, info
+
+    # -- helpers for the oracle and renderers ----------------------------------------------------------------------
+    def grid_state(self) -> dict:
+        """A copy of the state as ``(N, H, W)`` grids, for planners and pictures."""
+        h = w = self.cfg.size
+        return {
+            "walls": self.walls.reshape(-1, h, w).copy(),
+            "objects": self.objects.reshape(-1, h, w).copy(),
+            "pos": np.stack(np.divmod(self.pos, w), axis=1),
+        }

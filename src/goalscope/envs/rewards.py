@@ -1,0 +1,112 @@
+"""Rewards as data.
+
+A reward in the object maze is a weight per object type plus an optional per-step cost, so swapping the objective
+never touches the dynamics: fine-tuning on RB is training in the same env with another vector. Rewards are parsed
+from short strings that name their meaning:
+
+    collect:0                 +1 per type-0 object collected
+    avoid:2                   -1 per type-2 object
+    0.5*collect:0+collect:3   weighted sum of terms
+    step:0.01                 a cost of 0.01 per step (added as a term)
+    1,0,-1,0                  a raw weight vector (must have one entry per object type)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from goalscope.errors import ConfigError
+
+_TERM = re.compile(r"^\s*(?:(?P<coef>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*\*\s*)?(?P<verb>collect|avoid|step):(?P<arg>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*$")
+
+
+@dataclass(frozen=True)
+class Reward:
+    """Weights over object types plus a step cost; the return of an episode is ``counts @ weights - steps*cost``."""
+
+    name: str
+    weights: tuple[float, ...]
+    step_cost: float = 0.0
+
+    @property
+    def n_types(self) -> int:
+        return len(self.weights)
+
+    def vector(self) -> np.ndarray:
+        return np.asarray(self.weights, dtype=np.float32)
+
+    def score(self, counts: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Return under this reward of episodes summarised by their object counts ``(E, K)`` and lengths ``(E,)``."""
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.shape[-1] != self.n_types:
+            raise ConfigError(f"reward {self.name!r} has {self.n_types} weights but the profile has {counts.shape[-1]} object types")
+        return counts @ np.asarray(self.weights, dtype=np.float64) - self.step_cost * np.asarray(steps, dtype=np.float64)
+
+    def rewarded_types(self) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.weights) > 0)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "weights": list(self.weights), "step_cost": self.step_cost}
+
+    @staticmethod
+    def from_json(d: dict) -> "Reward":
+        return Reward(str(d["name"]), tuple(float(w) for w in d["weights"]), float(d.get("step_cost", 0.0)))
+
+
+def parse_reward(spec: str, n_types: int) -> Reward:
+    """Parse a reward string (see module docstring) for an env with ``n_types`` object types."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError(f"reward must be a non-empty string such as 'collect:0', got {spec!r}")
+    text = spec.strip()
+    if ":" not in text:  # a raw weight vector
+        try:
+            weights = tuple(float(x) for x in text.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"reward {spec!r}: expected terms such as 'collect:0' or a comma-separated weight vector"
+            ) from None
+        if len(weights) != n_types:
+            raise ConfigError(f"reward {spec!r} has {len(weights)} weights but the env has {n_types} object types")
+        return Reward(text.replace(" ", ""), weights)
+    weights = np.zeros(n_types)
+    step_cost = 0.0
+    for term in text.split("+"):
+        m = _TERM.match(term)
+        if not m:
+            raise ConfigError(
+                f"reward {spec!r}: cannot read term {term.strip()!r}; expected e.g. 'collect:0', 'avoid:2', "
+                "'0.5*collect:1', 'step:0.01' or a vector '1,0,0,0'"
+            )
+        coef = float(m["coef"]) if m["coef"] else 1.0
+        verb, arg = m["verb"], m["arg"]
+        if verb == "step":
+            step_cost += coef * float(arg)
+            continue
+        if not re.fullmatch(r"\d+", arg) or int(arg) >= n_types:
+            raise ConfigError(f"reward {spec!r}: object type {arg!r} does not exist (the env has types 0..{n_types - 1})")
+        weights[int(arg)] += coef if verb == "collect" else -coef
+    return Reward(text.replace(" ", ""), tuple(float(w) for w in weights), step_cost)
+
+
+# Reward families: named generators of RB lists, the registry experiments draw from.
+def one_hot_family(n_types: int, exclude: Reward | None = None) -> list[Reward]:
+    """``collect:i`` for every object type, minus the types ``exclude`` already rewards (orthogonal RBs)."""
+    skip = set(exclude.rewarded_types().tolist()) if exclude is not None else set()
+    return [parse_reward(f"collect:{i}", n_types) for i in range(n_types) if i not in skip]
+
+
+def composite_family(base: Reward, n_types: int, weight: float = 1.0) -> list[Reward]:
+    """"RA plus a new component": ``base + weight*collect:i`` for each type that ``base`` does not reward."""
+    out = []
+    for r in one_hot_family(n_types, exclude=base):
+        i = int(r.rewarded_types()[0])
+        w = np.asarray(base.weights, dtype=float)
+        w[i] += weight
+        out.append(Reward(f"{base.name}+{weight:g}*collect:{i}", tuple(w.tolist()), base.step_cost))
+    return out
+
+
+REWARD_FAMILIES = {"one_hot": one_hot_family, "composite": composite_family}

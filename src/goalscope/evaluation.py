@@ -1,0 +1,112 @@
+"""Behaviour profiles: what an agent *does*, recorded so it can be scored under any reward afterwards.
+
+A profile holds, per evaluation episode, how many objects of each type the agent collected and how many steps it
+took. The return under any reward is then a dot product, so "does MB* lean towards minimising RB?" is answered
+from the same episodes as "how well does it still do RA?".
+
+Evaluation episodes are paired: with the same config and seed, episode ``e`` starts from the same maze, objects
+and agent position whatever the policy, so differences between models are not sampling noise in the mazes
+(common random numbers). They run the full ``max_steps`` (no early end when the rewarded objects are gone) so
+the counts of every type are comparable across rewards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from goalscope.envs.maze import MazeConfig, MazeVecEnv
+from goalscope.envs.oracle import oracle_actions
+from goalscope.envs.rewards import Reward
+
+Policy = Callable[[np.ndarray, MazeVecEnv], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Profile:
+    counts: np.ndarray  # (episodes, n_types) objects collected per type
+    steps: np.ndarray  # (episodes,)
+
+    def returns(self, reward: Reward) -> np.ndarray:
+        return reward.score(self.counts, self.steps)
+
+    def mean_counts(self) -> np.ndarray:
+        return self.counts.mean(axis=0)
+
+    def to_json(self) -> dict:
+        return {"counts": self.counts.tolist(), "steps": self.steps.tolist()}
+
+    @staticmethod
+    def from_json(d: dict) -> "Profile":
+        return Profile(np.asarray(d["counts"], dtype=np.int64), np.asarray(d["steps"], dtype=np.int64))
+
+
+def eval_config(cfg: MazeConfig) -> MazeConfig:
+    return dataclasses.replace(cfg, end_when_collected=False)
+
+
+def run_episodes(policy: Policy, cfg: MazeConfig, reward: Reward, n_episodes: int, seed: int) -> Profile:
+    """One episode in each of ``n_episodes`` parallel envs; later episodes of an env are ignored."""
+    env = MazeVecEnv(eval_config(cfg), reward, n_episodes, seed=seed)
+    obs = env.reset(seed)
+    counts = np.zeros((n_episodes, cfg.n_types), dtype=np.int64)
+    steps = np.zeros(n_episodes, dtype=np.int64)
+    for _ in range(cfg.max_steps):  # every env ends its first episode by truncation at max_steps
+        obs, _, _, _, info = env.step(policy(obs, env))
+        if info:
+            counts[info["done_idx"]] = info["counts"]
+            steps[info["done_idx"]] = info["steps"]
+    return Profile(counts, steps)
+
+
+def oracle_policy(obs: np.ndarray, env: MazeVecEnv) -> np.ndarray:
+    return oracle_actions(env)
+
+
+def model_policy(model: torch.nn.Module, seed: int = 0, greedy: bool = False) -> Policy:
+    """Sample (or take the argmax of) the model's action distribution, with its own seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+
+    @torch.inference_mode()
+    def act(obs: np.ndarray, env: MazeVecEnv) -> np.ndarray:
+        logits, _ = model(torch.from_numpy(obs))
+        if greedy:
+            return logits.argmax(-1).numpy()
+        return torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1).numpy()
+
+    return act
+
+
+def evaluate(model: torch.nn.Module, cfg: MazeConfig, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile:
+    was_training = model.training
+    model.eval()
+    try:
+        return run_episodes(model_policy(model, seed), cfg, reward, n_episodes, seed)
+    finally:
+        model.train(was_training)
+
+
+def oracle_profile(cfg: MazeConfig, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile:
+    return run_episodes(oracle_policy, cfg, reward, n_episodes, seed)
+
+
+def summarise(profile: Profile, reward: Reward, oracle: Profile | None = None) -> dict:
+    """Mean return under ``reward`` (with a standard error), mean objects per type, and fraction of the oracle."""
+    r = profile.returns(reward)
+    out = {
+        "reward": reward.name,
+        "episodes": len(r),
+        "return_mean": float(r.mean()),
+        "return_sem": float(r.std(ddof=1) / np.sqrt(len(r))) if len(r) > 1 else float("nan"),
+        "counts_mean": profile.mean_counts().round(3).tolist(),
+        "steps_mean": float(profile.steps.mean()),
+    }
+    if oracle is not None:
+        o = float(oracle.returns(reward).mean())
+        out["oracle_return"] = o
+        out["fraction_of_oracle"] = float(r.mean() / o) if abs(o) > 1e-9 else float("nan")
+    return out
