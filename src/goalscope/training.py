@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from goalscope.envs.maze import MazeConfig, MazeVecEnv
+from goalscope.agents import build_agent
+from goalscope.checkpoints import Checkpoint
+from goalscope.envs.maze import N_ACTIONS, MazeConfig, MazeVecEnv
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, TrainingDiverged
 from goalscope.evaluation import evaluate, oracle_profile, summarise
@@ -177,6 +179,8 @@ def train(
             for t in range(T):
                 obs_buf[t] = obs
                 logits, value = model(obs)
+                if not torch.isfinite(logits).all():
+                    raise TrainingDiverged(f"training diverged at step {step}: the policy outputs NaN/inf")
                 action = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
                 logp_buf[t] = _log_probs(logits, action)
                 val_buf[t] = value
@@ -257,3 +261,34 @@ def _progress(total: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, disable=not enabled, desc=desc, unit="step", unit_scale=True, leave=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Jobs: a checkpoint in, a checkpoint out (what the CLI and the experiment runner call)
+
+
+def train_new(arch: str, arch_config: dict, env_cfg: MazeConfig, reward: Reward, ppo: PPOConfig, seed: int, *,
+              log_dir: Path | None = None, progress: bool = False) -> Checkpoint:
+    """Initialise ``arch`` from ``seed`` and train it on ``reward`` (this is how MA is made)."""
+    torch.manual_seed(seed)
+    model = build_agent(arch, env_cfg.obs_shape, N_ACTIONS, arch_config)
+    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress)
+    return Checkpoint(arch, arch_config, env_cfg, reward, _state(model), result.steps, seed, None, _extra(result, ppo))
+
+
+def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, parent_path: str | None = None,
+             log_dir: Path | None = None, progress: bool = False, env_cfg: MazeConfig | None = None) -> Checkpoint:
+    """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made)."""
+    model = parent.build()
+    env_cfg = env_cfg or parent.env
+    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress)
+    return Checkpoint(parent.arch, parent.arch_config, env_cfg, reward, _state(model), parent.steps + result.steps,
+                      seed, parent_path, _extra(result, ppo))
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _extra(result: TrainResult, ppo: PPOConfig) -> dict:
+    return {"final_eval": result.final_eval, "wall_s": round(result.wall_s, 3), "ppo": ppo.to_json()}

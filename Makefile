@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned to the CPU build; see the README for a CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+$(BIN)/goalscope: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/goalscope
+
+demo: install
+	$(BIN)/goalscope run experiments/default.toml --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/env_throughput.py
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,198 @@
+"""The ``goalscope`` command line.
+
+Every user mistake (unknown reward, wrong vector length, missing or corrupt checkpoint, bad config...) ends as one
+line ``goalscope: error: ...`` and exit status 2; nothing is overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from goalscope.errors import ConfigError, GoalscopeError
+
+DESCRIPTION = """\
+goalscope finds where a reinforcement-learning agent's objective lives in its weights.
+
+The experiment, step by step:
+  1. goalscope train    --reward collect:0 --out runs/ma          # MA: an agent trained on reward RA
+  2. goalscope finetune runs/ma --reward collect:1 --out runs/mb  # MB: MA fine-tuned on another reward RB
+  3. goalscope eval     runs/mb --reward collect:1                # what it collects, as a fraction of an oracle
+  4. goalscope run      experiments/default.toml --out runs/demo  # the whole program: update signals,
+                                                                  # negate-and-retrain, superposition heatmaps
+Rewards are data: 'collect:0', 'avoid:2', '0.5*collect:0+collect:3', 'step:0.01', or a vector '1,0,-1,0'.
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _add_env_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("environment (object maze)")
+    g.add_argument("--size", type=int, default=9, help="grid side including outer walls, odd for mazes (default 9)")
+    g.add_argument("--n-types", type=int, default=4, help="object types K (default 4)")
+    g.add_argument("--n-per-type", type=int, default=2, help="objects of each type per episode (default 2)")
+    g.add_argument("--max-steps", type=int, default=48, help="episode step limit (default 48)")
+    g.add_argument("--layout", choices=["maze", "open"], default="maze", help="corridor maze or one open room")
+    g.add_argument("--loop-prob", type=float, default=0.1, help="fraction of maze walls knocked out to make loops")
+
+
+def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
+    g = p.add_argument_group("training (PPO)")
+    g.add_argument("--steps", type=_positive_int, default=default_steps, help=f"environment steps (default {default_steps})")
+    g.add_argument("--seed", type=int, default=0, help="seed for weights, envs and sampling (default 0)")
+    g.add_argument("--n-envs", type=_positive_int, default=64, help="parallel envs (default 64)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")
+    g.add_argument("--out", required=True, type=Path, help="run directory to create")
+    g.add_argument("--force", action="store_true", help="replace an existing run directory")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="goalscope", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a new agent (MA) on a reward", description="Train a new agent on a reward with PPO.")
+    p.add_argument("--reward", required=True, help="reward RA, e.g. collect:0")
+    p.add_argument("--arch", default="cnn", help="architecture: cnn (default) or mlp")
+    p.add_argument("--arch-config", default="{}", help='architecture options as JSON, e.g. \'{"hidden": 64}\'')
+    _add_env_args(p)
+    _add_ppo_args(p, 300_000)
+
+    p = sub.add_parser("finetune", help="continue training a checkpoint on another reward (MB)",
+                       description="Fine-tune a checkpoint on another reward in the same environment.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory of the parent model (MA)")
+    p.add_argument("--reward", required=True, help="reward RB, e.g. collect:1")
+    _add_ppo_args(p, 100_000)
+
+    p = sub.add_parser("eval", help="behaviour profile and return of a checkpoint",
+                       description="Run evaluation episodes and print what the agent collects and its return "
+                                   "under a reward, as a fraction of a shortest-path oracle.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--reward", help="reward to score under (default: the one it was trained on)")
+    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes (default 256)")
+    p.add_argument("--seed", type=int, default=10_000, help="evaluation seed: same seed, same episodes (default 10000)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    from goalscope import experiment_cli
+
+    experiment_cli.add_commands(sub)
+    return parser
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise ConfigError(f"{out} already exists; pass --force to replace it")
+        shutil.rmtree(out)
+
+
+def _env_config(args):
+    from goalscope.envs.maze import MazeConfig
+
+    return MazeConfig(size=args.size, n_types=args.n_types, n_per_type=args.n_per_type, max_steps=args.max_steps,
+                      layout=args.layout, loop_prob=args.loop_prob)
+
+
+def _ppo_config(args):
+    from goalscope.training import PPOConfig
+
+    return PPOConfig(total_steps=args.steps, n_envs=args.n_envs, lr=args.lr, eval_every=args.eval_every)
+
+
+def cmd_train(args) -> None:
+    from goalscope.agents import arch_config, arch_config_to_json
+    from goalscope.checkpoints import save_checkpoint
+    from goalscope.envs.rewards import parse_reward
+    from goalscope.training import train_new
+
+    env_cfg = _env_config(args)
+    reward = parse_reward(args.reward, env_cfg.n_types)
+    try:
+        cfg_values = json.loads(args.arch_config)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--arch-config is not valid JSON: {e}") from None
+    if not isinstance(cfg_values, dict):
+        raise ConfigError("--arch-config must be a JSON object")
+    arch_cfg = arch_config_to_json(arch_config(args.arch, cfg_values))
+    ppo = _ppo_config(args)
+    _check_out(args.out, args.force)
+    ckpt = train_new(args.arch, arch_cfg, env_cfg, reward, ppo, args.seed, log_dir=args.out, progress=not args.quiet)
+    save_checkpoint(ckpt, args.out)
+    _print_summary(ckpt.extra["final_eval"], f"trained {args.arch} on {reward.name} -> {args.out}")
+
+
+def cmd_finetune(args) -> None:
+    from goalscope.checkpoints import load_checkpoint, save_checkpoint
+    from goalscope.envs.rewards import parse_reward
+    from goalscope.training import finetune
+
+    parent = load_checkpoint(args.checkpoint)
+    reward = parse_reward(args.reward, parent.env.n_types)
+    ppo = _ppo_config(args)
+    _check_out(args.out, args.force)
+    ckpt = finetune(parent, reward, ppo, args.seed, parent_path=str(args.checkpoint), log_dir=args.out, progress=not args.quiet)
+    save_checkpoint(ckpt, args.out)
+    _print_summary(ckpt.extra["final_eval"], f"fine-tuned {args.checkpoint} on {reward.name} -> {args.out}")
+
+
+def cmd_eval(args) -> None:
+    from goalscope.checkpoints import load_checkpoint
+    from goalscope.envs.rewards import parse_reward
+    from goalscope.evaluation import evaluate, oracle_profile, summarise
+
+    ckpt = load_checkpoint(args.checkpoint)
+    reward = parse_reward(args.reward, ckpt.env.n_types) if args.reward else ckpt.reward
+    profile = evaluate(ckpt.build(), ckpt.env, reward, args.episodes, args.seed)
+    s = summarise(profile, reward, oracle_profile(ckpt.env, reward, args.episodes, args.seed))
+    s["trained_on"] = ckpt.reward.name
+    if args.json:
+        print(json.dumps(s))
+    else:
+        _print_summary(s, f"{args.checkpoint} (trained on {ckpt.reward.name}, {ckpt.steps} steps)")
+
+
+def _print_summary(s: dict, title: str) -> None:
+    print(title)
+    counts = "  ".join(f"type {i}: {c:.2f}" for i, c in enumerate(s["counts_mean"]))
+    print(f"  objects collected per episode  {counts}")
+    print(f"  return under {s['reward']}: {s['return_mean']:.3f} ± {s['return_sem']:.3f} (s.e.)"
+          f"  = {s['fraction_of_oracle']:.1%} of the oracle's {s['oracle_return']:.3f}  [{s['episodes']} episodes]")
+
+
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from goalscope import experiment_cli
+
+    handler = COMMANDS.get(args.command) or experiment_cli.COMMANDS[args.command]
+    try:
+        handler(args)
+    except GoalscopeError as e:
+        print(f"goalscope: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("goalscope: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from goalscope.agents import build_agent
+from goalscope.envs.rewards import parse_reward
+from goalscope.errors import ConfigError, TrainingDiverged
+from goalscope.evaluation import evaluate, oracle_profile, summarise
+from goalscope.training import PPOConfig, finetune, train, train_new
+
+TINY_PPO = PPOConfig(total_steps=60_000, n_envs=32, n_steps=32, eval_episodes=128)
+
+
+def test_ppo_learns_a_tiny_maze(tiny_cfg):
+    """A real learning test: from random (~20% of oracle) to >= 80% of the oracle's return."""
+    reward = parse_reward("collect:0", tiny_cfg.n_types)
+    torch.manual_seed(0)
+    model = build_agent("cnn", tiny_cfg.obs_shape, 4)
+    before = summarise(evaluate(model, tiny_cfg, reward, 128), reward, oracle_profile(tiny_cfg, reward, 128))
+    result = train(model, tiny_cfg, reward, TINY_PPO, seed=0)
+    assert before["fraction_of_oracle"] < 0.6
+    assert result.final_eval["fraction_of_oracle"] >= 0.8, result.final_eval
+
+
+def test_same_seed_gives_identical_weights(tiny_cfg):
+    reward = parse_reward("collect:1", tiny_cfg.n_types)
+    ppo = PPOConfig(total_steps=2048, n_envs=16, n_steps=32, eval_episodes=16)
+    a = train_new("mlp", {}, tiny_cfg, reward, ppo, seed=3)
+    b = train_new("mlp", {}, tiny_cfg, reward, ppo, seed=3)
+    c = train_new("mlp", {}, tiny_cfg, reward, ppo, seed=4)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not all(torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+
+
+def test_finetune_records_parent_and_changes_weights(tiny_cfg):
+    ppo = PPOConfig(total_steps=1024, n_envs=16, n_steps=32, eval_episodes=16)
+    ma = train_new("cnn", {}, tiny_cfg, parse_reward("collect:0", 2), ppo, seed=0)
+    mb = finetune(ma, parse_reward("collect:1", 2), ppo, seed=1, parent_path="runs/ma")
+    assert mb.parent == "runs/ma" and mb.steps == ma.steps + 1024 and mb.reward.name == "collect:1"
+    assert any(not torch.equal(ma.state_dict[k], mb.state_dict[k]) for k in ma.state_dict)
+
+
+def test_nan_stops_training_with_a_clear_error(tiny_cfg):
+    model = build_agent("mlp", tiny_cfg.obs_shape, 4)
+    with torch.no_grad():
+        model.policy.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        train(model, tiny_cfg, parse_reward("collect:0", 2), PPOConfig(total_steps=512, n_envs=16, n_steps=32), seed=0)
+
+
+def test_logs_csv_and_tensorboard(tiny_cfg, tmp_path):
+    train(build_agent("mlp", tiny_cfg.obs_shape, 4), tiny_cfg, parse_reward("collect:0", 2),
+          PPOConfig(total_steps=1024, n_envs=16, n_steps=32, eval_every=512, eval_episodes=16), seed=0, log_dir=tmp_path)
+    lines = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert lines[0].startswith("step,") and "losses/policy" in lines[0] and "eval/fraction_of_oracle" in lines[0]
+    assert len(lines) >= 3
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("field, value", [("n_envs", 0), ("lr", 2.0), ("gamma", 1.5), ("epochs", "3"), ("clip", float("nan"))])
+def test_bad_ppo_config_names_the_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        PPOConfig(**{field: value})
+    with pytest.raises(ConfigError, match="unknown field 'lerning_rate'"):
+        PPOConfig.from_json({"lerning_rate": 1e-3})
