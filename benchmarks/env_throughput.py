@@ -106,13 +106,13 @@ def main(argv=None) -> None:
           f"{args.seconds:g} s per measurement; torch threads {torch.get_num_threads()}; "
           f"numpy {np.__version__}; {platform.processor() or platform.machine()}")
     print()
-    header = f"{'env':<30} {'N':>5} {'steps/s':>9} {'/ goal 2M':>10} {'/ numpy grid':>13} {'/ MiniGrid 12k':>15}"
+    header = f"{'env':<33} {'N':>5} {'steps/s':>9} {'/ goal 2M':>10} {'/ numpy grid':>13} {'/ MiniGrid 12k':>15}"
     print(header)
     print("-" * len(header))
 
     def row(name, n, sps):
         grid = f"{sps / NUMPY_GRID[n]:.2f}x" if n in NUMPY_GRID else "-"
-        print(f"{name:<30} {n:>5} {_fmt(sps):>9} {sps / GOAL:>9.2f}x {grid:>13} {sps / MINIGRID_SYNC:>14.0f}x",
+        print(f"{name:<33} {n:>5} {_fmt(sps):>9} {sps / GOAL:>9.2f}x {grid:>13} {sps / MINIGRID_SYNC:>14.0f}x",
               flush=True)
 
     for n in args.n:

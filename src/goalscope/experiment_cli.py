@@ -1,7 +1,204 @@
-"""CLI commands of the experiment program (run, diff, negate, superpose, results)."""
+"""CLI commands of the experiment program: run, results, diff, negate, superpose."""
 
-COMMANDS: dict = {}
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from goalscope.errors import ConfigError
 
 
 def add_commands(sub) -> None:
-    return None
+    p = sub.add_parser("run", help="run (or resume) a whole experiment from a TOML file",
+                       description="Train MA, fine-tune MBs and controls, negate-and-retrain, superpose, and write "
+                                   "records.csv, heatmaps/ and summary.json. Finished jobs are cached by the hash "
+                                   "of their inputs: rerunning (or resuming a killed run) redoes nothing twice.")
+    p.add_argument("experiment", type=Path, help="experiment TOML, e.g. experiments/default.toml")
+    p.add_argument("--out", type=Path, required=True, help="run directory, e.g. runs/demo")
+    p.add_argument("--force", metavar="STAGE", help="redo a stage and those after it: train, finetune, negate, analysis, all")
+    p.add_argument("--reconfigure", action="store_true", help="allow a changed config in an existing run directory")
+    p.add_argument("--workers", type=int, help="parallel job processes (default: the config's, 0 = one per core)")
+    p.add_argument("--executor", default="local", help="where jobs run: local (default)")
+    p.add_argument("--quick", action="store_true", help="a tiny version of the experiment (small budgets, 1 seed) to try things out")
+
+    p = sub.add_parser("results", help="print the summary tables of a finished run")
+    p.add_argument("run", type=Path)
+
+    p = sub.add_parser("diff", help="update signal MB - MA: size per layer and tensor",
+                       description="Print the update signal between two checkpoints of the same architecture.")
+    p.add_argument("ma", type=Path)
+    p.add_argument("mb", type=Path)
+    p.add_argument("--units", action="store_true", help="also list the 10 most-changed output units / channels")
+
+    p = sub.add_parser("negate", help="MB* = MA - alpha*(MB - MA), retrained on RA, against a retrained-MA control")
+    p.add_argument("ma", type=Path)
+    p.add_argument("mb", type=Path)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--retrain-steps", type=int, default=20_000)
+    p.add_argument("--episodes", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("superpose", help="aggregate several update signals into an objective heatmap")
+    p.add_argument("ma", type=Path)
+    p.add_argument("mbs", type=Path, nargs="+", help="fine-tuned checkpoints MB_1 ... MB_k")
+    p.add_argument("--method", default="mean_abs", help="aggregator: mean, median, mean_abs, ties, pca, control_subtracted, fisher")
+    p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
+    p.add_argument("--out", type=Path, help="write the heatmap as safetensors")
+
+
+def cmd_run(args) -> None:
+    from dataclasses import replace
+
+    from goalscope.config import load_experiment
+    from goalscope.executors import make_executor
+    from goalscope.runner import run_experiment
+
+    cfg = load_experiment(args.experiment)
+    if args.quick:
+        cfg = quick(cfg)
+    if args.workers is not None:
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+        cfg = replace(cfg, workers=args.workers)
+    executor = make_executor(args.executor, workers=cfg.workers)
+    summary = run_experiment(cfg, args.out, executor=executor, force=args.force, reconfigure=args.reconfigure)
+    print_results(args.out, summary)
+
+
+def quick(cfg):
+    """The same experiment at a size that runs in about a minute: one seed, small budgets, one alpha."""
+    from dataclasses import replace
+
+    return replace(cfg, name=cfg.name + "-quick", seeds=cfg.seeds[:1],
+                   base=replace(cfg.base, steps=min(cfg.base.steps, 60_000)),
+                   finetune=replace(cfg.finetune, steps=min(cfg.finetune.steps, 20_000)),
+                   negate=replace(cfg.negate, alphas=[1.0], retrain_steps=min(cfg.negate.retrain_steps, 8_000)),
+                   evaluation=replace(cfg.evaluation, episodes=min(cfg.evaluation.episodes, 128))).validate()
+
+
+def cmd_results(args) -> None:
+    path = args.run / "summary.json"
+    if not path.exists():
+        raise ConfigError(f"{args.run} has no summary.json; run `goalscope run EXPERIMENT --out {args.run}` first")
+    print_results(args.run, json.loads(path.read_text()))
+
+
+def _fmt(ci) -> str:
+    m, lo, hi = ci
+    return "n/a" if not math.isfinite(m) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def print_results(run: Path, s: dict) -> None:
+    print(f"\n== {s['experiment']}: RA = {s['ra']}, RBs = {', '.join(s['rbs'])}, seeds = {s['seeds']}  ({run})")
+    if s.get("failed_jobs"):
+        print(f"!! {len(s['failed_jobs'])} jobs failed and are left out: {', '.join(s['failed_jobs'][:5])}")
+    if s.get("ma_fraction_of_oracle") is not None:
+        print(f"MA on RA: {s['ma_fraction_of_oracle']:.1%} of oracle")
+    for rb, f in s.get("mb_fraction_of_oracle_on_rb", {}).items():
+        if f is not None:
+            print(f"MB[{rb}] on its RB: {f:.1%} of oracle  (on RA: {s['mb_fraction_of_oracle_on_ra'][rb]:.1%})")
+    if s.get("cosine"):
+        print("cosine between update signals: " + ", ".join(f"{k} {v:+.3f}" for k, v in s["cosine"].items()))
+    if s.get("negation"):
+        print("\nnegate and retrain: MB* minus control, mean [95% CI] over seeds x episodes")
+        print(f"  {'RB':<14}{'alpha':>6}  {'control':<18}{'RB objects':>26}{'specific lean':>28}{'RA return':>28}  verdict")
+        for e in s["negation"]:
+            for c in ("retrained_MA", "random_direction"):
+                if c in e:
+                    d = e[c]
+                    print(f"  {e['rb']:<14}{e['alpha']:>6g}  {c:<18}{_fmt(d['rb_objects_diff']):>26}"
+                          f"{_fmt(d['specific_lean']):>28}{_fmt(d['ra_return_diff']):>28}  {d['verdict']}")
+    if s.get("heatmaps"):
+        print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap across seeds (chance ~0.005)")
+        for m, h in s["heatmaps"].items():
+            j = h["seed_jaccard_top1pct"]
+            hot = ", ".join(f"{k} x{h['enrichment'][k]:.1f}" for k in h["hottest_tensors"])
+            print(f"  {m:<20} {hot}" + (f"   seed Jaccard {j:.3f}" if j is not None else ""))
+    for m, err in s.get("heatmap_errors", {}).items():
+        print(f"  {m:<20} not computed: {err}")
+    if s.get("stage_wall_s"):
+        print("\nwall time per stage (s): " + ", ".join(f"{k} {v}" for k, v in s["stage_wall_s"].items()))
+    print(f"records: {run / 'records.csv'}   heatmaps: {run / 'heatmaps'}")
+
+
+def _load_pair(a: Path, b: Path):
+    from goalscope.checkpoints import load_checkpoint
+    from goalscope.signals import check_compatible
+
+    ma, mb = load_checkpoint(a), load_checkpoint(b)
+    if ma.arch != mb.arch:
+        raise ConfigError(f"{a} is a {ma.arch!r} and {b} a {mb.arch!r}; an update signal needs one architecture")
+    check_compatible(ma.state_dict, mb.state_dict, str(a), str(b))
+    return ma, mb
+
+
+def cmd_diff(args) -> None:
+    from goalscope import signals as sig
+
+    ma, mb = _load_pair(args.ma, args.mb)
+    delta = sig.update_signal(ma.state_dict, mb.state_dict)
+    print(f"Δ = {args.mb} ({mb.reward.name}) - {args.ma} ({ma.reward.name})")
+    print(f"  {'tensor':<18}{'numel':>9}{'‖Δ‖':>11}{'mean|Δ|':>11}{'‖Δ‖/‖MA‖':>11}")
+    for r in sig.per_tensor(delta, reference=ma.state_dict):
+        print(f"  {r['param']:<18}{r['numel']:>9}{r['l2']:>11.4f}{r['mean_abs']:>11.2e}{r['rel_l2']:>11.4f}")
+    total = float(sig.flatten(delta).norm())
+    print(f"  total ‖Δ‖ = {total:.4f}, relative to ‖MA‖ = {total / float(sig.flatten(ma.state_dict).norm()):.4f}")
+    if args.units:
+        units = sorted(sig.per_unit(delta), key=lambda r: r["l2"], reverse=True)[:10]
+        print("  most-changed units: " + ", ".join(f"{u['param']}[{u['unit']}] {u['l2']:.3f}" for u in units))
+
+
+def cmd_negate(args) -> None:
+    from goalscope.evaluation import evaluate, summarise
+    from goalscope.signals import negate, update_signal
+    from goalscope.stats import bootstrap_mean
+    from goalscope.training import PPOConfig, finetune
+
+    ma, mb = _load_pair(args.ma, args.mb)
+    ppo = PPOConfig(total_steps=args.retrain_steps, eval_episodes=args.episodes)
+    start = ma.build()
+    start.load_state_dict(negate(ma.state_dict, update_signal(ma.state_dict, mb.state_dict), args.alpha))
+    star = finetune(dataclasses.replace(ma, state_dict=start.state_dict()), ma.reward, ppo, args.seed).build()
+    control = finetune(ma, ma.reward, ppo, args.seed).build()
+    i_rb = max(range(ma.env.n_types), key=lambda k: mb.reward.weights[k])
+    p_star = evaluate(star, ma.env, ma.reward, args.episodes)
+    p_ctrl = evaluate(control, ma.env, ma.reward, args.episodes)
+    diff = bootstrap_mean(p_star.counts[:, i_rb] - p_ctrl.counts[:, i_rb])
+    print(f"MB* = MA - {args.alpha:g}·(MB - MA), retrained {args.retrain_steps} steps on {ma.reward.name}; "
+          f"control: MA retrained the same")
+    for name, p in (("MB*", p_star), ("control", p_ctrl)):
+        s = summarise(p, ma.reward)
+        print(f"  {name:<8} objects per episode {s['counts_mean']}  RA return {s['return_mean']:.3f}")
+    print(f"  RB-type ({i_rb}) objects, MB* - control: {_fmt(diff)} (95% CI over episodes, one seed)")
+
+
+def cmd_superpose(args) -> None:
+    from safetensors.torch import save_file
+
+    from goalscope import aggregate as agg
+    from goalscope import signals as sig
+
+    mbs = [_load_pair(args.ma, b)[1] for b in args.mbs]
+    ma = _load_pair(args.ma, args.mbs[0])[0]
+    deltas = [sig.update_signal(ma.state_dict, mb.state_dict) for mb in mbs]
+    controls = [sig.update_signal(ma.state_dict, _load_pair(args.ma, c)[1].state_dict) for c in args.control]
+    fisher = None
+    if args.method == "fisher":
+        from goalscope.analysis import collect_observations
+
+        model = ma.build()
+        fisher = agg.fisher_diagonal(model, collect_observations(model, ma.env, ma.reward, 1024, seed=0))
+    heat = agg.aggregate(args.method, deltas, controls=controls, fisher=fisher)
+    total = float(sum(v.sum() for v in heat.values()))
+    print(f"heatmap '{args.method}' over {len(deltas)} update signals: share of score per tensor")
+    for k, v in sorted(heat.items(), key=lambda kv: -float(kv[1].sum())):
+        print(f"  {k:<18}{float(v.sum()) / total if total else 0:>8.1%}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in heat.items()}, str(args.out))
+        print(f"wrote {args.out}")
+
+
+COMMANDS = {"run": cmd_run, "results": cmd_results, "diff": cmd_diff, "negate": cmd_negate, "superpose": cmd_superpose}

@@ -1,0 +1,197 @@
+"""Experiment specs: one TOML file, validated into dataclasses before anything runs.
+
+Every section is a dataclass; unknown keys and wrong types are errors that name the key (``finetune.stepz``).
+See ``experiments/default.toml`` for a commented example of every field.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from goalscope.agents import arch_config, arch_config_to_json
+from goalscope.envs.maze import MazeConfig
+from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward
+from goalscope.errors import ConfigError
+from goalscope.training import PPOConfig
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    arch: str = "cnn"
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BaseSection:
+    reward: str = "collect:0"  # RA
+    steps: int = 300_000
+
+
+@dataclass(frozen=True)
+class FinetuneSection:
+    # RBs: explicit reward strings, or the families "one_hot" (every other type alone) and "composite" (RA plus
+    # each other type as a new component).
+    rewards: list[str] = field(default_factory=lambda: ["one_hot"])
+    steps: int = 100_000
+
+
+@dataclass(frozen=True)
+class ControlsSection:
+    continue_ra: bool = True  # MA fine-tuned on RA itself for the same budget: pure continued-training drift
+    other_seed: bool = False  # MA' trained on RA from another seed: how different two solutions to RA are
+
+
+@dataclass(frozen=True)
+class NegateSection:
+    enabled: bool = True
+    alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    retrain_steps: int = 20_000
+    random_control: bool = True  # MA - alpha*r, r random with Δ's per-tensor norms, retrained alike
+
+
+@dataclass(frozen=True)
+class SuperposeSection:
+    methods: list[str] = field(default_factory=lambda: ["mean", "median", "mean_abs", "ties", "pca", "control_subtracted", "fisher"])
+    fisher_samples: int = 1024
+
+
+@dataclass(frozen=True)
+class EvaluationSection:
+    episodes: int = 256
+    seed: int = 10_000
+    bootstrap: int = 2000  # bootstrap resamples for confidence intervals
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    workers: int = 0  # parallel job processes; 0 = one per CPU core
+    env: MazeConfig = field(default_factory=MazeConfig)
+    agent: AgentSection = field(default_factory=AgentSection)
+    ppo: dict = field(default_factory=dict)  # PPO settings shared by every job (the budgets live in the sections)
+    base: BaseSection = field(default_factory=BaseSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    controls: ControlsSection = field(default_factory=ControlsSection)
+    negate: NegateSection = field(default_factory=NegateSection)
+    superpose: SuperposeSection = field(default_factory=SuperposeSection)
+    evaluation: EvaluationSection = field(default_factory=EvaluationSection)
+
+    # -- derived values ----------------------------------------------------------------------------------------
+    @property
+    def ra(self) -> Reward:
+        return parse_reward(self.base.reward, self.env.n_types)
+
+    def rbs(self) -> list[Reward]:
+        out: list[Reward] = []
+        for spec in self.finetune.rewards:
+            if spec == "one_hot":
+                out += one_hot_family(self.env.n_types, exclude=self.ra)
+            elif spec == "composite":
+                out += composite_family(self.ra, self.env.n_types)
+            else:
+                out.append(parse_reward(spec, self.env.n_types))
+        names = [r.name for r in out]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ConfigError(f"finetune.rewards lists {sorted(dup)[0]!r} twice")
+        return out
+
+    def ppo_config(self, steps: int) -> PPOConfig:
+        return PPOConfig.from_json({**self.ppo, "total_steps": steps, "eval_episodes": self.evaluation.episodes})
+
+    def validate(self) -> "ExperimentConfig":
+        """Check everything that only shows when values are combined, so errors come before any training."""
+        from goalscope import aggregate
+
+        self.ra
+        rbs = self.rbs()
+        if not rbs:
+            raise ConfigError("finetune.rewards gives no reward to fine-tune on")
+        if any(rb.weights == self.ra.weights and rb.step_cost == self.ra.step_cost for rb in rbs):
+            raise ConfigError("finetune.rewards contains RA itself; RA is covered by controls.continue_ra")
+        arch_config(self.agent.arch, self.agent.config)
+        for steps, key in ((self.base.steps, "base.steps"), (self.finetune.steps, "finetune.steps"), (self.negate.retrain_steps, "negate.retrain_steps")):
+            if steps < 1:
+                raise ConfigError(f"{key} must be positive, got {steps}")
+            self.ppo_config(steps)
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("seeds must be a non-empty list of distinct integers")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        for a in self.negate.alphas:
+            if not math.isfinite(a) or a <= 0:
+                raise ConfigError(f"negate.alphas must be positive numbers, got {a}")
+        for m in self.superpose.methods:
+            aggregate.get(m)
+        if "control_subtracted" in self.superpose.methods and not self.controls.continue_ra:
+            raise ConfigError("superpose.methods has 'control_subtracted' but controls.continue_ra is false")
+        if self.evaluation.episodes < 2 or self.evaluation.bootstrap < 100:
+            raise ConfigError("evaluation.episodes must be >= 2 and evaluation.bootstrap >= 100")
+        return self
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to_json() if isinstance(v, MazeConfig) else (
+                {g.name: getattr(v, g.name) for g in fields(v)} if hasattr(v, "__dataclass_fields__") else v)
+        out["agent"]["config"] = arch_config_to_json(arch_config(self.agent.arch, self.agent.config))
+        return out
+
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; return it (lists converted), or raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp in (bool, str, dict):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
+        return value
+    if hasattr(tp, "__dataclass_fields__"):
+        return _section(tp, value, key)
+    raise TypeError(f"unsupported config annotation {tp!r}")
+
+
+def _section(cls, data, prefix: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"unknown key {where!r} (known in {prefix or 'the top level'}: {', '.join(sorted(known))})")
+    values = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
+    return cls(**values)
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"experiment file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return experiment_from_dict(data)
+
+
+def experiment_from_dict(data: dict) -> ExperimentConfig:
+    return _section(ExperimentConfig, data, "").validate()

@@ -1,0 +1,148 @@
+"""Jobs: the unit of work an executor runs, each a pure recipe from its spec to a stage directory.
+
+A job's spec is plain JSON data that fully determines its output (configs, reward, seed, and the *keys* of the
+jobs it builds on). Its key is a hash of that spec, so a rerun finds finished work by key and a changed input gets
+a new key instead of stale results. A job writes into a temporary directory that is renamed into place when
+complete: a stage directory either exists whole or not at all.
+
+Kinds:
+    train      MA: a fresh agent trained on RA                       -> checkpoint + profile
+    finetune   MB: a parent fine-tuned on a reward (also controls)   -> checkpoint + profile
+    negate     MB*: MA - alpha*direction, evaluated, retrained on RA -> checkpoint + profile before/after retrain
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from goalscope.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
+from goalscope.envs.maze import MazeConfig
+from goalscope.envs.rewards import Reward
+from goalscope.errors import GoalscopeError
+from goalscope.evaluation import Profile, evaluate
+from goalscope.training import PPOConfig, finetune, train_new
+
+KINDS = ("train", "finetune", "negate")
+DONE = "done.json"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    spec: dict
+    label: str  # for people: "MB collect:1 seed 0"
+    deps: tuple[str, ...] = field(default=())  # keys of jobs whose outputs this one reads
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"kind": self.kind, "spec": self.spec}, sort_keys=True).encode()
+        return f"{self.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
+
+
+def stage_dir(run_dir: Path, key: str) -> Path:
+    return Path(run_dir) / "stages" / key
+
+
+def job_status(run_dir: Path, key: str) -> dict | None:
+    """The ``done.json`` of a finished job (``status`` is ``ok`` or ``failed``), or None if it has not finished."""
+    p = stage_dir(run_dir, key) / DONE
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def load_profile(run_dir: Path, key: str, name: str = "profile.json") -> Profile:
+    return Profile.from_json(json.loads((stage_dir(run_dir, key) / name).read_text()))
+
+
+def run_job(job: Job, run_dir: str | Path) -> dict:
+    """Execute ``job`` unless it already finished; returns its status. Safe to call in a worker process."""
+    run_dir = Path(run_dir)
+    done = job_status(run_dir, job.key)
+    if done is not None:
+        return done
+    torch.set_num_threads(1)
+    final = stage_dir(run_dir, job.key)
+    tmp = final.with_name(f".tmp-{job.key}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    start = time.perf_counter()
+    status = {"key": job.key, "kind": job.kind, "label": job.label, "spec": job.spec}
+    try:
+        for dep in job.deps:
+            dep_status = job_status(run_dir, dep)
+            if dep_status is None or dep_status["status"] != "ok":
+                raise GoalscopeError(f"depends on {dep}, which did not finish successfully")
+        _EXECUTE[job.kind](job.spec, run_dir, tmp)
+        status["status"] = "ok"
+    except GoalscopeError as e:  # e.g. training diverged: recorded as a failed stage, never averaged in
+        status.update(status="failed", error=str(e))
+    except Exception as e:  # a bug: keep the traceback for the report, mark the stage failed
+        status.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+    status["wall_s"] = round(time.perf_counter() - start, 3)
+    atomic_write_bytes(tmp / DONE, json.dumps(status, indent=2).encode())
+    if final.exists():  # another process finished the same job first; its result is identical by construction
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return status
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Executing each kind
+
+
+def _ppo(spec: dict) -> PPOConfig:
+    return PPOConfig.from_json(spec["ppo"])
+
+
+def _save_profile(profile: Profile, out: Path, name: str = "profile.json") -> None:
+    atomic_write_bytes(out / name, json.dumps(profile.to_json()).encode())
+
+
+def _evaluate(model, spec: dict, env: MazeConfig, reward: Reward) -> Profile:
+    ev = spec["evaluation"]
+    return evaluate(model, env, reward, ev["episodes"], ev["seed"])
+
+
+def _train(spec: dict, run_dir: Path, out: Path) -> None:
+    env = MazeConfig.from_json(spec["env"])
+    reward = Reward.from_json(spec["reward"])
+    ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out)
+    save_checkpoint(ckpt, out)
+    _save_profile(_evaluate(ckpt.build(), spec, env, reward), out)
+
+
+def _finetune(spec: dict, run_dir: Path, out: Path) -> None:
+    parent = load_checkpoint(stage_dir(run_dir, spec["parent"]))
+    reward = Reward.from_json(spec["reward"])
+    ckpt = finetune(parent, reward, _ppo(spec), spec["seed"], parent_path=spec["parent"], log_dir=out)
+    save_checkpoint(ckpt, out)
+    _save_profile(_evaluate(ckpt.build(), spec, parent.env, reward), out)
+
+
+def _negate(spec: dict, run_dir: Path, out: Path) -> None:
+    from goalscope.signals import negate, random_direction_like, update_signal
+
+    ma = load_checkpoint(stage_dir(run_dir, spec["ma"]))
+    mb = load_checkpoint(stage_dir(run_dir, spec["mb"]))
+    delta = update_signal(ma.state_dict, mb.state_dict)
+    if spec["direction"] == "random":
+        delta = random_direction_like(delta, torch.Generator().manual_seed(spec["seed"]))
+    start = ma.build()
+    start.load_state_dict(negate(ma.state_dict, delta, spec["alpha"]))
+    _save_profile(_evaluate(start, spec, ma.env, ma.reward), out, "profile_before_retrain.json")
+    ma.state_dict = start.state_dict()
+    ckpt = finetune(ma, ma.reward, _ppo(spec), spec["seed"], parent_path=spec["ma"], log_dir=out)
+    save_checkpoint(ckpt, out)
+    _save_profile(_evaluate(ckpt.build(), spec, ma.env, ma.reward), out)
+
+
+_EXECUTE = {"train": _train, "finetune": _finetune, "negate": _negate}

@@ -1,0 +1,219 @@
+"""The experiment runner: an experiment config becomes waves of jobs, cached by key, then an analysis.
+
+    wave 1  train     MA per seed (and MA' from another seed, if asked)
+    wave 2  finetune  MB_i per seed and RB_i; controls: MA on RA for the same budget, MA on RA for the retrain budget
+    wave 3  negate    MB*(alpha) = MA - alpha*Δ_i and the random-direction control, each retrained on RA
+    then    analysis  update signals, negation effects with CIs, superposition heatmaps -> records.csv, heatmaps/
+
+Jobs in a wave are independent and go to the executor together. Finished jobs are found by key and skipped, so a
+killed run resumes where it stopped when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from goalscope.checkpoints import atomic_write_bytes
+from goalscope.config import ExperimentConfig
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.jobs import KINDS, Job, job_status, run_job
+
+EXPERIMENT_FILE = "experiment.json"
+OTHER_SEED_OFFSET = 1000
+
+
+@dataclass
+class Plan:
+    """Every job of an experiment, and which role each plays (keys by seed, reward name, alpha)."""
+
+    waves: list[list[Job]] = field(default_factory=list)
+    ma: dict = field(default_factory=dict)  # seed -> key
+    ma_other: dict = field(default_factory=dict)  # seed -> key of MA' (another init seed)
+    mb: dict = field(default_factory=dict)  # (seed, rb) -> key
+    control: dict = field(default_factory=dict)  # seed -> key: MA continued on RA for the fine-tune budget
+    retrain_control: dict = field(default_factory=dict)  # seed -> key: MA retrained on RA for the retrain budget
+    negated: dict = field(default_factory=dict)  # (seed, rb, alpha, "delta"|"random") -> key
+
+    def jobs(self) -> list[Job]:
+        return [j for wave in self.waves for j in wave]
+
+
+def plan_experiment(cfg: ExperimentConfig) -> Plan:
+    plan = Plan()
+    env, ra = cfg.env.to_json(), cfg.ra
+    arch = {"arch": cfg.agent.arch, "arch_config": cfg.to_json()["agent"]["config"]}
+    ev = {"episodes": cfg.evaluation.episodes, "seed": cfg.evaluation.seed}
+
+    def ppo(steps: int) -> dict:
+        return cfg.ppo_config(steps).to_json()
+
+    wave1, wave2, wave3 = [], [], []
+    for s in cfg.seeds:
+        ma = Job("train", {**arch, "env": env, "reward": ra.to_json(), "ppo": ppo(cfg.base.steps), "seed": s,
+                           "evaluation": ev}, f"MA seed {s}")
+        plan.ma[s] = ma.key
+        wave1.append(ma)
+        if cfg.controls.other_seed:
+            other = Job("train", {**ma.spec, "seed": s + OTHER_SEED_OFFSET}, f"MA' seed {s + OTHER_SEED_OFFSET}")
+            plan.ma_other[s] = other.key
+            wave1.append(other)
+
+        def fine(reward, steps, seed, label):
+            return Job("finetune", {"parent": ma.key, "reward": reward.to_json(), "ppo": ppo(steps), "seed": seed,
+                                    "evaluation": ev}, label, (ma.key,))
+
+        for rb in cfg.rbs():
+            job = fine(rb, cfg.finetune.steps, 1000 + s, f"MB {rb.name} seed {s}")
+            plan.mb[(s, rb.name)] = job.key
+            wave2.append(job)
+        if cfg.controls.continue_ra:
+            job = fine(ra, cfg.finetune.steps, 1000 + s, f"control: MA on RA seed {s}")
+            plan.control[s] = job.key
+            wave2.append(job)
+        if cfg.negate.enabled:
+            job = fine(ra, cfg.negate.retrain_steps, 2000 + s, f"control: MA retrained seed {s}")
+            plan.retrain_control[s] = job.key
+            wave2.append(job)
+            for rb in cfg.rbs():
+                mb_key = plan.mb[(s, rb.name)]
+                for alpha in cfg.negate.alphas:
+                    directions = ["delta", "random"] if cfg.negate.random_control else ["delta"]
+                    for direction in directions:
+                        job = Job("negate", {"ma": ma.key, "mb": mb_key, "alpha": alpha, "direction": direction,
+                                             "ppo": ppo(cfg.negate.retrain_steps), "seed": 2000 + s, "evaluation": ev},
+                                  f"MB* {rb.name} a={alpha:g} {direction} seed {s}", (ma.key, mb_key))
+                        plan.negated[(s, rb.name, alpha, direction)] = job.key
+                        wave3.append(job)
+    plan.waves = [w for w in (wave1, wave2, wave3) if w]
+    return plan
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run directory: lock, config check, forced stages
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two runs cannot interleave their writes."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pid = int(self.path.read_text().strip() or 0) if self.path.exists() else 0
+                if pid and _alive(pid):
+                    raise GoalscopeError(f"{self.path.parent} is in use by another goalscope process (pid {pid}); "
+                                         "wait for it or point --out elsewhere") from None
+                self.path.unlink(missing_ok=True)  # a stale lock from a killed run
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise GoalscopeError(f"could not lock {self.path.parent}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bool) -> None:
+    path = run_dir / EXPERIMENT_FILE
+    if not path.exists():
+        if run_dir.exists() and any(p for p in run_dir.iterdir() if p.name != ".lock"):
+            raise ConfigError(f"{run_dir} exists and is not a goalscope run; choose another --out")
+        return
+    old = json.loads(path.read_text())
+    new = cfg.to_json()
+    if old != new and not reconfigure:
+        diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+        raise ConfigError(f"{run_dir} was run with a different experiment ({diff!r} differs); use another --out, or "
+                          "--reconfigure to reuse its finished stages with the new config")
+
+
+def _force(run_dir: Path, plan: Plan, kind: str) -> int:
+    """Delete the finished jobs of ``kind`` and of every later kind (they were built on them)."""
+    if kind not in (*KINDS, "analysis", "all"):
+        raise ConfigError(f"--force takes one of {', '.join((*KINDS, 'analysis', 'all'))}, got {kind!r}")
+    if kind == "analysis":
+        return 0  # analysis always reruns
+    doomed = KINDS if kind == "all" else KINDS[KINDS.index(kind):]
+    n = 0
+    for job in plan.jobs():
+        if job.kind in doomed and (run_dir / "stages" / job.key).exists():
+            shutil.rmtree(run_dir / "stages" / job.key)
+            n += 1
+    return n
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None, force: str | None = None,
+                   reconfigure: bool = False, log=print) -> dict:
+    """Run (or resume) every stage of ``cfg`` in ``run_dir`` and write the analysis; returns the summary."""
+    from goalscope.analysis import analyse
+    from goalscope.executors import LocalExecutor
+
+    run_dir = Path(run_dir)
+    executor = executor or LocalExecutor(cfg.workers)
+    _check_same_experiment(run_dir, cfg, reconfigure)
+    plan = plan_experiment(cfg)
+    timings = {}
+    with RunLock(run_dir):
+        atomic_write_bytes(run_dir / EXPERIMENT_FILE, json.dumps(cfg.to_json(), indent=2).encode())
+        for leftover in (run_dir / "stages").glob(".tmp-*") if (run_dir / "stages").exists() else []:
+            shutil.rmtree(leftover, ignore_errors=True)  # half-written jobs of a killed run
+        if force:
+            log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
+        for wave in plan.waves:
+            kind = wave[0].kind
+            todo = [j for j in wave if job_status(run_dir, j.key) is None]
+            start = time.perf_counter()
+            log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
+            statuses = executor.run(_JobRunner(str(run_dir)), todo, desc=kind)
+            for st in statuses:
+                if st["status"] != "ok":
+                    log(f"  job {st['label']} failed: {st['error']}")
+            timings[kind] = round(time.perf_counter() - start, 2)
+        start = time.perf_counter()
+        summary = analyse(cfg, plan, run_dir, log=log)
+        timings["analysis"] = round(time.perf_counter() - start, 2)
+        summary["stage_wall_s"] = timings
+        summary["job_wall_s"] = _job_times(run_dir, plan)
+        atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
+    return summary
+
+
+class _JobRunner:
+    """A picklable ``job -> status`` for executors."""
+
+    def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+
+    def __call__(self, job: Job) -> dict:
+        return run_job(job, self.run_dir)
+
+
+def _job_times(run_dir: Path, plan: Plan) -> dict:
+    """Compute time per kind summed over jobs (what the work costs, independent of parallelism)."""
+    out: dict = {}
+    for job in plan.jobs():
+        st = job_status(run_dir, job.key)
+        if st:
+            out[job.kind] = round(out.get(job.kind, 0.0) + st.get("wall_s", 0.0), 2)
+    return out
