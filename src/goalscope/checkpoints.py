@@ -150,5 +150,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         raise CheckpointError(f"{meta_path} has an invalid field: {e}") from None
     except GoalscopeError as e:
         raise CheckpointError(f"{meta_path}: {e}") from None
-    ckpt.build()  # validates architecture, names, shapes and dtypes now rather than at first use
+    # Validate architecture, names, shapes and dtypes now rather than at first use, and put the tensors in the
+    # model's own order (safetensors returns them unordered; results must not depend on it).
+    ckpt.state_dict = {k: state[k] for k in ckpt.build().state_dict()}
     return ckpt

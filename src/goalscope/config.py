@@ -15,7 +15,7 @@ from pathlib import Path
 from goalscope.agents import arch_config, arch_config_to_json
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.training import PPOConfig
 
 
@@ -102,6 +102,9 @@ class ExperimentConfig:
         return out
 
     def ppo_config(self, steps: int) -> PPOConfig:
+        for key in ("total_steps", "eval_episodes"):
+            if key in self.ppo:
+                raise ConfigError(f"ppo.{key} is set by the experiment (base/finetune/negate steps, evaluation.episodes)")
         return PPOConfig.from_json({**self.ppo, "total_steps": steps, "eval_episodes": self.evaluation.episodes})
 
     def validate(self) -> "ExperimentConfig":
@@ -127,7 +130,10 @@ class ExperimentConfig:
             if not math.isfinite(a) or a <= 0:
                 raise ConfigError(f"negate.alphas must be positive numbers, got {a}")
         for m in self.superpose.methods:
-            aggregate.get(m)
+            try:
+                aggregate.get(m)
+            except GoalscopeError as e:
+                raise ConfigError(f"superpose.methods: {e}") from None
         if "control_subtracted" in self.superpose.methods and not self.controls.continue_ra:
             raise ConfigError("superpose.methods has 'control_subtracted' but controls.continue_ra is false")
         if self.evaluation.episodes < 2 or self.evaluation.bootstrap < 100:

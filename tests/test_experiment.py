@@ -1,0 +1,175 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from goalscope.analysis import verdict
+from goalscope.cli import main
+from goalscope.config import experiment_from_dict, load_experiment
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.executors import LocalExecutor
+from goalscope.jobs import job_status
+from goalscope.records import read_records
+from goalscope.runner import RunLock, plan_experiment, run_experiment
+from goalscope.stats import bootstrap_mean, bootstrap_ratio
+
+TINY = {
+    "name": "tiny", "seeds": [0, 1], "workers": 2,
+    "env": {"size": 5, "n_types": 3, "n_per_type": 1, "max_steps": 16},
+    "ppo": {"n_envs": 16, "n_steps": 32},
+    "base": {"steps": 2048}, "finetune": {"steps": 1024},
+    "negate": {"alphas": [1.0], "retrain_steps": 512},
+    "evaluation": {"episodes": 32, "bootstrap": 200},
+}
+
+
+def tiny(**over):
+    return experiment_from_dict({**TINY, **over})
+
+
+def test_default_experiment_file_is_valid():
+    cfg = load_experiment("experiments/default.toml")
+    assert len(cfg.rbs()) == 4 and len(cfg.seeds) == 3
+    plan = plan_experiment(cfg)
+    assert len(plan.ma) == 3 and len(plan.mb) == 12 and len(plan.negated) == 3 * 4 * 3 * 2
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"seedz": [0]}, "unknown key 'seedz'"),
+    ({"finetune": {"stepz": 3}}, "unknown key 'finetune.stepz'"),
+    ({"base": {"steps": "many"}}, "base.steps must be an integer"),
+    ({"negate": {"alphas": [1, "x"]}}, r"negate.alphas\[1\] must be a number"),
+    ({"env": {"size": 6}}, "env.size must be odd"),
+    ({"base": {"reward": "collect:7"}}, "object type '7' does not exist"),
+    ({"finetune": {"rewards": ["collect:0"]}}, "contains RA itself"),
+    ({"finetune": {"rewards": ["collect:1", "collect:1"]}}, "twice"),
+    ({"superpose": {"methods": ["magic"]}}, "unknown aggregator 'magic'"),
+    ({"ppo": {"lr": -1.0}}, "ppo.lr"),
+    ({"ppo": {"epoch": 3}}, "unknown field 'epoch'"),
+    ({"agent": {"arch": "cnn", "config": {"depth": 3}}}, "unknown field 'depth'"),
+    ({"seeds": []}, "seeds must be a non-empty list"),
+    ({"negate": {"alphas": [0.0]}}, "negate.alphas must be positive"),
+    ({"env": "big"}, "env must be a table"),
+])
+def test_config_errors_name_the_key(data, message):
+    with pytest.raises(ConfigError, match=message):
+        experiment_from_dict(data)
+
+
+def test_job_keys_change_only_downstream_of_a_change():
+    a, b = plan_experiment(tiny()), plan_experiment(tiny(finetune={"steps": 999}))
+    assert a.ma == b.ma  # MA does not depend on the fine-tune budget: cached MAs are reused
+    assert set(a.mb.values()).isdisjoint(b.mb.values())
+    assert plan_experiment(tiny()).mb == a.mb  # keys are deterministic
+
+
+def test_bootstrap_ci_covers_the_truth_and_resamples_seeds():
+    rng = np.random.default_rng(0)
+    same = rng.normal(1.0, 1.0, size=(3, 400))
+    m, lo, hi = bootstrap_mean(same, 1000)
+    assert lo < 1.0 < hi and hi - lo < 0.3
+    shifted = same + np.array([[-1.0], [0.0], [1.0]])  # seeds that disagree must widen the interval
+    _, lo2, hi2 = bootstrap_mean(shifted, 1000)
+    assert hi2 - lo2 > 3 * (hi - lo)
+    r, rlo, rhi = bootstrap_ratio(same * 2, same, 500)
+    assert r == pytest.approx(2.0) and rlo == pytest.approx(2.0) and rhi == pytest.approx(2.0)
+    assert verdict((-1, -2, -0.5)) == "leans toward minimising RB"
+    assert verdict((0.1, -0.2, 0.4)) == "no detectable lean"
+    assert verdict((1, 0.5, 2)).startswith("leans toward RB")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    summary = run_experiment(tiny(), out, log=lambda *a: None)
+    return out, summary
+
+
+def test_small_real_end_to_end_run(tiny_run):
+    out, summary = tiny_run
+    assert summary["failed_jobs"] == []
+    assert 0 < summary["ma_fraction_of_oracle"] < 1.5
+    rows = read_records(out / "records.csv")
+    metrics = {r["metric"] for r in rows}
+    for m in ("fraction_of_oracle", "l2", "rel_l2", "l2_over_control", "rb_objects_vs_retrained_MA",
+              "specific_lean_vs_random_direction", "selectivity_vs_retrained_MA", "score_share", "seed_jaccard_top1pct"):
+        assert m in metrics, m
+    lean = [r for r in rows if r["metric"] == "rb_objects_vs_retrained_MA"]
+    assert len(lean) == 2 and all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in lean)
+    for method in ("mean", "median", "mean_abs", "ties", "pca", "control_subtracted", "fisher"):
+        assert (out / "heatmaps" / f"{method}.safetensors").exists(), method
+    cos = json.loads((out / "signals" / "cosine.json").read_text())
+    assert len(cos["names"]) == 2 * 3 and np.allclose(np.diag(cos["matrix"]), 1.0)
+    # The update signal really is MB - MA: negating it with alpha=1 in a job started from 2MA - MB.
+    assert summary["stage_wall_s"]["negate"] > 0
+
+
+def test_rerun_redoes_nothing_and_resumes_killed_work(tiny_run):
+    out, _ = tiny_run
+    cfg = tiny()
+    plan = plan_experiment(cfg)
+    stamps = {k: (out / "stages" / k / "done.json").stat().st_mtime_ns for k in (j.key for j in plan.jobs())}
+    # Simulate a run killed mid-way: one finished negate job lost, one half-written job directory left behind.
+    import shutil
+
+    lost = next(iter(plan.negated.values()))
+    shutil.rmtree(out / "stages" / lost)
+    (out / "stages" / f".tmp-{lost}-999").mkdir()
+    before = (out / "records.csv").read_text()
+    summary = run_experiment(cfg, out, log=lambda *a: None)
+    after = {k: (out / "stages" / k / "done.json").stat().st_mtime_ns for k in stamps}
+    assert [k for k in stamps if stamps[k] != after[k]] == [lost]
+    assert not list((out / "stages").glob(".tmp-*"))
+    assert (out / "records.csv").read_text() == before  # bit-identical results after the resume
+    assert summary["failed_jobs"] == []
+
+
+def test_changed_config_is_refused_and_force_redoes_stages(tiny_run, tmp_path):
+    out, _ = tiny_run
+    with pytest.raises(ConfigError, match="different experiment"):
+        run_experiment(tiny(negate={"alphas": [2.0], "retrain_steps": 512}), out, log=lambda *a: None)
+    with pytest.raises(ConfigError, match="--force takes one of"):
+        run_experiment(tiny(), out, force="everything", log=lambda *a: None)
+
+
+def test_lock_refuses_a_second_run(tmp_path):
+    with RunLock(tmp_path):
+        with pytest.raises(GoalscopeError, match="in use by another goalscope process"):
+            with RunLock(tmp_path):
+                pass
+    (tmp_path / ".lock").write_text("999999999")  # stale lock of a dead process is taken over
+    with RunLock(tmp_path):
+        pass
+
+
+def test_cli_diff_superpose_negate_results(tiny_run, capsys):
+    out, summary = tiny_run
+    plan = plan_experiment(tiny())
+    ma = out / "stages" / plan.ma[0]
+    mbs = [out / "stages" / plan.mb[(0, rb)] for rb in ("collect:1", "collect:2")]
+    assert main(["diff", str(ma), str(mbs[0]), "--units"]) == 0
+    text = capsys.readouterr().out
+    assert "conv1.weight" in text and "most-changed units" in text
+    heat = out / "h.safetensors"
+    assert main(["superpose", str(ma), *map(str, mbs), "--method", "ties", "--out", str(heat)]) == 0
+    assert heat.exists()
+    assert main(["superpose", str(ma), str(mbs[0]), "--method", "pca"]) == 2
+    assert "pca needs" in capsys.readouterr().err
+    assert main(["negate", str(ma), str(mbs[0]), "--retrain-steps", "512", "--episodes", "16"]) == 0
+    assert "MB* - control" in capsys.readouterr().out
+    assert main(["results", str(out)]) == 0
+    assert "negate and retrain" in capsys.readouterr().out
+    assert main(["results", str(out / "nope")]) == 2
+
+
+def test_run_cli_bad_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[finetune]\nsteps = 'x'\n")
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "finetune.steps must be an integer" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    bad.write_text("not = toml = at all")
+    assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert main(["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "r")]) == 2
