@@ -24,6 +24,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/env_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/experiment_walltime.py
 
 clean:
 	rm -rf $(VENV) runs
