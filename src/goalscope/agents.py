@@ -109,6 +109,49 @@ class MLPAgent(nn.Module):
 
 
 @dataclass(frozen=True)
+class PlannerConfig:
+    reward_hidden: int = 16  # width of the per-cell reward-map network
+    iterations: int = 0  # value-iteration steps; 0 = twice the grid side (enough to cross any maze)
+    q_channels: int = 8
+
+
+class PlannerAgent(nn.Module):
+    """A planner with an explicit reward map, in the spirit of Value Iteration Networks (Tamar et al. 2016).
+
+    reward_map1 -> reward_map2: a per-cell network (1x1 convolutions) maps what lies in each cell to a scalar
+    reward; nothing else sees the object planes. Then ``iterations`` steps of learned value iteration: Q from a
+    3x3 convolution (``transition``) over [reward, value], V = max over Q channels, with walls masked out. The
+    policy and value heads read Q at the agent's cell. By construction the objective has a home: the reward-map
+    parameters (:meth:`objective_parameters`), the planted ground truth that heatmaps are scored against.
+    """
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, cfg: PlannerConfig = PlannerConfig()):
+        super().__init__()
+        c, h, w = obs_shape
+        self.iterations = cfg.iterations or 2 * max(h, w)
+        self.reward_map1 = _init(nn.Conv2d(c - 2, cfg.reward_hidden, 1), math.sqrt(2))  # object planes only
+        self.reward_map2 = _init(nn.Conv2d(cfg.reward_hidden, 1, 1), 1.0)
+        self.transition = _init(nn.Conv2d(2, cfg.q_channels, 3, padding=1), 1.0)
+        self.policy = _init(nn.Linear(cfg.q_channels, n_actions), 0.01)
+        self.value = _init(nn.Linear(cfg.q_channels, 1), 1.0)
+
+    @staticmethod
+    def objective_parameters() -> tuple[str, ...]:
+        return ("reward_map1.weight", "reward_map1.bias", "reward_map2.weight", "reward_map2.bias")
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float()
+        free, agent = 1.0 - x[:, 0:1], x[:, 1:2]
+        r = self.reward_map2(torch.relu(self.reward_map1(x[:, 2:]))) * free
+        v = torch.zeros_like(r)
+        for _ in range(self.iterations):
+            q = self.transition(torch.cat([r, v], 1))
+            v = q.max(1, keepdim=True).values * free
+        q_here = (q * agent).sum((2, 3))
+        return self.policy(q_here), self.value(q_here).squeeze(-1)
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str
     config_cls: type
@@ -127,6 +170,14 @@ def register_architecture(arch: Architecture) -> None:
 
 register_architecture(Architecture("cnn", CNNConfig, CNNAgent, "small CNN over the full grid (default)"))
 register_architecture(Architecture("mlp", MLPConfig, MLPAgent, "MLP over the flattened grid"))
+register_architecture(Architecture("planner", PlannerConfig, PlannerAgent,
+                                   "value-iteration planner with an explicit reward map (planted ground truth)"))
+
+
+def objective_parameters(model: nn.Module) -> tuple[str, ...] | None:
+    """Names of the parameters known to hold the objective, for architectures that plant one (else None)."""
+    fn = getattr(model, "objective_parameters", None)
+    return tuple(fn()) if fn else None
 
 
 def get_architecture(name: str) -> Architecture:

@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     from goalscope import experiment_cli
 
     experiment_cli.add_commands(sub)
+
+    p = sub.add_parser("validate", help="score a finished run's heatmaps: grafts, ablations, held-out RBs, planted truth",
+                       description="Write runs/NAME/scorecard.json and scorecard.md: localisation AUROC against a "
+                                   "planted reward map (planner architecture), graft curves, ablations, held-out "
+                                   "rewards and stability, each against |Δ| and random baselines.")
+    p.add_argument("run", type=Path, help="a finished run directory")
+    p.add_argument("--episodes", type=_positive_int, help="evaluation episodes per graft point (default: the run's)")
+    p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
     return parser
 
 
@@ -171,7 +179,24 @@ def _print_summary(s: dict, title: str) -> None:
           f"  = {s['fraction_of_oracle']:.1%} of the oracle's {s['oracle_return']:.3f}  [{s['episodes']} episodes]")
 
 
-COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval}
+def cmd_validate(args) -> None:
+    from dataclasses import replace
+
+    from goalscope.config import experiment_from_dict
+    from goalscope.executors import LocalExecutor
+    from goalscope.validation import run_validation
+
+    path = args.run / "experiment.json"
+    if not path.exists():
+        raise ConfigError(f"{args.run} is not a goalscope run (no experiment.json)")
+    cfg = experiment_from_dict(json.loads(path.read_text()))
+    if args.workers is not None:
+        cfg = replace(cfg, workers=args.workers)
+    run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes)
+    print((args.run / "scorecard.md").read_text())
+
+
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "validate": cmd_validate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,12 @@ def add_commands(sub) -> None:
     p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
     p.add_argument("--out", type=Path, help="write the heatmap as safetensors")
 
+    p = sub.add_parser("report", help="write a self-contained HTML report of a finished run",
+                       description="Write RUN/report/index.html (figures embedded, opens offline) with PNG, SVG and "
+                                   "CSV files of every figure next to it, and print its path.")
+    p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
+    p.add_argument("--out", type=Path, help="report directory (default: RUN/report)")
+
 
 def cmd_run(args) -> None:
     from dataclasses import replace
@@ -201,4 +207,11 @@ def cmd_superpose(args) -> None:
         print(f"wrote {args.out}")
 
 
-COMMANDS = {"run": cmd_run, "results": cmd_results, "diff": cmd_diff, "negate": cmd_negate, "superpose": cmd_superpose}
+def cmd_report(args) -> None:
+    from goalscope.report import write_report
+
+    print(write_report(args.run, args.out))
+
+
+COMMANDS = {"run": cmd_run, "results": cmd_results, "diff": cmd_diff, "negate": cmd_negate, "superpose": cmd_superpose,
+            "report": cmd_report}
