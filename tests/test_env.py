@@ -179,3 +179,34 @@ def test_render_ansi_shows_every_object():
     env = MazeVecEnv(MazeConfig(), R0, 2, seed=0)
     pic = render_ansi(env)[0]
     assert pic.count("A") == 1 and sum(pic.count(str(k)) for k in range(4)) == 8
+
+
+def test_cued_reward_pays_the_cued_type_and_the_cue_is_observed():
+    cfg = MazeConfig(size=7, n_types=3, n_per_type=1, cue=True)
+    env = MazeVecEnv(cfg, parse_reward("cued", 3), 128, seed=0)
+    obs = env.observe()
+    assert obs.shape == (128, 2 + 3 + 3, 7, 7)
+    cue_planes = obs[:, 5:]
+    assert (cue_planes.sum(axis=(2, 3)) == np.eye(3, dtype=int)[env.cue] * 49).all()
+    assert len(set(env.cue.tolist())) == 3  # random cue per episode
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        before = env.grid_state()
+        _, r, term, trunc, _ = env.step(rng.integers(4, size=128))
+        after = env.grid_state()
+        live = ~(term | trunc)
+        kind = before["objects"][np.arange(128), after["pos"][:, 0], after["pos"][:, 1]]
+        expect = np.where(kind >= 0, (kind == env.cue).astype(float), 0.0)
+        assert np.allclose(r[live], expect[live])
+    fixed = MazeVecEnv(MazeConfig(size=7, n_types=3, n_per_type=1, cue=True, fixed_cue=2), parse_reward("collect:0", 3), 16, 0)
+    assert (fixed.cue == 2).all() and (fixed.observe()[:, 7] == 1).all()
+    with pytest.raises(ConfigError, match="env.cue is false"):
+        MazeVecEnv(MazeConfig(), parse_reward("cued", 4), 4, 0)
+    with pytest.raises(ConfigError, match="fixed_cue"):
+        MazeConfig(cue=True, fixed_cue=7)
+
+
+def test_oracle_follows_the_cue():
+    cfg = MazeConfig(size=7, n_types=3, n_per_type=1, cue=True, max_steps=40)
+    prof = oracle_profile(cfg, parse_reward("cued", 3), 64, seed=0)
+    assert (prof.env_returns == 1).all()

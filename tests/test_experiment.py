@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -173,3 +174,26 @@ def test_run_cli_bad_config_file(tmp_path, capsys):
     bad.write_text("not = toml = at all")
     assert main(["run", str(bad), "--out", str(tmp_path / "r")]) == 2
     assert main(["run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "r")]) == 2
+
+
+def test_failed_jobs_are_reported_then_retried(tmp_path, monkeypatch):
+    import goalscope.jobs as jobs
+
+    cfg = tiny(seeds=[0], negate={"enabled": False}, superpose={"methods": ["mean"]})
+    real = jobs._EXECUTE["finetune"]
+    calls = []
+
+    def broken(spec, run_dir, out):
+        calls.append(spec["reward"]["name"])
+        if spec["reward"]["name"] == "collect:2":
+            raise jobs.GoalscopeError("training diverged at step 5")
+        real(spec, run_dir, out)
+
+    monkeypatch.setitem(jobs._EXECUTE, "finetune", broken)
+    summary = run_experiment(replace(cfg, workers=1), tmp_path / "r", log=lambda *a: None)
+    assert summary["failed_jobs"] == ["MB collect:2 seed 0"]
+    assert "collect:2" not in {r["model"] for r in read_records(tmp_path / "r" / "records.csv") if r["stage"] == "signals"} \
+        and "Δ collect:1" in {r["model"] for r in read_records(tmp_path / "r" / "records.csv")}
+    monkeypatch.setitem(jobs._EXECUTE, "finetune", real)
+    summary = run_experiment(replace(cfg, workers=1), tmp_path / "r", log=lambda *a: None)
+    assert summary["failed_jobs"] == []

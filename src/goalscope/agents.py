@@ -203,8 +203,8 @@ def arch_config(name: str, values: dict | None = None):
             values[key] = tuple(value)
         elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
             raise ConfigError(f"agent.{key} must be {type(default).__name__}, got {value!r}")
-        elif isinstance(value, int) and not isinstance(value, bool) and value <= 0:
-            raise ConfigError(f"agent.{key} must be positive, got {value!r}")
+        elif isinstance(value, int) and not isinstance(value, bool) and value < (1 if default > 0 else 0):
+            raise ConfigError(f"agent.{key} must be {'positive' if default > 0 else '>= 0'}, got {value!r}")
     return cls(**values)
 
 

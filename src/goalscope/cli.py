@@ -96,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="a finished run directory")
     p.add_argument("--episodes", type=_positive_int, help="evaluation episodes per graft point (default: the run's)")
     p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
+
+    p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
+                       description="Train a goal-conditioned agent (the rewarded type is cued in the observation), "
+                                   "then compare update signals when the reward changes but the cue does not, when "
+                                   "the cue changes with it, and a control; measure retargeting by the cue.")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--base-steps", type=_positive_int, default=200_000)
+    p.add_argument("--finetune-steps", type=_positive_int, default=50_000)
+    p.add_argument("--episodes", type=_positive_int, default=256)
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    _add_env_args(p)
+    p.set_defaults(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
     return parser
 
 
@@ -196,7 +209,21 @@ def cmd_validate(args) -> None:
     print((args.run / "scorecard.md").read_text())
 
 
-COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "validate": cmd_validate}
+def cmd_pointers(args) -> None:
+    from goalscope.pointers import run_pointer_experiment
+
+    _check_out(args.out, args.force)
+    s = run_pointer_experiment(args.out, env=_env_config(args), seeds=args.seeds, base_steps=args.base_steps,
+                               finetune_steps=args.finetune_steps, episodes=args.episodes)
+    print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
+          f"(chance {1 / args.n_types:.1%})")
+    for name, ci in s["delta_l2_over_control"].items():
+        print(f"‖Δ‖ / control drift, {name}: {ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]")
+    print(f"verdict: {s['verdict']}\nrecords: {args.out / 'records.csv'}")
+
+
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "validate": cmd_validate,
+            "pointers": cmd_pointers}
 
 
 def main(argv: list[str] | None = None) -> int:

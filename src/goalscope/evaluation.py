@@ -22,6 +22,7 @@ import torch
 from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import oracle_actions
 from goalscope.envs.rewards import Reward
+from goalscope.errors import ConfigError
 
 Policy = Callable[[np.ndarray, MazeVecEnv], np.ndarray]
 
@@ -30,8 +31,13 @@ Policy = Callable[[np.ndarray, MazeVecEnv], np.ndarray]
 class Profile:
     counts: np.ndarray  # (episodes, n_types) objects collected per type
     steps: np.ndarray  # (episodes,)
+    env_returns: np.ndarray | None = None  # returns under the reward the episodes ran with (needed for cued rewards)
 
     def returns(self, reward: Reward) -> np.ndarray:
+        if reward.cued:  # what a cued reward paid depends on each episode's cue, so only the env knows
+            if self.env_returns is None:
+                raise ConfigError(f"a profile without recorded returns cannot be scored under {reward.name!r}")
+            return self.env_returns
         return reward.score(self.counts, self.steps)
 
     def mean_counts(self) -> np.ndarray:
@@ -55,12 +61,14 @@ def run_episodes(policy: Policy, cfg: MazeConfig, reward: Reward, n_episodes: in
     obs = env.reset(seed)
     counts = np.zeros((n_episodes, cfg.n_types), dtype=np.int64)
     steps = np.zeros(n_episodes, dtype=np.int64)
+    returns = np.zeros(n_episodes)
     for _ in range(cfg.max_steps):  # every env ends its first episode by truncation at max_steps
         obs, _, _, _, info = env.step(policy(obs, env))
         if info:
             counts[info["done_idx"]] = info["counts"]
             steps[info["done_idx"]] = info["steps"]
-    return Profile(counts, steps)
+            returns[info["done_idx"]] = info["returns"]
+    return Profile(counts, steps, returns)
 
 
 def oracle_policy(obs: np.ndarray, env: MazeVecEnv) -> np.ndarray:

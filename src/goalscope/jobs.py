@@ -53,7 +53,9 @@ def stage_dir(run_dir: Path, key: str) -> Path:
 
 
 def job_status(run_dir: Path, key: str) -> dict | None:
-    """The ``done.json`` of a finished job (``status`` is ``ok`` or ``failed``), or None if it has not finished."""
+    """The ``done.json`` of a finished job (``status`` is ``ok`` or ``failed``), or None if it has not finished.
+
+    A failed job is reported in the results (never averaged in) and retried by the next run."""
     p = stage_dir(run_dir, key) / DONE
     return json.loads(p.read_text()) if p.exists() else None
 
@@ -66,10 +68,12 @@ def run_job(job: Job, run_dir: str | Path) -> dict:
     """Execute ``job`` unless it already finished; returns its status. Safe to call in a worker process."""
     run_dir = Path(run_dir)
     done = job_status(run_dir, job.key)
-    if done is not None:
+    if done is not None and done["status"] == "ok":
         return done
     torch.set_num_threads(1)
     final = stage_dir(run_dir, job.key)
+    if done is not None:  # a failed attempt is retried (a fixed bug or input); a deterministic failure recurs
+        shutil.rmtree(final, ignore_errors=True)
     tmp = final.with_name(f".tmp-{job.key}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -61,6 +61,15 @@ class Run:
     records: list[dict]
     status: dict[str, dict]  # key -> done.json of every finished stage of the plan
     ok: set[str] = field(default_factory=set)
+    _checkpoints: dict = field(default_factory=dict)
+
+    def checkpoint(self, key: str):
+        """The stage's checkpoint, loaded once (loading builds the model, which is not free)."""
+        from goalscope.checkpoints import load_checkpoint
+
+        if key not in self._checkpoints:
+            self._checkpoints[key] = load_checkpoint(self.stage(key))
+        return self._checkpoints[key]
 
     @property
     def ra(self):
@@ -114,14 +123,68 @@ def load_run(run_dir: str | Path) -> Run:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{run_dir}: corrupt JSON: {e}") from None
     cfg = experiment_from_dict(experiment)
+    found = {}
+    for done in sorted((run_dir / "stages").glob("*/done.json")) if (run_dir / "stages").is_dir() else []:
+        try:
+            found[done.parent.name] = {**json.loads(done.read_text()), "_mtime": done.stat().st_mtime}
+        except json.JSONDecodeError:
+            continue
     plan = plan_experiment(cfg)
-    status = {}
-    for job in plan.jobs():
-        p = run_dir / "stages" / job.key / "done.json"
-        if p.exists():
-            status[job.key] = json.loads(p.read_text())
+    if not all(j.key in found for j in plan.jobs()):
+        # The run's stage keys are hashes of job specs written by the goalscope that ran it; a later version (a new
+        # config field with a default, say) computes other keys. Find each stage's role from its done.json instead.
+        plan = roles_from_stages(cfg, found)
+    keys = {k for d in (plan.ma, plan.ma_other, plan.mb, plan.control, plan.retrain_control, plan.negated)
+            for k in d.values()}
+    status = {k: found[k] for k in keys if k in found}
     ok = {k for k, st in status.items() if st.get("status") == "ok"}
     return Run(run_dir, cfg, plan, experiment, summary, read_records(run_dir / "records.csv"), status, ok)
+
+
+def roles_from_stages(cfg, found: dict[str, dict]):
+    """A ``Plan`` (role -> stage key) rebuilt from the stages' own done.json (kind, label, spec).
+
+    MA: a train job with one of the config's seeds (MA': seed + OTHER_SEED_OFFSET). Fine-tunes hang off an MA by their
+    ``parent`` key: an RB's reward makes an MB, RA's reward a control (the retrain control is labelled so). Negations
+    name their MA and MB. Stages that fit no role of this config are left out; of two candidates the newer wins.
+    """
+    from goalscope.runner import OTHER_SEED_OFFSET, Plan
+
+    plan = Plan()
+    rbs = {rb.name for rb in cfg.rbs()}
+    alphas = {float(a) for a in cfg.negate.alphas}
+    order = sorted(found, key=lambda k: found[k].get("_mtime", 0.0))
+    for key in order:
+        st = found[key]
+        if st.get("kind") != "train":
+            continue
+        seed = st.get("spec", {}).get("seed")
+        if seed in cfg.seeds:
+            plan.ma[seed] = key
+        elif isinstance(seed, int) and seed - OTHER_SEED_OFFSET in cfg.seeds:
+            plan.ma_other[seed - OTHER_SEED_OFFSET] = key
+    seed_of = {k: s for s, k in plan.ma.items()}
+    for key in order:
+        st = found[key]
+        spec = st.get("spec", {})
+        if st.get("kind") != "finetune" or spec.get("parent") not in seed_of:
+            continue
+        s, reward = seed_of[spec["parent"]], spec.get("reward", {}).get("name")
+        label = str(st.get("label", ""))
+        if reward in rbs and not label.startswith("control"):
+            plan.mb[(s, reward)] = key
+        elif reward == cfg.ra.name:
+            (plan.retrain_control if "retrain" in label else plan.control)[s] = key
+    rb_of = {k: rb for (s, rb), k in plan.mb.items()}
+    for key in order:
+        st = found[key]
+        spec = st.get("spec", {})
+        if st.get("kind") != "negate" or spec.get("ma") not in seed_of or spec.get("mb") not in rb_of:
+            continue
+        alpha = float(spec.get("alpha", math.nan))
+        if alpha in alphas:
+            plan.negated[(seed_of[spec["ma"]], rb_of[spec["mb"]], alpha, spec.get("direction", "delta"))] = key
+    return plan
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,11 +413,9 @@ def _load_heatmap(path: Path) -> dict:
 
 def _param_order(run: Run) -> list[str]:
     """Parameter names in the model's own order (that of the first MA checkpoint's state dict)."""
-    from goalscope.checkpoints import load_checkpoint
-
     for k in run.plan.ma.values():
         if k in run.ok:
-            return list(load_checkpoint(run.stage(k)).state_dict)
+            return list(run.checkpoint(k).state_dict)
     return []
 
 
@@ -403,14 +464,13 @@ def _draw_unit_matrix(fig, ax, m: np.ndarray, labels: list[str], norm, cmap, cba
 
 def _log_axis(ax) -> None:
     """A log x axis with plain-number labels on the major ticks only (no crowded minor labels)."""
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
     axis = ax.xaxis
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0), numticks=8))
-    fmt = ScalarFormatter()
-    fmt.set_scientific(False)
-    axis.set_major_formatter(fmt)
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 3.0) if hi / max(lo, 1e-300) < 300 else (1.0,), numticks=8))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.set_minor_formatter(NullFormatter())
 
 
@@ -448,19 +508,25 @@ def heatmap_figures(run: Run, out: Path) -> list[tuple[str, str, object, str]]:
             for u, v in enumerate(mat[i][np.isfinite(mat[i])]):
                 unit_rows.append({"aggregator": method, "tensor": p, "unit": u, "enrichment": float(v)})
         fig = _figure(13.0, 0.42 * len(ps) + 1.9)
-        ax_m, ax_b = fig.subplots(1, 2, width_ratios=[3.2, 1], sharey=True)
+        ax_m, ax_b = fig.subplots(1, 2, width_ratios=[2.6, 1.2], sharey=True)
         _draw_unit_matrix(fig, ax_m, mat, _row_labels(mean, ps), _log_norm(mat), "viridis",
                           "unit mean score / network mean (log)")
         ax_m.set_ylabel("parameter tensor (shape)")
         ax_m.set_title("per output unit / channel", fontsize=10)
         y = np.arange(len(ps))
-        ax_b.barh(y, enr, color="#3b528b", height=0.6)
-        ax_b.errorbar(enr, y, xerr=[enr - per_seed.min(0), per_seed.max(0) - enr], fmt="none", ecolor="0.1",
-                      elinewidth=1, capsize=2)
+        pos = enr > 0
+        floor = float(min(enr[pos].min(), per_seed[per_seed > 0].min(initial=np.inf))) / 3 if pos.any() else 1e-3
+        ax_b.barh(y[pos], enr[pos], color="#3b528b", height=0.6)
+        ax_b.errorbar(enr[pos], y[pos], xerr=[enr[pos] - np.maximum(per_seed.min(0)[pos], floor),
+                                              per_seed.max(0)[pos] - enr[pos]],
+                      fmt="none", ecolor="0.1", elinewidth=1, capsize=2)
         ax_b.axvline(1.0, color="crimson", lw=1, ls="--")
+        ax_b.set_xlim(left=floor)
+        for yy in y[~pos]:
+            ax_b.text(floor * 1.1, yy, "0 (no score)", va="center", fontsize=7, color="0.3")
         _log_axis(ax_b)
-        ax_b.set_xlabel("enrichment = score share / parameter share (log)")
-        ax_b.set_title(f"per tensor (whiskers: min–max over {len(seeds)} seeds;\nred line: as hot as its size)", fontsize=9)
+        ax_b.set_xlabel("enrichment: score share / parameter share")
+        ax_b.set_title(f"per tensor\n(whiskers: min–max over {len(seeds)} seeds; red: 1)", fontsize=9)
         ax_b.grid(axis="x", alpha=0.3)
         ax_b.tick_params(labelleft=False)
         jac = heat_summary.get(method, {}).get("seed_jaccard_top1pct")
@@ -786,12 +852,11 @@ def fig_mazes(run: Run, out: Path, n_starts: int = 2):
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
-    from goalscope.checkpoints import load_checkpoint
-
     models = maze_models(run)
     if not models:
         return None
-    built = [(title, load_checkpoint(run.stage(k)).build()) for title, k in models]
+    model = run.checkpoint(models[0][1]).build()  # one model, each checkpoint's weights loaded in turn
+    built = [(title, run.checkpoint(k).state_dict) for title, k in models]
     K = run.cfg.env.n_types
     colors = _type_colors(K)
     size = run.cfg.env.size
@@ -800,7 +865,8 @@ def fig_mazes(run: Run, out: Path, n_starts: int = 2):
     rows = []
     for i in range(n_starts):
         env_seed = int(run.cfg.evaluation.seed) + i
-        for j, (title, model) in enumerate(built):
+        for j, (title, weights) in enumerate(built):
+            model.load_state_dict(weights)
             walls, objects, path, collected = rollout(model, run.cfg.env, run.ra, env_seed, action_seed=env_seed)
             ax = axes[i, j]
             ax.imshow(walls, cmap=ListedColormap(["#f7f7f2", "#3a3a3a"]), vmin=0, vmax=1, interpolation="nearest")
@@ -864,43 +930,76 @@ def _scalars(d, prefix="") -> list[tuple[str, object]]:
     return out
 
 
-def _curves(d, prefix="") -> list[tuple[str, dict]]:
-    """Every dict holding equal-length numeric lists ``x`` and ``y`` (optionally ``ci_low``/``ci_high``)."""
-    out = []
-    if isinstance(d, dict):
-        x, y = d.get("x"), d.get("y")
-        if isinstance(x, list) and isinstance(y, list) and len(x) == len(y) and x and \
-                all(isinstance(v, (int, float)) for v in [*x, *y]):
-            out.append((prefix or "curve", d))
-        for k, v in d.items():
-            if k not in ("x", "y"):
-                out += _curves(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(d, list):
-        for i, v in enumerate(d):
-            out += _curves(v, f"{prefix}[{i}]")
+def _validation_bands(run: Run) -> dict[str, dict[float, tuple[float, float]]]:
+    """ranking -> k -> (min, max over seeds) of the graft recovery, from validation.csv when it is there."""
+    from goalscope.records import read_records
+
+    path = run.path / "validation.csv"
+    out: dict = {}
+    if not path.exists():
+        return out
+    for r in read_records(path):
+        if r["metric"] == "graft_recovered" and r["detail"].startswith("k="):
+            out.setdefault(r["model"], {})[float(r["detail"][2:])] = (r["ci_low"], r["ci_high"])
     return out
 
 
-def fig_scorecard(card: dict):
-    curves = _curves(card)
-    if not curves:
+def fig_validation(run: Run, card: dict, out: Path):
+    """Graft curves (and localisation AUROC when the architecture has a planted objective) from scorecard.json."""
+    graft = card.get("graft") if isinstance(card.get("graft"), dict) else None
+    loc = card.get("localisation") if isinstance(card.get("localisation"), dict) else None
+    panels = [p for p, present in (("graft", graft and graft.get("curves")), ("auroc", loc and loc.get("by_method")))
+              if present]
+    if not panels:
         return None
-    parents = list(dict.fromkeys(name.rsplit(".", 1)[0] if "." in name else name for name, _ in curves))
-    fig = _figure(5.0 * len(parents), 4.0)
-    axes = fig.subplots(1, len(parents), squeeze=False)[0]
-    for ax, parent in zip(axes, parents):
-        for name, c in curves:
-            if (name.rsplit(".", 1)[0] if "." in name else name) != parent:
-                continue
-            line, = ax.plot(c["x"], c["y"], marker="o", ms=3, label=c.get("label", name.rsplit(".", 1)[-1]))
-            if isinstance(c.get("ci_low"), list) and isinstance(c.get("ci_high"), list):
-                ax.fill_between(c["x"], c["ci_low"], c["ci_high"], color=line.get_color(), alpha=0.2, lw=0)
-            ax.set_xlabel(c.get("x_label", "x"))
-            ax.set_ylabel(c.get("y_label", "y"))
-        ax.set_title(parent, fontsize=10)
+    fig = _figure(6.2 * len(panels) + 1.0, 4.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    rows = []
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    for ax, panel in zip(axes, panels):
+        if panel == "graft":
+            ks = [float(k) for k in graft["fractions"]]
+            bands = _validation_bands(run)
+            for i, (name, ys) in enumerate(graft["curves"].items()):
+                baseline = name in ("random", "|Δ|")
+                color = "0.5" if name == "random" else ("0.15" if name == "|Δ|" else cmap(i % 10))
+                ax.plot(ks, ys, "--" if baseline else "-", marker="o", ms=3, color=color, label=name)
+                band = bands.get(name)
+                if band and all(k in band for k in ks):
+                    ax.fill_between(ks, [band[k][0] for k in ks], [band[k][1] for k in ks], color=color, alpha=0.12, lw=0)
+                rows += [{"panel": "graft", "ranking": name, "x": k, "y": y,
+                          "min_over_seeds": band[k][0] if band and k in band else "",
+                          "max_over_seeds": band[k][1] if band and k in band else ""} for k, y in zip(ks, ys)]
+            ax.axhline(0.9, color="crimson", lw=0.8, ls=":", label="90% recovered")
+            ax.set_xscale("log")
+            ax.set_xlabel("fraction of parameters grafted (top-k by ranking, log)")
+            ax.set_ylabel("fraction of MB's RB gain recovered")
+            ax.set_title("(a) graft curves: MA + top-k% of Δ (band: min–max over seeds)", fontsize=10)
+        else:
+            for i, (name, by_n) in enumerate(loc["by_method"].items()):
+                ns = sorted(by_n, key=lambda n: int(n))
+                x = np.array([int(n) for n in ns], dtype=float)
+                m = np.array([by_n[n]["auroc"][0] for n in ns], dtype=float)
+                lo = np.array([by_n[n]["auroc"][1] for n in ns], dtype=float)
+                hi = np.array([by_n[n]["auroc"][2] for n in ns], dtype=float)
+                err = np.nan_to_num(np.array([m - lo, hi - m]), nan=0.0)
+                color = "0.5" if name == "random" else ("0.15" if name.startswith("|Δ|") else cmap(i % 10))
+                ax.errorbar(x * (1 + 0.03 * i), m, yerr=err, marker="o", ms=4, capsize=2, color=color, label=name)
+                rows += [{"panel": "auroc", "ranking": name, "x": a, "y": b, "min_over_seeds": c, "max_over_seeds": d}
+                         for a, b, c, d in zip(x, m, lo, hi)]
+            ax.axhline(0.5, color="crimson", lw=0.8, ls=":", label="chance")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("number of RBs superposed (log)")
+            ax.set_ylabel("AUROC for reward-map parameters")
+            ax.set_ylim(0, 1)
+            ax.set_title(f"(b) localisation of the planted objective ({loc.get('positives')} of "
+                         f"{loc.get('parameters')} parameters), 95% CI", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Validation curves from scorecard.json", fontsize=11)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Validation (scorecard.json)", fontsize=11)
+    _write_csv(out / "validation.csv", rows, ["panel", "ranking", "x", "y", "min_over_seeds", "max_over_seeds"])
     return fig
 
 
@@ -1013,7 +1112,7 @@ def _header(run: Run, page: Page) -> None:
     page.add(f"<p>Run <code>{_e(run.path.resolve())}</code>, report written "
              f"{_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. RA = <b>{_e(run.ra.name)}</b>; "
              f"RBs = {_e(', '.join(rb.name for rb in run.rbs))}; seeds {_e(run.cfg.seeds)}; "
-             f"{len(run.ok)} of {len(run.plan.jobs())} stages finished OK.</p>")
+             f"{len(run.ok)} of {len(run.status)} stages finished OK.</p>")
     page.add("<p>goalscope trains MA on RA, fine-tunes copies on other rewards RB<sub>i</sub> (MB<sub>i</sub>), "
              "takes the update signals Δ<sub>i</sub> = MB<sub>i</sub> − MA, tests them by negating and retraining "
              "(MB* = MA − αΔ retrained on RA, against controls), and superposes them into per-parameter heatmaps.</p>")
@@ -1180,13 +1279,43 @@ def _section_validation(run: Run, page: Page) -> None:
                  f"<code>goalscope validate {_e(run.path)}</code> when it is available.</p>")
         return
     card = json.loads(path.read_text())
-    fig = fig_scorecard(card)
+    fig = fig_validation(run, card, page.out)
     if fig is not None:
-        page.figure("validation", fig, "Curves found in scorecard.json (x, y with optional CI band).")
-    scalars = _scalars(card)
+        page.figure("validation", fig, "Graft curves: how much of MB's extra RB behaviour MA regains from only the "
+                    "top-k% parameters of Δ ranked by each heatmap, against |Δ| and random rankings; localisation: "
+                    "AUROC of the heatmap for the parameters that hold the planted objective.", ["validation.csv"])
+    graft = card.get("graft") if isinstance(card.get("graft"), dict) else {}
+    verdicts = card.get("verdicts") or {}
+    names = list(dict.fromkeys([*verdicts, *(graft.get("area") or {})]))
+    if names:
+        held = card.get("held_out_graft_area") or {}
+        k90 = graft.get("smallest_k_90") or {}
+        page.add("<h3>Graft verdicts</h3>" + _table(
+            ["ranking", "graft area", "held-out RB graft area", "smallest k ≥ 90%", "verdict"],
+            [[_e(n), _num((graft.get("area") or {}).get(n)), _num(held.get(n)), _num(k90.get(n)), _e(verdicts.get(n, ""))]
+             for n in names], {1, 2, 3}))
+    loc = card.get("localisation")
+    if isinstance(loc, dict):
+        trs = [[_e(m), _e(n), _ci_text(*v["auroc"], fmt=".3f"), _num(v.get("precision_at_k"))]
+               for m, by_n in loc.get("by_method", {}).items() for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0]))]
+        page.add("<h3>Localisation AUROC</h3>" + _table(["heatmap", "RBs", "AUROC [95% CI]", "precision@k"], trs, {1, 2, 3}))
+        for m, v in (card.get("localisation_verdicts") or {}).items():
+            page.add(f"<p><b>{_e(m)}</b>: {_e(v)}</p>")
+    elif loc is not None:
+        page.add(f"<p class='note'>Localisation: {_e(loc)}</p>")
+    rest = {k: v for k, v in card.items() if k not in ("graft", "localisation", "verdicts", "held_out_graft_area",
+                                                      "localisation_verdicts")}
+    scalars = _scalars(rest)
     if scalars:
-        page.add("<h3>Scorecard</h3>" + _table(["entry", "value"], [[_e(k), _e(f"{v:.4g}" if isinstance(v, float) else v)]
-                                                                   for k, v in scalars], {1}))
+        page.add("<h3>Other scorecard entries</h3>" + _table(["entry", "value"], [[_e(k), _num(v)] for k, v in scalars], {1}))
+
+
+def _num(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.4g}"
+    return _e(v)
 
 
 def _section_provenance(run: Run, page: Page) -> None:
@@ -1205,9 +1334,8 @@ def _section_provenance(run: Run, page: Page) -> None:
     stage_w, job_w = s.get("stage_wall_s") or {}, s.get("job_wall_s") or {}
     kinds = list(dict.fromkeys([*stage_w, *job_w]))
     counts: dict[str, list] = {}
-    for job in run.plan.jobs():
-        st = run.status.get(job.key) or {}
-        counts.setdefault(job.kind, []).append(st.get("wall_s", math.nan))
+    for st in run.status.values():
+        counts.setdefault(st.get("kind"), []).append(st.get("wall_s", math.nan))
     trs = []
     for k in kinds:
         w = [x for x in counts.get(k, []) if math.isfinite(x)]
@@ -1217,7 +1345,7 @@ def _section_provenance(run: Run, page: Page) -> None:
              "over its jobs.</p>" + _table(["stage", "stage wall (s)", "summed job wall (s)", "jobs", "per job (s)"],
                                            trs, {1, 2, 3, 4}))
     rows = [{"key": k, "kind": st.get("kind"), "label": st.get("label"), "status": st.get("status"),
-             "wall_s": st.get("wall_s")} for k, st in run.status.items()]
+             "wall_s": st.get("wall_s")} for k, st in sorted(run.status.items(), key=lambda kv: str(kv[1].get("label")))]
     _write_csv(page.out / "stages.csv", rows, ["key", "kind", "label", "status", "wall_s"])
     page.add("<p>Every stage: <a href='stages.csv'>stages.csv</a> (key, kind, label, status, wall time).</p>")
     page.add(f"<h3>Experiment config (experiment.json)</h3><pre>{_e(json.dumps(run.experiment, indent=2))}</pre>")

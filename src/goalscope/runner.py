@@ -182,7 +182,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
             log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
         for wave in plan.waves:
             kind = wave[0].kind
-            todo = [j for j in wave if job_status(run_dir, j.key) is None]
+            todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
             start = time.perf_counter()
             log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
             statuses = executor.run(_JobRunner(str(run_dir)), todo, desc=kind)
@@ -190,6 +190,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
                 if st["status"] != "ok":
                     log(f"  job {st['label']} failed: {st['error']}")
             timings[kind] = round(time.perf_counter() - start, 2)
+        if not any((job_status(run_dir, k) or {}).get("status") == "ok" for k in plan.ma.values()):
+            first = job_status(run_dir, next(iter(plan.ma.values())))
+            raise GoalscopeError(f"every MA training job failed ({first['label']}: {first.get('error')}); nothing to analyse")
         start = time.perf_counter()
         summary = analyse(cfg, plan, run_dir, log=log)
         timings["analysis"] = round(time.perf_counter() - start, 2)

@@ -6,7 +6,9 @@ Generating a maze is sequential work, so each config owns a deterministic *pool*
 episode draws a layout from the pool and places the agent and the objects at fresh random free cells. Evaluation
 can use another ``layout_seed`` to test on mazes never trained on.
 
-Observation: ``uint8[2 + K, H, W]`` one-hot planes: walls, agent, then one plane per object type.
+Observation: ``uint8[2 + K, H, W]`` one-hot planes: walls, agent, then one plane per object type. With
+``cue=True`` K more planes follow, the plane of the cued type all ones: a reward of kind ``cued`` then pays for
+that type, so the objective can be read from the observation instead of stored in the weights.
 Actions: 0 up, 1 right, 2 down, 3 left. Walking into a wall leaves the agent in place. Stepping on an object
 collects it (it disappears) and pays the reward's weight for its type.
 
@@ -38,6 +40,8 @@ class MazeConfig:
     pool_size: int = 1024  # distinct layouts an env draws from
     layout_seed: int = 0  # which pool; use another one for held-out mazes
     end_when_collected: bool = True  # end early once every object the reward pays for is gone
+    cue: bool = False  # add K constant planes showing a cued object type ("objective as pointer" tasks)
+    fixed_cue: int = -1  # the cued type in every episode; -1 = a random type per episode
 
     def __post_init__(self):
         if self.layout not in ("maze", "open"):
@@ -54,6 +58,8 @@ class MazeConfig:
             raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
         if not 0.0 <= float(self.loop_prob) <= 1.0:
             raise ConfigError(f"env.loop_prob must be in [0, 1], got {self.loop_prob!r}")
+        if not isinstance(self.fixed_cue, int) or not -1 <= self.fixed_cue < self.n_types:
+            raise ConfigError(f"env.fixed_cue must be -1 (random) or an object type 0..{self.n_types - 1}, got {self.fixed_cue!r}")
         if not isinstance(self.pool_size, int) or self.pool_size < 1:
             raise ConfigError(f"env.pool_size must be a positive integer, got {self.pool_size!r}")
         free = int((~layout_pool(self)[0]).sum())
@@ -65,7 +71,7 @@ class MazeConfig:
 
     @property
     def obs_shape(self) -> tuple[int, int, int]:
-        return (2 + self.n_types, self.size, self.size)
+        return (2 + self.n_types * (2 if self.cue else 1), self.size, self.size)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -160,17 +166,27 @@ class MazeVecEnv:
         self.counts = np.zeros((n_envs, cfg.n_types), dtype=np.int64)
         self.ep_return = np.zeros(n_envs, dtype=np.float64)
         self.left_rewarded = np.zeros(n_envs, dtype=np.int64)
-        self._obs = np.zeros((n_envs, 2 + cfg.n_types, h * w), dtype=np.uint8)
+        self.first = np.full(n_envs, -1, dtype=np.int64)  # type of the first object collected this episode
+        self.cue = np.zeros(n_envs, dtype=np.int64)
+        self._obs = np.zeros((n_envs, cfg.obs_shape[0], h * w), dtype=np.uint8)
         self.reset(seed)
 
     def set_reward(self, reward: Reward) -> None:
         if reward.n_types != self.cfg.n_types:
             raise ConfigError(f"reward {reward.name!r} has {reward.n_types} weights but the env has {self.cfg.n_types} object types")
+        if reward.cued and not self.cfg.cue:
+            raise ConfigError(f"reward {reward.name!r} pays for the cued type, but env.cue is false")
         self.reward = reward
-        # Index -1 (no object) reads the appended 0.
-        self._weights = np.append(reward.vector(), np.float32(0.0))
-        self._rewarded = np.append(reward.vector() > 0, False)
-        self._ends_early = self.cfg.end_when_collected and bool(self._rewarded.any())
+        # Per-env weight rows (a cued reward differs by env); column -1 (no object) stays 0.
+        self._weights = np.zeros((self.n_envs, self.cfg.n_types + 1), dtype=np.float32)
+        self._weights[:, :-1] = reward.vector()
+        if hasattr(self, "pos"):
+            self._refresh_cued_weights(self._ar)
+
+    def _refresh_cued_weights(self, idx: np.ndarray) -> None:
+        if self.reward.cued:
+            self._weights[idx, :-1] = 0.0
+            self._weights[idx, self.cue[idx]] = 1.0
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is not None:
@@ -200,11 +216,18 @@ class MazeVecEnv:
         self.t[idx] = 0
         self.counts[idx] = 0
         self.ep_return[idx] = 0.0
-        self.left_rewarded[idx] = self._rewarded[self._object_types].sum()
-        obs = np.zeros((m, 2 + cfg.n_types, walls.shape[1]), dtype=np.uint8)
+        self.first[idx] = -1
+        if cfg.cue:
+            self.cue[idx] = cfg.fixed_cue if cfg.fixed_cue >= 0 else self.rng.integers(cfg.n_types, size=m)
+            self._refresh_cued_weights(idx)
+        self.left_rewarded[idx] = (self._weights[idx][:, self._object_types] > 0).sum(1)
+        obs = np.zeros((m, cfg.obs_shape[0], walls.shape[1]), dtype=np.uint8)
         obs[:, 0] = walls
         obs[np.arange(m), 1, cells[:, 0]] = 1
-        obs[:, 2:] = objects[:, None, :] == np.arange(cfg.n_types, dtype=np.int8)[None, :, None]
+        k = cfg.n_types
+        obs[:, 2:2 + k] = objects[:, None, :] == np.arange(k, dtype=np.int8)[None, :, None]
+        if cfg.cue:
+            obs[np.arange(m), 2 + k + self.cue[idx]] = 1
         self._obs[idx] = obs
 
     def step(self, actions: np.ndarray):
@@ -222,13 +245,14 @@ class MazeVecEnv:
         self.objects[got, new_pos[got]] = -1
         self._obs[got, 2 + got_kind, new_pos[got]] = 0
         self.counts[got, got_kind] += 1
-        self.left_rewarded[got] -= self._rewarded[got_kind]
+        self.left_rewarded[got] -= self._weights[got, got_kind] > 0
+        self.first[got] = np.where(self.first[got] < 0, got_kind, self.first[got])
 
-        reward = self._weights[kind] - np.float32(self.reward.step_cost)
+        reward = self._weights[ar, kind] - np.float32(self.reward.step_cost)
         self.ep_return += reward
         self.t += 1
         truncated = self.t >= self.cfg.max_steps
-        terminated = (self.left_rewarded == 0) & self._ends_early
+        terminated = (self.left_rewarded == 0) & self.cfg.end_when_collected & (self._weights > 0).any(1)
         truncated &= ~terminated
         done_idx = np.flatnonzero(terminated | truncated)
         info = {}
@@ -238,6 +262,7 @@ class MazeVecEnv:
                 "counts": self.counts[done_idx].copy(),
                 "steps": self.t[done_idx].copy(),
                 "returns": self.ep_return[done_idx].copy(),
+                "first": self.first[done_idx].copy(),
                 "final_obs": self._obs[done_idx].reshape(len(done_idx), *self.cfg.obs_shape).copy(),
             }
             self._reset_envs(done_idx)
@@ -248,6 +273,7 @@ class MazeVecEnv:
         """A copy of the state as ``(N, H, W)`` grids, for planners and pictures."""
         h = w = self.cfg.size
         return {
+            "weights": self._weights.copy(),  # (N, K+1) reward weight per object type, last column 0
             "walls": self.walls.reshape(-1, h, w).copy(),
             "objects": self.objects.reshape(-1, h, w).copy(),
             "pos": np.stack(np.divmod(self.pos, w), axis=1),

@@ -9,6 +9,7 @@ from short strings that name their meaning:
     0.5*collect:0+collect:3   weighted sum of terms
     step:0.01                 a cost of 0.01 per step (added as a term)
     1,0,-1,0                  a raw weight vector (must have one entry per object type)
+    cued                      +1 for the type the observation cues (envs with ``cue = true``)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Reward:
     name: str
     weights: tuple[float, ...]
     step_cost: float = 0.0
+    cued: bool = False  # pays 1 for the type the observation cues (env.cue), whatever the weights say
 
     @property
     def n_types(self) -> int:
@@ -49,11 +51,12 @@ class Reward:
         return np.flatnonzero(np.asarray(self.weights) > 0)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "weights": list(self.weights), "step_cost": self.step_cost}
+        return {"name": self.name, "weights": list(self.weights), "step_cost": self.step_cost, "cued": self.cued}
 
     @staticmethod
     def from_json(d: dict) -> "Reward":
-        return Reward(str(d["name"]), tuple(float(w) for w in d["weights"]), float(d.get("step_cost", 0.0)))
+        return Reward(str(d["name"]), tuple(float(w) for w in d["weights"]), float(d.get("step_cost", 0.0)),
+                      bool(d.get("cued", False)))
 
 
 def parse_reward(spec: str, n_types: int) -> Reward:
@@ -61,6 +64,8 @@ def parse_reward(spec: str, n_types: int) -> Reward:
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"reward must be a non-empty string such as 'collect:0', got {spec!r}")
     text = spec.strip()
+    if text == "cued":
+        return Reward("cued", (0.0,) * n_types, cued=True)
     if ":" not in text:  # a raw weight vector
         try:
             weights = tuple(float(x) for x in text.split(","))
