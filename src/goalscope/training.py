@@ -16,7 +16,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -145,7 +144,6 @@ def train(
     *,
     log_dir: Path | None = None,
     progress: bool = False,
-    on_eval: Callable[[int, dict], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with PPO on ``reward``; returns the per-update history and a final evaluation."""
     torch.set_num_threads(ppo.threads)
@@ -237,23 +235,20 @@ def train(
             row["charts/episode_return"] = float(np.mean(ep_returns))
             ep_returns.clear()
         if next_eval is not None and step >= next_eval and update < n_updates - 1:
-            row.update(_eval_row(model, env_cfg, reward, ppo, oracle))
+            row.update(_eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
             next_eval += ppo.eval_every
-            if on_eval:
-                on_eval(step, row)
         log.write(step, row)
         bar.update(ppo.batch_size)
         bar.set_postfix_str(f"return {row.get('charts/episode_return', float('nan')):.2f}")
     bar.close()
 
     final = summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)
-    log.write(step, {"eval/return": final["return_mean"], "eval/fraction_of_oracle": final["fraction_of_oracle"]})
+    log.write(step, _eval_scalars(final))
     log.close()
     return TrainResult(step, log.rows, final, time.perf_counter() - start)
 
 
-def _eval_row(model, env_cfg, reward, ppo, oracle) -> dict:
-    s = summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)
+def _eval_scalars(s: dict) -> dict:
     return {"eval/return": s["return_mean"], "eval/fraction_of_oracle": s["fraction_of_oracle"]}
 
 
