@@ -110,7 +110,7 @@ def test_auto_reset_and_episode_stats():
 
 
 def test_episode_ends_when_rewarded_objects_are_gone():
-    cfg = MazeConfig(size=7, n_per_type=1, max_steps=200)
+    cfg = MazeConfig(size=7, n_per_type=1, max_steps=200, end_when_collected=True)
     env = MazeVecEnv(cfg, R0, 64, seed=0)
     ended = np.zeros(64, dtype=bool)
     for _ in range(200):

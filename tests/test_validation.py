@@ -71,11 +71,11 @@ def test_planner_objective_lives_in_the_reward_map():
 
 def test_validate_a_small_real_planner_run(tmp_path):
     cfg = experiment_from_dict({**TINY, "agent": {"arch": "planner", "config": {"iterations": 6}},
-                                "negate": {"enabled": False}, "base": {"steps": 4096}, "finetune": {"steps": 4096},
+                                "negate": {"enabled": False}, "base": {"steps": 8192}, "finetune": {"steps": 12288},
                                 "superpose": {"methods": ["mean_abs", "pca", "fisher"]}})
     out = tmp_path / "run"
     run_experiment(cfg, out, log=lambda *a: None)
-    card = run_validation(cfg, out, LocalExecutor(1), episodes=16, log=lambda *a: None)
+    card = run_validation(cfg, out, LocalExecutor(1), episodes=48, log=lambda *a: None)
     loc = card["localisation"]["by_method"]
     assert set(loc) >= {"mean_abs", "pca", "random", "|Δ| (one RB)"}
     for method, by_n in loc.items():

@@ -238,6 +238,12 @@ def _ci_text(m, lo, hi, fmt="+.3f") -> str:
     return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
+def _err(m, lo, hi) -> np.ndarray:
+    """Error-bar lengths below and above ``m`` (never negative; NaN bounds draw no bar)."""
+    m, lo, hi = (np.asarray(v, dtype=float) for v in (m, lo, hi))
+    return np.nan_to_num(np.clip(np.stack([m - lo, hi - m]), 0.0, None), nan=0.0)
+
+
 def boot_means(values: np.ndarray, n_boot: int = N_BOOT_MAX, seed: int = 0, level: float = 0.95):
     """Mean over (seed, episode) of ``values[S, E, ...]`` and a hierarchical-bootstrap percentile CI per trailing index.
 
@@ -384,7 +390,7 @@ def fig_behaviour(run: Run, out: Path, rows: list[dict]):
         for k in range(K):
             vals = [table[(m, k)] for m in ms]
             means = np.array([v["mean"] for v in vals])
-            err = np.array([[v["mean"] - v["ci_low"] for v in vals], [v["ci_high"] - v["mean"] for v in vals]])
+            err = _err(means, [v["ci_low"] for v in vals], [v["ci_high"] for v in vals])
             ax.bar(x + (k - (K - 1) / 2) * width, means, width, yerr=err, color=colors[k], label=run.type_label(k),
                    error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.15"})
         flat = len(ms) <= 14
@@ -397,7 +403,8 @@ def fig_behaviour(run: Run, out: Path, rows: list[dict]):
         ax.set_axisbelow(True)
     axes[0].legend(fontsize=8, ncol=min(K, 5), loc="upper right", title="object type", title_fontsize=8)
     fig.suptitle(f"Behaviour profiles: mean objects per evaluation episode ({run.cfg.evaluation.episodes} episodes × "
-                 f"{len(run.cfg.seeds)} seeds), error bars = 95% hierarchical bootstrap CI", fontsize=11)
+                 f"{len(run.cfg.seeds)} seeds)\nerror bars: 95% hierarchical bootstrap CI over seeds, then episodes",
+                 fontsize=11)
     return fig
 
 
@@ -517,8 +524,7 @@ def heatmap_figures(run: Run, out: Path) -> list[tuple[str, str, object, str]]:
         pos = enr > 0
         floor = float(min(enr[pos].min(), per_seed[per_seed > 0].min(initial=np.inf))) / 3 if pos.any() else 1e-3
         ax_b.barh(y[pos], enr[pos], color="#3b528b", height=0.6)
-        ax_b.errorbar(enr[pos], y[pos], xerr=[enr[pos] - np.maximum(per_seed.min(0)[pos], floor),
-                                              per_seed.max(0)[pos] - enr[pos]],
+        ax_b.errorbar(enr[pos], y[pos], xerr=_err(enr[pos], np.maximum(per_seed.min(0)[pos], floor), per_seed.max(0)[pos]),
                       fmt="none", ecolor="0.1", elinewidth=1, capsize=2)
         ax_b.axvline(1.0, color="crimson", lw=1, ls="--")
         ax_b.set_xlim(left=floor)
@@ -579,7 +585,7 @@ def _fig_per_rb_tensors(run: Run, out: Path, params: list[str]):
         hi = np.array([np.max(vals[n].get(p, [np.nan])) for p in ps])
         is_control = "control" in n
         ax.barh(y, m, color="0.55" if is_control else "#21918c", height=0.6)
-        ax.errorbar(m, y, xerr=[m - lo, hi - m], fmt="none", ecolor="0.1", elinewidth=0.9, capsize=1.5)
+        ax.errorbar(m, y, xerr=_err(m, lo, hi), fmt="none", ecolor="0.1", elinewidth=0.9, capsize=1.5)
         ax.set_xscale("log")
         ax.set_title(("Δ " if not is_control else "drift ") + n, fontsize=9)
         ax.grid(axis="x", alpha=0.3, which="both")
@@ -589,7 +595,7 @@ def _fig_per_rb_tensors(run: Run, out: Path, params: list[str]):
             ax.set_ylabel("parameter tensor")
         if i >= len(names) - ncol:
             ax.set_xlabel("mean |Δ| per parameter (log)")
-    fig.suptitle("Per-RB update signals |Δ_i| = |MB_i − MA| per tensor (grey: control drift, MA on RA); "
+    fig.suptitle("Per-RB update signals |Δ_i| = |MB_i − MA| per tensor (grey: control drift, MA on RA)\n"
                  "whiskers = min–max over seeds", fontsize=10)
     return fig
 
@@ -696,7 +702,7 @@ def fig_cosine(run: Run, out: Path):
         y = np.arange(len(groups))
         m = np.array([g["value"] for g in groups])
         lo, hi = np.array([g["ci_low"] for g in groups]), np.array([g["ci_high"] for g in groups])
-        ax_g.errorbar(m, y, xerr=[m - lo, hi - m], fmt="o", color="#3b528b", capsize=3)
+        ax_g.errorbar(m, y, xerr=_err(m, lo, hi), fmt="o", color="#3b528b", capsize=3)
         ax_g.axvline(0, color="k", lw=0.8)
         ax_g.set_yticks(y, [g["metric"].replace("_", " ") for g in groups], fontsize=8)
         ax_g.set_xlim(-1, 1)
@@ -760,7 +766,7 @@ def fig_negation(run: Run, out: Path, rows: list[dict]):
             m = np.array([p["value"] if p else np.nan for p in pts])
             lo = np.array([p["ci_low"] if p else np.nan for p in pts])
             hi = np.array([p["ci_high"] if p else np.nan for p in pts])
-            ax.errorbar(m, y + off, xerr=[m - lo, hi - m], fmt=marker, color=color, ms=4.5, capsize=2, elinewidth=1.2,
+            ax.errorbar(m, y + off, xerr=_err(m, lo, hi), fmt=marker, color=color, ms=4.5, capsize=2, elinewidth=1.2,
                         label=label)
         ax.axvline(0, color="k", lw=1)
         ax.xaxis.set_major_locator(MaxNLocator(5))
@@ -774,8 +780,8 @@ def fig_negation(run: Run, out: Path, rows: list[dict]):
     axes[0].invert_yaxis()
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9, frameon=False)
-    fig.suptitle("Negate and retrain: MB* = MA − αΔ retrained on RA, minus each control; mean and 95% hierarchical "
-                 "bootstrap CI (left of 0 = fewer than the control)", fontsize=11)
+    fig.suptitle("Negate and retrain: MB* = MA − αΔ retrained on RA, minus each control\nmean and 95% hierarchical "
+                 "bootstrap CI (left of 0: less than the control)", fontsize=11)
     return fig
 
 
@@ -908,7 +914,7 @@ def fig_mazes(run: Run, out: Path, n_starts: int = 2):
                 Line2D([], [], color="k", lw=2, label="path (light → dark = time)"),
                 Line2D([], [], marker="o", ls="", color="0.7", alpha=0.4, mec="k", ms=9, label="collected at step tN")]
     fig.legend(handles=handles, loc="outside right center", fontsize=7, frameon=False)
-    fig.suptitle(f"One evaluation episode per model from the same start state ({run.cfg.env.max_steps} steps, "
+    fig.suptitle(f"One evaluation episode per model from the same start state\n({run.cfg.env.max_steps} steps, "
                  "actions sampled with the same seeded generator)", fontsize=10)
     _write_csv(out / "maze_trajectories.csv", rows, ["model", "env_seed", "t", "row", "col", "collected_type"])
     return fig
@@ -973,6 +979,10 @@ def fig_validation(run: Run, card: dict, out: Path):
                           "min_over_seeds": band[k][0] if band and k in band else "",
                           "max_over_seeds": band[k][1] if band and k in band else ""} for k, y in zip(ks, ys)]
             ax.axhline(0.9, color="crimson", lw=0.8, ls=":", label="90% recovered")
+            if not np.isfinite(np.asarray([y for ys in graft["curves"].values() for y in ys], dtype=float)).any():
+                ax.text(0.5, 0.5, "no graft curve is defined:\nno MB gained RB objects over MA", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=10, color="0.3")
+            ax.set_xlim(min(ks) / 1.5, max(ks) * 1.5)
             ax.set_xscale("log")
             ax.set_xlabel("fraction of parameters grafted (top-k by ranking, log)")
             ax.set_ylabel("fraction of MB's RB gain recovered")
@@ -984,7 +994,7 @@ def fig_validation(run: Run, card: dict, out: Path):
                 m = np.array([by_n[n]["auroc"][0] for n in ns], dtype=float)
                 lo = np.array([by_n[n]["auroc"][1] for n in ns], dtype=float)
                 hi = np.array([by_n[n]["auroc"][2] for n in ns], dtype=float)
-                err = np.nan_to_num(np.array([m - lo, hi - m]), nan=0.0)
+                err = _err(m, lo, hi)
                 color = "0.5" if name == "random" else ("0.15" if name.startswith("|Δ|") else cmap(i % 10))
                 ax.errorbar(x * (1 + 0.03 * i), m, yerr=err, marker="o", ms=4, capsize=2, color=color, label=name)
                 rows += [{"panel": "auroc", "ranking": name, "x": a, "y": b, "min_over_seeds": c, "max_over_seeds": d}
@@ -999,7 +1009,7 @@ def fig_validation(run: Run, card: dict, out: Path):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Validation (scorecard.json)", fontsize=11)
-    _write_csv(out / "validation.csv", rows, ["panel", "ranking", "x", "y", "min_over_seeds", "max_over_seeds"])
+    _write_csv(out / "validation_curves.csv", rows, ["panel", "ranking", "x", "y", "min_over_seeds", "max_over_seeds"])
     return fig
 
 
@@ -1276,14 +1286,14 @@ def _section_validation(run: Run, page: Page) -> None:
     path = run.path / SCORECARD
     if not path.exists():
         page.add(f"<p class='note'>Validation has not been run for this run (no {SCORECARD}); run "
-                 f"<code>goalscope validate {_e(run.path)}</code> when it is available.</p>")
+                 f"<code>goalscope validate {_e(run.path)}</code>, then write this report again.</p>")
         return
     card = json.loads(path.read_text())
     fig = fig_validation(run, card, page.out)
     if fig is not None:
         page.figure("validation", fig, "Graft curves: how much of MB's extra RB behaviour MA regains from only the "
                     "top-k% parameters of Δ ranked by each heatmap, against |Δ| and random rankings; localisation: "
-                    "AUROC of the heatmap for the parameters that hold the planted objective.", ["validation.csv"])
+                    "AUROC of the heatmap for the parameters that hold the planted objective.", ["validation_curves.csv"])
     graft = card.get("graft") if isinstance(card.get("graft"), dict) else {}
     verdicts = card.get("verdicts") or {}
     names = list(dict.fromkeys([*verdicts, *(graft.get("area") or {})]))

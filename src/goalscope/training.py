@@ -162,7 +162,7 @@ def train(
     done_buf = torch.zeros((T, N))
     val_buf = torch.zeros((T, N))
 
-    n_updates = max(1, ppo.total_steps // ppo.batch_size)
+    n_updates = math.ceil(ppo.total_steps / ppo.batch_size)  # whole rollouts, at least the budget asked for
     obs = torch.from_numpy(env.reset(seed))
     ep_returns: list[float] = []
     next_eval = ppo.eval_every or None

@@ -260,8 +260,11 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
     names = sorted({n for res in per_seed for g in res["graft"].values() for n in g if n != "gain"})
     curves, area, kmin = {}, {}, {}
     for name in names:
-        per = [np.nanmean([g[name] for g in res["graft"].values() if name in g], axis=0) for res in per_seed]
-        per = [p for p in per if np.ndim(p)]
+        with np.errstate(all="ignore"):
+            per = [np.nanmean([g[name] for g in res["graft"].values() if name in g], axis=0) for res in per_seed
+                   if any(name in g for g in res["graft"].values())]
+        # A seed whose MBs gained nothing on RB has no curve; with no seed left the curve is undefined (NaN).
+        per = [p for p in per if np.isfinite(p).all()] or [np.full(len(GRAFT_FRACTIONS), np.nan)]
         curves[name] = np.array(per)
         area[name] = [graft_area(GRAFT_FRACTIONS, c) for c in per]
         kmin[name] = [smallest_k(GRAFT_FRACTIONS, c) for c in per]

@@ -39,7 +39,9 @@ class MazeConfig:
     loop_prob: float = 0.1  # fraction of interior walls knocked out after carving, to create loops
     pool_size: int = 1024  # distinct layouts an env draws from
     layout_seed: int = 0  # which pool; use another one for held-out mazes
-    end_when_collected: bool = True  # end early once every object the reward pays for is gone
+    # End early once every object the reward pays for is gone. Off by default: evaluation episodes always run the
+    # full max_steps (so profiles are comparable under any reward), and training should see the same regime.
+    end_when_collected: bool = False
     cue: bool = False  # add K constant planes showing a cued object type ("objective as pointer" tasks)
     fixed_cue: int = -1  # the cued type in every episode; -1 = a random type per episode
 

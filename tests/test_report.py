@@ -1,0 +1,193 @@
+"""`goalscope report`: every figure written and non-blank, a self-contained page with the key numbers, and a real
+browser that renders it (when chromium is installed)."""
+
+import base64
+import contextlib
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from goalscope.cli import main
+from goalscope.config import experiment_from_dict
+from goalscope.errors import ConfigError
+from goalscope.executors import LocalExecutor
+from goalscope.report import load_run, roles_from_stages, rollout, write_report
+from goalscope.runner import plan_experiment, run_experiment
+
+from test_experiment import TINY
+
+CHROMIUM = Path("/usr/bin/chromium")
+CONFIG = {**TINY, "workers": 1, "superpose": {"methods": ["mean_abs", "pca", "control_subtracted", "fisher"]}}
+
+
+def expected_figures(summary: dict) -> list[str]:
+    heatmaps = [f"heatmap_{m}" for m in CONFIG["superpose"]["methods"] if m in summary["heatmaps"]]
+    return ["learning_curves", "behaviour", *heatmaps, "heatmap_per_rb_tensors", "heatmap_per_rb_units", "cosine",
+            "negation", "mazes"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A finished tiny run and its report, written through the CLI."""
+    run = tmp_path_factory.mktemp("report") / "tiny"
+    cfg = experiment_from_dict(CONFIG)
+    summary = run_experiment(cfg, run, log=lambda *a: None)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["report", str(run)]) == 0
+    index = Path(out.getvalue().strip().splitlines()[-1])
+    assert index == run / "report" / "index.html" and index.exists()
+    return {"cfg": cfg, "run": run, "summary": summary, "index": index, "html": index.read_text(encoding="utf-8")}
+
+
+def _not_blank(png: Path) -> None:
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(str(png))
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100, png
+    rgb = img[..., :3]
+    assert rgb.std() > 0.03, f"{png.name} looks blank (pixel std {rgb.std():.4f})"
+    assert (rgb < 0.5).mean() > 0.002, f"{png.name} has almost no dark pixels (no text or marks)"
+
+
+def test_every_figure_is_written_as_png_svg_and_is_not_blank(tiny):
+    out = tiny["run"] / "report"
+    for name in expected_figures(tiny["summary"]):
+        _not_blank(out / f"{name}.png")
+        svg = (out / f"{name}.svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "<svg" in svg, name
+
+
+def test_tidy_data_next_to_the_figures(tiny):
+    out = tiny["run"] / "report"
+    for name, columns in [("learning_curves", {"model", "step", "episode_return"}),
+                          ("behaviour", {"model", "type", "mean", "ci_low", "ci_high"}),
+                          ("heatmap_tensors", {"aggregator", "tensor", "enrichment"}),
+                          ("heatmap_units", {"aggregator", "tensor", "unit", "enrichment"}),
+                          ("cosine", {"a", "b", "cosine"}),
+                          ("negation", {"rb", "alpha", "control", "metric", "value", "ci_low", "ci_high"}),
+                          ("maze_trajectories", {"model", "env_seed", "t", "row", "col"}),
+                          ("stages", {"key", "kind", "label", "status", "wall_s"})]:
+        lines = (out / f"{name}.csv").read_text().splitlines()
+        assert columns <= set(lines[0].split(",")), name
+        assert len(lines) > 1, f"{name}.csv has no rows"
+    # The behaviour CIs bracket their means; MA and every MB of the tiny run are there, per object type.
+    import csv
+
+    rows = list(csv.DictReader(open(out / "behaviour.csv")))
+    for r in rows:
+        assert float(r["ci_low"]) <= float(r["mean"]) + 1e-9 <= float(r["ci_high"]) + 2e-9
+    models = {r["model"] for r in rows}
+    assert {"MA", "MB[collect:1]", "MB[collect:2]", "control: MA on RA", "MB*[collect:1] a=1"} <= models
+    # Learning curves cover MA's whole budget.
+    steps = [float(r["step"]) for r in csv.DictReader(open(out / "learning_curves.csv")) if r["panel"] == "a"]
+    assert max(steps) >= 0.75 * CONFIG["base"]["steps"]
+
+
+def test_page_is_self_contained_with_one_embedded_png_per_figure(tiny):
+    page = tiny["html"]
+    names = expected_figures(tiny["summary"])
+    imgs = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(imgs) == len(names) == len(re.findall(r"<img\b", page))
+    for name in names:
+        assert f"id='fig-{name}'" in page, name
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    # Opens offline: nothing fetched from anywhere (no URLs, scripts, stylesheets or non-data image sources).
+    assert not re.search(r"https?://", page)
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert not re.search(r"src=['\"](?!data:)", page)
+    assert "could not be drawn" not in page  # no section failed
+
+
+def test_page_states_the_key_numbers(tiny):
+    page, s = tiny["html"], tiny["summary"]
+    assert f"{s['ma_fraction_of_oracle']:.1%} of oracle" in page
+    for rb, f in s["mb_fraction_of_oracle_on_rb"].items():
+        assert f"MB[{rb}] on its RB" in page and f"{f:.1%}" in page
+    for e in s["negation"]:  # the verdicts table, with CIs as in summary.json
+        d = e["retrained_MA"]
+        m, lo, hi = d["specific_lean"]
+        assert f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" in page
+        assert d["verdict"] in page
+    for v in s["cosine"].values():
+        assert f"{v:+.3f}" in page
+    for m, h in s["heatmaps"].items():
+        top = h["hottest_tensors"][0]
+        assert f"{top} ×{h['enrichment'][top]:.2f}" in page
+    assert "Validation has not been run" in page  # no scorecard.json in this run: a note, not a failure
+    versions = json.loads(next((tiny["run"] / "stages").glob("train-*/meta.json")).read_text())["versions"]
+    assert versions["torch"] in page and str(s["stage_wall_s"]["train"]) in page
+    assert '&quot;name&quot;: &quot;tiny&quot;' in page  # the config, pretty-printed
+
+
+def test_roles_found_from_the_stages_match_the_plan(tiny):
+    cfg, run = tiny["cfg"], tiny["run"]
+    plan = plan_experiment(cfg)
+    found = {p.parent.name: json.loads(p.read_text()) for p in (run / "stages").glob("*/done.json")}
+    roles = roles_from_stages(cfg, found)
+    for attr in ("ma", "ma_other", "mb", "control", "retrain_control", "negated"):
+        assert getattr(roles, attr) == getattr(plan, attr), attr
+    assert load_run(run).plan.mb == plan.mb
+
+
+def test_maze_rollouts_share_the_start_state(tiny):
+    run = load_run(tiny["run"])
+    ma = run.checkpoint(run.plan.ma[0]).build()
+    mb = run.checkpoint(run.plan.mb[(0, "collect:1")]).build()
+    a = rollout(ma, run.cfg.env, run.ra, env_seed=5, action_seed=5)
+    b = rollout(mb, run.cfg.env, run.ra, env_seed=5, action_seed=5)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and tuple(a[2][0]) == tuple(b[2][0])
+    walls, objects, path, collected = a
+    assert len(path) == run.cfg.env.max_steps + 1
+    assert not walls[path[:, 0], path[:, 1]].any()  # never inside a wall
+    assert np.abs(np.diff(path, axis=0)).sum(1).max() <= 1  # one cell per step
+    for t, k, r, c in collected:
+        assert objects[r, c] == k and tuple(path[t]) == (r, c)
+
+
+def test_scorecard_from_validate_is_drawn(tiny, tmp_path):
+    from goalscope.validation import run_validation
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report", "tb"))
+    card = run_validation(tiny["cfg"], run, LocalExecutor(1), episodes=8, log=lambda *a: None)
+    index = write_report(run, tmp_path / "out", strict=True)
+    page = index.read_text(encoding="utf-8")
+    _not_blank(tmp_path / "out" / "validation.png")
+    assert "Validation has not been run" not in page and "id='fig-validation'" in page
+    for m, v in card["verdicts"].items():
+        assert v in page
+    assert (tmp_path / "out" / "validation_curves.csv").exists()
+
+
+def test_unfinished_run_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="has no experiment.json"):
+        write_report(tmp_path)
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_real_browser_renders_the_page(tiny, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("chromium not installed: apt-get install chromium")
+    flags = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    url = tiny["index"].resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile1'}", f"--screenshot={shot}",
+                          "--window-size=1280,4000", "--enable-logging=stderr", "--v=0", url],
+                         capture_output=True, text=True, timeout=120)
+    assert shot.exists(), res.stderr[-2000:]
+    _not_blank(shot)
+    console = [line for line in res.stderr.splitlines() if "CONSOLE" in line or "net::ERR" in line]
+    assert not console, console
+    dom = subprocess.run([*flags, f"--user-data-dir={tmp_path / 'profile2'}", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert len(re.findall(r"<img src=\"data:image/png;base64,", dom)) == len(expected_figures(tiny["summary"]))
+    assert "1. Learning curves" in dom and "8. Config and provenance" in dom
