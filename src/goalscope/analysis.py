@@ -25,7 +25,6 @@ from goalscope import aggregate as agg
 from goalscope import signals as sig
 from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
 from goalscope.config import ExperimentConfig
-from goalscope.envs.maze import MazeVecEnv
 from goalscope.envs.rewards import Reward
 from goalscope.evaluation import Profile, oracle_profile
 from goalscope.jobs import job_status, load_profile, stage_dir
@@ -83,10 +82,11 @@ def performance_records(cfg, plan, run_dir, ok, rewards, oracles, summary) -> li
             rows.append(record("performance", model, "", seed, f"objects:{k}", c))
         for r in rewards:
             ret = prof.returns(r).mean()
-            f = ret / oracles[r.name].returns(r).mean()
             rows.append(record("performance", model, r.name, seed, "return", ret))
-            rows.append(record("performance", model, r.name, seed, "fraction_of_oracle", f))
-            frac.setdefault((model, r.name), []).append(f)
+            if oracles[r.name] is not None:
+                f = ret / oracles[r.name].returns(r).mean()
+                rows.append(record("performance", model, r.name, seed, "fraction_of_oracle", f))
+                frac.setdefault((model, r.name), []).append(f)
     ra = cfg.ra.name
     summary["ma_fraction_of_oracle"] = _mean(frac.get(("MA", ra)))
     summary["mb_fraction_of_oracle_on_rb"] = {rb.name: _mean(frac.get((f"MB[{rb.name}]", rb.name))) for rb in rewards[1:]}
@@ -251,7 +251,7 @@ def verdict(effect: tuple[float, float, float]) -> str:
 def collect_observations(model, env_cfg, reward: Reward, n: int, seed: int) -> torch.Tensor:
     """``n`` observations from the agent's own on-policy rollouts (for the Fisher)."""
     n_envs = min(64, n)
-    env = MazeVecEnv(env_cfg, reward, n_envs, seed=seed)
+    env = env_cfg.make(reward, n_envs, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     obs, out = env.reset(seed), []
     with torch.inference_mode():

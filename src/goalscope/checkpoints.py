@@ -24,7 +24,7 @@ from torch import nn
 
 from goalscope import __version__
 from goalscope.agents import build_agent
-from goalscope.envs.maze import MazeConfig, N_ACTIONS
+from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import CheckpointError, GoalscopeError
 
@@ -37,7 +37,7 @@ META = "meta.json"
 class Checkpoint:
     arch: str
     arch_config: dict
-    env: MazeConfig
+    env: object  # an env config (goalscope.envs), e.g. MazeConfig
     reward: Reward
     state_dict: dict[str, torch.Tensor]
     steps: int = 0  # env steps trained in total, parents included
@@ -47,7 +47,7 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """A fresh model of this architecture carrying these weights."""
-        model = build_agent(self.arch, self.env.obs_shape, N_ACTIONS, self.arch_config)
+        model = build_agent(self.arch, self.env.obs_shape, self.env.n_actions, self.arch_config)
         check_state_dict(self.state_dict, model.state_dict(), self.arch)
         model.load_state_dict(self.state_dict)
         return model
@@ -136,7 +136,7 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         ckpt = Checkpoint(
             arch=meta["arch"],
             arch_config=meta.get("arch_config") or {},
-            env=MazeConfig.from_json(meta["env"]),
+            env=env_from_json(meta["env"]),
             reward=Reward.from_json(meta["reward"]),
             state_dict=state,
             steps=int(meta.get("steps", 0)),

@@ -188,8 +188,10 @@ def _print_summary(s: dict, title: str) -> None:
     print(title)
     counts = "  ".join(f"type {i}: {c:.2f}" for i, c in enumerate(s["counts_mean"]))
     print(f"  objects collected per episode  {counts}")
-    print(f"  return under {s['reward']}: {s['return_mean']:.3f} ± {s['return_sem']:.3f} (s.e.)"
-          f"  = {s['fraction_of_oracle']:.1%} of the oracle's {s['oracle_return']:.3f}  [{s['episodes']} episodes]")
+    oracle = (f"  = {s['fraction_of_oracle']:.1%} of the oracle's {s['oracle_return']:.3f}"
+              if s["oracle_return"] == s["oracle_return"] else "  (no oracle for this env)")
+    print(f"  return under {s['reward']}: {s['return_mean']:.3f} ± {s['return_sem']:.3f} (s.e.){oracle}"
+          f"  [{s['episodes']} episodes]")
 
 
 def cmd_validate(args) -> None:

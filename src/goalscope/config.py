@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from goalscope.agents import arch_config, arch_config_to_json
+from goalscope.envs import ENV_FAMILIES, env_from_json
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward
 from goalscope.errors import ConfigError, GoalscopeError
@@ -71,7 +72,7 @@ class ExperimentConfig:
     name: str = "experiment"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 0  # parallel job processes; 0 = one per CPU core
-    env: MazeConfig = field(default_factory=MazeConfig)
+    env: MazeConfig = field(default_factory=MazeConfig)  # or any family in goalscope.envs.ENV_FAMILIES
     agent: AgentSection = field(default_factory=AgentSection)
     ppo: dict = field(default_factory=dict)  # PPO settings shared by every job (the budgets live in the sections)
     base: BaseSection = field(default_factory=BaseSection)
@@ -144,7 +145,7 @@ class ExperimentConfig:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            out[f.name] = v.to_json() if isinstance(v, MazeConfig) else (
+            out[f.name] = v.to_json() if isinstance(v, tuple(ENV_FAMILIES.values())) else (
                 {g.name: getattr(v, g.name) for g in fields(v)} if hasattr(v, "__dataclass_fields__") else v)
         out["agent"]["config"] = arch_config_to_json(arch_config(self.agent.arch, self.agent.config))
         return out
@@ -170,6 +171,10 @@ def _coerce(value, tp, key: str):
         if not isinstance(value, tp):
             raise ConfigError(f"{key} must be {tp.__name__}, got {value!r}")
         return value
+    if tp in ENV_FAMILIES.values():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a table, got {value!r}")
+        return env_from_json(value)
     if hasattr(tp, "__dataclass_fields__"):
         return _section(tp, value, key)
     raise TypeError(f"unsupported config annotation {tp!r}")

@@ -12,19 +12,17 @@ the counts of every type are comparable across rewards.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
-from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import oracle_actions
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError
 
-Policy = Callable[[np.ndarray, MazeVecEnv], np.ndarray]
+Policy = Callable[[np.ndarray, object], np.ndarray]  # (observations, the vec env) -> actions
 
 
 @dataclass(frozen=True)
@@ -51,13 +49,9 @@ class Profile:
         return Profile(np.asarray(d["counts"], dtype=np.int64), np.asarray(d["steps"], dtype=np.int64))
 
 
-def eval_config(cfg: MazeConfig) -> MazeConfig:
-    return dataclasses.replace(cfg, end_when_collected=False)
-
-
-def run_episodes(policy: Policy, cfg: MazeConfig, reward: Reward, n_episodes: int, seed: int) -> Profile:
+def run_episodes(policy: Policy, cfg, reward: Reward, n_episodes: int, seed: int) -> Profile:
     """One episode in each of ``n_episodes`` parallel envs; later episodes of an env are ignored."""
-    env = MazeVecEnv(eval_config(cfg), reward, n_episodes, seed=seed)
+    env = cfg.eval_config().make(reward, n_episodes, seed=seed)
     obs = env.reset(seed)
     counts = np.zeros((n_episodes, cfg.n_types), dtype=np.int64)
     steps = np.zeros(n_episodes, dtype=np.int64)
@@ -71,7 +65,7 @@ def run_episodes(policy: Policy, cfg: MazeConfig, reward: Reward, n_episodes: in
     return Profile(counts, steps, returns)
 
 
-def oracle_policy(obs: np.ndarray, env: MazeVecEnv) -> np.ndarray:
+def oracle_policy(obs: np.ndarray, env) -> np.ndarray:
     return oracle_actions(env)
 
 
@@ -80,7 +74,7 @@ def model_policy(model: torch.nn.Module, seed: int = 0, greedy: bool = False) ->
     gen = torch.Generator().manual_seed(seed)
 
     @torch.inference_mode()
-    def act(obs: np.ndarray, env: MazeVecEnv) -> np.ndarray:
+    def act(obs: np.ndarray, env) -> np.ndarray:
         logits, _ = model(torch.from_numpy(obs))
         if greedy:
             return logits.argmax(-1).numpy()
@@ -89,7 +83,7 @@ def model_policy(model: torch.nn.Module, seed: int = 0, greedy: bool = False) ->
     return act
 
 
-def evaluate(model: torch.nn.Module, cfg: MazeConfig, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile:
+def evaluate(model: torch.nn.Module, cfg, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile:
     was_training = model.training
     model.eval()
     try:
@@ -98,7 +92,10 @@ def evaluate(model: torch.nn.Module, cfg: MazeConfig, reward: Reward, n_episodes
         model.train(was_training)
 
 
-def oracle_profile(cfg: MazeConfig, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile:
+def oracle_profile(cfg, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile | None:
+    """The oracle's profile on the same episodes, or None for env families without an oracle."""
+    if not cfg.has_oracle:
+        return None
     return run_episodes(oracle_policy, cfg, reward, n_episodes, seed)
 
 
@@ -113,8 +110,8 @@ def summarise(profile: Profile, reward: Reward, oracle: Profile | None = None) -
         "counts_mean": profile.mean_counts().round(3).tolist(),
         "steps_mean": float(profile.steps.mean()),
     }
-    if oracle is not None:
-        o = float(oracle.returns(reward).mean())
-        out["oracle_return"] = o
-        out["fraction_of_oracle"] = float(r.mean() / o) if abs(o) > 1e-9 else float("nan")
+    # Envs without an oracle report NaN here rather than leaving the keys out.
+    o = float(oracle.returns(reward).mean()) if oracle is not None else float("nan")
+    out["oracle_return"] = o
+    out["fraction_of_oracle"] = float(r.mean() / o) if abs(o) > 1e-9 else float("nan")
     return out

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from goalscope.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
-from goalscope.envs.maze import MazeConfig
+from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
 from goalscope.evaluation import Profile, evaluate
@@ -111,13 +111,13 @@ def _save_profile(profile: Profile, out: Path, name: str = "profile.json") -> No
     atomic_write_bytes(out / name, json.dumps(profile.to_json()).encode())
 
 
-def _evaluate(model, spec: dict, env: MazeConfig, reward: Reward) -> Profile:
+def _evaluate(model, spec: dict, env, reward: Reward) -> Profile:
     ev = spec["evaluation"]
     return evaluate(model, env, reward, ev["episodes"], ev["seed"])
 
 
 def _train(spec: dict, run_dir: Path, out: Path) -> None:
-    env = MazeConfig.from_json(spec["env"])
+    env = env_from_json(spec["env"])
     reward = Reward.from_json(spec["reward"])
     ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out)
     save_checkpoint(ckpt, out)

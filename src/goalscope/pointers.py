@@ -29,7 +29,7 @@ from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import _distance_to
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
-from goalscope.evaluation import eval_config, model_policy
+from goalscope.evaluation import model_policy
 from goalscope.records import record, write_records
 from goalscope.stats import bootstrap_mean
 from goalscope.training import PPOConfig, finetune, train_new
@@ -40,7 +40,7 @@ DISTANCE_BINS = ((1, 3), (4, 6), (7, 10), (11, 99))
 def retargeting(model, cfg: MazeConfig, cue: int, episodes: int, seed: int) -> dict:
     """With the cue fixed to ``cue``: fraction of episodes whose first collected object is of that type, overall
     and by the shortest-path distance from the start to the nearest object of that type."""
-    env = MazeVecEnv(eval_config(dataclasses.replace(cfg, fixed_cue=cue)), parse_reward("cued", cfg.n_types), episodes, seed)
+    env = MazeVecEnv(dataclasses.replace(cfg, fixed_cue=cue).eval_config(), parse_reward("cued", cfg.n_types), episodes, seed)
     obs = env.reset(seed)
     g = env.grid_state()
     dist = _distance_to(g["objects"] == cue, ~g["walls"])[np.arange(episodes), g["pos"][:, 0], g["pos"][:, 1]]

@@ -797,10 +797,7 @@ def rollout(model, env_cfg, reward, env_seed: int, action_seed: int):
     """
     import torch
 
-    from goalscope.envs.maze import MazeVecEnv
-    from goalscope.evaluation import eval_config
-
-    env = MazeVecEnv(eval_config(env_cfg), reward, 1, seed=env_seed)
+    env = env_cfg.eval_config().make(reward, 1, seed=env_seed)
     obs = env.reset(env_seed)
     start = env.grid_state()
     walls, objects = start["walls"][0], start["objects"][0]
@@ -859,8 +856,8 @@ def fig_mazes(run: Run, out: Path, n_starts: int = 2):
     from matplotlib.lines import Line2D
 
     models = maze_models(run)
-    if not models:
-        return None
+    if not models or getattr(run.cfg.env, "family", None) != "object_maze":
+        return None  # pictures need the maze's grid state; other env families have no renderer here
     model = run.checkpoint(models[0][1]).build()  # one model, each checkpoint's weights loaded in turn
     built = [(title, run.checkpoint(k).state_dict) for title, k in models]
     K = run.cfg.env.n_types

@@ -23,7 +23,6 @@ from torch import nn
 
 from goalscope.agents import build_agent
 from goalscope.checkpoints import Checkpoint
-from goalscope.envs.maze import N_ACTIONS, MazeConfig, MazeVecEnv
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, TrainingDiverged
 from goalscope.evaluation import evaluate, oracle_profile, summarise
@@ -137,7 +136,7 @@ def _check_finite(model: nn.Module, loss: torch.Tensor, step: int) -> None:
 
 def train(
     model: nn.Module,
-    env_cfg: MazeConfig,
+    env_cfg,
     reward: Reward,
     ppo: PPOConfig,
     seed: int,
@@ -149,7 +148,7 @@ def train(
     torch.set_num_threads(ppo.threads)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    env = MazeVecEnv(env_cfg, reward, ppo.n_envs, seed=seed)
+    env = env_cfg.make(reward, ppo.n_envs, seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=ppo.lr, eps=1e-5)
     oracle = oracle_profile(env_cfg, reward, ppo.eval_episodes)
     log = ScalarLog(log_dir)
@@ -262,17 +261,17 @@ def _progress(total: int, enabled: bool, desc: str):
 # Jobs: a checkpoint in, a checkpoint out (what the CLI and the experiment runner call)
 
 
-def train_new(arch: str, arch_config: dict, env_cfg: MazeConfig, reward: Reward, ppo: PPOConfig, seed: int, *,
+def train_new(arch: str, arch_config: dict, env_cfg, reward: Reward, ppo: PPOConfig, seed: int, *,
               log_dir: Path | None = None, progress: bool = False) -> Checkpoint:
     """Initialise ``arch`` from ``seed`` and train it on ``reward`` (this is how MA is made)."""
     torch.manual_seed(seed)
-    model = build_agent(arch, env_cfg.obs_shape, N_ACTIONS, arch_config)
+    model = build_agent(arch, env_cfg.obs_shape, env_cfg.n_actions, arch_config)
     result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress)
     return Checkpoint(arch, arch_config, env_cfg, reward, _state(model), result.steps, seed, None, _extra(result, ppo))
 
 
 def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, parent_path: str | None = None,
-             log_dir: Path | None = None, progress: bool = False, env_cfg: MazeConfig | None = None) -> Checkpoint:
+             log_dir: Path | None = None, progress: bool = False, env_cfg=None) -> Checkpoint:
     """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made)."""
     model = parent.build()
     env_cfg = env_cfg or parent.env

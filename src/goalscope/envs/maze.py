@@ -19,7 +19,7 @@ envs. The observation buffer is updated in place (only the cells that changed), 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
@@ -71,15 +71,30 @@ class MazeConfig:
                 f"of a {self.size}x{self.size} {self.layout}"
             )
 
+    family = "object_maze"
+    has_oracle = True
+
+    @property
+    def n_actions(self) -> int:
+        return N_ACTIONS
+
+    def make(self, reward: Reward, n_envs: int, seed: int = 0) -> "MazeVecEnv":
+        return MazeVecEnv(self, reward, n_envs, seed)
+
+    def eval_config(self) -> "MazeConfig":
+        """Evaluation episodes run the full max_steps, so counts of every type compare under any reward."""
+        return replace(self, end_when_collected=False)
+
     @property
     def obs_shape(self) -> tuple[int, int, int]:
         return (2 + self.n_types * (2 if self.cue else 1), self.size, self.size)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return asdict(self)  # no "family" key: the object maze is the default, and old run keys stay valid
 
     @staticmethod
     def from_json(d: dict) -> "MazeConfig":
+        d = {k: v for k, v in d.items() if k != "family"}
         known = {f.name for f in fields(MazeConfig)}
         unknown = sorted(set(d) - known)
         if unknown:

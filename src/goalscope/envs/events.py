@@ -1,0 +1,229 @@
+"""Any Gymnasium environment whose objectives are rewards over *events*.
+
+goalscope's program needs an environment whose dynamics stay fixed while the reward is swapped. For a third-party
+env that means: the env reports, in every step's ``info["events"]``, how many events of each of K types just
+happened (an object of type k picked up, a door opened...), and goalscope computes the reward itself as
+``events @ weights - step_cost``. The env's own reward is ignored. Vectorisation is Gymnasium's own
+``SyncVectorEnv`` (same-step autoreset); this adapter gives it the interface of goalscope's native vectorised
+maze, so training, evaluation and analysis run unchanged.
+
+``goalscope/MiniGridObjects-v0`` (registered by :func:`register_minigrid`, needs the ``minigrid`` package) is the
+shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
+of its type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field, fields
+
+import gymnasium as gym
+import numpy as np
+
+from goalscope.envs.rewards import Reward
+from goalscope.errors import ConfigError
+
+MINIGRID_ID = "goalscope/MiniGridObjects-v0"
+
+
+@dataclass(frozen=True)
+class GymEventsConfig:
+    """An env made by ``gymnasium.make(id, **kwargs)`` that reports ``info["events"]`` (K counts per step)."""
+
+    id: str = MINIGRID_ID
+    kwargs: dict = field(default_factory=dict)
+    n_types: int = 3
+    max_steps: int = 64  # evaluation episode length; the env must truncate at or before it
+    family = "gym_events"
+    has_oracle = False
+
+    def __post_init__(self):
+        if not isinstance(self.id, str) or not self.id:
+            raise ConfigError(f"env.id must be a Gymnasium env id, got {self.id!r}")
+        if not isinstance(self.n_types, int) or self.n_types < 1:
+            raise ConfigError(f"env.n_types must be a positive integer, got {self.n_types!r}")
+        if not isinstance(self.max_steps, int) or self.max_steps < 1:
+            raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
+        if not isinstance(self.kwargs, dict):
+            raise ConfigError(f"env.kwargs must be a table, got {self.kwargs!r}")
+
+    def make_single(self) -> gym.Env:
+        if self.id == MINIGRID_ID:
+            register_minigrid()
+        try:
+            return gym.make(self.id, **self.kwargs)
+        except gym.error.Error as e:
+            raise ConfigError(f"env.id {self.id!r}: {e}") from None
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return _spaces(self.id, tuple(sorted(self.kwargs.items())))[0]
+
+    @property
+    def n_actions(self) -> int:
+        return _spaces(self.id, tuple(sorted(self.kwargs.items())))[1]
+
+    def make(self, reward: Reward, n_envs: int, seed: int = 0) -> "GymEventsVecEnv":
+        return GymEventsVecEnv(self, reward, n_envs, seed)
+
+    def eval_config(self) -> "GymEventsConfig":
+        return self
+
+    def to_json(self) -> dict:
+        return {"family": self.family, **dataclasses.asdict(self)}
+
+    @staticmethod
+    def from_json(d: dict) -> "GymEventsConfig":
+        d = {k: v for k, v in d.items() if k != "family"}
+        known = {f.name for f in fields(GymEventsConfig)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"env: unknown field {unknown[0]!r} (known: {', '.join(sorted(known | {'family'}))})")
+        return GymEventsConfig(**d)
+
+
+@functools.lru_cache(maxsize=16)
+def _spaces(env_id: str, kwargs: tuple) -> tuple[tuple[int, ...], int]:
+    env = GymEventsConfig(env_id, dict(kwargs)).make_single()
+    try:
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise ConfigError(f"env {env_id!r}: goalscope's agents need a Discrete action space, got {env.action_space}")
+        return tuple(env.observation_space.shape), int(env.action_space.n)
+    finally:
+        env.close()
+
+
+class GymEventsVecEnv:
+    """Gymnasium's SyncVectorEnv behind the interface of :class:`goalscope.envs.maze.MazeVecEnv`."""
+
+    def __init__(self, cfg: GymEventsConfig, reward: Reward, n_envs: int, seed: int = 0):
+        if reward.cued:
+            raise ConfigError(f"reward {reward.name!r}: cued rewards exist only in the object maze")
+        if reward.n_types != cfg.n_types:
+            raise ConfigError(f"reward {reward.name!r} has {reward.n_types} weights but the env has {cfg.n_types} event types")
+        self.cfg, self.reward, self.n_envs = cfg, reward, n_envs
+        self._weights = reward.vector().astype(np.float64)
+        self.venv = gym.vector.SyncVectorEnv([cfg.make_single for _ in range(n_envs)],
+                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        self.reset(seed)
+
+    def set_reward(self, reward: Reward) -> None:
+        self.reward, self._weights = reward, reward.vector().astype(np.float64)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        self._obs, _ = self.venv.reset(seed=seed)
+        self.counts = np.zeros((self.n_envs, self.cfg.n_types), dtype=np.int64)
+        self.t = np.zeros(self.n_envs, dtype=np.int64)
+        self.ep_return = np.zeros(self.n_envs)
+        self.first = np.full(self.n_envs, -1, dtype=np.int64)
+        return self.observe()
+
+    def observe(self) -> np.ndarray:
+        return np.array(self._obs, copy=True)
+
+    def step(self, actions):
+        obs, _, term, trunc, info = self.venv.step(np.asarray(actions))
+        done = term | trunc
+        events = _events(info, self.n_envs, self.cfg.n_types)
+        if done.any():  # the ended episodes' last events are in final_info (their info is the reset's)
+            final = _events(info.get("final_info", {}), self.n_envs, self.cfg.n_types)
+            events[done] = final[done]
+        reward = events @ self._weights - self.reward.step_cost
+        got = events.argmax(1)
+        self.first = np.where((self.first < 0) & (events.sum(1) > 0), got, self.first)
+        self.counts += events
+        self.t += 1
+        self.ep_return += reward
+        out = {}
+        done_idx = np.flatnonzero(done)
+        if len(done_idx):
+            out = {"done_idx": done_idx, "counts": self.counts[done_idx].copy(), "steps": self.t[done_idx].copy(),
+                   "returns": self.ep_return[done_idx].copy(), "first": self.first[done_idx].copy(),
+                   "final_obs": np.stack([info["final_obs"][i] for i in done_idx])}
+            self.counts[done_idx] = 0
+            self.t[done_idx] = 0
+            self.ep_return[done_idx] = 0.0
+            self.first[done_idx] = -1
+        self._obs = obs
+        return self.observe(), reward.astype(np.float32), term, trunc, out
+
+
+def _events(info: dict, n: int, k: int) -> np.ndarray:
+    if "events" not in info:
+        return np.zeros((n, k), dtype=np.int64)
+    ev = np.asarray(info["events"])
+    if ev.dtype == object:  # entries missing for some envs come back as None
+        ev = np.stack([np.zeros(k) if e is None else np.asarray(e) for e in ev])
+    if ev.shape != (n, k):
+        raise ConfigError(f"the env reports events of shape {ev.shape[1:]} but the config says n_types = {k}")
+    return ev.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The shipped real example: a MiniGrid room of keys, balls and boxes
+
+
+DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
+
+
+def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type: int = 1, max_steps: int = 64):
+    """A MiniGrid room with ``n_per_type`` of each (kind, colour) object; picking one up is an event of its type.
+
+    The agent has four actions (left, right, forward, pickup); a picked-up object vanishes, so the agent's hands
+    are free again. Observations are MiniGrid's egocentric 7x7 view as a ``uint8[3, 7, 7]`` image.
+    """
+    try:
+        from minigrid.core.grid import Grid
+        from minigrid.core.mission import MissionSpace
+        from minigrid.core.world_object import Ball, Box, Key
+        from minigrid.minigrid_env import MiniGridEnv
+    except ImportError:
+        raise ConfigError("the MiniGrid example needs the minigrid package: pip install minigrid") from None
+
+    kinds = {"ball": Ball, "key": Key, "box": Box}
+    objects = [tuple(o) for o in objects]
+    for kind, colour in objects:
+        if kind not in kinds:
+            raise ConfigError(f"env.kwargs.objects: unknown object kind {kind!r} (known: {', '.join(kinds)})")
+
+    class ObjectsEnv(MiniGridEnv):
+        def __init__(self):
+            super().__init__(mission_space=MissionSpace(mission_func=lambda: "collect objects"), grid_size=size,
+                             max_steps=max_steps, see_through_walls=True)
+            self.action_space = gym.spaces.Discrete(4)
+            self.observation_space = gym.spaces.Box(0, 255, (3, 7, 7), dtype=np.uint8)
+
+        def _gen_grid(self, width, height):
+            self.grid = Grid(width, height)
+            self.grid.wall_rect(0, 0, width, height)
+            for t, (kind, colour) in enumerate(objects):
+                for _ in range(n_per_type):
+                    obj = kinds[kind](colour)
+                    obj.event_type = t
+                    self.place_obj(obj)
+            self.place_agent()
+            self.mission = "collect objects"
+
+        def reset(self, *, seed=None, options=None):
+            obs, _ = super().reset(seed=seed, options=options)
+            return self._image(obs), {"events": np.zeros(len(objects), dtype=np.int64)}
+
+        def step(self, action):
+            events = np.zeros(len(objects), dtype=np.int64)
+            obs, _, term, trunc, _ = super().step(int(action))
+            if self.carrying is not None:
+                events[self.carrying.event_type] += 1
+                self.carrying = None
+            return self._image(obs), 0.0, term, trunc, {"events": events}
+
+        @staticmethod
+        def _image(obs):
+            return np.ascontiguousarray(obs["image"].transpose(2, 0, 1), dtype=np.uint8)
+
+    return ObjectsEnv()
+
+
+def register_minigrid() -> None:
+    if MINIGRID_ID not in gym.registry:
+        gym.register(id=MINIGRID_ID, entry_point=make_minigrid_objects_env)
