@@ -1152,10 +1152,10 @@ def _section_learning(run: Run, page: Page) -> None:
                  "the negated models recover when retrained on RA?")
     page.figure("learning_curves", fig_learning_curves(run, page.out),
                 "Mean return of the training episodes over env steps (each model under the reward it is trained on; "
-                "training episodes end once every rewarded object is collected, so these run higher than the "
-                "full-length evaluation episodes; the first point of each run counts only the episodes that ended "
-                "within the first rollout, which favours quick successes). Band: min–max over seeds (and RBs where "
-                "pooled).",
+                + ("training episodes end once every rewarded object is collected, so these run higher than the "
+                   "full-length evaluation episodes; " if getattr(run.cfg.env, "end_when_collected", False) else "")
+                + "the first point of each run counts only the episodes that ended within the first rollout, which "
+                "favours quick successes). Band: min–max over seeds (and RBs where pooled).",
                 ["learning_curves.csv"])
 
 
