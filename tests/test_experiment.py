@@ -117,12 +117,13 @@ def test_rerun_redoes_nothing_and_resumes_killed_work(tiny_run):
 
     lost = next(iter(plan.negated.values()))
     shutil.rmtree(out / "stages" / lost)
-    (out / "stages" / f".tmp-{lost}-999").mkdir()
+    (out / "stages" / f".partial-{lost}").mkdir()  # the killed job's working directory
+    (out / "stages" / ".partial-train-0123456789ab").mkdir()  # a leftover of another config
     before = (out / "records.csv").read_text()
     summary = run_experiment(cfg, out, log=lambda *a: None)
     after = {k: (out / "stages" / k / "done.json").stat().st_mtime_ns for k in stamps}
     assert [k for k in stamps if stamps[k] != after[k]] == [lost]
-    assert not list((out / "stages").glob(".tmp-*"))
+    assert not list((out / "stages").glob(".partial-*"))
     assert (out / "records.csv").read_text() == before  # bit-identical results after the resume
     assert summary["failed_jobs"] == []
 

@@ -35,6 +35,9 @@ STABILITY_TOP = 0.01  # top-1% parameter sets compared across seeds
 
 
 def analyse(cfg: ExperimentConfig, plan, run_dir: Path, log=print) -> dict:
+    # One thread, always: float reductions depend on the thread count, and a resumed run must reproduce the
+    # analysis of an uninterrupted one bit for bit (its jobs, which also set one thread, may never run here).
+    torch.set_num_threads(1)
     run_dir = Path(run_dir)
     ok = {j.key for j in plan.jobs() if (job_status(run_dir, j.key) or {}).get("status") == "ok"}
     rewards = [cfg.ra, *cfg.rbs()]

@@ -20,7 +20,11 @@ def add_commands(sub) -> None:
     p.add_argument("--force", metavar="STAGE", help="redo a stage and those after it: train, finetune, negate, analysis, all")
     p.add_argument("--reconfigure", action="store_true", help="allow a changed config in an existing run directory")
     p.add_argument("--workers", type=int, help="parallel job processes (default: the config's, 0 = one per core)")
-    p.add_argument("--executor", default="local", help="where jobs run: local (default)")
+    p.add_argument("--executor", default="local",
+                   help="where jobs run: local (a process pool, default) or ray (Ray tasks; pip install 'goalscope[ray]')")
+    p.add_argument("--address", help="Ray cluster to use with --executor ray: auto (the cluster this node is in) or "
+                                      "ray://HOST:10001 (default: start Ray on this machine). On several nodes, --out "
+                                      "must be on a filesystem every node sees")
     p.add_argument("--quick", action="store_true", help="a tiny version of the experiment (small budgets, 1 seed) to try things out")
 
     p = sub.add_parser("results", help="print the summary tables of a finished run")
@@ -53,6 +57,21 @@ def add_commands(sub) -> None:
     p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
     p.add_argument("--out", type=Path, help="report directory (default: RUN/report)")
 
+    from goalscope.cli import _add_env_args
+
+    p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 PPO MlpPolicy zip as a goalscope checkpoint",
+                       description="Read a Stable-Baselines3 PPO zip (MlpPolicy, separate pi/vf towers of equal "
+                                   "widths, Tanh or ReLU) trained on the object maze, without unpickling anything, "
+                                   "and write a goalscope 'mlp' checkpoint that can be evaluated, fine-tuned and "
+                                   "analysed like MA. The maze options must be those it was trained on.")
+    p.add_argument("zip", type=Path, help="the SB3 model zip (model.save(...))")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to create, e.g. runs/ma")
+    p.add_argument("--reward", required=True, help="the reward it was trained on (RA), e.g. collect:0")
+    p.add_argument("--activation", choices=["tanh", "relu"],
+                   help="only if the zip does not say in readable form (SB3 writes it for its own models)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
+    _add_env_args(p)
+
 
 def cmd_run(args) -> None:
     from dataclasses import replace
@@ -68,7 +87,7 @@ def cmd_run(args) -> None:
         if args.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {args.workers}")
         cfg = replace(cfg, workers=args.workers)
-    executor = make_executor(args.executor, workers=cfg.workers)
+    executor = make_executor(args.executor, workers=cfg.workers, address=args.address)
     summary = run_experiment(cfg, args.out, executor=executor, force=args.force, reconfigure=args.reconfigure)
     print_results(args.out, summary)
 
@@ -213,5 +232,18 @@ def cmd_report(args) -> None:
     print(write_report(args.run, args.out))
 
 
+def cmd_import_sb3(args) -> None:
+    from goalscope.checkpoints import save_checkpoint
+    from goalscope.cli import _check_out, _env_config
+    from goalscope.importers import import_sb3
+
+    ckpt = import_sb3(args.zip, _env_config(args), args.reward, activation=args.activation)
+    _check_out(args.out, args.force)
+    save_checkpoint(ckpt, args.out)
+    hidden = ckpt.arch_config["hidden"]
+    print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an mlp checkpoint (hidden {hidden}, "
+          f"{ckpt.arch_config['activation']}) trained on {ckpt.reward.name}: {args.out}")
+
+
 COMMANDS = {"run": cmd_run, "results": cmd_results, "diff": cmd_diff, "negate": cmd_negate, "superpose": cmd_superpose,
-            "report": cmd_report}
+            "report": cmd_report, "import-sb3": cmd_import_sb3}

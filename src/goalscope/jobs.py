@@ -2,8 +2,9 @@
 
 A job's spec is plain JSON data that fully determines its output (configs, reward, seed, and the *keys* of the
 jobs it builds on). Its key is a hash of that spec, so a rerun finds finished work by key and a changed input gets
-a new key instead of stale results. A job writes into a temporary directory that is renamed into place when
-complete: a stage directory either exists whole or not at all.
+a new key instead of stale results. A job works in ``stages/.partial-<key>/`` (where training leaves resumable
+snapshots, so a killed job continues where it stopped) that is renamed into place when complete: a stage
+directory either exists whole or not at all.
 
 Kinds:
     train      MA: a fresh agent trained on RA                       -> checkpoint + profile
@@ -33,6 +34,7 @@ from goalscope.training import PPOConfig, finetune, train_new
 
 KINDS = ("train", "finetune", "negate")
 DONE = "done.json"
+RESUME = "resume"  # training snapshots inside a job's partial directory
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class Job:
 
 def stage_dir(run_dir: Path, key: str) -> Path:
     return Path(run_dir) / "stages" / key
+
+
+def partial_dir(run_dir: Path, key: str) -> Path:
+    return Path(run_dir) / "stages" / f".partial-{key}"
 
 
 def job_status(run_dir: Path, key: str) -> dict | None:
@@ -74,9 +80,8 @@ def run_job(job: Job, run_dir: str | Path) -> dict:
     final = stage_dir(run_dir, job.key)
     if done is not None:  # a failed attempt is retried (a fixed bug or input); a deterministic failure recurs
         shutil.rmtree(final, ignore_errors=True)
-    tmp = final.with_name(f".tmp-{job.key}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = partial_dir(run_dir, job.key)
+    tmp.mkdir(parents=True, exist_ok=True)  # may hold a killed attempt's snapshot, which training continues
     start = time.perf_counter()
     status = {"key": job.key, "kind": job.kind, "label": job.label, "spec": job.spec}
     try:
@@ -91,6 +96,7 @@ def run_job(job: Job, run_dir: str | Path) -> dict:
     except Exception as e:  # a bug: keep the traceback for the report, mark the stage failed
         status.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
     status["wall_s"] = round(time.perf_counter() - start, 3)
+    shutil.rmtree(tmp / RESUME, ignore_errors=True)
     atomic_write_bytes(tmp / DONE, json.dumps(status, indent=2).encode())
     if final.exists():  # another process finished the same job first; its result is identical by construction
         shutil.rmtree(tmp, ignore_errors=True)
@@ -119,7 +125,8 @@ def _evaluate(model, spec: dict, env, reward: Reward) -> Profile:
 def _train(spec: dict, run_dir: Path, out: Path) -> None:
     env = env_from_json(spec["env"])
     reward = Reward.from_json(spec["reward"])
-    ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out)
+    ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out,
+                     resume_dir=out / RESUME)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, env, reward), out)
 
@@ -127,7 +134,8 @@ def _train(spec: dict, run_dir: Path, out: Path) -> None:
 def _finetune(spec: dict, run_dir: Path, out: Path) -> None:
     parent = load_checkpoint(stage_dir(run_dir, spec["parent"]))
     reward = Reward.from_json(spec["reward"])
-    ckpt = finetune(parent, reward, _ppo(spec), spec["seed"], parent_path=spec["parent"], log_dir=out)
+    ckpt = finetune(parent, reward, _ppo(spec), spec["seed"], parent_path=spec["parent"], log_dir=out,
+                    resume_dir=out / RESUME)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, parent.env, reward), out)
 
@@ -144,7 +152,8 @@ def _negate(spec: dict, run_dir: Path, out: Path) -> None:
     start.load_state_dict(negate(ma.state_dict, delta, spec["alpha"]))
     _save_profile(_evaluate(start, spec, ma.env, ma.reward), out, "profile_before_retrain.json")
     ma.state_dict = start.state_dict()
-    ckpt = finetune(ma, ma.reward, _ppo(spec), spec["seed"], parent_path=spec["ma"], log_dir=out)
+    ckpt = finetune(ma, ma.reward, _ppo(spec), spec["seed"], parent_path=spec["ma"], log_dir=out,
+                    resume_dir=out / RESUME)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, ma.env, ma.reward), out)
 

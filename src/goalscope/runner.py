@@ -176,8 +176,10 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
     timings = {}
     with RunLock(run_dir):
         atomic_write_bytes(run_dir / EXPERIMENT_FILE, json.dumps(cfg.to_json(), indent=2).encode())
-        for leftover in (run_dir / "stages").glob(".tmp-*") if (run_dir / "stages").exists() else []:
-            shutil.rmtree(leftover, ignore_errors=True)  # half-written jobs of a killed run
+        keys = {j.key for j in plan.jobs()}
+        for leftover in (run_dir / "stages").glob(".partial-*") if (run_dir / "stages").exists() else []:
+            if leftover.name[len(".partial-"):] not in keys:  # a killed job of another config: never resumed
+                shutil.rmtree(leftover, ignore_errors=True)
         if force:
             log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
         for wave in plan.waves:

@@ -12,6 +12,7 @@ second one and lose ~3x when the other core is busy; run independent jobs in par
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
@@ -46,6 +47,7 @@ class PPOConfig:
     eval_every: int = 0  # env steps between evaluations (0: only at the end)
     eval_episodes: int = 256
     threads: int = 1
+    save_every: int = 100_000  # env steps between resumable snapshots (needs a resume_dir; 0 = never)
 
     def __post_init__(self):
         for f in fields(self):
@@ -57,8 +59,9 @@ class PPOConfig:
         for name in ("total_steps", "n_envs", "n_steps", "epochs", "minibatch_size", "eval_episodes", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ppo.{name} must be positive, got {getattr(self, name)}")
-        if self.eval_every < 0:
-            raise ConfigError(f"ppo.eval_every must be >= 0, got {self.eval_every}")
+        for name in ("eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"ppo.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise ConfigError(f"ppo.lr must be in (0, 1), got {self.lr}")
         for name in ("gamma", "gae_lambda"):
@@ -143,8 +146,14 @@ def train(
     *,
     log_dir: Path | None = None,
     progress: bool = False,
+    resume_dir: Path | None = None,
 ) -> TrainResult:
-    """Train ``model`` in place with PPO on ``reward``; returns the per-update history and a final evaluation."""
+    """Train ``model`` in place with PPO on ``reward``; returns the per-update history and a final evaluation.
+
+    With ``resume_dir``, a snapshot (weights, optimiser, RNG and env state) is written there every
+    ``ppo.save_every`` env steps, and a snapshot found there is continued from: a run killed mid-way ends with
+    the same weights as one that was never interrupted.
+    """
     torch.set_num_threads(ppo.threads)
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -165,9 +174,16 @@ def train(
     obs = torch.from_numpy(env.reset(seed))
     ep_returns: list[float] = []
     next_eval = ppo.eval_every or None
+    step, first_update = 0, 0
+    fingerprint = {"ppo": ppo.to_json(), "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
+    snapshot = _load_snapshot(resume_dir, fingerprint) if resume_dir else None
+    if snapshot is not None:
+        first_update, step, next_eval, obs = _restore(snapshot, model, optimizer, env, log, ep_returns)
+    can_snapshot = resume_dir is not None and ppo.save_every > 0 and hasattr(env, "get_state")
+    next_save = (step // ppo.save_every + 1) * ppo.save_every if can_snapshot else None
     bar = _progress(n_updates * ppo.batch_size, progress, f"PPO {reward.name}")
-    step = 0
-    for update in range(n_updates):
+    bar.update(step)
+    for update in range(first_update, n_updates):
         if ppo.anneal_lr:
             optimizer.param_groups[0]["lr"] = ppo.lr * (1.0 - update / n_updates)
 
@@ -237,6 +253,9 @@ def train(
             row.update(_eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
             next_eval += ppo.eval_every
         log.write(step, row)
+        if next_save is not None and step >= next_save and update < n_updates - 1:
+            _save_snapshot(resume_dir, fingerprint, model, optimizer, env, obs, update + 1, step, next_eval, log, ep_returns)
+            next_save += ppo.save_every
         bar.update(ppo.batch_size)
         bar.set_postfix_str(f"return {row.get('charts/episode_return', float('nan')):.2f}")
     bar.close()
@@ -245,6 +264,73 @@ def train(
     log.write(step, _eval_scalars(final))
     log.close()
     return TrainResult(step, log.rows, final, time.perf_counter() - start)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resumable snapshots: tensors in safetensors, the rest in JSON (nothing is pickled). The JSON names the tensors'
+# hash and is written last, so a snapshot cut short by a kill is recognised and ignored.
+
+SNAPSHOT_TENSORS, SNAPSHOT_META = "snapshot.safetensors", "snapshot.json"
+
+
+def _save_snapshot(directory: Path, fingerprint: dict, model, optimizer, env, obs, update, step, next_eval, log,
+                   ep_returns) -> None:
+    import hashlib
+
+    from safetensors.torch import save as st_save
+
+    from goalscope.checkpoints import atomic_write_bytes
+
+    arrays, rng_state = env.get_state()
+    tensors = {f"model/{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        tensors.update({f"adam/{i}/{k}": v.detach().clone().reshape(-1) if v.dim() == 0 else v.detach().clone()
+                        for k, v in state.items()})
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors["obs"] = obs.clone().contiguous()
+    tensors.update({f"env/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    blob = st_save(tensors)
+    meta = {"fingerprint": fingerprint, "update": update, "step": step, "next_eval": next_eval,
+            "rows": log.rows, "ep_returns": ep_returns, "env_rng": rng_state,
+            "sha256": hashlib.sha256(blob).hexdigest()}
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(directory) / SNAPSHOT_TENSORS, blob)
+    atomic_write_bytes(Path(directory) / SNAPSHOT_META, json.dumps(meta).encode())
+
+
+def _load_snapshot(directory: Path, fingerprint: dict) -> dict | None:
+    import hashlib
+
+    from safetensors.torch import load as st_load
+
+    meta_path, tensor_path = Path(directory) / SNAPSHOT_META, Path(directory) / SNAPSHOT_TENSORS
+    if not meta_path.exists() or not tensor_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        blob = tensor_path.read_bytes()
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("fingerprint") != fingerprint or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+        return None  # another job's or a half-written snapshot: start from the beginning
+    meta["tensors"] = st_load(blob)
+    return meta
+
+
+def _restore(snap: dict, model, optimizer, env, log, ep_returns):
+    t = snap["tensors"]
+    model.load_state_dict({k[len("model/"):]: v for k, v in t.items() if k.startswith("model/")})
+    opt = optimizer.state_dict()
+    for key, v in t.items():
+        if key.startswith("adam/"):
+            _, i, name = key.split("/")
+            opt["state"].setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
+    optimizer.load_state_dict(opt)
+    torch.set_rng_state(t["torch_rng"])
+    env.set_state({k[len("env/"):]: v.numpy() for k, v in t.items() if k.startswith("env/")}, snap["env_rng"])
+    log.rows.extend(snap["rows"])
+    ep_returns.extend(snap["ep_returns"])
+    return snap["update"], snap["step"], snap["next_eval"], t["obs"]
 
 
 def _eval_scalars(s: dict) -> dict:
@@ -262,20 +348,21 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def train_new(arch: str, arch_config: dict, env_cfg, reward: Reward, ppo: PPOConfig, seed: int, *,
-              log_dir: Path | None = None, progress: bool = False) -> Checkpoint:
+              log_dir: Path | None = None, progress: bool = False, resume_dir: Path | None = None) -> Checkpoint:
     """Initialise ``arch`` from ``seed`` and train it on ``reward`` (this is how MA is made)."""
     torch.manual_seed(seed)
     model = build_agent(arch, env_cfg.obs_shape, env_cfg.n_actions, arch_config)
-    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress)
+    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir)
     return Checkpoint(arch, arch_config, env_cfg, reward, _state(model), result.steps, seed, None, _extra(result, ppo))
 
 
 def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, parent_path: str | None = None,
-             log_dir: Path | None = None, progress: bool = False, env_cfg=None) -> Checkpoint:
+             log_dir: Path | None = None, progress: bool = False, env_cfg=None,
+             resume_dir: Path | None = None) -> Checkpoint:
     """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made)."""
     model = parent.build()
     env_cfg = env_cfg or parent.env
-    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress)
+    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir)
     return Checkpoint(parent.arch, parent.arch_config, env_cfg, reward, _state(model), parent.steps + result.steps,
                       seed, parent_path, _extra(result, ppo))
 

@@ -239,6 +239,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
     from goalscope.executors import LocalExecutor
     from goalscope.runner import plan_experiment
 
+    torch.set_num_threads(1)  # deterministic reductions, as in the analysis
     run_dir = Path(run_dir)
     plan = plan_experiment(cfg)
     missing = [j.label for j in plan.jobs() if j.kind != "negate" and (job_status(run_dir, j.key) or {}).get("status") != "ok"]

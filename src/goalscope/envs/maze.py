@@ -285,6 +285,20 @@ class MazeVecEnv:
             self._reset_envs(done_idx)
         return self.observe(), reward.astype(np.float32), terminated, truncated, info
 
+    # -- resumable state ---------------------------------------------------------------------------------------------
+    _STATE = ("walls", "objects", "pos", "t", "counts", "ep_return", "left_rewarded", "first", "cue", "_obs", "_weights")
+
+    def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Arrays and the RNG state (JSON-able) that continue this env exactly where it is."""
+        return {k: getattr(self, k).copy() for k in self._STATE}, self.rng.bit_generator.state
+
+    def set_state(self, arrays: dict[str, np.ndarray], rng_state: dict) -> None:
+        for k in self._STATE:
+            if arrays[k].shape != getattr(self, k).shape:
+                raise ConfigError(f"resume state: env array {k!r} has shape {arrays[k].shape}, expected {getattr(self, k).shape}")
+            setattr(self, k, arrays[k].astype(getattr(self, k).dtype, copy=True))
+        self.rng.bit_generator.state = rng_state
+
     # -- helpers for the oracle and renderers ----------------------------------------------------------------------
     def grid_state(self) -> dict:
         """A copy of the state as ``(N, H, W)`` grids, for planners and pictures."""
