@@ -198,3 +198,9 @@ def test_failed_jobs_are_reported_then_retried(tmp_path, monkeypatch):
     monkeypatch.setitem(jobs._EXECUTE, "finetune", real)
     summary = run_experiment(replace(cfg, workers=1), tmp_path / "r", log=lambda *a: None)
     assert summary["failed_jobs"] == []
+
+
+def test_snapshot_interval_does_not_change_job_keys():
+    a = plan_experiment(tiny())
+    b = plan_experiment(tiny(ppo={**TINY["ppo"], "save_every": 12345}))
+    assert [j.key for j in a.jobs()] == [j.key for j in b.jobs()]

@@ -46,7 +46,9 @@ class Job:
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"kind": self.kind, "spec": self.spec}, sort_keys=True).encode()
+        # How often training snapshots itself changes nothing in the result, so it must not change the key.
+        spec = {**self.spec, "ppo": {k: v for k, v in self.spec["ppo"].items() if k != "save_every"}}
+        blob = json.dumps({"kind": self.kind, "spec": spec}, sort_keys=True).encode()
         return f"{self.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
 
 
