@@ -46,24 +46,27 @@ class MazeConfig:
     fixed_cue: int = -1  # the cued type in every episode; -1 = a random type per episode
 
     def __post_init__(self):
+        def integer(name: str, lo: int, hi: int = 10**9) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ConfigError(f"env.{name} must be an integer in {lo}..{hi if hi < 10**9 else 'inf'}, got {v!r}")
+
+        for name in ("end_when_collected", "cue"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"env.{name} must be true or false, got {getattr(self, name)!r}")
         if self.layout not in ("maze", "open"):
             raise ConfigError(f"env.layout must be 'maze' or 'open', got {self.layout!r}")
-        if not isinstance(self.size, int) or self.size < 5 or self.size > 63:
-            raise ConfigError(f"env.size must be an integer in 5..63, got {self.size!r}")
+        integer("size", 5, 63)
         if self.layout == "maze" and self.size % 2 == 0:
             raise ConfigError(f"env.size must be odd for layout 'maze', got {self.size}")
-        if not isinstance(self.n_types, int) or not 1 <= self.n_types <= 16:
-            raise ConfigError(f"env.n_types must be an integer in 1..16, got {self.n_types!r}")
-        if not isinstance(self.n_per_type, int) or self.n_per_type < 1:
-            raise ConfigError(f"env.n_per_type must be a positive integer, got {self.n_per_type!r}")
-        if not isinstance(self.max_steps, int) or self.max_steps < 1:
-            raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
-        if not 0.0 <= float(self.loop_prob) <= 1.0:
-            raise ConfigError(f"env.loop_prob must be in [0, 1], got {self.loop_prob!r}")
-        if not isinstance(self.fixed_cue, int) or not -1 <= self.fixed_cue < self.n_types:
-            raise ConfigError(f"env.fixed_cue must be -1 (random) or an object type 0..{self.n_types - 1}, got {self.fixed_cue!r}")
-        if not isinstance(self.pool_size, int) or self.pool_size < 1:
-            raise ConfigError(f"env.pool_size must be a positive integer, got {self.pool_size!r}")
+        integer("n_types", 1, 16)
+        integer("n_per_type", 1)
+        integer("max_steps", 1)
+        integer("pool_size", 1, 1_000_000)
+        integer("layout_seed", 0)
+        integer("fixed_cue", -1, self.n_types - 1)
+        if isinstance(self.loop_prob, bool) or not isinstance(self.loop_prob, (int, float)) or not 0.0 <= self.loop_prob <= 1.0:
+            raise ConfigError(f"env.loop_prob must be a number in [0, 1], got {self.loop_prob!r}")
         free = int((~layout_pool(self)[0]).sum())
         if free < 1 + self.n_types * self.n_per_type:
             raise ConfigError(
