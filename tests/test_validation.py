@@ -88,3 +88,12 @@ def test_validate_a_small_real_planner_run(tmp_path):
     assert set(card["verdicts"]) == {"mean_abs", "pca", "fisher"}
     assert (out / "scorecard.md").read_text().startswith("# Scorecard")
     assert (out / "validation.csv").exists()
+
+
+def test_localisation_verdict_needs_both_baselines():
+    from goalscope.validation import _loc_verdict
+
+    by = {"|Δ| (one RB)": {1: {"auroc": [0.40, 0.38, 0.42]}}, "random": {4: {"auroc": [0.5, 0.47, 0.53]}},
+          "good": {4: {"auroc": [0.7, 0.65, 0.75]}}, "below_chance": {4: {"auroc": [0.46, 0.44, 0.48]}}}
+    assert _loc_verdict(by, "good", 4).startswith("localises")
+    assert _loc_verdict(by, "below_chance", 4) == "above single-RB |Δ| but no better than random"

@@ -319,13 +319,19 @@ def _finite_mean(xs) -> float | None:
 
 
 def _loc_verdict(by_method: dict, m: str, n: int) -> str:
-    mine, base = by_method[m][n]["auroc"], by_method["|Δ| (one RB)"][1]["auroc"]
+    """AUROC CI of ``m`` with ``n`` RBs against single-RB |Δ| and a random score (chance is 0.5 whatever |Δ| does)."""
+    mine = by_method[m][n]["auroc"]
+    base = by_method["|Δ| (one RB)"][1]["auroc"]
+    rand = by_method.get("random", {}).get(n, {"auroc": [0.5, 0.5, 0.5]})["auroc"]
     if not np.isfinite(mine[1]):
         return "not measurable"
+    above_random = mine[1] > max(0.5, rand[2])
+    if mine[1] > base[2] and above_random:
+        return "localises (AUROC above single-RB |Δ| and random)"
+    if above_random:
+        return "above random, no better than single-RB |Δ|"
     if mine[1] > base[2]:
-        return "localises (AUROC above single-RB |Δ|)"
-    if mine[1] > 0.5:
-        return "no better than |Δ|"
+        return "above single-RB |Δ| but no better than random"
     return "no better than random"
 
 
