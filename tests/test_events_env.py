@@ -38,7 +38,7 @@ def test_vector_adapter_pays_reward_from_events():
     reward = parse_reward("collect:0+avoid:2+step:0.5", 3)
     env = cfg.make(reward, 8, seed=0)
     rng = np.random.default_rng(0)
-    totals, seen = 0.0, 0
+    seen = 0
     for _ in range(40):
         _, r, term, trunc, info = env.step(rng.integers(4, size=8))
         if info:

@@ -1,17 +1,13 @@
 import json
 from dataclasses import replace
-import math
 
 import numpy as np
 import pytest
-import torch
 
 from goalscope.analysis import verdict
 from goalscope.cli import main
 from goalscope.config import experiment_from_dict, load_experiment
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.executors import LocalExecutor
-from goalscope.jobs import job_status
 from goalscope.records import read_records
 from goalscope.runner import RunLock, plan_experiment, run_experiment
 from goalscope.stats import bootstrap_mean, bootstrap_ratio

@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -77,8 +76,6 @@ KILL_CFG = {**TINY, "workers": 1, "ppo": {"n_envs": 16, "n_steps": 32, "save_eve
 
 
 def _write_cfg(path: Path) -> Path:
-    import tomllib  # noqa: F401  (the file must be valid TOML; written by hand below)
-
     lines = [f'name = "{KILL_CFG["name"]}"', f"seeds = {KILL_CFG['seeds']}", "workers = 1"]
     for section in ("env", "ppo", "base", "finetune", "negate", "evaluation"):
         lines.append(f"[{section}]")
@@ -110,7 +107,6 @@ def reference_run(tmp_path_factory):
     cfg = _write_cfg(base / "exp.toml")
     proc = _cli("run", cfg, "--out", base / "reference")
     assert proc.wait(timeout=600) == 0, proc.stderr.read().decode()
-    start = time.perf_counter()
     return cfg, _fingerprint(base / "reference"), base
 
 

@@ -12,13 +12,13 @@ name and the config, so a model is rebuilt from data alone.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, check_fields
 
 
 def _init(layer: nn.Module, gain: float) -> nn.Module:
@@ -189,11 +189,7 @@ def get_architecture(name: str) -> Architecture:
 def arch_config(name: str, values: dict | None = None):
     """Build the config dataclass of architecture ``name`` from plain data, naming any bad field."""
     cls = get_architecture(name).config_cls
-    values = dict(values or {})
-    known = {f.name: f for f in fields(cls)}
-    for key in values:
-        if key not in known:
-            raise ConfigError(f"agent: unknown field {key!r} for architecture {name!r} (known: {', '.join(known)})")
+    values = check_fields(cls, dict(values or {}), f"agent (architecture {name!r})")
     defaults = cls()
     for key, value in values.items():
         default = getattr(defaults, key)

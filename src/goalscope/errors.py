@@ -20,3 +20,19 @@ class CheckpointError(GoalscopeError):
 
 class TrainingDiverged(GoalscopeError):
     """Training produced NaN/inf; the last good checkpoint is kept."""
+
+
+def check_fields(cls, data, where: str, extra: tuple[str, ...] = ()) -> dict:
+    """``data`` as keyword arguments for the dataclass ``cls``; a key it lacks is a ConfigError naming it.
+
+    ``extra`` keys are accepted and dropped (e.g. an env config's ``family``, which chose ``cls``).
+    """
+    from dataclasses import fields
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table, got {data!r}")
+    known = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in known and key not in extra:
+            raise ConfigError(f"{where}: unknown field {key!r} (known: {', '.join(sorted([*known, *extra]))})")
+    return {k: v for k, v in data.items() if k not in extra}

@@ -21,7 +21,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from goalscope import signals as sig
 from goalscope.checkpoints import atomic_write_bytes, save_checkpoint

@@ -25,7 +25,7 @@ from torch import nn
 from goalscope.agents import build_agent
 from goalscope.checkpoints import Checkpoint
 from goalscope.envs.rewards import Reward
-from goalscope.errors import ConfigError, TrainingDiverged
+from goalscope.errors import ConfigError, TrainingDiverged, check_fields
 from goalscope.evaluation import evaluate, oracle_profile, summarise
 
 
@@ -74,11 +74,7 @@ class PPOConfig:
 
     @staticmethod
     def from_json(d: dict) -> "PPOConfig":
-        known = {f.name for f in fields(PPOConfig)}
-        for key in d:
-            if key not in known:
-                raise ConfigError(f"ppo: unknown field {key!r} (known: {', '.join(sorted(known))})")
-        return PPOConfig(**d)
+        return PPOConfig(**check_fields(PPOConfig, d, "ppo"))
 
     def to_json(self) -> dict:
         return asdict(self)

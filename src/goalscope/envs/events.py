@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import gymnasium as gym
 import numpy as np
 
 from goalscope.envs.rewards import Reward
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, check_fields
 
 MINIGRID_ID = "goalscope/MiniGridObjects-v0"
 
@@ -75,12 +75,7 @@ class GymEventsConfig:
 
     @staticmethod
     def from_json(d: dict) -> "GymEventsConfig":
-        d = {k: v for k, v in d.items() if k != "family"}
-        known = {f.name for f in fields(GymEventsConfig)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"env: unknown field {unknown[0]!r} (known: {', '.join(sorted(known | {'family'}))})")
-        return GymEventsConfig(**d)
+        return GymEventsConfig(**check_fields(GymEventsConfig, d, "env", extra=("family",)))
 
 
 @functools.lru_cache(maxsize=16)

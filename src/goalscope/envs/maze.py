@@ -19,12 +19,12 @@ envs. The observation buffer is updated in place (only the cells that changed), 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from goalscope.envs.rewards import Reward
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, check_fields
 
 N_ACTIONS = 4
 
@@ -97,12 +97,7 @@ class MazeConfig:
 
     @staticmethod
     def from_json(d: dict) -> "MazeConfig":
-        d = {k: v for k, v in d.items() if k != "family"}
-        known = {f.name for f in fields(MazeConfig)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"env: unknown field {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        return MazeConfig(**d)
+        return MazeConfig(**check_fields(MazeConfig, d, "env", extra=("family",)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
