@@ -13,7 +13,8 @@ from goalscope.records import read_records
 from goalscope.runner import run_experiment
 
 SMALL = {"family": "gym_events", "id": MINIGRID_ID, "n_types": 3, "max_steps": 16,
-         "kwargs": {"size": 5, "n_per_type": 1, "max_steps": 16}}
+         "kwargs": {"size": 5, "n_per_type": 1, "max_steps": 16,
+                    "objects": [["ball", "red"], ["key", "blue"], ["box", "green"]]}}
 
 
 def test_minigrid_objects_env_passes_check_env_and_reports_events():

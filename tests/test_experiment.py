@@ -200,3 +200,15 @@ def test_snapshot_interval_does_not_change_job_keys():
     a = plan_experiment(tiny())
     b = plan_experiment(tiny(ppo={**TINY["ppo"], "save_every": 12345}))
     assert [j.key for j in a.jobs()] == [j.key for j in b.jobs()]
+
+
+def test_a_run_whose_every_ma_fails_stops_after_training(tmp_path, monkeypatch):
+    import goalscope.jobs as jobs
+
+    def broken(spec, run_dir, out):
+        raise jobs.GoalscopeError("env.id 'Nope-v0' does not exist")
+
+    monkeypatch.setitem(jobs._EXECUTE, "train", broken)
+    with pytest.raises(GoalscopeError, match="every MA training job failed .*Nope-v0"):
+        run_experiment(replace(tiny(seeds=[0]), workers=1), tmp_path / "r", log=lambda *a: None)
+    assert not list((tmp_path / "r" / "stages").glob("finetune-*"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -58,11 +59,11 @@ class GymEventsConfig:
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
-        return _spaces(self.id, tuple(sorted(self.kwargs.items())))[0]
+        return _spaces(self.id, json.dumps(self.kwargs, sort_keys=True))[0]
 
     @property
     def n_actions(self) -> int:
-        return _spaces(self.id, tuple(sorted(self.kwargs.items())))[1]
+        return _spaces(self.id, json.dumps(self.kwargs, sort_keys=True))[1]
 
     def make(self, reward: Reward, n_envs: int, seed: int = 0) -> "GymEventsVecEnv":
         return GymEventsVecEnv(self, reward, n_envs, seed)
@@ -79,8 +80,8 @@ class GymEventsConfig:
 
 
 @functools.lru_cache(maxsize=16)
-def _spaces(env_id: str, kwargs: tuple) -> tuple[tuple[int, ...], int]:
-    env = GymEventsConfig(env_id, dict(kwargs)).make_single()
+def _spaces(env_id: str, kwargs_json: str) -> tuple[tuple[int, ...], int]:
+    env = GymEventsConfig(env_id, json.loads(kwargs_json)).make_single()
     try:
         if not isinstance(env.action_space, gym.spaces.Discrete):
             raise ConfigError(f"env {env_id!r}: goalscope's agents need a Discrete action space, got {env.action_space}")
