@@ -180,11 +180,11 @@ def test_failed_jobs_are_reported_then_retried(tmp_path, monkeypatch):
     real = jobs._EXECUTE["finetune"]
     calls = []
 
-    def broken(spec, run_dir, out):
+    def broken(spec, run_dir, out, label):
         calls.append(spec["reward"]["name"])
         if spec["reward"]["name"] == "collect:2":
             raise jobs.GoalscopeError("training diverged at step 5")
-        real(spec, run_dir, out)
+        real(spec, run_dir, out, label)
 
     monkeypatch.setitem(jobs._EXECUTE, "finetune", broken)
     summary = run_experiment(replace(cfg, workers=1), tmp_path / "r", log=lambda *a: None)
@@ -205,7 +205,7 @@ def test_snapshot_interval_does_not_change_job_keys():
 def test_a_run_whose_every_ma_fails_stops_after_training(tmp_path, monkeypatch):
     import goalscope.jobs as jobs
 
-    def broken(spec, run_dir, out):
+    def broken(spec, run_dir, out, label):
         raise jobs.GoalscopeError("env.id 'Nope-v0' does not exist")
 
     monkeypatch.setitem(jobs._EXECUTE, "train", broken)

@@ -53,7 +53,9 @@ def test_logs_csv_and_tensorboard(tiny_cfg, tmp_path):
     lines = (tmp_path / "train_log.csv").read_text().splitlines()
     assert lines[0].startswith("step,") and "losses/policy" in lines[0] and "eval/fraction_of_oracle" in lines[0]
     assert len(lines) >= 3
-    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    runs = list((tmp_path / "tb").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("object_maze__collect:0__0__")  # {env}__{exp}__{seed}__{time}
+    assert list(runs[0].glob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("field, value", [("n_envs", 0), ("lr", 2.0), ("gamma", 1.5), ("epochs", "3"), ("clip", float("nan"))])
@@ -62,3 +64,27 @@ def test_bad_ppo_config_names_the_field(field, value):
         PPOConfig(**{field: value})
     with pytest.raises(ConfigError, match="unknown field 'lerning_rate'"):
         PPOConfig.from_json({"lerning_rate": 1e-3})
+
+
+def test_weights_and_biases_logging_when_enabled(tiny_cfg, tmp_path, monkeypatch):
+    import sys
+    import types
+
+    logged, inits = [], []
+
+    class FakeRun:
+        def log(self, scalars, step):
+            logged.append((step, scalars))
+
+        def finish(self):
+            logged.append("finished")
+
+    fake = types.SimpleNamespace(init=lambda **kw: inits.append(kw) or FakeRun())
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    ppo = PPOConfig(total_steps=1024, n_envs=16, n_steps=32, eval_episodes=16)
+    train(build_agent("mlp", tiny_cfg.obs_shape, 4), tiny_cfg, parse_reward("collect:0", 2), ppo, seed=0)
+    assert logged == [] and inits == []  # off unless asked for
+    monkeypatch.setenv("GOALSCOPE_WANDB", "1")
+    train(build_agent("mlp", tiny_cfg.obs_shape, 4), tiny_cfg, parse_reward("collect:0", 2), ppo, seed=0, name="MB x")
+    assert inits[0]["name"].startswith("object_maze__MB_x__0__")
+    assert any(isinstance(e, tuple) and "losses/policy" in e[1] for e in logged) and logged[-1] == "finished"

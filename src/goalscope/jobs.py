@@ -91,7 +91,7 @@ def run_job(job: Job, run_dir: str | Path) -> dict:
             dep_status = job_status(run_dir, dep)
             if dep_status is None or dep_status["status"] != "ok":
                 raise GoalscopeError(f"depends on {dep}, which did not finish successfully")
-        _EXECUTE[job.kind](job.spec, run_dir, tmp)
+        _EXECUTE[job.kind](job.spec, run_dir, tmp, job.label)
         status["status"] = "ok"
     except GoalscopeError as e:  # e.g. training diverged: recorded as a failed stage, never averaged in
         status.update(status="failed", error=str(e))
@@ -124,25 +124,25 @@ def _evaluate(model, spec: dict, env, reward: Reward) -> Profile:
     return evaluate(model, env, reward, ev["episodes"], ev["seed"])
 
 
-def _train(spec: dict, run_dir: Path, out: Path) -> None:
+def _train(spec: dict, run_dir: Path, out: Path, label: str = "MA") -> None:
     env = env_from_json(spec["env"])
     reward = Reward.from_json(spec["reward"])
     ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out,
-                     resume_dir=out / RESUME)
+                     resume_dir=out / RESUME, name=label)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, env, reward), out)
 
 
-def _finetune(spec: dict, run_dir: Path, out: Path) -> None:
+def _finetune(spec: dict, run_dir: Path, out: Path, label: str = "MB") -> None:
     parent = load_checkpoint(stage_dir(run_dir, spec["parent"]))
     reward = Reward.from_json(spec["reward"])
     ckpt = finetune(parent, reward, _ppo(spec), spec["seed"], parent_path=spec["parent"], log_dir=out,
-                    resume_dir=out / RESUME)
+                    resume_dir=out / RESUME, name=label)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, parent.env, reward), out)
 
 
-def _negate(spec: dict, run_dir: Path, out: Path) -> None:
+def _negate(spec: dict, run_dir: Path, out: Path, label: str = "MB*") -> None:
     from goalscope.signals import negate, random_direction_like, update_signal
 
     ma = load_checkpoint(stage_dir(run_dir, spec["ma"]))
@@ -155,7 +155,7 @@ def _negate(spec: dict, run_dir: Path, out: Path) -> None:
     _save_profile(_evaluate(start, spec, ma.env, ma.reward), out, "profile_before_retrain.json")
     ma.state_dict = start.state_dict()
     ckpt = finetune(ma, ma.reward, _ppo(spec), spec["seed"], parent_path=spec["ma"], log_dir=out,
-                    resume_dir=out / RESUME)
+                    resume_dir=out / RESUME, name=label)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, ma.env, ma.reward), out)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -88,31 +89,52 @@ class TrainResult:
     wall_s: float
 
 
-class ScalarLog:
-    """Scalars to a CSV file and TensorBoard event files under ``log_dir`` (either may be absent)."""
+def run_name(env_cfg, experiment: str, seed: int) -> str:
+    """``{env}__{exp}__{seed}__{time}``: the name a run's TensorBoard (and W&B) logs go under."""
+    env = getattr(env_cfg, "id", None) or getattr(env_cfg, "family", "env")
+    slug = "".join(c if c.isalnum() or c in "-_.:" else "_" for c in experiment)
+    return f"{env.replace('/', '-')}__{slug}__{seed}__{int(time.time())}"
 
-    def __init__(self, log_dir: Path | None):
+
+class ScalarLog:
+    """Scalars under namespaced tags (``charts/``, ``losses/``, ``eval/``) to ``train_log.csv`` and TensorBoard
+    event files under ``log_dir/tb/<run name>``, and to Weights & Biases when ``GOALSCOPE_WANDB=1`` and the
+    ``wandb`` package is installed (never required)."""
+
+    def __init__(self, log_dir: Path | None, name: str = "run", config: dict | None = None):
         self.rows: list[dict] = []
         self.log_dir = Path(log_dir) if log_dir else None
-        self._tb = None
+        self._tb = self._wandb = None
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.log_dir / "tb"))
+                self._tb = SummaryWriter(str(self.log_dir / "tb" / name))
             except ImportError:  # tensorboard is optional; the CSV always exists
                 self._tb = None
+        if os.environ.get("GOALSCOPE_WANDB") == "1":
+            try:
+                import wandb
+            except ImportError:
+                wandb = None
+            if wandb is not None:
+                self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "goalscope"), name=name,
+                                         config=config or {}, reinit=True)
 
     def write(self, step: int, scalars: dict) -> None:
         self.rows.append({"step": step, **scalars})
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
         if self.log_dir and self.rows:
             keys = sorted({k for r in self.rows for k in r} - {"step"})
             with open(self.log_dir / "train_log.csv", "w", newline="") as f:
@@ -143,6 +165,7 @@ def train(
     log_dir: Path | None = None,
     progress: bool = False,
     resume_dir: Path | None = None,
+    name: str | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with PPO on ``reward``; returns the per-update history and a final evaluation.
 
@@ -156,7 +179,7 @@ def train(
     env = env_cfg.make(reward, ppo.n_envs, seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=ppo.lr, eps=1e-5)
     oracle = oracle_profile(env_cfg, reward, ppo.eval_episodes)
-    log = ScalarLog(log_dir)
+    log = ScalarLog(log_dir, run_name(env_cfg, name or reward.name, seed), {"ppo": ppo.to_json(), "reward": reward.name})
 
     T, N = ppo.n_steps, ppo.n_envs
     obs_buf = torch.zeros((T, N, *env_cfg.obs_shape), dtype=torch.uint8)
@@ -344,21 +367,24 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def train_new(arch: str, arch_config: dict, env_cfg, reward: Reward, ppo: PPOConfig, seed: int, *,
-              log_dir: Path | None = None, progress: bool = False, resume_dir: Path | None = None) -> Checkpoint:
+              log_dir: Path | None = None, progress: bool = False, resume_dir: Path | None = None,
+              name: str | None = None) -> Checkpoint:
     """Initialise ``arch`` from ``seed`` and train it on ``reward`` (this is how MA is made)."""
     torch.manual_seed(seed)
     model = build_agent(arch, env_cfg.obs_shape, env_cfg.n_actions, arch_config)
-    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir)
+    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir,
+                   name=name)
     return Checkpoint(arch, arch_config, env_cfg, reward, _state(model), result.steps, seed, None, _extra(result, ppo))
 
 
 def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, parent_path: str | None = None,
              log_dir: Path | None = None, progress: bool = False, env_cfg=None,
-             resume_dir: Path | None = None) -> Checkpoint:
+             resume_dir: Path | None = None, name: str | None = None) -> Checkpoint:
     """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made)."""
     model = parent.build()
     env_cfg = env_cfg or parent.env
-    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir)
+    result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir,
+                   name=name)
     return Checkpoint(parent.arch, parent.arch_config, env_cfg, reward, _state(model), parent.steps + result.steps,
                       seed, parent_path, _extra(result, ppo))
 
