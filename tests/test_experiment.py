@@ -1,4 +1,5 @@
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -99,7 +100,6 @@ def test_small_real_end_to_end_run(tiny_run):
         assert (out / "heatmaps" / f"{method}.safetensors").exists(), method
     cos = json.loads((out / "signals" / "cosine.json").read_text())
     assert len(cos["names"]) == 2 * 3 and np.allclose(np.diag(cos["matrix"]), 1.0)
-    # The update signal really is MB - MA: negating it with alpha=1 in a job started from 2MA - MB.
     assert summary["stage_wall_s"]["negate"] > 0
 
 
@@ -130,6 +130,13 @@ def test_changed_config_is_refused_and_force_redoes_stages(tiny_run, tmp_path):
         run_experiment(tiny(negate={"alphas": [2.0], "retrain_steps": 512}), out, log=lambda *a: None)
     with pytest.raises(ConfigError, match="--force takes one of"):
         run_experiment(tiny(), out, force="everything", log=lambda *a: None)
+    plan = plan_experiment(tiny())
+    before = {k: (out / "stages" / k / "done.json").stat().st_mtime_ns for k in (j.key for j in plan.jobs())}
+    records = (out / "records.csv").read_bytes()
+    run_experiment(tiny(), out, force="negate", log=lambda *a: None)
+    redone = {k for k in before if (out / "stages" / k / "done.json").stat().st_mtime_ns != before[k]}
+    assert redone == set(plan.negated.values())  # that stage only, nothing before it
+    assert (out / "records.csv").read_bytes() == records  # and deterministically the same results
 
 
 def test_lock_refuses_a_second_run(tmp_path):
@@ -212,3 +219,61 @@ def test_a_run_whose_every_ma_fails_stops_after_training(tmp_path, monkeypatch):
     with pytest.raises(GoalscopeError, match="every MA training job failed .*Nope-v0"):
         run_experiment(replace(tiny(seeds=[0]), workers=1), tmp_path / "r", log=lambda *a: None)
     assert not list((tmp_path / "r" / "stages").glob("finetune-*"))
+
+
+def test_selectivity_is_undefined_when_ra_did_not_drop():
+    rng = np.random.default_rng(0)
+    assert math.isnan(bootstrap_ratio(rng.normal(1, 1, (3, 200)), rng.normal(0, 1, (3, 200)), 500)[0])
+
+
+def test_l2_over_control_is_the_ratio(tiny_run):
+    out, _ = tiny_run
+    rows = read_records(out / "records.csv")
+    l2 = {(r["model"], r["seed"], r["detail"]): r["value"] for r in rows if r["metric"] == "l2"}
+    ctrl = {(r["seed"], r["detail"]): r["value"] for r in rows if r["metric"] == "l2" and r["model"] == "Δ control: RA"}
+    ratios = [r for r in rows if r["metric"] == "l2_over_control"]
+    assert ratios
+    for r in ratios:
+        assert r["value"] == pytest.approx(l2[(r["model"], r["seed"], r["detail"])] / ctrl[(r["seed"], r["detail"])], rel=1e-4)
+
+
+def test_composite_rewards_target_their_new_component():
+    from goalscope.envs.rewards import parse_reward
+
+    ra = parse_reward("collect:0", 4)
+    assert parse_reward("collect:0+collect:2", 4).target_type(ra) == 2
+    assert parse_reward("collect:3", 4).target_type(ra) == 3
+    cfg = tiny(finetune={"rewards": ["composite"], "steps": 1024})
+    assert [r.target_type(cfg.ra) for r in cfg.rbs()] == [1, 2]
+
+
+def test_lock_with_junk_content_is_taken_over(tmp_path):
+    (tmp_path / ".lock").write_text("not a pid")
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == str(__import__("os").getpid())
+    assert not (tmp_path / ".lock").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"seeds": [-1]}, "non-negative"),
+    ({"evaluation": {"seed": -5}}, "evaluation.seed"),
+    ({"base": {"reward": "cued"}}, "goalscope pointers"),
+])
+def test_more_config_errors(data, message):
+    with pytest.raises(ConfigError, match=message):
+        experiment_from_dict(data)
+
+
+def test_cli_one_line_errors_for_damaged_runs(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "experiment.json").write_text("{broken")
+    (tmp_path / "run" / "summary.json").write_text("{broken")
+    assert main(["validate", str(tmp_path / "run")]) == 2
+    assert main(["results", str(tmp_path / "run")]) == 2
+    assert main(["validate", str(tmp_path / "run"), "--workers", "-1"]) == 2
+    (tmp_path / "afile").write_text("x")
+    assert main(["train", "--reward", "collect:0", "--out", str(tmp_path / "afile")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("goalscope: error:") == 4 and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["train", "--reward", "collect:0", "--out", str(tmp_path / "x"), "--seed", "-1"])

@@ -26,6 +26,7 @@ from goalscope import signals as sig
 from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
 from goalscope.config import ExperimentConfig
 from goalscope.envs.rewards import Reward
+from goalscope.errors import GoalscopeError
 from goalscope.evaluation import Profile, oracle_profile
 from goalscope.jobs import job_status, load_profile, stage_dir
 from goalscope.records import record, write_records
@@ -136,8 +137,7 @@ def signal_records(cfg, plan, states, run_dir, summary) -> list[dict]:
                 rows.append(record("signals", f"Δ {name}", "", s, "layer_l2", row["l2"], detail=row["layer"]))
             if control is not None and name != "control: RA":
                 for row in sig.relative_to_control(d, [control]):
-                    rows.append(record("signals", f"Δ {name}", "", s, "l2_over_control",
-                                       row[next(k for k in row if k not in ("param",))], detail=row["param"]))
+                    rows.append(record("signals", f"Δ {name}", "", s, "l2_over_control", row["ratio"], detail=row["param"]))
         if s in plan.ma_other and plan.ma_other[s] in states and ma is not None:
             other = sig.update_signal(ma, states[plan.ma_other[s]])
             rows.append(record("signals", "MA' - MA", "", s, "l2", float(sig.flatten(other).norm())))
@@ -180,7 +180,7 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
     n_boot = cfg.evaluation.bootstrap
     summary["negation"] = []
     for rb in cfg.rbs():
-        i_rb = int(np.argmax(rb.weights))  # the type RB rewards most: the one a lean would avoid
+        i_rb = rb.target_type(ra)
         others = [k for k in range(K) if k != i_rb and k not in set(ra.rewarded_types().tolist())]
         for alpha in cfg.negate.alphas:
             seeds = [s for s in cfg.seeds if all(k in ok for k in (
@@ -266,6 +266,14 @@ def collect_observations(model, env_cfg, reward: Reward, n: int, seed: int) -> t
     return torch.cat(out)[:n]
 
 
+def ma_fisher(ma, n_samples: int, seed: int) -> dict:
+    """Diagonal Fisher of checkpoint ``ma``'s policy on its own rollouts under its reward (one recipe for the
+    analysis, validation and the CLI, so they all score the same Fisher heatmap)."""
+    model = ma.build()
+    obs = collect_observations(model, ma.env, ma.reward, n_samples, seed=3000 + seed)
+    return agg.fisher_diagonal(model, obs, generator=torch.Generator().manual_seed(seed))
+
+
 def _normalised(h: dict) -> dict:
     total = float(sum(v.sum() for v in h.values()))
     return {k: v / total for k, v in h.items()} if total > 0 else h
@@ -284,17 +292,14 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
             continue
         fisher = None
         if "fisher" in cfg.superpose.methods:
-            ma = load_checkpoint(stage_dir(run_dir, plan.ma[s]))
-            model = ma.build()
-            obs = collect_observations(model, cfg.env, cfg.ra, cfg.superpose.fisher_samples, seed=3000 + s)
-            fisher = agg.fisher_diagonal(model, obs, generator=torch.Generator().manual_seed(s))
+            fisher = ma_fisher(load_checkpoint(stage_dir(run_dir, plan.ma[s])), cfg.superpose.fisher_samples, s)
         for name, h in agg.per_rb_heatmaps(deltas).items():
             per_rb.update({f"seed{s}/{name}/{k}": v for k, v in h.items()})
         for method in cfg.superpose.methods:
             try:
                 per_method[method][s] = agg.aggregate(method, list(deltas.values()),
                                                       controls=[control] if control is not None else [], fisher=fisher)
-            except Exception as e:  # e.g. pca with a single RB: reported, the other methods still run
+            except GoalscopeError as e:  # e.g. pca with a single RB: reported, the other methods still run
                 errors[method] = str(e)
     atomic_write_bytes(heat_dir / "per_rb.safetensors", st_save({k: v.contiguous() for k, v in per_rb.items()}))
     summary["heatmaps"] = {}

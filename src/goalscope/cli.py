@@ -12,7 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.errors import ConfigError, GoalscopeError, read_json
 
 DESCRIPTION = """\
 goalscope finds where a reinforcement-learning agent's objective lives in its weights.
@@ -50,7 +50,7 @@ def _add_env_args(p: argparse.ArgumentParser) -> None:
 def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g = p.add_argument_group("training (PPO)")
     g.add_argument("--steps", type=_positive_int, default=default_steps, help=f"environment steps (default {default_steps})")
-    g.add_argument("--seed", type=int, default=0, help="seed for weights, envs and sampling (default 0)")
+    g.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, envs and sampling (default 0)")
     g.add_argument("--n-envs", type=_positive_int, default=64, help="parallel envs (default 64)")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--reward", help="reward to score under (default: the one it was trained on)")
     p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes (default 256)")
-    p.add_argument("--seed", type=int, default=10_000, help="evaluation seed: same seed, same episodes (default 10000)")
+    p.add_argument("--seed", type=_non_negative_int, default=10_000,
+                   help="evaluation seed: same seed, same episodes (default 10000)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     from goalscope import experiment_cli
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "then compare update signals when the reward changes but the cue does not, when "
                                    "the cue changes with it, and a control; measure retargeting by the cue.")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2])
     p.add_argument("--base-steps", type=_positive_int, default=200_000)
     p.add_argument("--finetune-steps", type=_positive_int, default=50_000)
     p.add_argument("--episodes", type=_positive_int, default=256)
@@ -112,7 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
 def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is a file, not a run directory")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise ConfigError(f"{out} already exists; pass --force to replace it")
@@ -204,8 +217,10 @@ def cmd_validate(args) -> None:
     path = args.run / "experiment.json"
     if not path.exists():
         raise ConfigError(f"{args.run} is not a goalscope run (no experiment.json)")
-    cfg = experiment_from_dict(json.loads(path.read_text()))
+    cfg = experiment_from_dict(read_json(path))
     if args.workers is not None:
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}")
         cfg = replace(cfg, workers=args.workers)
     run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes)
     print((args.run / "scorecard.md").read_text())

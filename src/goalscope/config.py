@@ -123,8 +123,12 @@ class ExperimentConfig:
             if steps < 1:
                 raise ConfigError(f"{key} must be positive, got {steps}")
             self.ppo_config(steps)
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError("seeds must be a non-empty list of distinct integers")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ConfigError("seeds must be a non-empty list of distinct non-negative integers")
+        if self.evaluation.seed < 0:
+            raise ConfigError(f"evaluation.seed must be >= 0, got {self.evaluation.seed}")
+        if self.ra.cued or any(rb.cued for rb in rbs):
+            raise ConfigError("'cued' rewards need per-episode cues; use `goalscope pointers` for that experiment")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         for a in self.negate.alphas:

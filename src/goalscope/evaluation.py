@@ -56,12 +56,17 @@ def run_episodes(policy: Policy, cfg, reward: Reward, n_episodes: int, seed: int
     counts = np.zeros((n_episodes, cfg.n_types), dtype=np.int64)
     steps = np.zeros(n_episodes, dtype=np.int64)
     returns = np.zeros(n_episodes)
-    for _ in range(cfg.max_steps):  # every env ends its first episode by truncation at max_steps
+    finished = np.zeros(n_episodes, dtype=bool)
+    for _ in range(cfg.max_steps):  # every env ends its first episode by truncation at max_steps at the latest
         obs, _, _, _, info = env.step(policy(obs, env))
         if info:
-            counts[info["done_idx"]] = info["counts"]
-            steps[info["done_idx"]] = info["steps"]
-            returns[info["done_idx"]] = info["returns"]
+            first = ~finished[info["done_idx"]]
+            idx = info["done_idx"][first]
+            counts[idx], steps[idx], returns[idx] = info["counts"][first], info["steps"][first], info["returns"][first]
+            finished[idx] = True
+    if not finished.all():
+        raise ConfigError(f"{int((~finished).sum())} evaluation episodes did not end within env.max_steps = "
+                          f"{cfg.max_steps}; the env's own step limit must not exceed it")
     return Profile(counts, steps, returns)
 
 

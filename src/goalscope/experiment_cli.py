@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, read_json
 
 
 def add_commands(sub) -> None:
@@ -107,7 +106,7 @@ def cmd_results(args) -> None:
     path = args.run / "summary.json"
     if not path.exists():
         raise ConfigError(f"{args.run} has no summary.json; run `goalscope run EXPERIMENT --out {args.run}` first")
-    print_results(args.run, json.loads(path.read_text()))
+    print_results(args.run, read_json(path))
 
 
 def _fmt(ci) -> str:
@@ -187,7 +186,7 @@ def cmd_negate(args) -> None:
     start.load_state_dict(negate(ma.state_dict, update_signal(ma.state_dict, mb.state_dict), args.alpha))
     star = finetune(dataclasses.replace(ma, state_dict=start.state_dict()), ma.reward, ppo, args.seed).build()
     control = finetune(ma, ma.reward, ppo, args.seed).build()
-    i_rb = max(range(ma.env.n_types), key=lambda k: mb.reward.weights[k])
+    i_rb = mb.reward.target_type(ma.reward)
     p_star = evaluate(star, ma.env, ma.reward, args.episodes)
     p_ctrl = evaluate(control, ma.env, ma.reward, args.episodes)
     diff = bootstrap_mean(p_star.counts[:, i_rb] - p_ctrl.counts[:, i_rb])
@@ -211,10 +210,9 @@ def cmd_superpose(args) -> None:
     controls = [sig.update_signal(ma.state_dict, _load_pair(args.ma, c)[1].state_dict) for c in args.control]
     fisher = None
     if args.method == "fisher":
-        from goalscope.analysis import collect_observations
+        from goalscope.analysis import ma_fisher
 
-        model = ma.build()
-        fisher = agg.fisher_diagonal(model, collect_observations(model, ma.env, ma.reward, 1024, seed=0))
+        fisher = ma_fisher(ma, 1024, seed=0)
     heat = agg.aggregate(args.method, deltas, controls=controls, fisher=fisher)
     total = float(sum(v.sum() for v in heat.values()))
     print(f"heatmap '{args.method}' over {len(deltas)} update signals: share of score per tensor")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from goalscope.checkpoints import atomic_write_bytes
 from goalscope.config import ExperimentConfig
-from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.errors import ConfigError, GoalscopeError, read_json
 from goalscope.jobs import KINDS, Job, job_status, run_job
 
 EXPERIMENT_FILE = "experiment.json"
@@ -105,20 +105,27 @@ class RunLock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pid = int(self.path.read_text().strip() or 0) if self.path.exists() else 0
-                if pid and _alive(pid):
-                    raise GoalscopeError(f"{self.path.parent} is in use by another goalscope process (pid {pid}); "
-                                         "wait for it or point --out elsewhere") from None
-                self.path.unlink(missing_ok=True)  # a stale lock from a killed run
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise GoalscopeError(f"could not lock {self.path.parent}")
+        # The lock appears with its pid already inside (written to a private file, then hard-linked into place,
+        # which fails if the lock exists), so nobody can read a half-made lock and mistake it for a stale one.
+        mine = self.path.with_name(f".lock-{os.getpid()}")
+        mine.write_text(str(os.getpid()))
+        try:
+            for _ in range(2):
+                try:
+                    os.link(mine, self.path)
+                    return self
+                except FileExistsError:
+                    try:
+                        pid = int(self.path.read_text().strip())
+                    except (OSError, ValueError):
+                        pid = 0  # vanished meanwhile, or not a goalscope lock
+                    if pid and _alive(pid):
+                        raise GoalscopeError(f"{self.path.parent} is in use by another goalscope process (pid {pid}); "
+                                             "wait for it or point --out elsewhere") from None
+                    self.path.unlink(missing_ok=True)  # a stale lock from a killed run
+            raise GoalscopeError(f"could not lock {self.path.parent}")
+        finally:
+            mine.unlink(missing_ok=True)
 
     def __exit__(self, *exc):
         self.path.unlink(missing_ok=True)
@@ -140,7 +147,7 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
         if run_dir.exists() and any(p for p in run_dir.iterdir() if p.name != ".lock"):
             raise ConfigError(f"{run_dir} exists and is not a goalscope run; choose another --out")
         return
-    old = json.loads(path.read_text())
+    old = read_json(path)
     new = cfg.to_json()
     if old != new and not reconfigure:
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))

@@ -27,7 +27,9 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level:
 
 def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0,
                     level: float = 0.95) -> tuple[float, float, float]:
-    """Ratio of means ``mean(num) / mean(den)`` with the same paired hierarchical resampling for both."""
+    """Ratio of means ``mean(num) / mean(den)`` with the same paired hierarchical resampling for both.
+
+    NaN when the denominator's own CI includes 0: the ratio is then unbounded and its interval meaningless."""
     num, den = np.atleast_2d(np.asarray(num, float)), np.atleast_2d(np.asarray(den, float))
     s, e = num.shape
     rng = np.random.default_rng(seed)
@@ -35,12 +37,15 @@ def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: 
     episodes = rng.integers(e, size=(n_boot, s, e))
     n = num[seeds[..., None], episodes].mean(axis=(1, 2))
     d = den[seeds[..., None], episodes].mean(axis=(1, 2))
+    alpha = (1 - level) / 2
+    d_lo, d_hi = np.quantile(d, [alpha, 1 - alpha])
+    if d_lo <= 0 <= d_hi:
+        return float("nan"), float("nan"), float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
         boots = n / d
         point = num.mean() / den.mean()
     boots = boots[np.isfinite(boots)]
     if not np.isfinite(point) or len(boots) < n_boot // 2:
         return float("nan"), float("nan"), float("nan")
-    alpha = (1 - level) / 2
     lo, hi = np.quantile(boots, [alpha, 1 - alpha])
     return float(point), float(lo), float(hi)

@@ -173,6 +173,8 @@ def train(
     ``ppo.save_every`` env steps, and a snapshot found there is continued from: a run killed mid-way ends with
     the same weights as one that was never interrupted.
     """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     torch.set_num_threads(ppo.threads)
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -180,109 +182,112 @@ def train(
     optimizer = torch.optim.Adam(model.parameters(), lr=ppo.lr, eps=1e-5)
     oracle = oracle_profile(env_cfg, reward, ppo.eval_episodes)
     log = ScalarLog(log_dir, run_name(env_cfg, name or reward.name, seed), {"ppo": ppo.to_json(), "reward": reward.name})
+    try:
 
-    T, N = ppo.n_steps, ppo.n_envs
-    obs_buf = torch.zeros((T, N, *env_cfg.obs_shape), dtype=torch.uint8)
-    act_buf = torch.zeros((T, N), dtype=torch.long)
-    logp_buf = torch.zeros((T, N))
-    rew_buf = torch.zeros((T, N))
-    done_buf = torch.zeros((T, N))
-    val_buf = torch.zeros((T, N))
+        T, N = ppo.n_steps, ppo.n_envs
+        obs_buf = torch.zeros((T, N, *env_cfg.obs_shape), dtype=torch.uint8)
+        act_buf = torch.zeros((T, N), dtype=torch.long)
+        logp_buf = torch.zeros((T, N))
+        rew_buf = torch.zeros((T, N))
+        done_buf = torch.zeros((T, N))
+        val_buf = torch.zeros((T, N))
 
-    n_updates = math.ceil(ppo.total_steps / ppo.batch_size)  # whole rollouts, at least the budget asked for
-    obs = torch.from_numpy(env.reset(seed))
-    ep_returns: list[float] = []
-    next_eval = ppo.eval_every or None
-    step, first_update = 0, 0
-    fingerprint = {"ppo": ppo.to_json(), "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
-    snapshot = _load_snapshot(resume_dir, fingerprint) if resume_dir else None
-    if snapshot is not None:
-        first_update, step, next_eval, obs = _restore(snapshot, model, optimizer, env, log, ep_returns)
-    can_snapshot = resume_dir is not None and ppo.save_every > 0 and hasattr(env, "get_state")
-    next_save = (step // ppo.save_every + 1) * ppo.save_every if can_snapshot else None
-    bar = _progress(n_updates * ppo.batch_size, progress, f"PPO {reward.name}")
-    bar.update(step)
-    for update in range(first_update, n_updates):
-        if ppo.anneal_lr:
-            optimizer.param_groups[0]["lr"] = ppo.lr * (1.0 - update / n_updates)
+        n_updates = math.ceil(ppo.total_steps / ppo.batch_size)  # whole rollouts, at least the budget asked for
+        obs = torch.from_numpy(env.reset(seed))
+        ep_returns: list[float] = []
+        next_eval = ppo.eval_every or None
+        step, first_update = 0, 0
+        fingerprint = {"ppo": ppo.to_json(), "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
+        snapshot = _load_snapshot(resume_dir, fingerprint) if resume_dir else None
+        if snapshot is not None:
+            first_update, step, next_eval, obs = _restore(snapshot, model, optimizer, env, log, ep_returns)
+        can_snapshot = resume_dir is not None and ppo.save_every > 0 and hasattr(env, "get_state")
+        next_save = (step // ppo.save_every + 1) * ppo.save_every if can_snapshot else None
+        bar = _progress(n_updates * ppo.batch_size, progress, f"PPO {reward.name}")
+        bar.update(step)
+        for update in range(first_update, n_updates):
+            if ppo.anneal_lr:
+                optimizer.param_groups[0]["lr"] = ppo.lr * (1.0 - update / n_updates)
 
-        # 1. Rollout: act in all envs at once.
-        with torch.inference_mode():
-            for t in range(T):
-                obs_buf[t] = obs
-                logits, value = model(obs)
-                if not torch.isfinite(logits).all():
-                    raise TrainingDiverged(f"training diverged at step {step}: the policy outputs NaN/inf")
-                action = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
-                logp_buf[t] = _log_probs(logits, action)
-                val_buf[t] = value
-                act_buf[t] = action
-                next_obs, r, term, trunc, info = env.step(action.numpy())
-                rew_buf[t] = torch.from_numpy(r)
-                done_buf[t] = torch.from_numpy(term | trunc)
-                if info:
-                    ep_returns.extend(info["returns"].tolist())
-                obs = torch.from_numpy(next_obs)
-            _, next_value = model(obs)
+            # 1. Rollout: act in all envs at once.
+            with torch.inference_mode():
+                for t in range(T):
+                    obs_buf[t] = obs
+                    logits, value = model(obs)
+                    if not torch.isfinite(logits).all():
+                        raise TrainingDiverged(f"training diverged at step {step}: the policy outputs NaN/inf")
+                    action = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
+                    logp_buf[t] = _log_probs(logits, action)
+                    val_buf[t] = value
+                    act_buf[t] = action
+                    next_obs, r, term, trunc, info = env.step(action.numpy())
+                    rew_buf[t] = torch.from_numpy(r)
+                    done_buf[t] = torch.from_numpy(term | trunc)
+                    if info:
+                        ep_returns.extend(info["returns"].tolist())
+                    obs = torch.from_numpy(next_obs)
+                _, next_value = model(obs)
 
-            # 2. Generalised advantage estimation, backwards through the rollout.
-            adv = torch.zeros((T, N))
-            last = torch.zeros(N)
-            for t in reversed(range(T)):
-                nv = next_value if t == T - 1 else val_buf[t + 1]
-                nonterminal = 1.0 - done_buf[t]
-                delta = rew_buf[t] + ppo.gamma * nv * nonterminal - val_buf[t]
-                last = delta + ppo.gamma * ppo.gae_lambda * nonterminal * last
-                adv[t] = last
-            ret = adv + val_buf
-        step += ppo.batch_size
+                # 2. Generalised advantage estimation, backwards through the rollout.
+                adv = torch.zeros((T, N))
+                last = torch.zeros(N)
+                for t in reversed(range(T)):
+                    nv = next_value if t == T - 1 else val_buf[t + 1]
+                    nonterminal = 1.0 - done_buf[t]
+                    delta = rew_buf[t] + ppo.gamma * nv * nonterminal - val_buf[t]
+                    last = delta + ppo.gamma * ppo.gae_lambda * nonterminal * last
+                    adv[t] = last
+                ret = adv + val_buf
+            step += ppo.batch_size
 
-        # 3. Clipped-objective updates on shuffled minibatches.
-        b_obs, b_act, b_logp = obs_buf.flatten(0, 1), act_buf.flatten(), logp_buf.flatten()
-        b_adv, b_ret = adv.flatten(), ret.flatten()
-        stats = []
-        for _ in range(ppo.epochs):
-            for idx in torch.randperm(ppo.batch_size).split(ppo.minibatch_size):
-                logits, value = model(b_obs[idx])
-                logp_all = torch.log_softmax(logits, -1)
-                logp = logp_all.gather(-1, b_act[idx].unsqueeze(-1)).squeeze(-1)
-                ratio = torch.exp(logp - b_logp[idx])
-                mb_adv = b_adv[idx]
-                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - ppo.clip, 1 + ppo.clip)).mean()
-                v_loss = 0.5 * (value - b_ret[idx]).pow(2).mean()
-                entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
-                loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm)
-                optimizer.step()
-                with torch.no_grad():
-                    approx_kl = ((ratio - 1) - (logp - b_logp[idx])).mean()
-                stats.append(torch.stack([loss.detach(), pg_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl]))
-        _check_finite(model, torch.stack(stats).sum(), step)
-        s = torch.stack(stats).mean(0).tolist()
-        row = {"losses/total": s[0], "losses/policy": s[1], "losses/value": s[2], "losses/entropy": s[3],
-               "losses/approx_kl": s[4], "charts/lr": optimizer.param_groups[0]["lr"],
-               "charts/steps_per_s": step / (time.perf_counter() - start)}
-        if ep_returns:
-            row["charts/episode_return"] = float(np.mean(ep_returns))
-            ep_returns.clear()
-        if next_eval is not None and step >= next_eval and update < n_updates - 1:
-            row.update(_eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
-            next_eval += ppo.eval_every
-        log.write(step, row)
-        if next_save is not None and step >= next_save and update < n_updates - 1:
-            _save_snapshot(resume_dir, fingerprint, model, optimizer, env, obs, update + 1, step, next_eval, log, ep_returns)
-            next_save += ppo.save_every
-        bar.update(ppo.batch_size)
-        bar.set_postfix_str(f"return {row.get('charts/episode_return', float('nan')):.2f}")
-    bar.close()
+            # 3. Clipped-objective updates on shuffled minibatches.
+            b_obs, b_act, b_logp = obs_buf.flatten(0, 1), act_buf.flatten(), logp_buf.flatten()
+            b_adv, b_ret = adv.flatten(), ret.flatten()
+            stats = []
+            for _ in range(ppo.epochs):
+                for idx in torch.randperm(ppo.batch_size).split(ppo.minibatch_size):
+                    logits, value = model(b_obs[idx])
+                    logp_all = torch.log_softmax(logits, -1)
+                    logp = logp_all.gather(-1, b_act[idx].unsqueeze(-1)).squeeze(-1)
+                    ratio = torch.exp(logp - b_logp[idx])
+                    mb_adv = b_adv[idx]
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                    pg_loss = torch.max(-mb_adv * ratio, -mb_adv * ratio.clamp(1 - ppo.clip, 1 + ppo.clip)).mean()
+                    v_loss = 0.5 * (value - b_ret[idx]).pow(2).mean()
+                    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+                    loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm)
+                    optimizer.step()
+                    with torch.no_grad():
+                        approx_kl = ((ratio - 1) - (logp - b_logp[idx])).mean()
+                    stats.append(torch.stack([loss.detach(), pg_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl]))
+            _check_finite(model, torch.stack(stats).sum(), step)
+            s = torch.stack(stats).mean(0).tolist()
+            row = {"losses/total": s[0], "losses/policy": s[1], "losses/value": s[2], "losses/entropy": s[3],
+                   "losses/approx_kl": s[4], "charts/lr": optimizer.param_groups[0]["lr"],
+                   "charts/steps_per_s": step / (time.perf_counter() - start)}
+            if ep_returns:
+                row["charts/episode_return"] = float(np.mean(ep_returns))
+                ep_returns.clear()
+            if next_eval is not None and step >= next_eval and update < n_updates - 1:
+                row.update(_eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
+                next_eval += ppo.eval_every
+            log.write(step, row)
+            if next_save is not None and step >= next_save and update < n_updates - 1:
+                _save_snapshot(resume_dir, fingerprint, model, optimizer, env, obs, update + 1, step, next_eval, log, ep_returns)
+                next_save += ppo.save_every
+            bar.update(ppo.batch_size)
+            bar.set_postfix_str(f"return {row.get('charts/episode_return', float('nan')):.2f}")
+        bar.close()
 
-    final = summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)
-    log.write(step, _eval_scalars(final))
-    log.close()
-    return TrainResult(step, log.rows, final, time.perf_counter() - start)
+        final = summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)
+        log.write(step, _eval_scalars(final))
+        return TrainResult(step, log.rows, final, time.perf_counter() - start)
+    finally:  # on divergence or a kill too: flush the logs, release the env's resources
+        log.close()
+        getattr(env, "close", lambda: None)()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from goalscope import aggregate as agg
 from goalscope import signals as sig
 from goalscope.agents import objective_parameters
 from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
+from goalscope.errors import GoalscopeError
 from goalscope.evaluation import evaluate
 from goalscope.jobs import job_status, stage_dir
 from goalscope.records import record, write_records
@@ -67,8 +68,9 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum() / union) if union else math.nan
 
 
-def graft_area(fractions, recovered) -> float:
-    """Mean recovery over the log-spaced k grid: 1 = everything recovered at the smallest k."""
+def graft_area(recovered) -> float:
+    """Mean recovery over the k grid (GRAFT_FRACTIONS, roughly log-spaced): 1 = everything recovered at the
+    smallest k, 0 = nothing recovered before k = 100%."""
     return float(np.mean(recovered))
 
 
@@ -104,10 +106,9 @@ def validate_seed(task: dict) -> dict:
     deltas = {rb: sig.update_signal(ma.state_dict, mb.state_dict) for rb, mb in mbs.items()}
     fisher = None
     if "fisher" in methods:
-        from goalscope.analysis import collect_observations
+        from goalscope.analysis import ma_fisher
 
-        fisher = agg.fisher_diagonal(model, collect_observations(model, ma.env, ma.reward, 1024, seed=3000 + s),
-                                     generator=torch.Generator().manual_seed(s))
+        fisher = ma_fisher(ma, task["fisher_samples"], s)
 
     def profile(state):
         model.load_state_dict(state)
@@ -118,24 +119,26 @@ def validate_seed(task: dict) -> dict:
 
     p_ma = profile(ma.state_dict)
     out = {"seed": s, "graft": {}, "ablation": {}, "held_out": {}}
+    all_rbs = {}  # heatmaps from every RB: the same ranking for each RB's graft
+    for m in methods:
+        try:
+            all_rbs[m] = heat(m, list(deltas))
+        except GoalscopeError:  # e.g. pca with one RB; reported as missing
+            pass
     gen = torch.Generator().manual_seed(10_000 + s)
     for rb, delta in deltas.items():
-        i_rb = int(np.argmax(mbs[rb].reward.weights))
+        i_rb = mbs[rb].reward.target_type(ma.reward)
         p_mb = profile(mbs[rb].state_dict)
         base, gain = _rb_objects(p_ma, i_rb), _rb_objects(p_mb, i_rb) - _rb_objects(p_ma, i_rb)
         ra_mb = float(p_mb.returns(ma.reward).mean())
-        rankings = {"|Δ|": {k: v.abs() for k, v in delta.items()}, "random": sig.random_scores_like(delta, gen)}
-        for m in methods:
-            try:
-                rankings[m] = heat(m, list(deltas))
-            except Exception:  # e.g. pca with one RB; reported as missing
-                pass
+        rankings = {"|Δ|": {k: v.abs() for k, v in delta.items()}, "random": sig.random_scores_like(delta, gen),
+                    **all_rbs}
         others = [r for r in deltas if r != rb]
         held = {}
         for m in methods:
             try:
                 held[m] = heat(m, others) if others else None
-            except Exception:
+            except GoalscopeError:  # e.g. pca needs two signals and only one is left
                 held[m] = None
 
         def recovered(scores):
@@ -254,6 +257,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
 
     tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "control": plan.control.get(s),
               "mb": {r.name: plan.mb[(s, r.name)] for r in cfg.rbs()}, "methods": list(cfg.superpose.methods),
+              "fisher_samples": cfg.superpose.fisher_samples,
               "episodes": episodes or cfg.evaluation.episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds]
     per_seed = executor.run(validate_seed, tasks, desc="validate")
 
@@ -267,7 +271,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
         # A seed whose MBs gained nothing on RB has no curve; with no seed left the curve is undefined (NaN).
         per = [p for p in per if np.isfinite(p).all()] or [np.full(len(GRAFT_FRACTIONS), np.nan)]
         curves[name] = np.array(per)
-        area[name] = [graft_area(GRAFT_FRACTIONS, c) for c in per]
+        area[name] = [graft_area(c) for c in per]
         kmin[name] = [smallest_k(GRAFT_FRACTIONS, c) for c in per]
         for k, col in zip(GRAFT_FRACTIONS, np.array(per).T):
             rows.append(record("validation", name, "", None, "graft_recovered", float(np.mean(col)),
@@ -275,7 +279,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
         rows.append(record("validation", name, "", None, "graft_area", float(np.mean(area[name])), detail="mean over seeds"))
     held = {}
     for name in cfg.superpose.methods:
-        per = [[graft_area(GRAFT_FRACTIONS, v[name]) for v in res["held_out"].values() if name in v] for res in per_seed]
+        per = [[graft_area(v[name]) for v in res["held_out"].values() if name in v] for res in per_seed]
         per = [float(np.nanmean(p)) for p in per if p]
         if per:
             held[name] = per

@@ -118,6 +118,9 @@ class GymEventsVecEnv:
     def observe(self) -> np.ndarray:
         return np.array(self._obs, copy=True)
 
+    def close(self) -> None:
+        self.venv.close()
+
     def step(self, actions):
         obs, _, term, trunc, info = self.venv.step(np.asarray(actions))
         done = term | trunc

@@ -50,6 +50,14 @@ class Reward:
     def rewarded_types(self) -> np.ndarray:
         return np.flatnonzero(np.asarray(self.weights) > 0)
 
+    def target_type(self, base: "Reward | None" = None) -> int:
+        """The object type this reward adds most weight to relative to ``base`` (RA): for a one-hot RB its type,
+        for a composite "RA + collect:i" the new component i. It is the type a negated MB* would avoid."""
+        w = np.asarray(self.weights, dtype=float)
+        if base is not None:
+            w = w - np.asarray(base.weights, dtype=float)
+        return int(np.argmax(w))
+
     def to_json(self) -> dict:
         return {"name": self.name, "weights": list(self.weights), "step_cost": self.step_cost, "cued": self.cued}
 
