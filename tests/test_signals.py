@@ -220,3 +220,12 @@ def test_topk_mask_ties_are_deterministic_and_fraction_validated():
             topk_mask(scores, bad)
     with pytest.raises(GoalscopeError, match="'a'"):
         topk_mask({"a": torch.tensor([float("nan")])}, 0.5)
+
+
+def test_jaccard_chance_matches_random_sets():
+    from goalscope.signals import jaccard, jaccard_chance
+
+    gen = torch.Generator().manual_seed(0)
+    n, f = 200_000, 0.05
+    vals = [jaccard(torch.rand(n, generator=gen) < f, torch.rand(n, generator=gen) < f) for _ in range(5)]
+    assert abs(sum(vals) / 5 - jaccard_chance(f)) < 0.003

@@ -320,7 +320,7 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
             rows.append(record("superpose", method, "", None, "enrichment", enrichment[k], detail=k))
         stab = _stability(list(by_seed.values()))
         if stab is not None:
-            rows.append(record("superpose", method, "", None, "seed_jaccard_top1pct", stab, detail=f"chance ~{STABILITY_TOP / (2 - STABILITY_TOP):.4f}"))
+            rows.append(record("superpose", method, "", None, "seed_jaccard_top1pct", stab, detail=f"chance ~{sig.jaccard_chance(STABILITY_TOP):.4f}"))
         summary["heatmaps"][method] = {"hottest_tensors": sorted(enrichment, key=enrichment.get, reverse=True)[:3],
                                        "enrichment": {k: round(v, 3) for k, v in enrichment.items()},
                                        "seed_jaccard_top1pct": None if stab is None else round(stab, 4)}
@@ -333,5 +333,4 @@ def _stability(heatmaps: list[dict]) -> float | None:
     if len(heatmaps) < 2:
         return None
     masks = [sig.flatten(sig.topk_mask(h, STABILITY_TOP)) for h in heatmaps]
-    vals = [float((a & b).sum() / (a | b).sum()) for a, b in itertools.combinations(masks, 2)]
-    return float(np.mean(vals))
+    return float(np.mean([sig.jaccard(a, b) for a, b in itertools.combinations(masks, 2)]))

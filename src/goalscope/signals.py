@@ -263,3 +263,14 @@ def topk_mask(scores: Params, fraction: float) -> Params:
         order = torch.sort(flat, descending=True, stable=True).indices
         mask[order[:k]] = True
     return unflatten(mask, scores)
+
+
+def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Overlap of two boolean masks (intersection over union); NaN when both are empty."""
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else math.nan
+
+
+def jaccard_chance(fraction: float) -> float:
+    """Expected Jaccard of two independent random top-``fraction`` sets: f² / (2f − f²) = f / (2 − f)."""
+    return fraction / (2 - fraction)

@@ -26,6 +26,7 @@ import torch
 
 from goalscope import aggregate as agg
 from goalscope import signals as sig
+from goalscope.signals import jaccard, jaccard_chance
 from goalscope.agents import objective_parameters
 from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
 from goalscope.errors import GoalscopeError
@@ -61,11 +62,6 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     top = np.argsort(-np.asarray(scores, float).ravel(), kind="stable")[:k]
     return float(np.asarray(labels, bool).ravel()[top].mean())
-
-
-def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else math.nan
 
 
 def graft_area(recovered) -> float:
@@ -349,7 +345,7 @@ def stability(cfg, plan, run_dir: Path, rows: list) -> dict:
             masks[(s, r.name)] = sig.flatten(sig.topk_mask({k: v.abs() for k, v in d.items()}, STABILITY_FRACTION))
     across_seeds = [jaccard(masks[(a, r.name)], masks[(b, r.name)]) for r in cfg.rbs() for a, b in itertools.combinations(cfg.seeds, 2)]
     across_rbs = [jaccard(masks[(s, a.name)], masks[(s, b.name)]) for s in cfg.seeds for a, b in itertools.combinations(cfg.rbs(), 2)]
-    chance = STABILITY_FRACTION / (2 - STABILITY_FRACTION)
+    chance = jaccard_chance(STABILITY_FRACTION)
     out = {"top_fraction": STABILITY_FRACTION, "chance": round(chance, 5),
            "same_rb_across_seeds": round(float(np.mean(across_seeds)), 4) if across_seeds else None,
            "different_rbs_same_seed": round(float(np.mean(across_rbs)), 4) if across_rbs else None}
