@@ -26,6 +26,7 @@ bench: install
 	$(BIN)/python benchmarks/env_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/experiment_walltime.py
+	$(BIN)/python benchmarks/sweep_scaling.py
 
 clean:
 	rm -rf $(VENV) runs
