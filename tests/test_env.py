@@ -210,3 +210,37 @@ def test_oracle_follows_the_cue():
     cfg = MazeConfig(size=7, n_types=3, n_per_type=1, cue=True, max_steps=40)
     prof = oracle_profile(cfg, parse_reward("cued", 3), 64, seed=0)
     assert (prof.env_returns == 1).all()
+
+
+def test_egocentric_view_is_the_grid_around_the_agent():
+    cfg = MazeConfig(size=7, view="egocentric")
+    env = MazeVecEnv(cfg, R0, 32, seed=2)
+    for _ in range(5):
+        obs, *_ = env.step(np.random.default_rng(0).integers(4, size=32))
+    assert obs.shape == (32, 6, 13, 13) == (32, *cfg.obs_shape)
+    assert (obs[:, 1, 6, 6] == 1).all() and obs[:, 1].sum() == 32  # the agent is always in the centre
+    g = env.grid_state()
+    for i in range(32):
+        r, c = g["pos"][i]
+        for dr in range(-6, 7):
+            for dc in range(-6, 7):
+                rr, cc = r + dr, c + dc
+                inside = 0 <= rr < 7 and 0 <= cc < 7
+                assert obs[i, 0, 6 + dr, 6 + dc] == (g["walls"][i, rr, cc] if inside else 1)
+                if inside:
+                    assert obs[i, 2, 6 + dr, 6 + dc] == (g["objects"][i, rr, cc] == 0)
+    with pytest.raises(ConfigError, match="env.view"):
+        MazeConfig(view="360")
+
+
+def test_final_position_is_reported_for_ended_episodes():
+    env = MazeVecEnv(MazeConfig(max_steps=3), R0, 8, seed=0)
+    env.step(np.zeros(8, dtype=int))
+    env.step(np.ones(8, dtype=int))
+    before = env.grid_state()["pos"]
+    actions = np.full(8, 2)
+    target = before + [1, 0]
+    blocked = env.grid_state()["walls"][np.arange(8), target[:, 0], target[:, 1]]
+    _, _, _, trunc, info = env.step(actions)
+    assert trunc.all()
+    assert (info["final_pos"] == np.where(blocked[:, None], before, target)).all()

@@ -811,9 +811,8 @@ def rollout(model, env_cfg, reward, env_seed: int, action_seed: int):
             logits, _ = model(torch.from_numpy(obs))
             action = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1).numpy()
             obs, _, _, _, info = env.step(action)
-            if info:  # the episode ended: the env already shows the next one, the final frame is in info
-                final = info["final_obs"][0]
-                pos = tuple(int(v) for v in np.unravel_index(int(final[1].argmax()), final[1].shape))
+            if info:  # the episode ended: the env already shows the next one, the final position is in info
+                pos = tuple(int(v) for v in info["final_pos"][0])
             else:
                 pos = tuple(int(v) for v in env.grid_state()["pos"][0])
             path.append(pos)

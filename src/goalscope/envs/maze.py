@@ -44,6 +44,7 @@ class MazeConfig:
     end_when_collected: bool = False
     cue: bool = False  # add K constant planes showing a cued object type ("objective as pointer" tasks)
     fixed_cue: int = -1  # the cued type in every episode; -1 = a random type per episode
+    view: str = "full"  # "full" grid, or "egocentric": a (2*size-1)-wide window centred on the agent
 
     def __post_init__(self):
         def integer(name: str, lo: int, hi: int = 10**9) -> None:
@@ -54,6 +55,8 @@ class MazeConfig:
         for name in ("end_when_collected", "cue"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"env.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.view not in ("full", "egocentric"):
+            raise ConfigError(f"env.view must be 'full' or 'egocentric', got {self.view!r}")
         if self.layout not in ("maze", "open"):
             raise ConfigError(f"env.layout must be 'maze' or 'open', got {self.layout!r}")
         integer("size", 5, 63)
@@ -89,8 +92,14 @@ class MazeConfig:
         return replace(self, end_when_collected=False)
 
     @property
-    def obs_shape(self) -> tuple[int, int, int]:
+    def grid_shape(self) -> tuple[int, int, int]:
+        """Planes over the whole grid, the env's internal observation."""
         return (2 + self.n_types * (2 if self.cue else 1), self.size, self.size)
+
+    @property
+    def obs_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.grid_shape
+        return (c, 2 * h - 1, 2 * w - 1) if self.view == "egocentric" else (c, h, w)
 
     def to_json(self) -> dict:
         return asdict(self)  # no "family" key: the object maze is the default, and old run keys stay valid
@@ -183,7 +192,7 @@ class MazeVecEnv:
         self.left_rewarded = np.zeros(n_envs, dtype=np.int64)
         self.first = np.full(n_envs, -1, dtype=np.int64)  # type of the first object collected this episode
         self.cue = np.zeros(n_envs, dtype=np.int64)
-        self._obs = np.zeros((n_envs, cfg.obs_shape[0], h * w), dtype=np.uint8)
+        self._obs = np.zeros((n_envs, cfg.grid_shape[0], h * w), dtype=np.uint8)
         self.reset(seed)
 
     def set_reward(self, reward: Reward) -> None:
@@ -210,7 +219,23 @@ class MazeVecEnv:
         return self.observe()
 
     def observe(self) -> np.ndarray:
-        return self._obs.reshape(self.n_envs, *self.cfg.obs_shape).copy()
+        return self._view(self._obs, self.pos)
+
+    def _view(self, flat: np.ndarray, pos: np.ndarray) -> np.ndarray:
+        """Observations from the internal full-grid planes: as they are, or a window centred on the agent
+        (cells beyond the grid read as walls)."""
+        c, s, _ = self.cfg.grid_shape
+        grid = flat.reshape(len(flat), c, s, s)
+        if self.cfg.view == "full":
+            return grid.copy()
+        padded = np.zeros((len(flat), c, 3 * s - 2, 3 * s - 2), dtype=np.uint8)
+        padded[:, 0] = 1
+        padded[:, :, s - 1:2 * s - 1, s - 1:2 * s - 1] = grid
+        r, col = np.divmod(pos, s)
+        win = np.arange(2 * s - 1)
+        rows, cols = r[:, None] + win, col[:, None] + win
+        m = np.arange(len(flat))
+        return padded[m[:, None, None, None], np.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
     def _reset_envs(self, idx: np.ndarray) -> None:
         m = len(idx)
@@ -236,7 +261,7 @@ class MazeVecEnv:
             self.cue[idx] = cfg.fixed_cue if cfg.fixed_cue >= 0 else self.rng.integers(cfg.n_types, size=m)
             self._refresh_cued_weights(idx)
         self.left_rewarded[idx] = (self._weights[idx][:, self._object_types] > 0).sum(1)
-        obs = np.zeros((m, cfg.obs_shape[0], walls.shape[1]), dtype=np.uint8)
+        obs = np.zeros((m, cfg.grid_shape[0], walls.shape[1]), dtype=np.uint8)
         obs[:, 0] = walls
         obs[np.arange(m), 1, cells[:, 0]] = 1
         k = cfg.n_types
@@ -278,7 +303,8 @@ class MazeVecEnv:
                 "steps": self.t[done_idx].copy(),
                 "returns": self.ep_return[done_idx].copy(),
                 "first": self.first[done_idx].copy(),
-                "final_obs": self._obs[done_idx].reshape(len(done_idx), *self.cfg.obs_shape).copy(),
+                "final_obs": self._view(self._obs[done_idx], self.pos[done_idx]),
+                "final_pos": np.stack(np.divmod(self.pos[done_idx], self.cfg.size), axis=1),  # (row, col)
             }
             self._reset_envs(done_idx)
         return self.observe(), reward.astype(np.float32), terminated, truncated, info
