@@ -149,13 +149,21 @@ def print_results(run: Path, s: dict) -> None:
 
 def _load_pair(a: Path, b: Path):
     from goalscope.checkpoints import load_checkpoint
+
+    ma = load_checkpoint(a)
+    return ma, _load_against(ma, a, b)
+
+
+def _load_against(ma, a: Path, b: Path):
+    """Checkpoint ``b``, checked to share ``ma``'s architecture and tensors (so b - ma is an update signal)."""
+    from goalscope.checkpoints import load_checkpoint
     from goalscope.signals import check_compatible
 
-    ma, mb = load_checkpoint(a), load_checkpoint(b)
+    mb = load_checkpoint(b)
     if ma.arch != mb.arch:
         raise ConfigError(f"{a} is a {ma.arch!r} and {b} a {mb.arch!r}; an update signal needs one architecture")
     check_compatible(ma.state_dict, mb.state_dict, str(a), str(b))
-    return ma, mb
+    return mb
 
 
 def cmd_diff(args) -> None:
@@ -204,10 +212,11 @@ def cmd_superpose(args) -> None:
     from goalscope import aggregate as agg
     from goalscope import signals as sig
 
-    mbs = [_load_pair(args.ma, b)[1] for b in args.mbs]
-    ma = _load_pair(args.ma, args.mbs[0])[0]
-    deltas = [sig.update_signal(ma.state_dict, mb.state_dict) for mb in mbs]
-    controls = [sig.update_signal(ma.state_dict, _load_pair(args.ma, c)[1].state_dict) for c in args.control]
+    from goalscope.checkpoints import load_checkpoint
+
+    ma = load_checkpoint(args.ma)  # once: every signal is measured from this MA
+    deltas = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, b).state_dict) for b in args.mbs]
+    controls = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, c).state_dict) for c in args.control]
     fisher = None
     if args.method == "fisher":
         from goalscope.analysis import ma_fisher
