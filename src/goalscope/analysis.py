@@ -62,23 +62,10 @@ def analyse(cfg: ExperimentConfig, plan, run_dir: Path, log=print) -> dict:
 # 1. Performance
 
 
-def _models(plan) -> list[tuple[str, object, str, str]]:
-    """(model label, seed, job key, profile file) for every evaluated model."""
-    out = [("MA", s, k, "profile.json") for s, k in plan.ma.items()]
-    out += [("MA'", s, k, "profile.json") for s, k in plan.ma_other.items()]
-    out += [(f"MB[{rb}]", s, k, "profile.json") for (s, rb), k in plan.mb.items()]
-    out += [("control: MA on RA", s, k, "profile.json") for s, k in plan.control.items()]
-    out += [("control: MA retrained", s, k, "profile.json") for s, k in plan.retrain_control.items()]
-    for (s, rb, a, d), k in plan.negated.items():
-        name = f"MB*[{rb}] a={a:g}" if d == "delta" else f"random[{rb}] a={a:g}"
-        out += [(f"{name} before retrain", s, k, "profile_before_retrain.json"), (name, s, k, "profile.json")]
-    return out
-
-
 def performance_records(cfg, plan, run_dir, ok, rewards, oracles, summary) -> list[dict]:
     rows = []
     frac: dict[tuple[str, str], list[float]] = {}
-    for model, seed, key, fname in _models(plan):
+    for _, model, seed, key, fname in plan.models():
         if key not in ok:
             continue
         prof = load_profile(run_dir, key, fname)

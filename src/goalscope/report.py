@@ -37,12 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.errors import ConfigError
+from goalscope.runner import CONTROL_MODELS
+from goalscope.stats import bootstrap_means
 
 REPORT_DIR = "report"
 SCORECARD = "scorecard.json"
 N_BOOT_MAX = 1000  # bootstrap resamples for the behaviour CIs (the analysis' own CIs are read from records.csv)
 DPI = 110
-CONTROL_MODELS = ("control: MA on RA", "control: MA retrained")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -91,18 +92,7 @@ class Run:
 
     def models(self) -> list[tuple[str, str, int, str, str]]:
         """(group, model label, seed, job key, profile file) of every model, in display order, finished ones only."""
-        p = self.plan
-        out = [("MA", "MA", s, k, "profile.json") for s, k in p.ma.items()]
-        out += [("MA'", "MA'", s, k, "profile.json") for s, k in p.ma_other.items()]
-        out += [("MB", f"MB[{rb}]", s, k, "profile.json") for (s, rb), k in p.mb.items()]
-        out += [("control", CONTROL_MODELS[0], s, k, "profile.json") for s, k in p.control.items()]
-        out += [("control", CONTROL_MODELS[1], s, k, "profile.json") for s, k in p.retrain_control.items()]
-        for (s, rb, a, d), k in p.negated.items():
-            name = f"MB*[{rb}] a={a:g}" if d == "delta" else f"random[{rb}] a={a:g}"
-            group = "MB*" if d == "delta" else "random"
-            out += [(group, name, s, k, "profile.json"), (group + " before retrain", name + " before retrain", s, k,
-                                                          "profile_before_retrain.json")]
-        return [m for m in out if m[3] in self.ok]
+        return [m for m in self.plan.models() if m[3] in self.ok]
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -244,27 +234,6 @@ def _err(m, lo, hi) -> np.ndarray:
     return np.nan_to_num(np.clip(np.stack([m - lo, hi - m]), 0.0, None), nan=0.0)
 
 
-def boot_means(values: np.ndarray, n_boot: int = N_BOOT_MAX, seed: int = 0, level: float = 0.95):
-    """Mean over (seed, episode) of ``values[S, E, ...]`` and a hierarchical-bootstrap percentile CI per trailing index.
-
-    Same scheme as ``stats.bootstrap_mean`` (resample seeds, then episodes within each), vectorised over the last
-    axes so one call covers every object type.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    s, e = v.shape[:2]
-    rng = np.random.default_rng(seed)
-    seeds = rng.integers(s, size=(n_boot, s))
-    episodes = rng.integers(e, size=(n_boot, s, e))
-    boots = v[seeds[..., None], episodes].mean(axis=(1, 2))
-    a = (1 - level) / 2
-    lo, hi = np.quantile(boots, [a, 1 - a], axis=0)
-    return v.mean(axis=(0, 1)), lo, hi
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# 1. Learning curves
-
-
 def _read_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
     steps, rets = [], []
     if not path.exists():
@@ -360,7 +329,7 @@ def behaviour_table(run: Run) -> list[dict]:
     for model, entry in by_model.items():
         e = min(c.shape[0] for c in entry["counts"])
         counts = np.stack([c[:e] for c in entry["counts"]])  # (S, E, K)
-        mean, lo, hi = boot_means(counts, n_boot)
+        mean, lo, hi = bootstrap_means(counts, n_boot)
         for k in range(counts.shape[2]):
             rows.append({"group": entry["group"], "model": model, "type": k, "type_label": run.type_label(k),
                          "mean": float(mean[k]), "ci_low": float(lo[k]), "ci_high": float(hi[k]),

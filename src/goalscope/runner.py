@@ -24,6 +24,7 @@ from goalscope.errors import ConfigError, GoalscopeError, read_json
 from goalscope.jobs import KINDS, Job, job_status, run_job
 
 EXPERIMENT_FILE = "experiment.json"
+CONTROL_MODELS = ("control: MA on RA", "control: MA retrained")
 OTHER_SEED_OFFSET = 1000
 
 
@@ -41,6 +42,20 @@ class Plan:
 
     def jobs(self) -> list[Job]:
         return [j for wave in self.waves for j in wave]
+
+    def models(self) -> list[tuple[str, str, int, str, str]]:
+        """(group, model label, seed, job key, profile file) of every evaluated model, in display order."""
+        out = [("MA", "MA", s, k, "profile.json") for s, k in self.ma.items()]
+        out += [("MA'", "MA'", s, k, "profile.json") for s, k in self.ma_other.items()]
+        out += [("MB", f"MB[{rb}]", s, k, "profile.json") for (s, rb), k in self.mb.items()]
+        out += [("control", CONTROL_MODELS[0], s, k, "profile.json") for s, k in self.control.items()]
+        out += [("control", CONTROL_MODELS[1], s, k, "profile.json") for s, k in self.retrain_control.items()]
+        for (s, rb, a, d), k in self.negated.items():
+            name = f"MB*[{rb}] a={a:g}" if d == "delta" else f"random[{rb}] a={a:g}"
+            group = "MB*" if d == "delta" else "random"
+            out += [(group, name, s, k, "profile.json"),
+                    (f"{group} before retrain", f"{name} before retrain", s, k, "profile_before_retrain.json")]
+        return out
 
 
 def plan_experiment(cfg: ExperimentConfig) -> Plan:

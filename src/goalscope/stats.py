@@ -10,19 +10,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``values[seed, episode]`` with a percentile CI from resampling seeds, then episodes per seed."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[None, :]
-    s, e = values.shape
+def bootstrap_means(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
+    """Mean over (seed, episode) of ``values[S, E, ...]`` and a percentile CI from resampling seeds, then episodes
+    within each seed; vectorised over trailing axes (e.g. one call for every object type)."""
+    v = np.asarray(values, dtype=np.float64)
+    s, e = v.shape[:2]
     rng = np.random.default_rng(seed)
     seeds = rng.integers(s, size=(n_boot, s))
     episodes = rng.integers(e, size=(n_boot, s, e))
-    boots = values[seeds[..., None], episodes].mean(axis=(1, 2))
+    boots = v[seeds[..., None], episodes].mean(axis=(1, 2))
     alpha = (1 - level) / 2
-    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
-    return float(values.mean()), float(lo), float(hi)
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha], axis=0)
+    return v.mean(axis=(0, 1)), lo, hi
+
+
+def bootstrap_mean(values: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values[seed, episode]`` (or ``values[episode]``) with its hierarchical-bootstrap CI."""
+    values = np.asarray(values, dtype=np.float64)
+    m, lo, hi = bootstrap_means(values[None, :] if values.ndim == 1 else values, n_boot, seed, level)
+    return float(m), float(lo), float(hi)
 
 
 def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0,
