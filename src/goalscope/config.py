@@ -38,6 +38,10 @@ class FinetuneSection:
     # each other type as a new component).
     rewards: list[str] = field(default_factory=lambda: ["one_hot"])
     steps: int = 100_000
+    # Fine-tune seeds per RB (and per control) for every MA seed. Stability of a per-parameter ranking is only
+    # meaningful between fine-tunes of the same MA (units of independently initialised networks do not line up),
+    # so >= 2 gives the within-MA stability test; the first fine-tune seed is the MB used everywhere else.
+    seeds_per_ma: int = 1
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class NegateSection:
     alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     retrain_steps: int = 20_000
     random_control: bool = True  # MA - alpha*r, r random with Δ's per-tensor norms, retrained alike
+    random_directions: int = 3  # fresh random directions per (seed, RB, alpha); their mean is the control
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ class ExperimentConfig:
             raise ConfigError(f"evaluation.seed must be >= 0, got {self.evaluation.seed}")
         if self.ra.cued or any(rb.cued for rb in rbs):
             raise ConfigError("'cued' rewards need per-episode cues; use `goalscope pointers` for that experiment")
+        if self.finetune.seeds_per_ma < 1 or self.negate.random_directions < 1:
+            raise ConfigError("finetune.seeds_per_ma and negate.random_directions must be >= 1")
         if self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         for a in self.negate.alphas:
