@@ -149,7 +149,8 @@ def _negate(spec: dict, run_dir: Path, out: Path, label: str = "MB*") -> None:
     mb = load_checkpoint(stage_dir(run_dir, spec["mb"]))
     delta = update_signal(ma.state_dict, mb.state_dict)
     if spec["direction"] == "random":
-        delta = random_direction_like(delta, torch.Generator().manual_seed(spec["seed"]))
+        # Older specs have no direction_seed: they drew their direction from the retrain seed.
+        delta = random_direction_like(delta, torch.Generator().manual_seed(spec.get("direction_seed", spec["seed"])))
     start = ma.build()
     start.load_state_dict(negate(ma.state_dict, delta, spec["alpha"]))
     _save_profile(_evaluate(start, spec, ma.env, ma.reward), out, "profile_before_retrain.json")

@@ -11,6 +11,7 @@ killed run resumes where it stopped when the same command is run again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,7 +39,10 @@ class Plan:
     mb: dict = field(default_factory=dict)  # (seed, rb) -> key
     control: dict = field(default_factory=dict)  # seed -> key: MA continued on RA for the fine-tune budget
     retrain_control: dict = field(default_factory=dict)  # seed -> key: MA retrained on RA for the retrain budget
-    negated: dict = field(default_factory=dict)  # (seed, rb, alpha, "delta"|"random") -> key
+    negated: dict = field(default_factory=dict)  # (seed, rb, alpha, "delta"|"random"|"random<j>") -> key
+    # Further fine-tune seeds of the same MA (finetune.seeds_per_ma > 1), for within-MA stability only:
+    mb_rep: dict = field(default_factory=dict)  # (seed, rb, r) -> key, r >= 1 (r = 0 is ``mb``)
+    control_rep: dict = field(default_factory=dict)  # (seed, r) -> key, r >= 1 (r = 0 is ``control``)
 
     def jobs(self) -> list[Job]:
         return [j for wave in self.waves for j in wave]
@@ -51,11 +55,21 @@ class Plan:
         out += [("control", CONTROL_MODELS[0], s, k, "profile.json") for s, k in self.control.items()]
         out += [("control", CONTROL_MODELS[1], s, k, "profile.json") for s, k in self.retrain_control.items()]
         for (s, rb, a, d), k in self.negated.items():
-            name = f"MB*[{rb}] a={a:g}" if d == "delta" else f"random[{rb}] a={a:g}"
+            # Random directions after the first are labelled r1, r2, ... so each model label has one row per seed.
+            name = f"MB*[{rb}] a={a:g}" if d == "delta" else f"random[{rb}] a={a:g}" + (d[6:] and f" r{d[6:]}")
             group = "MB*" if d == "delta" else "random"
             out += [(group, name, s, k, "profile.json"),
                     (f"{group} before retrain", f"{name} before retrain", s, k, "profile_before_retrain.json")]
         return out
+
+
+FINETUNE_SEED_STRIDE = 7919  # fine-tune seed r of MA seed s is 1000 + s + r * stride: distinct for one MA
+
+
+def direction_seed(seed: int, rb: str, alpha: float, direction: str) -> int:
+    """The generator seed of one random negation direction: a hash of everything that names it."""
+    blob = f"{seed}|{rb}|{alpha!r}|{direction}".encode()
+    return int(hashlib.sha256(blob).hexdigest()[:15], 16)
 
 
 def plan_experiment(cfg: ExperimentConfig) -> Plan:
@@ -82,14 +96,23 @@ def plan_experiment(cfg: ExperimentConfig) -> Plan:
             return Job("finetune", {"parent": ma.key, "reward": reward.to_json(), "ppo": ppo(steps), "seed": seed,
                                     "evaluation": ev}, label, (ma.key,))
 
-        for rb in cfg.rbs():
-            job = fine(rb, cfg.finetune.steps, 1000 + s, f"MB {rb.name} seed {s}")
-            plan.mb[(s, rb.name)] = job.key
-            wave2.append(job)
-        if cfg.controls.continue_ra:
-            job = fine(ra, cfg.finetune.steps, 1000 + s, f"control: MA on RA seed {s}")
-            plan.control[s] = job.key
-            wave2.append(job)
+        for r in range(cfg.finetune.seeds_per_ma):
+            # Fine-tune seed r of this MA; r = 0 keeps the seed (and so the job keys) of single-seed experiments.
+            ft_seed, tag = 1000 + s + FINETUNE_SEED_STRIDE * r, f" ft{r}" if r else ""
+            for rb in cfg.rbs():
+                job = fine(rb, cfg.finetune.steps, ft_seed, f"MB {rb.name} seed {s}{tag}")
+                if r == 0:
+                    plan.mb[(s, rb.name)] = job.key
+                else:
+                    plan.mb_rep[(s, rb.name, r)] = job.key
+                wave2.append(job)
+            if cfg.controls.continue_ra:
+                job = fine(ra, cfg.finetune.steps, ft_seed, f"control: MA on RA seed {s}{tag}")
+                if r == 0:
+                    plan.control[s] = job.key
+                else:
+                    plan.control_rep[(s, r)] = job.key
+                wave2.append(job)
         if cfg.negate.enabled:
             job = fine(ra, cfg.negate.retrain_steps, 2000 + s, f"control: MA retrained seed {s}")
             plan.retrain_control[s] = job.key
@@ -97,11 +120,15 @@ def plan_experiment(cfg: ExperimentConfig) -> Plan:
             for rb in cfg.rbs():
                 mb_key = plan.mb[(s, rb.name)]
                 for alpha in cfg.negate.alphas:
-                    directions = ["delta", "random"] if cfg.negate.random_control else ["delta"]
-                    for direction in directions:
-                        job = Job("negate", {"ma": ma.key, "mb": mb_key, "alpha": alpha, "direction": direction,
-                                             "ppo": ppo(cfg.negate.retrain_steps), "seed": 2000 + s, "evaluation": ev},
-                                  f"MB* {rb.name} a={alpha:g} {direction} seed {s}", (ma.key, mb_key))
+                    n_random = cfg.negate.random_directions if cfg.negate.random_control else 0
+                    for direction in ["delta", *(f"random{j or ''}" for j in range(n_random))]:
+                        spec = {"ma": ma.key, "mb": mb_key, "alpha": alpha, "direction": direction[:6],
+                                "ppo": ppo(cfg.negate.retrain_steps), "seed": 2000 + s, "evaluation": ev}
+                        if direction != "delta":
+                            # A fresh direction per (seed, RB, alpha, j): one direction reused for every RB and
+                            # alpha would make the "random" controls one sample, not a control.
+                            spec["direction_seed"] = direction_seed(s, rb.name, alpha, direction)
+                        job = Job("negate", spec, f"MB* {rb.name} a={alpha:g} {direction} seed {s}", (ma.key, mb_key))
                         plan.negated[(s, rb.name, alpha, direction)] = job.key
                         wave3.append(job)
     plan.waves = [w for w in (wave1, wave2, wave3) if w]
