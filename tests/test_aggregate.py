@@ -264,3 +264,50 @@ def test_fisher_diagonal_sampling_is_seeded_and_subsamples():
     assert torch.allclose(heat["policy.bias"], a["policy.bias"])
     with pytest.raises(GoalscopeError, match="n_samples"):
         fisher_diagonal(model, obs, n_samples=51)
+
+
+def test_spread_removes_shared_drift_and_needs_two_signals():
+    deltas, _, support = planted_problem()
+    # No controls needed: the RBs are each other's control.
+    assert auroc(aggregate("spread", deltas), support) > 0.95
+    assert auroc(aggregate("mean_abs", deltas), support) < 0.7
+    with pytest.raises(GoalscopeError, match="at least 2 signals"):
+        aggregate("spread", deltas[:1])
+    # Known values: two signals ±1 around a shared 3 spread by exactly 1.
+    like = {"w": torch.zeros(2)}
+    out = aggregate("spread", [{"w": torch.tensor([4.0, 3.0])}, {"w": torch.tensor([2.0, 3.0])}])
+    assert torch.equal(out["w"], torch.tensor([1.0, 0.0])) and like
+
+
+def nested_problem(seed: int = 0, n_rb: int = 4, n_ft: int = 3):
+    """Signals from n_rb RBs x n_ft fine-tune seeds: per-RB shift on a planted 5% subset, large seed noise
+    everywhere else (so plain spread across all signals is fooled by noise)."""
+    g = torch.Generator().manual_seed(seed)
+    like = zeros_like_model()
+    total = sum(v.numel() for v in like.values())
+    support = torch.zeros(total, dtype=torch.bool)
+    support[torch.randperm(total, generator=g)[: total // 20]] = True
+    scale = torch.rand(total, generator=g) * 2  # seed noise differs by parameter: some move a lot in any run
+    deltas, groups = [], []
+    for rb in range(n_rb):
+        shift = support * torch.randn(total, generator=g)
+        for _ in range(n_ft):
+            deltas.append(unflatten(shift + scale * torch.randn(total, generator=g), like))
+            groups.append(f"rb{rb}")
+    return deltas, groups, unflatten(support, like)
+
+
+def test_variance_ratio_uses_fine_tune_seeds_and_refuses_without_them():
+    deltas, groups, support = nested_problem()
+    ratio = auroc(aggregate("variance_ratio", deltas, groups=groups), support)
+    spread = auroc(aggregate("spread", deltas), support)
+    assert ratio > 0.8 and ratio > spread + 0.1, (ratio, spread)  # measured 0.86-0.90 vs 0.66-0.71, seeds 0-5
+    # Shuffled groups mix RBs, so between-RB variance is mostly seed noise: the ratio drops (measured 0.60-0.66).
+    shuffled = [groups[i] for i in torch.randperm(len(groups), generator=torch.Generator().manual_seed(1))]
+    assert auroc(aggregate("variance_ratio", deltas, groups=shuffled), support) < ratio - 0.15
+    with pytest.raises(GoalscopeError, match="nested fine-tune seeds"):
+        aggregate("variance_ratio", deltas)
+    with pytest.raises(GoalscopeError, match="one signal"):
+        aggregate("variance_ratio", deltas[:4], groups=["a", "a", "a", "b"])
+    with pytest.raises(GoalscopeError, match="labels for"):
+        aggregate("variance_ratio", deltas, groups=groups[:-1])

@@ -276,6 +276,62 @@ def _fisher(deltas, controls, fisher) -> Params:
     return out
 
 
+def _spread(deltas, controls, fisher) -> Params:
+    """mean_i |Δ_i − mean_j Δ_j|: how much each parameter's update differs between RBs.
+
+    Assumes: the objective is what *differs* between rewards, while everything every fine-tune does alike
+    (continued-training drift, re-tuning of the value scale, optimiser effects) is shared and cancels in the
+    deviation from the mean signal. Unlike ``control_subtracted`` it needs no control run: the RBs are each
+    other's control. Needs >= 2 signals (with one, every deviation is zero). Reference: between-condition
+    dispersion, the numerator of a one-way ANOVA.
+    """
+    if len(deltas) < 2:
+        raise GoalscopeError(f"spread needs at least 2 signals, got {len(deltas)}: one signal has no spread")
+    out = {}
+    for k in deltas[0]:
+        x = _stack(deltas, k)
+        out[k] = (x - x.mean(0)).abs().mean(0)
+    return out
+
+
+def _group_indices(groups, n: int) -> list[list[int]]:
+    """Indices of the signals of each RB, from one label per signal; every RB needs >= 2 fine-tune seeds."""
+    if groups is None:
+        raise GoalscopeError("variance_ratio needs groups: one RB label per signal, from several fine-tune seeds "
+                             "per RB (nested fine-tune seeds); without them within-RB variance cannot be measured")
+    groups = list(groups)
+    if len(groups) != n:
+        raise GoalscopeError(f"variance_ratio: groups has {len(groups)} labels for {n} signals")
+    by_rb: dict = {}
+    for i, g in enumerate(groups):
+        by_rb.setdefault(g, []).append(i)
+    if len(by_rb) < 2:
+        raise GoalscopeError(f"variance_ratio needs signals from at least 2 RBs, got {len(by_rb)}")
+    thin = [g for g, idx in by_rb.items() if len(idx) < 2]
+    if thin:
+        raise GoalscopeError(f"variance_ratio needs >= 2 fine-tune seeds per RB; RB {thin[0]!r} has one signal")
+    return list(by_rb.values())
+
+
+def _variance_ratio(deltas, controls, fisher, *, groups) -> Params:
+    """Between-RB variance of the per-RB mean Δ over the within-RB variance across fine-tune seeds.
+
+    A one-way ANOVA F statistic per parameter: large where updates differ by reward more than they differ by
+    fine-tune seed. The within-RB variance is floored at its median over all parameters (the fudge constant of
+    SAM, Tusher et al. 2001), so parameters that barely move in any run cannot win by dividing by ~0.
+    Assumes: fine-tune seeds share MA, so per-parameter comparisons are meaningful; needs ``groups`` (one RB
+    label per signal) with >= 2 RBs and >= 2 signals per RB. Reference: one-way ANOVA; SAM (Tusher et al. 2001).
+    """
+    idx = _group_indices(groups, len(deltas))
+    flat = torch.stack([flatten({key: d[key].detach().to(torch.float32) for key in d}) for d in deltas])
+    means = torch.stack([flat[i].mean(0) for i in idx])
+    between = means.var(0, unbiased=True)
+    within = torch.stack([flat[i].var(0, unbiased=True) for i in idx]).mean(0)
+    floor = within.median()
+    score = between / (within + floor) if floor > 0 else between
+    return unflatten(score, deltas[0])
+
+
 # --- diagonal Fisher of a policy ---------------------------------------------------------------------------
 
 
@@ -362,6 +418,14 @@ for _agg in (
                assumes="diagonal Fisher of MA's policy approximates the KL curvature",
                reference="Fisher merging (Matena & Raffel 2022); EWC (Kirkpatrick et al. 2017)",
                requires=("fisher",)),
+    Aggregator("spread", _spread, "mean_i |Δ_i − mean_j Δ_j| (what differs between RBs)",
+               assumes="the objective differs between RBs; what every fine-tune does alike cancels",
+               reference="between-condition dispersion (one-way ANOVA numerator)"),
+    Aggregator("variance_ratio", _variance_ratio,
+               "between-RB variance / within-RB variance over fine-tune seeds (floored F statistic)",
+               assumes="several fine-tune seeds per RB from one MA; reward-specific change exceeds seed noise",
+               reference="one-way ANOVA; SAM fudge constant (Tusher et al. 2001)",
+               defaults={"groups": None}),
 ):
     register(_agg)
 del _agg
