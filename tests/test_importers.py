@@ -194,12 +194,16 @@ def test_crafted_pickles_never_run(trained, tmp_path):
     torch.save({"w": torch.zeros(2), "x": Marker(marker)}, tmp_path / "evil.pt")
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"w": Marker(marker)}, protocol=2))  # legacy (non-zip) format
     for f in ("evil.pt", "evil.pkl"):
-        with pytest.raises(CheckpointError, match="is refused .*Unsupported global"):
+        with pytest.raises(CheckpointError, match="is refused: unpickling it would import or call io.open") as e:
             load_torch_state_dict(tmp_path / f)
+        assert "weights_only" not in str(e.value)  # never the advice to run the file's code
     evil_zip = _rewrite_zip(path, tmp_path / "evil.zip", policy_pth=(tmp_path / "evil.pt").read_bytes())
     with pytest.raises(CheckpointError, match="is refused"):
         import_sb3(evil_zip, ENV, "collect:0")
     assert not marker.exists()
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 4)  # not a pickle at all: damaged, not dangerous
+    with pytest.raises(CheckpointError, match="is not a readable torch state dict"):
+        load_torch_state_dict(tmp_path / "noise.pt")
 
     # SB3's own pickled blobs in `data` are never decoded: a poisoned one changes nothing.
     blob = base64.b64encode(pickle.dumps(Marker(marker))).decode()

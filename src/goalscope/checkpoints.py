@@ -9,6 +9,7 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -27,9 +28,12 @@ from goalscope.agents import build_agent
 from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import CheckpointError, GoalscopeError
+from goalscope.inputs import MAX_STEPS, check_finite_state, check_model_size, int_field, read_json
 
 FORMAT = "goalscope-checkpoint/1"
 WEIGHTS = "model.safetensors"
+HEATMAP_FORMAT = "goalscope-heatmap/1"  # heatmaps share the weights' names and shapes; the marker tells them apart
+MAX_HEADER = 100 << 20
 META = "meta.json"
 
 
@@ -47,7 +51,9 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """A fresh model of this architecture carrying these weights."""
-        model = build_agent(self.arch, self.env.obs_shape, self.env.n_actions, self.arch_config)
+        make = functools.partial(build_agent, self.arch, self.env.obs_shape, self.env.n_actions, self.arch_config)
+        check_model_size(make, f"architecture {self.arch!r}")  # before allocating what a file asks for
+        model = make()
         check_state_dict(self.state_dict, model.state_dict(), self.arch)
         model.load_state_dict(self.state_dict)
         return model
@@ -111,27 +117,81 @@ def save_checkpoint(ckpt: Checkpoint, directory: str | Path) -> Path:
     return directory
 
 
+def save_heatmap(heat: dict[str, torch.Tensor], path: str | Path, meta: dict | None = None) -> Path:
+    """Write a heatmap (one score per parameter) marked as such, so it can never be loaded as weights."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in heat.items()}
+    atomic_write_bytes(Path(path), st_save(tensors, metadata={**(meta or {}), "format": HEATMAP_FORMAT}))
+    return Path(path)
+
+
+def weights_format(path: Path) -> str | None:
+    """The ``format`` in a safetensors file's metadata (checkpoint weights and heatmaps carry different ones)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if n > MAX_HEADER:
+                return None
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, RecursionError):
+        return None
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta.get("format") if isinstance(meta, dict) else None
+
+
+def _check_meta(meta, meta_path: Path) -> None:
+    """Type- and range-check every field of meta.json before any of it is used."""
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{meta_path} is not a goalscope checkpoint (format {found!r})")
+    for key in ("arch", "env", "reward"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path} lacks the field {key!r}")
+    kinds = {"arch": str, "arch_config": dict, "env": dict, "reward": dict, "extra": dict}
+    for key, kind in kinds.items():
+        if key in meta and meta[key] is not None and not isinstance(meta[key], kind):
+            raise CheckpointError(f"{meta_path}: field {key!r} must be a {kind.__name__}, got {meta[key]!r:.60}")
+    for key in ("steps", "seed"):
+        if key in meta:
+            int_field(meta[key], f"{meta_path}: field {key!r}", 0, MAX_STEPS if key == "steps" else 2**63 - 1,
+                      error=CheckpointError)
+    if meta.get("parent") is not None and not isinstance(meta["parent"], str):
+        raise CheckpointError(f"{meta_path}: field 'parent' must be a path string, got {meta['parent']!r:.60}")
+
+
 def load_checkpoint(directory: str | Path) -> Checkpoint:
+    """Load and fully validate a checkpoint directory (or its ``meta.json`` / ``model.safetensors``).
+
+    Nothing is unpickled and no module named by the files is imported: an env id naming a module that is not
+    already imported is refused (see :func:`goalscope.envs.events.trust_modules`). Every failure is a one-line
+    :class:`CheckpointError`: missing or foreign files, damaged JSON, wrong field types, tensors that do not fit
+    the architecture, NaN/inf weights, heatmaps passed off as weights.
+    """
     directory = Path(directory)
     if directory.is_file() and directory.name in (WEIGHTS, META):
         directory = directory.parent
     if not directory.exists():
         raise CheckpointError(f"checkpoint {str(directory)!r} does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is a file; a checkpoint is a directory with {META} and {WEIGHTS}")
     meta_path, weights_path = directory / META, directory / WEIGHTS
     if not meta_path.exists() or not weights_path.exists():
         if any(directory.glob("*.pt")) or any(directory.glob("*.pth")) or any(directory.glob("*.pkl")):
             raise CheckpointError(f"{directory}: pickle-based weights are not loaded (they can run code); convert to safetensors")
         raise CheckpointError(f"{directory} is not a goalscope checkpoint (needs {META} and {WEIGHTS})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{meta_path} is corrupt: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a goalscope checkpoint (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    meta = read_json(meta_path, error=CheckpointError)
+    _check_meta(meta, meta_path)
+    if weights_path.is_dir():
+        raise CheckpointError(f"{weights_path} is a directory where the weights file should be")
     try:
         state = st_load(weights_path.read_bytes())
-    except (SafetensorError, ValueError, RuntimeError) as e:
+    except (SafetensorError, ValueError, RuntimeError, OSError) as e:
         raise CheckpointError(f"{weights_path} is corrupt or truncated: {e}") from None
+    fmt = weights_format(weights_path)
+    if fmt != FORMAT:
+        what = "a goalscope heatmap" if fmt == HEATMAP_FORMAT else f"format {fmt!r}"
+        raise CheckpointError(f"{weights_path} holds {what}, not checkpoint weights (every goalscope checkpoint "
+                              f"is marked {FORMAT!r})")
+    check_finite_state(state, str(weights_path), error=CheckpointError)
     try:
         ckpt = Checkpoint(
             arch=meta["arch"],
@@ -139,18 +199,20 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
             env=env_from_json(meta["env"]),
             reward=Reward.from_json(meta["reward"]),
             state_dict=state,
-            steps=int(meta.get("steps", 0)),
-            seed=int(meta.get("seed", 0)),
+            steps=meta.get("steps", 0),
+            seed=meta.get("seed", 0),
             parent=meta.get("parent"),
             extra=meta.get("extra") or {},
         )
+        # Validate architecture, names, shapes and dtypes now rather than at first use, and put the tensors in the
+        # model's own order (safetensors returns them unordered; results must not depend on it).
+        ckpt.state_dict = {k: state[k] for k in ckpt.build().state_dict()}
     except KeyError as e:
         raise CheckpointError(f"{meta_path} lacks the field {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise CheckpointError(f"{meta_path} has an invalid field: {e}") from None
+    except CheckpointError:
+        raise
     except GoalscopeError as e:
         raise CheckpointError(f"{meta_path}: {e}") from None
-    # Validate architecture, names, shapes and dtypes now rather than at first use, and put the tensors in the
-    # model's own order (safetensors returns them unordered; results must not depend on it).
-    ckpt.state_dict = {k: state[k] for k in ckpt.build().state_dict()}
     return ckpt

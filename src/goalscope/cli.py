@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
 from pathlib import Path
 
-from goalscope.errors import ConfigError, GoalscopeError, read_json
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import MAX_STEPS, read_json
+from goalscope.outputs import replace_dir
 
 DESCRIPTION = """\
 goalscope finds where a reinforcement-learning agent's objective lives in its weights.
@@ -32,8 +34,8 @@ def _positive_int(text: str) -> int:
         v = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if not 1 <= v <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_STEPS:,}, got {text!r}")
     return v
 
 
@@ -60,7 +62,14 @@ def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from goalscope import __version__
+
     parser = argparse.ArgumentParser(prog="goalscope", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"goalscope {__version__}")
+    parser.add_argument("--trust-module", action="append", default=[], metavar="MODULE",
+                        help="let env ids of the form MODULE:Env-v0 in checkpoints and run directories import MODULE "
+                             "(experiment files may always import the modules they name; data files never may "
+                             "without this)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a new agent (MA) on a reward", description="Train a new agent on a reward with PPO.")
@@ -123,15 +132,6 @@ def _non_negative_int(text: str) -> int:
     return v
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out} exists and is a file, not a run directory")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise ConfigError(f"{out} already exists; pass --force to replace it")
-        shutil.rmtree(out)
-
-
 def _env_config(args):
     from goalscope.envs.maze import MazeConfig
 
@@ -146,8 +146,9 @@ def _ppo_config(args):
 
 
 def cmd_train(args) -> None:
-    from goalscope.agents import arch_config, arch_config_to_json
+    from goalscope.agents import arch_config, arch_config_to_json, build_agent
     from goalscope.checkpoints import save_checkpoint
+    from goalscope.inputs import check_model_size
     from goalscope.envs.rewards import parse_reward
     from goalscope.training import train_new
 
@@ -161,9 +162,11 @@ def cmd_train(args) -> None:
         raise ConfigError("--arch-config must be a JSON object")
     arch_cfg = arch_config_to_json(arch_config(args.arch, cfg_values))
     ppo = _ppo_config(args)
-    _check_out(args.out, args.force)
-    ckpt = train_new(args.arch, arch_cfg, env_cfg, reward, ppo, args.seed, log_dir=args.out, progress=not args.quiet)
-    save_checkpoint(ckpt, args.out)
+    env = env_cfg
+    check_model_size(lambda: build_agent(args.arch, env.obs_shape, env.n_actions, arch_cfg), f"--arch {args.arch}")
+    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
+        ckpt = train_new(args.arch, arch_cfg, env_cfg, reward, ppo, args.seed, log_dir=staging, progress=not args.quiet)
+        save_checkpoint(ckpt, staging)
     _print_summary(ckpt.extra["final_eval"], f"trained {args.arch} on {reward.name} -> {args.out}")
 
 
@@ -175,9 +178,10 @@ def cmd_finetune(args) -> None:
     parent = load_checkpoint(args.checkpoint)
     reward = parse_reward(args.reward, parent.env.n_types)
     ppo = _ppo_config(args)
-    _check_out(args.out, args.force)
-    ckpt = finetune(parent, reward, ppo, args.seed, parent_path=str(args.checkpoint), log_dir=args.out, progress=not args.quiet)
-    save_checkpoint(ckpt, args.out)
+    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
+        ckpt = finetune(parent, reward, ppo, args.seed, parent_path=str(args.checkpoint), log_dir=staging,
+                        progress=not args.quiet)
+        save_checkpoint(ckpt, staging)
     _print_summary(ckpt.extra["final_eval"], f"fine-tuned {args.checkpoint} on {reward.name} -> {args.out}")
 
 
@@ -229,9 +233,9 @@ def cmd_validate(args) -> None:
 def cmd_pointers(args) -> None:
     from goalscope.pointers import run_pointer_experiment
 
-    _check_out(args.out, args.force)
-    s = run_pointer_experiment(args.out, env=_env_config(args), seeds=args.seeds, base_steps=args.base_steps,
-                               finetune_steps=args.finetune_steps, episodes=args.episodes)
+    with replace_dir(args.out, args.force, "output directory", "pointers") as staging:
+        s = run_pointer_experiment(staging, env=_env_config(args), seeds=args.seeds, base_steps=args.base_steps,
+                                   finetune_steps=args.finetune_steps, episodes=args.episodes)
     print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
           f"(chance {1 / args.n_types:.1%})")
     for name, ci in s["delta_l2_over_control"].items():
@@ -252,15 +256,30 @@ def main(argv: list[str] | None = None) -> int:
     from goalscope import experiment_cli
 
     handler = COMMANDS.get(args.command) or experiment_cli.COMMANDS[args.command]
+    if args.trust_module:
+        from goalscope.envs.events import trust_modules
+
+        trust_modules(args.trust_module)
     try:
         handler(args)
+        sys.stdout.flush()
     except GoalscopeError as e:
-        print(f"goalscope: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
+    except BrokenPipeError:  # `goalscope results RUN | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except OSError as e:  # the user's filesystem said no (full disk, permissions, /proc): one line, nothing lost
+        where = f"{e.filename}: " if e.filename else ""
+        return _fail(f"{where}{e.strerror or e}")
     except KeyboardInterrupt:
         print("goalscope: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"goalscope: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -7,16 +7,17 @@ See ``experiments/default.toml`` for a commented example of every field.
 from __future__ import annotations
 
 import math
-import tomllib
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from goalscope.agents import arch_config, arch_config_to_json
+from goalscope.agents import arch_config, arch_config_to_json, build_agent
 from goalscope.envs import ENV_FAMILIES, env_from_json
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward
+from goalscope.envs.events import trust_modules
 from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import MAX_STEPS, check_model_size, int_field, read_toml
 from goalscope.training import PPOConfig
 
 
@@ -150,7 +151,27 @@ class ExperimentConfig:
             raise ConfigError("superpose.methods has 'control_subtracted' but controls.continue_ra is false")
         if self.evaluation.episodes < 2 or self.evaluation.bootstrap < 100:
             raise ConfigError("evaluation.episodes must be >= 2 and evaluation.bootstrap >= 100")
+        self._check_bounds()
         return self
+
+    def _check_bounds(self) -> None:
+        """Upper bounds on every number that sizes work, so a typo fails now instead of after hours of training
+        (``bootstrap = 10**12`` used to crash the analysis after every job had run) or by exhausting memory."""
+        for key, value, hi in (("base.steps", self.base.steps, MAX_STEPS), ("finetune.steps", self.finetune.steps, MAX_STEPS),
+                               ("negate.retrain_steps", self.negate.retrain_steps, MAX_STEPS),
+                               ("evaluation.episodes", self.evaluation.episodes, 100_000),
+                               ("evaluation.bootstrap", self.evaluation.bootstrap, 100_000),
+                               ("evaluation.seed", self.evaluation.seed, 2**32 - 1),
+                               ("superpose.fisher_samples", self.superpose.fisher_samples, 1_000_000),
+                               ("workers", self.workers, 1024), ("number of seeds", len(self.seeds), 1000)):
+            int_field(value, key, 0, hi)
+        for s in self.seeds:
+            int_field(s, "seeds[]", 0, 2**32 - 1)
+        if len(self.rbs()) > 1000:
+            raise ConfigError(f"finetune.rewards gives {len(self.rbs())} rewards; at most 1000 are supported")
+        env = self.env
+        make = lambda: build_agent(self.agent.arch, env.obs_shape, env.n_actions, self.agent.config)  # noqa: E731
+        check_model_size(make, f"agent (architecture {self.agent.arch!r})")
 
     def to_json(self) -> dict:
         out = {}
@@ -205,13 +226,15 @@ def _section(cls, data, prefix: str):
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
+    """An experiment TOML file, validated. It is the user's own, so an env id it names as ``module:Env`` may import
+    that module (a checkpoint or run directory naming one may not; see ``envs.events.trust_modules``)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"experiment file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    data = read_toml(path)
+    env = data.get("env")
+    if isinstance(env, dict) and isinstance(env.get("id"), str) and ":" in env["id"]:
+        trust_modules([env["id"].split(":", 1)[0]])
     return experiment_from_dict(data)
 
 

@@ -22,17 +22,6 @@ class TrainingDiverged(GoalscopeError):
     """Training produced NaN/inf; the last good checkpoint is kept."""
 
 
-def read_json(path) -> object:
-    """A JSON file goalscope wrote; a damaged one is a one-line error naming it."""
-    import json
-    from pathlib import Path
-
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise GoalscopeError(f"{path} cannot be read as JSON ({e}); rerun the stage that writes it") from None
-
-
 def check_fields(cls, data, where: str, extra: tuple[str, ...] = ()) -> dict:
     """``data`` as keyword arguments for the dataclass ``cls``; a key it lacks is a ConfigError naming it.
 

@@ -36,6 +36,27 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+    _die_with_parent()
+
+
+def _die_with_parent(poll_s: float = 0.2) -> None:
+    """End this worker as soon as the process that started it is gone (e.g. ``kill -9`` of ``goalscope run``).
+
+    A pool worker outlives a killed parent by default and would go on training and writing into the run directory
+    while the user's rerun holds it. A daemon thread watching the parent pid works on every POSIX system (the
+    orphan is re-parented, so ``getppid`` changes), unlike Linux's parent-death signal, which follows the *thread*
+    that started the worker."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="goalscope-parent-watch", daemon=True).start()
 
 
 class LocalExecutor:
@@ -105,7 +126,7 @@ class RayExecutor:
                 kwargs.update(num_cpus=self.workers or None, include_dashboard=False)
             try:
                 ray.init(**kwargs)
-            except (ConnectionError, ValueError, RuntimeError) as e:
+            except Exception as e:  # Ray raises bare Exception for some start failures
                 where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
                 raise GoalscopeError(f"could not start or reach {where}: {e}") from None
         if self._remote is None:

@@ -6,7 +6,9 @@ import dataclasses
 import math
 from pathlib import Path
 
-from goalscope.errors import ConfigError, read_json
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import read_json
+from goalscope.outputs import check_output_file, check_output_path, check_replaceable, foreign_entry, replace_dir, write_marker
 
 
 def add_commands(sub) -> None:
@@ -48,7 +50,9 @@ def add_commands(sub) -> None:
     p.add_argument("mbs", type=Path, nargs="+", help="fine-tuned checkpoints MB_1 ... MB_k")
     p.add_argument("--method", default="mean_abs", help="aggregator: mean, median, mean_abs, ties, pca, control_subtracted, fisher")
     p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
-    p.add_argument("--out", type=Path, help="write the heatmap as safetensors")
+    p.add_argument("--out", type=Path, help="write the heatmap as safetensors (marked as a heatmap, so it is never "
+                                            "loaded as weights)")
+    p.add_argument("--force", action="store_true", help="replace an existing heatmap file at --out")
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a finished run",
                        description="Write RUN/report/index.html (figures embedded, opens offline) with PNG, SVG and "
@@ -106,7 +110,12 @@ def cmd_results(args) -> None:
     path = args.run / "summary.json"
     if not path.exists():
         raise ConfigError(f"{args.run} has no summary.json; run `goalscope run EXPERIMENT --out {args.run}` first")
-    print_results(args.run, read_json(path))
+    rewrite = f"rewrite it with `goalscope run EXPERIMENT --out {args.run}` (finished stages are reused)"
+    summary = read_json(path, advice=rewrite)
+    try:
+        print_results(args.run, summary)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise GoalscopeError(f"{path} is damaged ({type(e).__name__}: {e}); {rewrite}") from None
 
 
 def _fmt(ci) -> str:
@@ -207,13 +216,13 @@ def cmd_negate(args) -> None:
 
 
 def cmd_superpose(args) -> None:
-    from safetensors.torch import save_file
-
     from goalscope import aggregate as agg
     from goalscope import signals as sig
 
-    from goalscope.checkpoints import load_checkpoint
+    from goalscope.checkpoints import HEATMAP_FORMAT, load_checkpoint, save_heatmap, weights_format
 
+    if args.out:  # before any work: never overwrite without --force, and never anything but a heatmap
+        check_output_file(args.out, args.force, "heatmap", lambda p: weights_format(p) == HEATMAP_FORMAT)
     ma = load_checkpoint(args.ma)  # once: every signal is measured from this MA
     deltas = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, b).state_dict) for b in args.mbs]
     controls = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, c).state_dict) for c in args.control]
@@ -228,25 +237,32 @@ def cmd_superpose(args) -> None:
     for k, v in sorted(heat.items(), key=lambda kv: -float(kv[1].sum())):
         print(f"  {k:<18}{float(v.sum()) / total if total else 0:>8.1%}")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in heat.items()}, str(args.out))
+        save_heatmap(heat, args.out, {"method": args.method, "signals": str(len(deltas))})
         print(f"wrote {args.out}")
 
 
 def cmd_report(args) -> None:
     from goalscope.report import write_report
 
-    print(write_report(args.run, args.out))
+    out = check_output_path(args.out or args.run / "report", "report directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out takes a directory for the report")
+    if args.out and out.exists() and any(out.iterdir()) and foreign_entry(out) is not None:
+        raise ConfigError(f"{out} holds {foreign_entry(out)!r}, which goalscope did not write; choose an empty or new --out")
+    index = write_report(args.run, out)
+    write_marker(out, "report")
+    print(index)
 
 
 def cmd_import_sb3(args) -> None:
     from goalscope.checkpoints import save_checkpoint
-    from goalscope.cli import _check_out, _env_config
+    from goalscope.cli import _env_config
     from goalscope.importers import import_sb3
 
+    check_replaceable(args.out, args.force, "checkpoint directory")  # before reading the zip
     ckpt = import_sb3(args.zip, _env_config(args), args.reward, activation=args.activation)
-    _check_out(args.out, args.force)
-    save_checkpoint(ckpt, args.out)
+    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
+        save_checkpoint(ckpt, staging)
     hidden = ckpt.arch_config["hidden"]
     print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an mlp checkpoint (hidden {hidden}, "
           f"{ckpt.arch_config['activation']}) trained on {ckpt.reward.name}: {args.out}")

@@ -37,6 +37,7 @@ from goalscope.checkpoints import Checkpoint, check_state_dict
 from goalscope.envs.maze import N_ACTIONS, MazeConfig
 from goalscope.envs.rewards import Reward, parse_reward
 from goalscope.errors import CheckpointError, GoalscopeError
+from goalscope.inputs import MAX_STEPS, check_structure, int_field
 
 ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu"}  # SB3 class name -> goalscope MLPConfig.activation
 SB3_DEFAULT_ACTIVATION = "tanh"  # ActorCriticPolicy's default activation_fn is nn.Tanh
@@ -49,11 +50,15 @@ def _safe_torch_load(data: bytes | Path, what: str):
     try:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message suggests weights_only=False; keep only the line that says what the file wanted to run.
-        m = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed| Please|\n|$)", str(e))
-        reason = m.group(1).strip() if m else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{what} holds more than tensors and is refused (it could run code when "
-                              f"unpickled): {reason}") from None
+        # torch's message ends with advice to pass weights_only=False, i.e. to run the code: never repeat it.
+        text = str(e)
+        m = re.search(r"GLOBAL ([\w.]+)|call reduce for ([\w.]+)", text)
+        if m:
+            raise CheckpointError(f"{what} is refused: unpickling it would import or call {m.group(1) or m.group(2)}, "
+                                  "which could run code; goalscope loads only tensors and plain containers") from None
+        m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        detail = m.group(1).strip() if m else "not a pickle of tensors"
+        raise CheckpointError(f"{what} is not a readable torch state dict ({detail})") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, AttributeError) as e:
         raise CheckpointError(f"{what} is not a readable torch state dict: {type(e).__name__}: {e}") from None
 
@@ -174,6 +179,9 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
         data = json.loads(data_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: 'data' is not JSON: {e}") from None
+    except (RecursionError, MemoryError):
+        raise CheckpointError(f"{path}: 'data' is nested too deeply or too large to read") from None
+    check_structure(data, f"{path}:data", CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: 'data' is not a JSON object")
 
@@ -190,6 +198,8 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
     policy_kwargs = data.get("policy_kwargs")
     _check_policy_kwargs(policy_kwargs, path)
     obs_shape = _readable(data.get("observation_space"), "_shape")
+    if obs_shape is not None and (not isinstance(obs_shape, list) or not all(isinstance(d, int) for d in obs_shape)):
+        raise CheckpointError(f"{path}: observation_space._shape must be a list of integers, got {obs_shape!r:.60}")
     if obs_shape is not None and tuple(obs_shape) != tuple(env_cfg.obs_shape):
         raise CheckpointError(f"{path}: observation shape mismatch: the SB3 model saw {tuple(obs_shape)}, "
                               f"this maze gives {tuple(env_cfg.obs_shape)} (size, n_types and cue must match)")
@@ -248,11 +258,12 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
     want = model.state_dict()
     check_state_dict(converted, want, "mlp")
     seed = data.get("seed")
+    steps = int_field(data.get("num_timesteps") or 0, f"{path}: num_timesteps", 0, MAX_STEPS, error=CheckpointError)
     ckpt = Checkpoint(
         arch="mlp", arch_config=arch_cfg, env=env_cfg, reward=reward,
         state_dict={k: converted[k] for k in want},  # the model's own order
-        steps=int(data.get("num_timesteps") or 0),
-        seed=int(seed) if isinstance(seed, int) else 0,
+        steps=steps,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63 else 0,
         parent=None,
         extra={"imported_from": {"format": "stable-baselines3", "path": str(path), "sb3_version": sb3_version,
                                  "policy_class": policy_name}},

@@ -30,6 +30,8 @@ from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
 from goalscope.evaluation import Profile, evaluate
+from goalscope.inputs import read_json
+from goalscope.outputs import holds_lock
 from goalscope.training import PPOConfig, finetune, train_new
 
 KINDS = ("train", "finetune", "negate")
@@ -65,15 +67,32 @@ def job_status(run_dir: Path, key: str) -> dict | None:
 
     A failed job is reported in the results (never averaged in) and retried by the next run."""
     p = stage_dir(run_dir, key) / DONE
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        status = read_json(p)
+    except GoalscopeError as e:  # damaged: treated as failed, so the next run redoes the job
+        return {"key": key, "status": "failed", "error": str(e), "label": key}
+    if not isinstance(status, dict) or status.get("status") not in ("ok", "failed"):
+        return {"key": key, "status": "failed", "error": f"{p} is damaged", "label": key}
+    return status
 
 
 def load_profile(run_dir: Path, key: str, name: str = "profile.json") -> Profile:
-    return Profile.from_json(json.loads((stage_dir(run_dir, key) / name).read_text()))
+    path = stage_dir(run_dir, key) / name
+    redo = f"delete {path.parent} and rerun `goalscope run` to recompute it"
+    data = read_json(path, advice=redo)
+    try:
+        return Profile.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise GoalscopeError(f"{path} is damaged ({type(e).__name__}: {e}); {redo}") from None
 
 
-def run_job(job: Job, run_dir: str | Path) -> dict:
-    """Execute ``job`` unless it already finished; returns its status. Safe to call in a worker process."""
+def run_job(job: Job, run_dir: str | Path, lock_owner: str | None = None) -> dict:
+    """Execute ``job`` unless it already finished; returns its status. Safe to call in a worker process.
+
+    With ``lock_owner``, the result is put in place only while the run's lock is still held by that owner: a job
+    that outlives its run (orphaned by a kill) leaves its partial directory for the next run and writes nothing."""
     run_dir = Path(run_dir)
     done = job_status(run_dir, job.key)
     if done is not None and done["status"] == "ok":
@@ -100,6 +119,9 @@ def run_job(job: Job, run_dir: str | Path) -> dict:
     status["wall_s"] = round(time.perf_counter() - start, 3)
     shutil.rmtree(tmp / RESUME, ignore_errors=True)
     atomic_write_bytes(tmp / DONE, json.dumps(status, indent=2).encode())
+    if lock_owner is not None and not holds_lock(Path(run_dir) / ".lock", lock_owner):
+        status.update(status="failed", error="its run ended before it finished; the next run resumes it")
+        return status
     if final.exists():  # another process finished the same job first; its result is identical by construction
         shutil.rmtree(tmp, ignore_errors=True)
     else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,8 +20,10 @@ from pathlib import Path
 
 from goalscope.checkpoints import atomic_write_bytes
 from goalscope.config import ExperimentConfig
-from goalscope.errors import ConfigError, GoalscopeError, read_json
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import read_json
 from goalscope.jobs import KINDS, Job, job_status, run_job
+from goalscope.outputs import Lock, check_output_path
 
 EXPERIMENT_FILE = "experiment.json"
 CONTROL_MODELS = ("control: MA on RA", "control: MA retrained")
@@ -139,48 +140,9 @@ def plan_experiment(cfg: ExperimentConfig) -> Plan:
 # Run directory: lock, config check, forced stages
 
 
-class RunLock:
+def RunLock(run_dir: Path) -> Lock:  # noqa: N802 (reads as the class it was)
     """An exclusive lock on a run directory, so two runs cannot interleave their writes."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # The lock appears with its pid already inside (written to a private file, then hard-linked into place,
-        # which fails if the lock exists), so nobody can read a half-made lock and mistake it for a stale one.
-        mine = self.path.with_name(f".lock-{os.getpid()}")
-        mine.write_text(str(os.getpid()))
-        try:
-            for _ in range(2):
-                try:
-                    os.link(mine, self.path)
-                    return self
-                except FileExistsError:
-                    try:
-                        pid = int(self.path.read_text().strip())
-                    except (OSError, ValueError):
-                        pid = 0  # vanished meanwhile, or not a goalscope lock
-                    if pid and _alive(pid):
-                        raise GoalscopeError(f"{self.path.parent} is in use by another goalscope process (pid {pid}); "
-                                             "wait for it or point --out elsewhere") from None
-                    self.path.unlink(missing_ok=True)  # a stale lock from a killed run
-            raise GoalscopeError(f"could not lock {self.path.parent}")
-        finally:
-            mine.unlink(missing_ok=True)
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return Lock(Path(run_dir) / ".lock")
 
 
 def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bool) -> None:
@@ -189,7 +151,10 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
         if run_dir.exists() and any(p for p in run_dir.iterdir() if p.name != ".lock"):
             raise ConfigError(f"{run_dir} exists and is not a goalscope run; choose another --out")
         return
-    old = read_json(path)
+    old = read_json(path, advice="it records the config this run was made with; restore it from a backup, or use a "
+                                  "new --out", error=ConfigError)
+    if not isinstance(old, dict):
+        raise ConfigError(f"{path} is damaged (not a table); restore it from a backup, or use a new --out")
     new = cfg.to_json()
     if old != new and not reconfigure:
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
@@ -197,10 +162,13 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
                           "--reconfigure to reuse its finished stages with the new config")
 
 
+def _check_force(kind: str | None) -> None:
+    if kind is not None and kind not in (*KINDS, "analysis", "all"):
+        raise ConfigError(f"--force takes one of {', '.join((*KINDS, 'analysis', 'all'))}, got {kind!r}")
+
+
 def _force(run_dir: Path, plan: Plan, kind: str) -> int:
     """Delete the finished jobs of ``kind`` and of every later kind (they were built on them)."""
-    if kind not in (*KINDS, "analysis", "all"):
-        raise ConfigError(f"--force takes one of {', '.join((*KINDS, 'analysis', 'all'))}, got {kind!r}")
     if kind == "analysis":
         return 0  # analysis always reruns
     doomed = KINDS if kind == "all" else KINDS[KINDS.index(kind):]
@@ -218,12 +186,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
     from goalscope.analysis import analyse
     from goalscope.executors import LocalExecutor
 
-    run_dir = Path(run_dir)
+    run_dir = check_output_path(Path(run_dir), "run directory")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file, not a run directory")
+    _check_force(force)  # before anything is written
     executor = executor or LocalExecutor(cfg.workers)
     _check_same_experiment(run_dir, cfg, reconfigure)
     plan = plan_experiment(cfg)
     timings = {}
-    with RunLock(run_dir):
+    with RunLock(run_dir) as lock:
         atomic_write_bytes(run_dir / EXPERIMENT_FILE, json.dumps(cfg.to_json(), indent=2).encode())
         keys = {j.key for j in plan.jobs()}
         for leftover in (run_dir / "stages").glob(".partial-*") if (run_dir / "stages").exists() else []:
@@ -236,7 +207,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
             todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
             start = time.perf_counter()
             log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
-            statuses = executor.run(_JobRunner(str(run_dir)), todo, desc=kind)
+            statuses = executor.run(_JobRunner(str(run_dir), lock.owner), todo, desc=kind)
             for st in statuses:
                 if st["status"] != "ok":
                     log(f"  job {st['label']} failed: {st['error']}")
@@ -255,13 +226,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
 
 
 class _JobRunner:
-    """A picklable ``job -> status`` for executors."""
+    """A picklable ``job -> status`` for executors; ``owner`` is the run's lock, which a finished job must still
+    see held before it puts its result in place (a worker orphaned by a killed run must not write)."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, owner: str | None = None):
         self.run_dir = run_dir
+        self.owner = owner
 
     def __call__(self, job: Job) -> dict:
-        return run_job(job, self.run_dir)
+        return run_job(job, self.run_dir, lock_owner=self.owner)
 
 
 def _job_times(run_dir: Path, plan: Plan) -> dict:

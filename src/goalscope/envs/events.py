@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
+import sys
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -52,6 +54,7 @@ class GymEventsConfig:
     def make_single(self) -> gym.Env:
         if self.id == MINIGRID_ID:
             register_minigrid()
+        check_importable(self.id)
         try:
             return gym.make(self.id, **self.kwargs)
         except gym.error.Error as e:
@@ -77,6 +80,32 @@ class GymEventsConfig:
     @staticmethod
     def from_json(d: dict) -> "GymEventsConfig":
         return GymEventsConfig(**check_fields(GymEventsConfig, d, "env", extra=("family",)))
+
+
+TRUST_ENV = "GOALSCOPE_TRUST_MODULES"  # comma-separated modules env ids may import; inherited by worker processes
+
+
+def trust_modules(names) -> None:
+    """Allow env ids of the form ``module:Env-v0`` to import ``module`` (in this process and its workers).
+
+    Experiment files are the user's own, so the modules they name are trusted when the file is loaded; a
+    checkpoint or run directory is data and may name a module only if it is already imported, listed in
+    ``$GOALSCOPE_TRUST_MODULES``, or passed with ``goalscope --trust-module NAME``.
+    """
+    have = [m for m in os.environ.get(TRUST_ENV, "").split(",") if m]
+    os.environ[TRUST_ENV] = ",".join(dict.fromkeys([*have, *names]))
+
+
+def check_importable(env_id: str) -> None:
+    """Refuse an env id whose ``module:`` prefix would make ``gymnasium.make`` import a module nobody allowed."""
+    if ":" not in env_id:
+        return  # registered ids resolve through gymnasium's registry: code that is already imported
+    module = env_id.split(":", 1)[0]
+    trusted = set(os.environ.get(TRUST_ENV, "").split(","))
+    if module in sys.modules or module in trusted or module.split(".")[0] in trusted:
+        return
+    raise ConfigError(f"env.id {env_id!r} would import the module {module!r}, and goalscope never imports code "
+                      f"that a file names; if you trust it, pass --trust-module {module} (or set {TRUST_ENV}={module})")
 
 
 @functools.lru_cache(maxsize=16)

@@ -14,6 +14,7 @@ from short strings that name their meaning:
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -32,6 +33,10 @@ class Reward:
     weights: tuple[float, ...]
     step_cost: float = 0.0
     cued: bool = False  # pays 1 for the type the observation cues (env.cue), whatever the weights say
+
+    def __post_init__(self):
+        if not all(math.isfinite(w) for w in (*self.weights, self.step_cost)):
+            raise ConfigError(f"reward {self.name!r} has a NaN or infinite weight; rewards must be finite numbers")
 
     @property
     def n_types(self) -> int:

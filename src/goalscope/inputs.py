@@ -1,0 +1,129 @@
+"""The gate between files people hand goalscope and its code: bounded reading and checked fields.
+
+Everything goalscope reads from outside (experiment TOML, ``meta.json``, ``done.json``, ``profile.json``,
+``summary.json``, SB3 zips, weights) passes through these helpers, so a damaged, hostile or merely odd file ends
+as one line naming the file and the field, never as a traceback, a hang, or gigabytes allocated on its word:
+
+- files are size-capped before parsing, and parsed structures depth- and key-count-capped (JSON or TOML nested
+  100k deep, or 50k dotted keys, are refused instead of exhausting the stack or memory);
+- numbers that size work (steps, episodes, bootstrap resamples, network widths) are integers within bounds;
+- weights must be finite, and an architecture's parameter count is computed on PyTorch's ``meta`` device before
+  a single real tensor is allocated.
+
+This module may import only :mod:`goalscope.errors`, the standard library and (lazily) torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from pathlib import Path
+
+from goalscope.errors import ConfigError, GoalscopeError
+
+MAX_JSON_BYTES = 64 << 20
+MAX_TOML_BYTES = 1 << 20
+MAX_DEPTH = 24
+MAX_NODES = 200_000
+MAX_STEPS = 10**10  # env steps in one training job: ~weeks of CPU time, far above any sensible budget
+MAX_PARAMETERS = 50_000_000  # goalscope's agents are small; this is ~200 MB of fp32 weights per copy
+
+
+def check_structure(data, where: str, error=GoalscopeError) -> None:
+    """Refuse nesting deeper than MAX_DEPTH or more than MAX_NODES values (walked without recursion)."""
+    stack, nodes = [(data, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_DEPTH:
+            raise error(f"{where} is nested more than {MAX_DEPTH} levels deep")
+        if nodes > MAX_NODES:
+            raise error(f"{where} holds more than {MAX_NODES:,} values")
+        if isinstance(value, dict):
+            stack += [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
+
+
+def _read_bytes(path: Path, limit: int, error) -> bytes:
+    path = Path(path)
+    try:
+        if path.is_dir():
+            raise error(f"{path} is a directory where a file should be")
+        size = path.stat().st_size
+        if size > limit:
+            raise error(f"{path} is {size:,} bytes, more than the {limit:,} goalscope reads from such a file")
+        return path.read_bytes()
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e})") from None
+
+
+def read_json(path, advice: str = "", error=GoalscopeError) -> object:
+    """A JSON file, bounded; a damaged one is a one-line ``error`` naming it, followed by ``advice``."""
+    raw = _read_bytes(path, MAX_JSON_BYTES, error)
+    tail = f"; {advice}" if advice else ""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"{path} cannot be read as JSON ({e}){tail}") from None
+    except (RecursionError, MemoryError):
+        raise error(f"{path} is nested too deeply or too large to read{tail}") from None
+    check_structure(data, str(path), error)
+    return data
+
+
+def read_toml(path) -> dict:
+    """An experiment TOML file, bounded; an empty one is an error (it would silently run every default)."""
+    raw = _read_bytes(path, MAX_TOML_BYTES, ConfigError)
+    try:
+        data = tomllib.loads(raw.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"{path}: nested too deeply or too large to read") from None
+    check_structure(data, str(path), ConfigError)
+    if not data:
+        raise ConfigError(f"{path} is empty; see experiments/default.toml for every field (an empty file would run "
+                          "all defaults without saying so)")
+    return data
+
+
+def int_field(value, name: str, lo: int = 0, hi: int = MAX_STEPS, error=ConfigError) -> int:
+    """``value`` as an integer in [lo, hi]; booleans, floats (1e400 is inf) and strings are refused by name."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise error(f"{name} must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise error(f"{name} must be between {lo:,} and {hi:,}, got {value:,}")
+    return value
+
+
+def finite_float(value, name: str, error=ConfigError) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise error(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_finite_state(state: dict, where: str, error=GoalscopeError) -> None:
+    """Refuse weights holding NaN or inf: they load fine and then fail far away, in sampling."""
+    import torch
+
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise error(f"{where}: tensor {name!r} holds NaN or inf values; such weights cannot be evaluated or trained")
+
+
+def check_model_size(build, where: str, error=ConfigError) -> int:
+    """Parameter count of the model ``build()`` makes, counted on the meta device (no memory allocated)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = build()
+    except (RuntimeError, ValueError, TypeError, OverflowError) as e:
+        raise error(f"{where}: the architecture cannot be built with this config ({e})") from None
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise error(f"{where}: the network would have {n:,} parameters, more than goalscope's limit of "
+                    f"{MAX_PARAMETERS:,}; use smaller widths")
+    return n
