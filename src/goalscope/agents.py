@@ -152,6 +152,75 @@ class PlannerAgent(nn.Module):
 
 
 @dataclass(frozen=True)
+class NeedlePlannerConfig:
+    reward_hidden: int = 4  # width of the per-cell reward map: the planted objective (29 parameters for K=5)
+    iterations: int = 0  # value-iteration steps; 0 = twice the grid side
+    q_channels: int = 8
+    hidden: int = 64  # width of the two-layer torso over Q around the agent (the haystack)
+
+
+# The agent's cell and its four neighbours, in action order (up, right, down, left): (row, column) shifts.
+_NEIGHBOURHOOD = ((0, 0), (-1, 0), (0, 1), (1, 0), (0, -1))
+
+
+class NeedlePlannerAgent(nn.Module):
+    """The planner's explicit reward map as a needle in a haystack: ≤ 2% of the parameters hold the objective.
+
+    Same planted objective as :class:`PlannerAgent` (a per-cell reward map, the only part that sees the object
+    planes, then learned value iteration), but the policy and value heads read Q at the agent's cell and its four
+    neighbours through a two-layer torso. With the defaults the reward map holds 29 of ~7,300 parameters (0.4%),
+    so a heatmap cannot find it by ranking whole tensors that happen to move a lot: the torso moves under every
+    fine-tune, whatever the reward. Everything the agent knows about which objects pay flows through the scalar
+    reward map ``r``, so by construction the objective lives in ``reward_map*`` and nowhere else.
+    """
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int,
+                 cfg: NeedlePlannerConfig = NeedlePlannerConfig()):
+        super().__init__()
+        c, h, w = obs_shape
+        self.iterations = cfg.iterations or 2 * max(h, w)
+        self.n_object_planes = c - 2
+        self.reward_map1 = _init(nn.Conv2d(c - 2, cfg.reward_hidden, 1), math.sqrt(2))  # object planes only
+        self.reward_map2 = _init(nn.Conv2d(cfg.reward_hidden, 1, 1), 1.0)
+        self.transition = _init(nn.Conv2d(2, cfg.q_channels, 3, padding=1), 1.0)
+        self.fc1 = _init(nn.Linear(len(_NEIGHBOURHOOD) * cfg.q_channels, cfg.hidden), math.sqrt(2))
+        self.fc2 = _init(nn.Linear(cfg.hidden, cfg.hidden), math.sqrt(2))
+        self.policy = _init(nn.Linear(cfg.hidden, n_actions), 0.01)
+        self.value = _init(nn.Linear(cfg.hidden, 1), 1.0)
+
+    @staticmethod
+    def objective_parameters() -> tuple[str, ...]:
+        return ("reward_map1.weight", "reward_map1.bias", "reward_map2.weight", "reward_map2.bias")
+
+    def objective_units(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Per object plane, the reward-map weights that read it: ``{"plane k": {param: bool mask}}``.
+
+        Column k of ``reward_map1.weight`` is the only place where plane k enters the network, so a reward
+        change about type k has to pass through it (the rest of the reward map is shared by all types).
+        """
+        shape = self.reward_map1.weight.shape
+        out = {}
+        for k in range(self.n_object_planes):
+            mask = torch.zeros(shape, dtype=torch.bool)
+            mask[:, k] = True
+            out[f"plane {k}"] = {"reward_map1.weight": mask}
+        return out
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = obs.float()
+        free, agent = 1.0 - x[:, 0:1], x[:, 1:2]
+        r = self.reward_map2(torch.relu(self.reward_map1(x[:, 2:]))) * free
+        v = torch.zeros_like(r)
+        for _ in range(self.iterations):
+            q = self.transition(torch.cat([r, v], 1))
+            v = q.max(1, keepdim=True).values * free
+        # The agent never stands on the outer wall, so rolling its one-hot plane never wraps onto a real cell.
+        around = [(q * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in _NEIGHBOURHOOD]
+        z = torch.relu(self.fc2(torch.relu(self.fc1(torch.cat(around, 1)))))
+        return self.policy(z), self.value(z).squeeze(-1)
+
+
+@dataclass(frozen=True)
 class Architecture:
     name: str
     config_cls: type
@@ -172,12 +241,29 @@ register_architecture(Architecture("cnn", CNNConfig, CNNAgent, "small CNN over t
 register_architecture(Architecture("mlp", MLPConfig, MLPAgent, "MLP over the flattened grid"))
 register_architecture(Architecture("planner", PlannerConfig, PlannerAgent,
                                    "value-iteration planner with an explicit reward map (planted ground truth)"))
+register_architecture(Architecture("needle_planner", NeedlePlannerConfig, NeedlePlannerAgent,
+                                   "planner whose reward map is a needle (<= 2% of the parameters) in a larger torso"))
 
 
 def objective_parameters(model: nn.Module) -> tuple[str, ...] | None:
     """Names of the parameters known to hold the objective, for architectures that plant one (else None)."""
     fn = getattr(model, "objective_parameters", None)
     return tuple(fn()) if fn else None
+
+
+def objective_mask(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Parameter-level labels of the planted objective: a bool tensor per parameter, True where the objective lives.
+
+    An architecture can label single entries with its own ``objective_mask()``; otherwise every entry of the
+    tensors named by ``objective_parameters()`` is positive. None for architectures without a planted objective.
+    """
+    fn = getattr(model, "objective_mask", None)
+    if fn is not None:
+        return {k: v.to(torch.bool) for k, v in fn().items()}
+    names = objective_parameters(model)
+    if names is None:
+        return None
+    return {k: torch.full(p.shape, k in names, dtype=torch.bool) for k, p in model.named_parameters()}
 
 
 def get_architecture(name: str) -> Architecture:
