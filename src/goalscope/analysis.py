@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from goalscope.errors import GoalscopeError
 from goalscope.evaluation import Profile, oracle_profile
 from goalscope.jobs import job_status, load_profile, stage_dir
 from goalscope.records import record, write_records
-from goalscope.stats import bootstrap_mean, bootstrap_ratio
+from goalscope.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio, holm, seed_means, spearman, t_interval, t_test
 
 STABILITY_TOP = 0.01  # top-1% parameter sets compared across seeds
 
@@ -94,17 +95,19 @@ def _mean(xs) -> float | None:
 
 
 def _load_states(plan, run_dir, ok) -> dict[str, dict]:
-    keys = [*plan.ma.values(), *plan.mb.values(), *plan.control.values(), *plan.ma_other.values()]
+    keys = [*plan.ma.values(), *plan.mb.values(), *plan.control.values(), *plan.ma_other.values(),
+            *plan.mb_rep.values(), *plan.control_rep.values()]
     return {k: load_checkpoint(stage_dir(run_dir, k)).state_dict for k in keys if k in ok}
 
 
-def _deltas(cfg, plan, states, seed) -> tuple[dict[str, dict], dict | None]:
+def _deltas(cfg, plan, states, seed, rep: int = 0) -> tuple[dict[str, dict], dict | None]:
+    """Update signals of MA seed ``seed`` from its fine-tune seed ``rep`` (0: the MBs used everywhere)."""
     ma = states.get(plan.ma[seed])
     if ma is None:
         return {}, None
-    deltas = {rb.name: sig.update_signal(ma, states[plan.mb[(seed, rb.name)]])
-              for rb in cfg.rbs() if plan.mb[(seed, rb.name)] in states}
-    control_key = plan.control.get(seed)
+    mb = {rb.name: plan.mb[(seed, rb.name)] if rep == 0 else plan.mb_rep.get((seed, rb.name, rep)) for rb in cfg.rbs()}
+    deltas = {rb: sig.update_signal(ma, states[k]) for rb, k in mb.items() if k in states}
+    control_key = plan.control.get(seed) if rep == 0 else plan.control_rep.get((seed, rep))
     control = sig.update_signal(ma, states[control_key]) if control_key in states else None
     return deltas, control
 
@@ -166,22 +169,28 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
     K = cfg.env.n_types
     n_boot = cfg.evaluation.bootstrap
     summary["negation"] = []
+    family: list = []  # (summary entry, bootstrap CI, seeds) of every verdict, corrected together at the end
     for rb in cfg.rbs():
         i_rb = rb.target_type(ra)
         others = [k for k in range(K) if k != i_rb and k not in set(ra.rewarded_types().tolist())]
         for alpha in cfg.negate.alphas:
             seeds = [s for s in cfg.seeds if all(k in ok for k in (
                 plan.negated.get((s, rb.name, alpha, "delta")), plan.retrain_control.get(s), plan.ma.get(s)))]
-            use_random = cfg.negate.random_control and all((s, rb.name, alpha, "random") in plan.negated and
-                                                           plan.negated[(s, rb.name, alpha, "random")] in ok for s in seeds)
             if not seeds:
                 continue
+            random_keys = {s: [k for (s2, r2, a2, d), k in plan.negated.items()
+                               if (s2, r2, a2) == (s, rb.name, alpha) and d.startswith("random")] for s in seeds}
+            use_random = all(keys and all(k in ok for k in keys) for keys in random_keys.values())
             star = _stack(run_dir, [plan.negated[(s, rb.name, alpha, "delta")] for s in seeds])
             star0 = _stack(run_dir, [plan.negated[(s, rb.name, alpha, "delta")] for s in seeds], "profile_before_retrain.json")
             ma = _stack(run_dir, [plan.ma[s] for s in seeds])
             controls = {"retrained MA": _stack(run_dir, [plan.retrain_control[s] for s in seeds])}
+            n_dirs = min(len(k) for k in random_keys.values())
             if use_random:
-                controls["random direction"] = _stack(run_dir, [plan.negated[(s, rb.name, alpha, "random")] for s in seeds])
+                # The control for a seed is the mean, episode by episode, over its fresh random directions: one
+                # direction is one draw of "a step of this size", not a control.
+                controls["random direction"] = _mean_profile([_stack(run_dir, [random_keys[s][j] for s in seeds])
+                                                              for j in range(n_dirs)])
 
             def rb_count(p):
                 return p.counts[..., i_rb].astype(float)
@@ -195,6 +204,8 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
 
             model = f"MB*[{rb.name}] a={alpha:g}"
             detail = f"seeds={len(seeds)} episodes={star.counts.shape[1]}"
+            if use_random:
+                detail += f" random_directions={n_dirs}"
             rows.append(record("negation", model, rb.name, None, "rb_objects", *bootstrap_mean(rb_count(star), n_boot), detail))
             rows.append(record("negation", model, rb.name, None, "rb_objects_before_retrain_minus_ma",
                                *bootstrap_mean(rb_count(star0) - rb_count(ma), n_boot), detail))
@@ -212,10 +223,47 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
                 rows.append(record("negation", model, rb.name, None, f"specific_lean_vs_{tag}", *spec, detail))
                 rows.append(record("negation", model, rb.name, None, f"ra_return_vs_{tag}", *ra_change, detail))
                 rows.append(record("negation", model, rb.name, None, f"selectivity_vs_{tag}", *sel, detail))
+                # The verdict's evidence: a t interval over per-seed means (nominal coverage at 3-5 seeds) and its
+                # two-sided p, Holm-corrected below over every negation verdict of the run.
+                per_seed = seed_means(specific(star) - specific(c) if others else rb_count(star) - rb_count(c))
+                t_ci = t_interval(per_seed)
+                rows.append(record("negation", model, rb.name, None, f"lean_t_vs_{tag}", *t_ci,
+                                   detail + " t interval over seed means"))
                 entry[tag] = {"rb_objects_diff": _ci(lean), "specific_lean": _ci(spec), "ra_return_diff": _ci(ra_change),
-                              "verdict": verdict(spec if others else lean)}
+                              "lean_t": _ci(t_ci), "p": t_test(per_seed)}
+                family.append((entry[tag], spec if others else lean, len(seeds)))
             summary["negation"].append(entry)
+    # Holm-Bonferroni over the whole negation family (every RB x alpha x control read by a verdict).
+    for (d, boot, n), p_adj in zip(family, holm([d["p"] for d, _, _ in family])):
+        d["p_holm"] = None if not np.isfinite(p_adj) else round(float(p_adj), 5)
+        d["p"] = None if not np.isfinite(d["p"]) else round(float(d["p"]), 5)
+        d["verdict"] = negation_verdict(boot, d["lean_t"], p_adj, n)
+    summary["negation_family"] = {"tests": len(family), "correction": "Holm-Bonferroni", "level": 0.05,
+                                  "interval": "t over per-seed means (verdict), hierarchical bootstrap (shown)",
+                                  "min_seeds": MIN_SEEDS}
+    for d, _, _ in family:
+        rows.append(record("negation", "family", "", None, "holm_p", d["p_holm"] if d["p_holm"] is not None else np.nan,
+                           detail=f"{len(family)} tests; {d['verdict']}"))
     return rows
+
+
+def _mean_profile(profiles: list[Profile]) -> Profile:
+    """Episode-by-episode mean of paired profiles (same seeds, same episodes)."""
+    return Profile(np.mean([p.counts for p in profiles], axis=0), np.mean([p.steps for p in profiles], axis=0))
+
+
+def negation_verdict(boot, t_ci, p_holm: float, n_seeds: int) -> str:
+    """Plain words for a negation effect: both the bootstrap CI and the t interval must exclude 0, and the t test
+    must survive Holm within the negation family; below MIN_SEEDS seeds the answer is "underpowered"."""
+    if n_seeds < MIN_SEEDS:
+        return f"underpowered ({n_seeds} seeds < {MIN_SEEDS})"
+    if not (np.isfinite(boot[1]) and np.isfinite(t_ci[1]) and np.isfinite(p_holm)):
+        return "not measurable"
+    if p_holm < 0.05 and boot[2] < 0 and t_ci[2] < 0:
+        return "leans toward minimising RB"
+    if p_holm < 0.05 and boot[1] > 0 and t_ci[1] > 0:
+        return "leans toward RB (more, not less)"
+    return "no detectable lean (Holm)"
 
 
 def _ci(t) -> list[float]:
@@ -273,21 +321,43 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
     per_method: dict[str, dict[int, dict]] = {m: {} for m in cfg.superpose.methods}
     per_rb: dict[str, torch.Tensor] = {}
     errors: dict[str, str] = {}
+    diagnostics: dict[str, dict[str, list[float]]] = {}
+    within_ma: dict[str, list[tuple[float, float]]] = {}
+    pca_removed: list[dict] = []
     for s in cfg.seeds:
         deltas, control = _deltas(cfg, plan, states, s)
         if not deltas:
             continue
-        fisher = None
-        if "fisher" in cfg.superpose.methods:
-            fisher = ma_fisher(load_checkpoint(stage_dir(run_dir, plan.ma[s])), cfg.superpose.fisher_samples, s)
+        # MA's Fisher is always computed: besides the fisher aggregator it is the sensitivity reference every
+        # heatmap is compared with (a map that is mostly Fisher carries little RB information).
+        fisher = ma_fisher(load_checkpoint(stage_dir(run_dir, plan.ma[s])), cfg.superpose.fisher_samples, s)
+        controls = [control] if control is not None else []
         for name, h in agg.per_rb_heatmaps(deltas).items():
             per_rb.update({f"seed{s}/{name}/{k}": v for k, v in h.items()})
+        references = heatmap_references(deltas, control, fisher)
         for method in cfg.superpose.methods:
             try:
-                per_method[method][s] = agg.aggregate(method, list(deltas.values()),
-                                                      controls=[control] if control is not None else [], fisher=fisher)
+                per_method[method][s] = agg.aggregate(method, list(deltas.values()), controls=controls, fisher=fisher)
             except GoalscopeError as e:  # e.g. pca with a single RB: reported, the other methods still run
                 errors[method] = str(e)
+                continue
+            for ref, rho in heatmap_diagnostics(per_method[method][s], references).items():
+                diagnostics.setdefault(method, {}).setdefault(ref, []).append(rho)
+            # Within-MA stability: the same method on another fine-tune seed's Δs of this MA (units line up).
+            for rep in range(1, cfg.finetune.seeds_per_ma):
+                d_rep, c_rep = _deltas(cfg, plan, states, s, rep)
+                if len(d_rep) != len(deltas):
+                    continue
+                try:
+                    other = agg.aggregate(method, list(d_rep.values()), controls=[c_rep] if c_rep is not None else [],
+                                          fisher=fisher)
+                except GoalscopeError:
+                    continue
+                a, b = sig.topk_mask(per_method[method][s], STABILITY_TOP), sig.topk_mask(other, STABILITY_TOP)
+                within_ma.setdefault(method, []).append((sig.jaccard(sig.flatten(a), sig.flatten(b)),
+                                                         sig.jaccard_chance_stratified(a, b, seed=s)))
+        if len(deltas) >= 2:
+            pca_removed.append(pca_removed_component(list(deltas.values()), control))
     atomic_write_bytes(heat_dir / "per_rb.safetensors", st_save({k: v.contiguous() for k, v in per_rb.items()}))
     summary["heatmaps"] = {}
     for method, by_seed in per_method.items():
@@ -307,17 +377,91 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
             rows.append(record("superpose", method, "", None, "enrichment", enrichment[k], detail=k))
         stab = _stability(list(by_seed.values()))
         if stab is not None:
-            rows.append(record("superpose", method, "", None, "seed_jaccard_top1pct", stab, detail=f"chance ~{sig.jaccard_chance(STABILITY_TOP):.4f}"))
-        summary["heatmaps"][method] = {"hottest_tensors": sorted(enrichment, key=enrichment.get, reverse=True)[:3],
-                                       "enrichment": {k: round(v, 3) for k, v in enrichment.items()},
-                                       "seed_jaccard_top1pct": None if stab is None else round(stab, 4)}
+            # Across MA seeds units do not line up: this overlap is only a tensor-size effect unless it clearly
+            # exceeds the tensor-stratified chance level beside it.
+            rows.append(record("superpose", method, "", None, "seed_jaccard_top1pct", stab[0],
+                               detail=f"across MA seeds; tensor-stratified chance {stab[1]:.4f}"))
+        diag = {ref: round(float(np.mean(v)), 4) for ref, v in diagnostics.get(method, {}).items()}
+        for ref, v in diag.items():
+            rows.append(record("superpose", method, "", None, f"spearman_with: {ref}", v, detail="mean over seeds"))
+        within = within_ma.get(method)
+        if within:
+            rows.append(record("superpose", method, "", None, "within_ma_jaccard_top1pct", float(np.mean([j for j, _ in within])),
+                               detail=f"other fine-tune seed of the same MA; stratified chance {np.mean([c for _, c in within]):.4f}"))
+        summary["heatmaps"][method] = {
+            "hottest_tensors": sorted(enrichment, key=enrichment.get, reverse=True)[:3],
+            "enrichment": {k: round(v, 3) for k, v in enrichment.items()},
+            "seed_jaccard_top1pct": None if stab is None else round(stab[0], 4),
+            "seed_jaccard_stratified_chance": None if stab is None else round(stab[1], 4),
+            "within_ma_jaccard_top1pct": None if not within else round(float(np.mean([j for j, _ in within])), 4),
+            "within_ma_stratified_chance": None if not within else round(float(np.mean([c for _, c in within])), 4),
+            "spearman_with": diag, "warning": mostly_warning(diag)}
+    if pca_removed:
+        summary["pca_removed_component"] = {k: round(float(np.mean([p[k] for p in pca_removed if np.isfinite(p[k])])), 4)
+                                            if any(np.isfinite(p[k]) for p in pca_removed) else None
+                                            for k in pca_removed[0]}
+        summary["pca_removed_component"]["note"] = pca_note(summary["pca_removed_component"])
     summary["heatmap_errors"] = errors
     return rows
 
 
-def _stability(heatmaps: list[dict]) -> float | None:
-    """Mean Jaccard overlap of the top-1% parameter sets between pairs of seeds."""
+MOSTLY = 0.9  # a heatmap whose rank correlation with a reference reaches this is "mostly" that reference
+
+
+def heatmap_references(deltas: dict, control: dict | None, fisher: dict) -> dict:
+    """What a heatmap could be mostly made of without knowing any RB: MA's sensitivity, the control drift, and
+    the plain mean size of the updates."""
+    refs = {"Fisher alone (MA)": fisher,
+            "mean |Δ|": {k: torch.stack([d[k].abs() for d in deltas.values()]).mean(0) for k in next(iter(deltas.values()))}}
+    if control is not None:
+        refs["|Δ_ctrl|"] = {k: v.abs() for k, v in control.items()}
+    return refs
+
+
+def heatmap_diagnostics(heatmap: dict, references: dict) -> dict[str, float]:
+    """Spearman rank correlation of a heatmap with each reference, over every parameter."""
+    h = sig.flatten(heatmap).double().numpy()
+    return {name: spearman(h, sig.flatten(ref).double().numpy()) for name, ref in references.items()}
+
+
+def mostly_warning(diag: dict[str, float]) -> str | None:
+    """Plain words when a heatmap's ranking is mostly one of its references."""
+    hits = [f"{ref} (ρ = {v:.2f})" for ref, v in diag.items() if v is not None and np.isfinite(v) and v >= MOSTLY]
+    return f"this map is mostly {' and '.join(hits)}: its ranking adds little beyond it" if hits else None
+
+
+def pca_removed_component(deltas: list[dict], control: dict | None) -> dict[str, float]:
+    """Cosine of the component PCA removes with the control drift and with the mean Δ: does it remove optimiser
+    drift (the control) or simply what all RBs share?"""
+    shared, ratio = agg.shared_component(deltas, 1)
+    v = sig.flatten(shared).double()
+    mean = torch.stack([sig.flatten(d).double() for d in deltas]).mean(0)
+
+    def cos(a, b):
+        den = float(a.norm() * b.norm())
+        return float(a @ b) / den if den > 0 else math.nan
+
+    return {"cosine_with_mean_delta": cos(v, mean),
+            "cosine_with_control_drift": cos(v, sig.flatten(control).double()) if control is not None else math.nan,
+            "explained_variance": ratio}
+
+
+def pca_note(p: dict) -> str:
+    c, m = p.get("cosine_with_control_drift"), p.get("cosine_with_mean_delta")
+    if m is None:
+        return "not measurable"
+    if c is None or abs(m) > abs(c) + 0.2:
+        return (f"PCA's removed component is mostly the mean Δ (cosine {m:.2f}"
+                + (f"; with the control drift only {c:.2f}" if c is not None else "")
+                + "): it removes what all RBs share, not optimiser drift")
+    return f"PCA's removed component aligns with the control drift (cosine {c:.2f}; with the mean Δ {m:.2f})"
+
+
+def _stability(heatmaps: list[dict]) -> tuple[float, float] | None:
+    """Mean Jaccard overlap of the top-1% parameter sets between pairs of seeds, and its tensor-stratified chance."""
     if len(heatmaps) < 2:
         return None
-    masks = [sig.flatten(sig.topk_mask(h, STABILITY_TOP)) for h in heatmaps]
-    return float(np.mean([sig.jaccard(a, b) for a, b in itertools.combinations(masks, 2)]))
+    masks = [sig.topk_mask(h, STABILITY_TOP) for h in heatmaps]
+    pairs = list(itertools.combinations(masks, 2))
+    return (float(np.mean([sig.jaccard(sig.flatten(a), sig.flatten(b)) for a, b in pairs])),
+            float(np.mean([sig.jaccard_chance_stratified(a, b, seed=i) for i, (a, b) in enumerate(pairs)])))

@@ -28,6 +28,9 @@ __all__ = [
     "cosine_matrix",
     "cosine_matrix_per_tensor",
     "flatten",
+    "jaccard",
+    "jaccard_chance",
+    "jaccard_chance_stratified",
     "negate",
     "per_layer",
     "per_tensor",
@@ -35,6 +38,7 @@ __all__ = [
     "random_direction_like",
     "random_scores_like",
     "relative_to_control",
+    "tensor_enrichment",
     "topk_mask",
     "unflatten",
     "update_signal",
@@ -274,3 +278,34 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
 def jaccard_chance(fraction: float) -> float:
     """Expected Jaccard of two independent random top-``fraction`` sets: f² / (2f − f²) = f / (2 − f)."""
     return fraction / (2 - fraction)
+
+
+def jaccard_chance_stratified(a: Params, b: Params, n_perm: int = 20, seed: int = 0) -> float:
+    """Chance Jaccard of two masks when each keeps its count of selected entries *per tensor* but places them at
+    random inside the tensor (a permutation within each tensor, averaged over ``n_perm`` draws).
+
+    The whole-network chance f/(2-f) ignores that top-k sets pile into a few tensors; two masks that merely favour
+    the same tensors overlap far above it. Shuffling b within a tensor makes its overlap with a hypergeometric
+    (drawn here directly, which is the same distribution as shuffling and far cheaper)."""
+    check_compatible(a, b, "a", "b")
+    rng = np.random.default_rng(seed)
+    inter = np.zeros(n_perm)
+    n_a = n_b = 0
+    for key in sorted(a):
+        x, y = a[key].reshape(-1).bool(), b[key].reshape(-1).bool()
+        n, ka, kb = x.numel(), int(x.sum()), int(y.sum())
+        n_a, n_b = n_a + ka, n_b + kb
+        if ka and kb:
+            inter += rng.hypergeometric(ka, n - ka, kb, size=n_perm)
+    union = n_a + n_b - inter
+    return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), np.nan))) if n_a + n_b else math.nan
+
+
+def tensor_enrichment(mask: Params) -> np.ndarray:
+    """Per tensor (sorted keys): its share of the selected entries over its share of the parameters. A summary that
+    can be compared between independently initialised networks, whose individual units do not line up."""
+    keys = sorted(mask)
+    sel = np.array([float(mask[k].sum()) for k in keys])
+    size = np.array([float(mask[k].numel()) for k in keys])
+    total_sel, total = sel.sum(), size.sum()
+    return (sel / total_sel) / (size / total) if total_sel > 0 else np.full(len(keys), np.nan)
