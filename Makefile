@@ -17,6 +17,7 @@ install: $(BIN)/goalscope
 
 demo: install
 	$(BIN)/goalscope run experiments/default.toml --out runs/demo
+	$(BIN)/goalscope validate runs/demo
 	$(BIN)/goalscope report runs/demo
 
 test: install
