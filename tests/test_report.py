@@ -4,6 +4,7 @@ browser that renders it (when chromium is installed)."""
 import base64
 import contextlib
 import io
+import html
 import json
 import re
 import shutil
@@ -161,8 +162,15 @@ def test_scorecard_from_validate_is_drawn(tiny, tmp_path):
     page = index.read_text(encoding="utf-8")
     _not_blank(tmp_path / "out" / "validation.png")
     assert "Validation has not been run" not in page and "id='fig-validation'" in page
-    for m, v in card["verdicts"].items():
-        assert v in page
+    for m, v in card["verdicts"].items():  # every verdict, with the nulls it beat and its correction
+        assert html.escape(v["graft"]) in page and html.escape(v["ablation"]) in page
+    for t in card["tests"]["graft"]:
+        assert html.escape(t["null"]) in page
+    # The page opens with the answer: both cards come before the first section.
+    first_section = page.index("<h2")
+    assert -1 < page.index("Where is the objective?") < first_section
+    assert -1 < page.index("How sure are we?") < first_section
+    assert "Holm–Bonferroni within each family" in page[:first_section]
     assert (tmp_path / "out" / "validation_curves.csv").exists()
 
 

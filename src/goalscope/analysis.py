@@ -256,7 +256,7 @@ def negation_verdict(boot, t_ci, p_holm: float, n_seeds: int) -> str:
     """Plain words for a negation effect: both the bootstrap CI and the t interval must exclude 0, and the t test
     must survive Holm within the negation family; below MIN_SEEDS seeds the answer is "underpowered"."""
     if n_seeds < MIN_SEEDS:
-        return f"underpowered ({n_seeds} seeds < {MIN_SEEDS})"
+        return f"underpowered ({n_seeds} seeds, fewer than {MIN_SEEDS})"
     if not (np.isfinite(boot[1]) and np.isfinite(t_ci[1]) and np.isfinite(p_holm)):
         return "not measurable"
     if p_holm < 0.05 and boot[2] < 0 and t_ci[2] < 0:

@@ -42,6 +42,7 @@ from goalscope.stats import bootstrap_means
 
 REPORT_DIR = "report"
 SCORECARD = "scorecard.json"
+NULL_NAMES = ("random", "Fisher alone (MA)", "|Δ_ctrl| (RA control drift)", "another RB's |Δ_j|")  # validation.NULLS
 N_BOOT_MAX = 1000  # bootstrap resamples for the behaviour CIs (the analysis' own CIs are read from records.csv)
 DPI = 110
 
@@ -124,8 +125,8 @@ def load_run(run_dir: str | Path) -> Run:
         # The run's stage keys are hashes of job specs written by the goalscope that ran it; a later version (a new
         # config field with a default, say) computes other keys. Find each stage's role from its done.json instead.
         plan = roles_from_stages(cfg, found)
-    keys = {k for d in (plan.ma, plan.ma_other, plan.mb, plan.control, plan.retrain_control, plan.negated)
-            for k in d.values()}
+    keys = {k for d in (plan.ma, plan.ma_other, plan.mb, plan.control, plan.retrain_control, plan.negated,
+                        plan.mb_rep, plan.control_rep) for k in d.values()}
     status = {k: found[k] for k in keys if k in found}
     ok = {k for k, st in status.items() if st.get("status") == "ok"}
     return Run(run_dir, cfg, plan, experiment, summary, read_records(run_dir / "records.csv"), status, ok)
@@ -138,7 +139,7 @@ def roles_from_stages(cfg, found: dict[str, dict]):
     ``parent`` key: an RB's reward makes an MB, RA's reward a control (the retrain control is labelled so). Negations
     name their MA and MB. Stages that fit no role of this config are left out; of two candidates the newer wins.
     """
-    from goalscope.runner import OTHER_SEED_OFFSET, Plan
+    from goalscope.runner import OTHER_SEED_OFFSET, Plan, direction_seed
 
     plan = Plan()
     rbs = {rb.name for rb in cfg.rbs()}
@@ -161,10 +162,17 @@ def roles_from_stages(cfg, found: dict[str, dict]):
             continue
         s, reward = seed_of[spec["parent"]], spec.get("reward", {}).get("name")
         label = str(st.get("label", ""))
+        rep = int(label.rsplit(" ft", 1)[1]) if " ft" in label and label.rsplit(" ft", 1)[1].isdigit() else 0
         if reward in rbs and not label.startswith("control"):
-            plan.mb[(s, reward)] = key
+            if rep:
+                plan.mb_rep[(s, reward, rep)] = key
+            else:
+                plan.mb[(s, reward)] = key
         elif reward == cfg.ra.name:
-            (plan.retrain_control if "retrain" in label else plan.control)[s] = key
+            if rep:
+                plan.control_rep[(s, rep)] = key
+            else:
+                (plan.retrain_control if "retrain" in label else plan.control)[s] = key
     rb_of = {k: rb for (s, rb), k in plan.mb.items()}
     for key in order:
         st = found[key]
@@ -172,8 +180,13 @@ def roles_from_stages(cfg, found: dict[str, dict]):
         if st.get("kind") != "negate" or spec.get("ma") not in seed_of or spec.get("mb") not in rb_of:
             continue
         alpha = float(spec.get("alpha", math.nan))
+        direction = spec.get("direction", "delta")
+        if direction == "random" and "direction_seed" in spec:  # which of the fresh random directions this is
+            s, rb = seed_of[spec["ma"]], rb_of[spec["mb"]]
+            direction = next((d for d in (f"random{j or ''}" for j in range(64))
+                              if direction_seed(s, rb, alpha, d) == spec["direction_seed"]), direction)
         if alpha in alphas:
-            plan.negated[(seed_of[spec["ma"]], rb_of[spec["mb"]], alpha, spec.get("direction", "delta"))] = key
+            plan.negated[(seed_of[spec["ma"]], rb_of[spec["mb"]], alpha, direction)] = key
     return plan
 
 
@@ -272,7 +285,8 @@ def fig_learning_curves(run: Run, out: Path):
     for a in run.cfg.negate.alphas if run.cfg.negate.enabled else []:
         groups["c"].append((f"MB* α={a:g} (all RBs)", [k for (s, r, al, d), k in p.negated.items() if al == a and d == "delta"]))
     if run.cfg.negate.enabled and run.cfg.negate.random_control:
-        groups["c"].append(("random direction (all α, RBs)", [k for (s, r, al, d), k in p.negated.items() if d == "random"]))
+        groups["c"].append(("random directions (all α, RBs)", [k for (s, r, al, d), k in p.negated.items()
+                                                               if d.startswith("random")]))
     if p.retrain_control:
         groups["c"].append(("control: MA retrained", list(p.retrain_control.values())))
     titles = {"a": "(a) MA: training from scratch on RA",
@@ -934,8 +948,8 @@ def fig_validation(run: Run, card: dict, out: Path):
             ks = [float(k) for k in graft["fractions"]]
             bands = _validation_bands(run)
             for i, (name, ys) in enumerate(graft["curves"].items()):
-                baseline = name in ("random", "|Δ|")
-                color = "0.5" if name == "random" else ("0.15" if name == "|Δ|" else cmap(i % 10))
+                baseline = name in NULL_NAMES or name == "|Δ_i|"
+                color = "0.5" if name in NULL_NAMES else ("0.15" if name == "|Δ_i|" else cmap(i % 10))
                 ax.plot(ks, ys, "--" if baseline else "-", marker="o", ms=3, color=color, label=name)
                 band = bands.get(name)
                 if band and all(k in band for k in ks):
@@ -950,7 +964,7 @@ def fig_validation(run: Run, card: dict, out: Path):
             ax.set_xlim(min(ks) / 1.5, max(ks) * 1.5)
             ax.set_xscale("log")
             ax.set_xlabel("fraction of parameters grafted (top-k by ranking, log)")
-            ax.set_ylabel("fraction of MB's RB gain recovered")
+            ax.set_ylabel("fraction of MB's specific lean recovered")
             ax.set_title("(a) graft curves: MA + top-k% of Δ (band: min–max over seeds)", fontsize=10)
         else:
             for i, (name, by_n) in enumerate(loc["by_method"].items()):
@@ -996,6 +1010,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .key{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
 .key div{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:.5em .8em;min-width:11em}
 .key b{display:block;font-size:1.3em}
+.answer div{flex:1 1 30em;background:#eef6ee;border-color:#b7d7b7}.answer p{margin:.4em 0}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
 .err{background:#fdecea;border-left:4px solid #d93025;padding:.5em .8em}
 .lean{color:#0b6e2e;font-weight:600}.more{color:#b3261e;font-weight:600}
@@ -1091,6 +1106,8 @@ def _header(run: Run, page: Page) -> None:
     page.add("<p>goalscope trains MA on RA, fine-tunes copies on other rewards RB<sub>i</sub> (MB<sub>i</sub>), "
              "takes the update signals Δ<sub>i</sub> = MB<sub>i</sub> − MA, tests them by negating and retraining "
              "(MB* = MA − αΔ retrained on RA, against controls), and superposes them into per-parameter heatmaps.</p>")
+    card_path = run.path / SCORECARD
+    page.add(answer_cards(run, json.loads(card_path.read_text()) if card_path.exists() else None))
     page.add("<nav>" + "".join(f"<a href='#{a}'>{_e(t)}</a>" for a, t in SECTIONS) + "</nav>")
     if s.get("failed_jobs"):
         page.add(f"<p class='err'>{len(s['failed_jobs'])} jobs failed and are left out: "
@@ -1102,7 +1119,7 @@ def _header(run: Run, page: Page) -> None:
     neg = s.get("negation") or []
     if neg:
         leans = sum(1 for e in neg if (e.get("retrained_MA") or {}).get("verdict") == "leans toward minimising RB")
-        cards.append(("negation leans away from RB", f"{leans} / {len(neg)}", "RB×α vs MA retrained (95% CI < 0)"))
+        cards.append(("negation leans away from RB", f"{leans} / {len(neg)}", "RB×α vs MA retrained (Holm, t over seeds)"))
     page.add("<div class='key'>" + "".join(f"<div>{_e(a)}<b>{_e(b)}</b><small>{_e(c)}</small></div>" for a, b, c in cards)
              + "</div>")
 
@@ -1113,6 +1130,97 @@ def _ma_seed_range(run: Run) -> str:
     if len(vals) < 2:
         return f"{len(vals)} seed"
     return f"seeds: {min(vals):.1%} – {max(vals):.1%}"
+
+
+def _family_text(card: dict | None, summary: dict) -> str:
+    fams = []
+    for name, info in ((card or {}).get("families") or {}).items():
+        fams.append(f"{name} ({info.get('tests')} tests)")
+    neg = summary.get("negation_family")
+    if neg:
+        fams.append(f"negation ({neg.get('tests')} tests)")
+    return ", ".join(fams)
+
+
+def answer_cards(run: Run, card: dict | None) -> str:
+    """The two cards the page opens with: where the objective is, and how sure we are, in plain words."""
+    from goalscope.stats import MIN_SEEDS
+    from goalscope.validation import HELD_OUT, PER_RB
+
+    s = run.summary
+    where, sure, wrong = [], [], []
+    if card and card.get("verdicts"):
+        v = card["verdicts"]
+        if PER_RB in v:
+            where.append(f"<b>An RB's own most-changed parameters</b> (top-k of |Δ<sub>i</sub>|), grafted into MA: "
+                         f"{_e(v[PER_RB]['graft'])}. Ablating them from MB: {_e(v[PER_RB]['ablation'])}.")
+        held = {n[:-len(HELD_OUT)]: x["graft"].split(" (")[0] for n, x in v.items() if n.endswith(HELD_OUT)}
+        if held:
+            where.append("<b>Superposition heatmaps, judged on RBs they were built without</b>: "
+                         + "; ".join(f"{_e(m)}: {_e(lab)}" for m, lab in held.items()) + ".")
+        area = (card.get("graft") or {}).get("area") or {}
+        if PER_RB in area and held:
+            best = max(held, key=lambda m: area.get(m + HELD_OUT, -math.inf))
+            b_area, d_area = area.get(best + HELD_OUT), area.get(PER_RB)
+            if b_area is not None and d_area is not None and b_area <= d_area:
+                where.append(f"No aggregator beats plain |Δ<sub>i</sub>|: the best held-out heatmap ({_e(best)}, graft "
+                             f"area {b_area:.3f}) recovers less than |Δ<sub>i</sub>| ({d_area:.3f}). An honest null.")
+            elif b_area is not None and d_area is not None:
+                where.append(f"The best held-out heatmap ({_e(best)}) has a larger graft area than |Δ<sub>i</sub>| "
+                             f"({b_area:.3f} vs {d_area:.3f}); see its verdict for whether that beats the nulls.")
+    else:
+        where.append(f"Validation has not been run (no {SCORECARD}); run <code>goalscope validate {_e(run.path)}</code> "
+                     "for the graft and ablation verdicts against the nulls.")
+    neg = s.get("negation") or []
+    if neg:
+        lean = {c: sum(1 for e in neg if (e.get(c) or {}).get("verdict") == "leans toward minimising RB")
+                for c in ("retrained_MA", "random_direction")}
+        where.append(f"<b>Negate and retrain</b>: MB* leans away from RB (specific lean, Holm-corrected) in "
+                     f"{lean['retrained_MA']} of {len(neg)} (RB, α) against MA retrained alike and in "
+                     f"{lean['random_direction']} of {len(neg)} against fresh random directions of the same size.")
+    n_seeds = len(run.cfg.seeds)
+    sure.append(f"{n_seeds} MA seeds, {run.cfg.finetune.seeds_per_ma} fine-tune seed(s) per RB per MA, "
+                f"{run.cfg.negate.random_directions if run.cfg.negate.random_control else 0} random directions per "
+                "(seed, RB, α). Verdicts rest on a t test over per-seed means (the bootstrap over 3–5 seeds is close to a "
+                f"min/max rule and under-covers); below {MIN_SEEDS} seeds a verdict says “underpowered”.")
+    fam = _family_text(card, s)
+    if fam:
+        sure.append(f"Holm–Bonferroni within each family of verdicts: {_e(fam)}; α = 0.05 family-wise.")
+    if card:
+        sure.append("Nulls every graft and ablation is compared with: random, MA's Fisher alone (sensitivity, no RB "
+                    "information), the RA-control drift |Δ<sub>ctrl</sub>| (where MA moves with no RB), and another RB's "
+                    "mask (where fine-tuning on some RB writes). Recovery counts the specific lean (RB objects minus "
+                    "the other non-RA types), not raw RB objects.")
+        w = ((card.get("stability") or {}).get("within_ma") or {})
+        same, diff = w.get("same RB, other fine-tune seed") or {}, w.get("different RBs, same MA") or {}
+        if same.get("jaccard") is not None:
+            sure.append(f"Within-MA stability of top-1% |Δ| sets: same RB, other fine-tune seed {same['jaccard']:.3f} "
+                        f"(tensor-stratified chance {same['chance']:.3f}); different RBs {diff.get('jaccard')} "
+                        f"(chance {diff.get('chance')}).")
+        elif run.cfg.finetune.seeds_per_ma < 2:
+            sure.append("Stability where units line up needs ≥ 2 fine-tune seeds per MA (finetune.seeds_per_ma); "
+                        "this run has 1, so no within-MA stability is measured.")
+        wrong += [f"{c['check']}: {c['detail']}" for c in card.get("checks") or [] if not c.get("ok")]
+    cos = s.get("cosine") or {}
+    if cos.get("same_rb_across_seeds") is not None and cos.get("rb_vs_rb_same_seed") is not None \
+            and cos["same_rb_across_seeds"] <= cos["rb_vs_rb_same_seed"]:
+        wrong.append(f"update signals of the same RB from different MA seeds are less alike (cosine "
+                     f"{cos['same_rb_across_seeds']:+.3f}) than different RBs of one MA ({cos['rb_vs_rb_same_seed']:+.3f}): "
+                     "units of independently initialised networks do not line up, so this comparison cannot show "
+                     "goal-specificity; the within-MA stability above is the one that can")
+    for m, h in (s.get("heatmaps") or {}).items():
+        if h.get("warning"):
+            wrong.append(f"heatmap {m}: {h['warning']}")
+    pca = s.get("pca_removed_component") or {}
+    if pca.get("note"):
+        sure.append(_e(pca["note"]) + ".")
+    out = ["<div class='key answer'>",
+           "<div><b>Where is the objective?</b>" + "".join(f"<p>{x}</p>" for x in where) + "</div>",
+           "<div><b>How sure are we?</b>" + "".join(f"<p>{x}</p>" for x in sure) + "</div></div>"]
+    if wrong:
+        out.append("<div class='err'><b>Built-in checks that went the wrong way or need a caveat</b><ul>"
+                   + "".join(f"<li>{_e(x)}</li>" for x in wrong) + "</ul></div>")
+    return "".join(out)
 
 
 def _section_learning(run: Run, page: Page) -> None:
@@ -1164,8 +1272,24 @@ def _section_heatmaps(run: Run, page: Page) -> None:
             j = h.get("seed_jaccard_top1pct")
             trs.append([_e(m), hot, "n/a" if j is None else f"{j:.3f}"])
         page.add("<h3>Hottest tensors per aggregator</h3>" +
-                 _table(["aggregator", "hottest tensors (enrichment)", "top-1% seed overlap (Jaccard; chance ≈ 0.005)"],
+                 _table(["aggregator", "hottest tensors (enrichment)", "top-1% overlap across MA seeds (Jaccard)"],
                         trs, {2}))
+    diag = [(m, h) for m, h in hs.items() if h.get("spearman_with")]
+    if diag:
+        refs = list(dict.fromkeys(r for _, h in diag for r in h["spearman_with"]))
+        page.add("<h3>What each heatmap is mostly made of</h3><p>Spearman rank correlation of each heatmap with "
+                 "references that know no RB; a map at ρ ≥ 0.9 with one of them mostly restates it. Top-1% overlap "
+                 "is shown where units line up (another fine-tune seed of the same MA) and across MA seeds, each "
+                 "beside its tensor-stratified chance level.</p>" + _table(
+                     ["aggregator", *[f"ρ with {r}" for r in refs], "top-1% Jaccard, same MA [chance]",
+                      "across MA seeds [chance]", "warning"],
+                     [[_e(m), *[_num(h["spearman_with"].get(r)) for r in refs],
+                       f"{_num(h.get('within_ma_jaccard_top1pct'))} [{_num(h.get('within_ma_stratified_chance'))}]",
+                       f"{_num(h.get('seed_jaccard_top1pct'))} [{_num(h.get('seed_jaccard_stratified_chance'))}]",
+                       _e(h.get("warning") or "")] for m, h in diag], set(range(1, len(refs) + 3))))
+    pca = run.summary.get("pca_removed_component") or {}
+    if pca.get("note"):
+        page.add(f"<p class='note'>{_e(pca['note'])} (explained variance {_num(pca.get('explained_variance'))}).</p>")
     frozen = [r for r in frozen_units(run) if r["zero_max"] > 0]
     if frozen:
         page.add("<h3>Units that did not move</h3><p>Output units whose update is exactly zero in an RB's Δ (for "
@@ -1228,10 +1352,17 @@ def _section_negation(run: Run, page: Page) -> None:
             if not d:
                 continue
             trs.append([_e(e["rb"]), f"{e['alpha']:g}", _e(label.replace("vs ", "")), _ci_text(*d["rb_objects_diff"]),
-                        _ci_text(*d["specific_lean"]), _ci_text(*d["ra_return_diff"]), _verdict_html(d["verdict"])])
+                        _ci_text(*d["specific_lean"]), _ci_text(*d["lean_t"]) if d.get("lean_t") else "—",
+                        _num(d.get("p_holm")), _ci_text(*d["ra_return_diff"]), _verdict_html(d["verdict"])])
+    fam = run.summary.get("negation_family") or {}
     page.add("<h3>Verdicts (summary.json)</h3><p>MB* minus control, mean [95% CI]; the verdict reads the specific "
-             "lean's CI (RB objects minus the other non-RA types, which separates a lean from plain capability loss).</p>"
-             + _table(["RB", "α", "control", "RB objects", "specific lean", "RA return", "verdict"], trs, {1, 3, 4, 5}))
+             "lean (RB objects minus the other non-RA types, which separates a lean from plain capability loss): its "
+             "t interval over per-seed means and the hierarchical bootstrap must both exclude 0, and the t test must "
+             f"survive {_e(fam.get('correction', 'Holm-Bonferroni'))} over all {_e(fam.get('tests', len(trs)))} negation "
+             f"tests. The random-direction control is the mean over {run.cfg.negate.random_directions} fresh "
+             "directions per (seed, RB, α).</p>"
+             + _table(["RB", "α", "control", "RB objects", "specific lean (bootstrap)", "specific lean (t over seeds)",
+                       "p (Holm)", "RA return", "verdict"], trs, {1, 3, 4, 5, 6, 7}))
 
 
 def _section_mazes(run: Run, page: Page) -> None:
@@ -1259,16 +1390,7 @@ def _section_validation(run: Run, page: Page) -> None:
         page.figure("validation", fig, "Graft curves: how much of MB's extra RB behaviour MA regains from only the "
                     "top-k% parameters of Δ ranked by each heatmap, against |Δ| and random rankings; localisation: "
                     "AUROC of the heatmap for the parameters that hold the planted objective.", ["validation_curves.csv"])
-    graft = card.get("graft") if isinstance(card.get("graft"), dict) else {}
-    verdicts = card.get("verdicts") or {}
-    names = list(dict.fromkeys([*verdicts, *(graft.get("area") or {})]))
-    if names:
-        held = card.get("held_out_graft_area") or {}
-        k90 = graft.get("smallest_k_90") or {}
-        page.add("<h3>Graft verdicts</h3>" + _table(
-            ["ranking", "graft area", "held-out RB graft area", "smallest k ≥ 90%", "verdict"],
-            [[_e(n), _num((graft.get("area") or {}).get(n)), _num(held.get(n)), _num(k90.get(n)), _e(verdicts.get(n, ""))]
-             for n in names], {1, 2, 3}))
+    _validation_details(run, card, page)
     loc = card.get("localisation")
     if isinstance(loc, dict):
         trs = [[_e(m), _e(n), _ci_text(*v["auroc"], fmt=".3f"), _num(v.get("precision_at_k"))]
@@ -1279,10 +1401,52 @@ def _section_validation(run: Run, page: Page) -> None:
     elif loc is not None:
         page.add(f"<p class='note'>Localisation: {_e(loc)}</p>")
     rest = {k: v for k, v in card.items() if k not in ("graft", "localisation", "verdicts", "held_out_graft_area",
-                                                      "localisation_verdicts")}
+                                                      "localisation_verdicts", "tests", "families", "stability",
+                                                      "ablation", "checks")}
     scalars = _scalars(rest)
     if scalars:
         page.add("<h3>Other scorecard entries</h3>" + _table(["entry", "value"], [[_e(k), _num(v)] for k, v in scalars], {1}))
+
+
+def _validation_details(run: Run, card: dict, page: Page) -> None:
+    """Verdicts with their nulls, every comparison with its Holm p, ablations, stability: the evidence."""
+    from goalscope.validation import PER_RB
+
+    fams = card.get("families") or {}
+    verdicts = card.get("verdicts") or {}
+    if verdicts:
+        page.add("<h3>Verdicts (graft and ablation families)</h3><p>Each ranking against random, MA's Fisher alone, "
+                 "the RA-control drift and another RB's mask; " + _e("; ".join(
+                     f"{f}: {i.get('tests')} tests, {i.get('correction')}, {i.get('seeds')} MA seeds"
+                     for f, i in fams.items())) + ". Heatmaps are judged on held-out RBs.</p>"
+                 + _table(["ranking", "graft verdict", "ablation verdict"],
+                          [[_e(n), _e(v.get("graft")), _e(v.get("ablation"))] for n, v in verdicts.items()]))
+    g = card.get("graft") or {}
+    if g.get("area_ci"):
+        roles = g.get("roles") or {}
+        ab = (card.get("ablation") or {}).get("lean_lost_ci") or {}
+        page.add("<h3>Graft areas (specific lean) and ablation</h3>" + _table(
+            ["ranking", "role", "graft area [95% t CI]", "raw-RB graft area", "RA return vs MA", "ablation: lean lost [95% t CI]"],
+            [[_e(n), _e(roles.get(n, "")), _ci_text(*a, fmt=".3f"), _num(g.get("raw_area", {}).get(n)),
+              _num(g.get("ra_mean", {}).get(n)), _ci_text(*ab[n], fmt=".3f") if n in ab else "—"]
+             for n, a in g["area_ci"].items()], {2, 3, 4, 5}))
+        page.add(f"<p>MB's specific-lean gain per RB: {_e(g.get('rb_gain'))}; raw RB objects: {_e(g.get('rb_gain_raw'))} "
+                 f"(the difference is collecting of every type rising, not a lean). |Δ<sub>i</sub>| is {_e(PER_RB)}.</p>")
+    for fam, tests in (card.get("tests") or {}).items():
+        page.add(f"<h3>Every {_e(fam)} comparison (one-sided paired t over seeds, Holm over {len(tests)})</h3>" + _table(
+            ["ranking", "null", "difference [95% t CI]", "p", "p (Holm)", "beaten"],
+            [[_e(t["ranking"]), _e(t["null"]), _ci_text(*t["diff"]), _num(t["p"]), _num(t["p_holm"]),
+              "yes" if t["beaten"] else "no"] for t in tests], {2, 3, 4}))
+    st = card.get("stability") or {}
+    if st.get("within_ma"):
+        page.add("<h3>Stability where units line up</h3><p>Top-1% |Δ| sets compared between fine-tune seeds of the "
+                 f"same MA; chance: {_e(st.get('chance_method'))}.</p>" + _table(
+                     ["pairs (same MA)", "Jaccard", "stratified chance", "ratio", "pairs"],
+                     [[_e(n), _num(v.get("jaccard")), _num(v.get("chance")), _num(v.get("ratio_to_chance")), v.get("pairs")]
+                      for n, v in st["within_ma"].items()], {1, 2, 3, 4}))
+        ac = st.get("across_ma") or {}
+        page.add(f"<p>Across MA seeds (units do not line up; {_e(ac.get('measure'))}): same RB {_num(ac.get('same RB'))}, "
+                 f"different RBs {_num(ac.get('different RBs'))}.</p>")
 
 
 def _num(v) -> str:

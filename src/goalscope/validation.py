@@ -312,7 +312,7 @@ def locus_verdict(tests: list[dict], ranking: str, family_size: int, test_name: 
     n = min(t["seeds"] for t in mine.values())
     how = f"one-sided t over {n} MA seeds, Holm over {family_size} {test_name} tests"
     if n < MIN_SEEDS:
-        return f"underpowered ({n} seeds < {MIN_SEEDS}; {how})"
+        return f"underpowered ({n} seeds, fewer than {MIN_SEEDS}; {how})"
     beaten = [k for k in NULLS if k in mine and mine[k]["beaten"]]
     not_beaten = [k for k in NULLS if k in mine and not mine[k]["beaten"]]
     if RANDOM not in beaten:
@@ -336,7 +336,7 @@ def verdict(method: list[float], abs_delta: list[float], random: list[float]) ->
     if len(m) == 0 or not np.isfinite(m).any():
         return "not measurable"
     if len(m) < MIN_SEEDS:
-        return f"underpowered ({len(m)} seeds < {MIN_SEEDS})"
+        return f"underpowered ({len(m)} seeds, fewer than {MIN_SEEDS})"
     p_d, p_r = holm([t_test(m - d, "greater"), t_test(m - r, "greater")])
     if p_d < 0.05:
         return "localises (beats |Δ| and random)" if p_r < 0.05 else "beats |Δ| but not random"
