@@ -309,7 +309,8 @@ def _group_indices(groups, n: int) -> list[list[int]]:
         raise GoalscopeError(f"variance_ratio needs signals from at least 2 RBs, got {len(by_rb)}")
     thin = [g for g, idx in by_rb.items() if len(idx) < 2]
     if thin:
-        raise GoalscopeError(f"variance_ratio needs >= 2 fine-tune seeds per RB; RB {thin[0]!r} has one signal")
+        raise GoalscopeError(f"variance_ratio needs >= 2 fine-tune seeds per RB (nested fine-tune seeds); "
+                             f"RB {thin[0]!r} has one signal")
     return list(by_rb.values())
 
 

@@ -1396,6 +1396,13 @@ def _section_validation(run: Run, page: Page) -> None:
         trs = [[_e(m), _e(n), _ci_text(*v["auroc"], fmt=".3f"), _num(v.get("precision_at_k"))]
                for m, by_n in loc.get("by_method", {}).items() for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0]))]
         page.add("<h3>Localisation AUROC</h3>" + _table(["heatmap", "RBs", "AUROC [95% CI]", "precision@k"], trs, {1, 2, 3}))
+        from goalscope.figures_planted import fig_superposition_curve
+
+        curve = fig_superposition_curve(card, page.out)
+        if curve is not None:
+            page.figure("superposition_curve", curve, "Localisation of the planted objective vs the number of RBs "
+                        "superposed, per aggregator (95% t CI over seeds), against nulls that need no superposition: "
+                        "single-RB |Δ_i|, control drift, MA's Fisher alone, random.", ["superposition_curve.csv"])
         for m, v in (card.get("localisation_verdicts") or {}).items():
             page.add(f"<p><b>{_e(m)}</b>: {_e(v)}</p>")
     elif loc is not None:

@@ -33,7 +33,6 @@ import torch
 from goalscope import aggregate as agg
 from goalscope import signals as sig
 from goalscope.signals import jaccard, jaccard_chance
-from goalscope.agents import objective_parameters
 from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
 from goalscope.errors import GoalscopeError
 from goalscope.evaluation import evaluate
@@ -93,10 +92,6 @@ def smallest_k(fractions, recovered, level: float = 0.9) -> float:
         if r >= level:
             return k
     return math.nan
-
-
-def _flat_mask(names_shapes: dict[str, torch.Size], positive: tuple[str, ...]) -> np.ndarray:
-    return sig.flatten({k: torch.full(s, k in positive, dtype=torch.bool) for k, s in names_shapes.items()}).numpy()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,55 +203,57 @@ def validate_seed(task: dict) -> dict:
 # The whole validation
 
 
-def _subsets(items: list, n: int, limit: int = 6) -> list[tuple]:
-    combos = list(itertools.combinations(items, n))
-    step = max(1, len(combos) // limit)
-    return combos[::step][:limit]
-
-
 def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
-    """AUROC / precision@k against the planted reward-map parameters, for growing numbers of RBs."""
+    """Planted truths. Input planes (any maze agent, :mod:`goalscope.entry`): RB's own object plane in the first
+    layer's mass -> ``card["input_planes"]``. Planted parameters (``planner``, ``needle_planner``): AUROC /
+    precision@k as the number of RBs grows, per aggregator, beside single-RB |Δ_i|, control drift, MA's Fisher
+    alone and random (see :mod:`goalscope.planted`) -> ``card["localisation"]``."""
+    from goalscope import planted
+    from goalscope.agents import objective_mask
+    from goalscope.analysis import ma_fisher
+    from goalscope.entry import entry_ground_truth
+
+    card["input_planes"] = entry_ground_truth(cfg, plan, run_dir, rows)
     ma0 = load_checkpoint(stage_dir(run_dir, plan.ma[cfg.seeds[0]]))
-    positive = objective_parameters(ma0.build())
-    if positive is None:
-        card["localisation"] = f"architecture {ma0.arch!r} has no planted objective; see experiments/planner.toml"
+    mask = objective_mask(ma0.build())
+    if mask is None:
+        card["localisation"] = f"architecture {ma0.arch!r} has no planted objective; see experiments/needle.toml"
         return
-    shapes = {k: v.shape for k, v in ma0.state_dict.items()}
-    labels = _flat_mask(shapes, positive)
-    k_top = int(labels.sum())
+    labels = sig.flatten({k: mask[k] for k in ma0.state_dict}).numpy()
     rbs = [r.name for r in cfg.rbs()]
-    sizes = [n for n in (1, 2, 4, 8, 16) if n <= len(rbs)]
-    results: dict = {}
-    gen = torch.Generator().manual_seed(0)
+    per_seed, skipped = [], {}
     for s in cfg.seeds:
-        ma = load_checkpoint(stage_dir(run_dir, plan.ma[s])).state_dict
-        deltas = {rb: sig.update_signal(ma, load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb)])).state_dict) for rb in rbs}
+        ma = load_checkpoint(stage_dir(run_dir, plan.ma[s]))
+        deltas = {rb: sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb)])).state_dict)
+                  for rb in rbs}
         control_key = plan.control.get(s)
-        controls = [sig.update_signal(ma, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
-        for n in sizes:
-            for subset in _subsets(rbs, n):
-                ds = [deltas[r] for r in subset]
-                scored = {"|Δ| (one RB)": {k: v.abs() for k, v in ds[0].items()}, "random": sig.random_scores_like(ds[0], gen)}
-                for m in cfg.superpose.methods:
-                    if m == "fisher":
-                        continue  # needs rollouts per subset; its localisation is measured through grafts
-                    try:
-                        scored[m] = agg.aggregate(m, ds, controls=controls)
-                    except Exception:
-                        continue
-                for name, h in scored.items():
-                    flat = sig.flatten(h).numpy()
-                    results.setdefault((name, n), {}).setdefault(s, []).append(
-                        (auroc(flat, labels), precision_at_k(flat, labels, k_top)))
-    card["localisation"] = {"positives": k_top, "parameters": int(labels.size), "by_method": {}}
-    for (name, n), by_seed in results.items():
-        au = np.array([np.mean([a for a, _ in v]) for v in by_seed.values()])
-        pk = np.array([np.mean([p for _, p in v]) for v in by_seed.values()])
-        ci = bootstrap_mean(au[:, None], 1000) if len(au) > 1 else (float(au.mean()), math.nan, math.nan)
-        rows.append(record("validation", name, "", None, f"auroc_n{n}", *ci, detail=f"seeds={len(au)}"))
-        rows.append(record("validation", name, "", None, f"precision_at_k_n{n}", float(pk.mean()), detail=f"k={k_top}"))
-        card["localisation"]["by_method"].setdefault(name, {})[n] = {"auroc": [round(x, 4) for x in ci],
-                                                                     "precision_at_k": round(float(pk.mean()), 4)}
+        controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
+        # MA's Fisher depends on the seed only, not on the RB subset: one per seed scores both the `fisher`
+        # aggregator and the "Fisher alone" null.
+        fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
+        # Nested fine-tune seeds of the same MA (finetune.seeds_per_ma > 1), for variance_ratio.
+        replicates: dict = {}
+        for (s_, rb, _), key in sorted(plan.mb_rep.items()):
+            if s_ == s and rb in deltas:
+                replicates.setdefault(rb, []).append(
+                    sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, key)).state_dict))
+        res, skip = planted.seed_scores(deltas, controls, fisher, list(cfg.superpose.methods), labels, seed=s,
+                                        replicates=replicates)
+        per_seed.append(res)
+        for m, by_n in skip.items():
+            skipped.setdefault(m, {}).update(by_n)
+    by_method = planted.summarise(per_seed)
+    k_top = int(labels.sum())
+    for name, by_n in by_method.items():
+        for n, v in by_n.items():
+            rows.append(record("validation", name, "", None, f"auroc_n{n}", *v["auroc"],
+                               detail=f"seeds={len(cfg.seeds)}; t interval over seeds"))
+            rows.append(record("validation", name, "", None, f"precision_at_k_n{n}", *v["precision_at_k_ci"],
+                               detail=f"k={k_top}; t interval over seeds"))
+    card["localisation"] = {
+        "positives": k_top, "parameters": int(labels.size), "by_method": by_method, "nulls": list(planted.NULLS),
+        "skipped": {m: "; ".join(f"n={n}: {why}" for n, why in sorted(by_n.items())) for m, by_n in skipped.items()},
+        "goal": planted.goal(by_method)}
 
 
 def per_seed_scores(per_seed: list[dict]) -> dict:
@@ -451,20 +448,22 @@ def _finite_mean(xs) -> float | None:
 
 
 def _loc_verdict(by_method: dict, m: str, n: int) -> str:
-    """AUROC CI of ``m`` with ``n`` RBs against single-RB |Δ| and a random score (chance is 0.5 whatever |Δ| does)."""
-    mine = by_method[m][n]["auroc"]
-    base = by_method["|Δ| (one RB)"][1]["auroc"]
-    rand = by_method.get("random", {}).get(n, {"auroc": [0.5, 0.5, 0.5]})["auroc"]
-    if not np.isfinite(mine[1]):
+    """AUROC of ``m`` with ``n`` RBs against every null present (single-RB |Δ|, control drift, Fisher alone,
+    random): "localises" needs the lower 95% t bound of the paired per-seed difference above 0 for each of them."""
+    from goalscope.planted import NULLS, paired_lower
+
+    if not np.isfinite(by_method[m][n]["auroc"][0]):
         return "not measurable"
-    above_random = mine[1] > max(0.5, rand[2])
-    if mine[1] > base[2] and above_random:
-        return "localises (AUROC above single-RB |Δ| and random)"
-    if above_random:
-        return "above random, no better than single-RB |Δ|"
-    if mine[1] > base[2]:
-        return "above single-RB |Δ| but no better than random"
-    return "no better than random"
+    if len(by_method[m][n].get("per_seed_auroc", [])) < 2:
+        return "not testable with one seed"
+    nulls = [b for b in NULLS if b in by_method and n in by_method[b]]
+    beaten = [b for b in nulls if paired_lower(by_method, m, b, n) > 0]
+    if beaten == nulls:
+        return f"localises (AUROC above {', '.join(nulls)}; paired t over seeds)"
+    missing = [b for b in nulls if b not in beaten]
+    if beaten:
+        return f"above {', '.join(beaten)}; not above {', '.join(missing)}"
+    return "no better than any null (" + ", ".join(nulls) + ")"
 
 
 def stability(cfg, plan, run_dir: Path, rows: list) -> dict:
@@ -551,19 +550,12 @@ def built_in_checks(card: dict) -> list[dict]:
 
 def scorecard_markdown(card: dict) -> str:
     lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
-    loc = card.get("localisation")
-    lines.append("## Localisation against the planted objective")
-    if isinstance(loc, dict):
-        lines += [f"{loc.get('positives')} of {loc.get('parameters')} parameters are planted-objective parameters.", "",
-                  "| method | RBs | AUROC [95% CI over seeds] | precision@k |", "|---|---|---|---|"]
-        for m, by_n in loc.get("by_method", {}).items():
-            for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0])):
-                a = v["auroc"]
-                lines.append(f"| {m} | {n} | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | {v.get('precision_at_k', math.nan):.3f} |")
-        for m, v in card.get("localisation_verdicts", {}).items():
-            lines.append(f"- **{m}**: {v}")
-    else:
-        lines.append(str(loc))
+    from goalscope.entry import entry_markdown
+    from goalscope.planted import localisation_markdown
+
+    lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
+    if "input_planes" in card:
+        lines += ["", entry_markdown(card["input_planes"])]
     g = card["graft"]
     fam = card.get("families", {})
     lines += ["", f"## Graft curves: fraction of MB's specific lean recovered by MA + top-k% of Δ ({card.get('episodes')} "

@@ -1,0 +1,92 @@
+"""The superposition curve of a planted-truth run: localisation AUROC and precision@k vs the number of RBs.
+
+Aggregators are lines with their 95% t intervals over seeds; the nulls (single-RB |Δ_i|, control drift, MA's
+Fisher alone, random) do not depend on the number of RBs and are drawn as flat dashed lines with a shaded interval,
+so a curve that rises toward the objective can be read against what needs no superposition at all. Drawn whether
+or not the curve rises.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from goalscope.planted import GOAL_AUROC, NULLS
+
+NULL_STYLE = {"|Δ| (one RB)": "0.15", "control drift |Δ_ctrl|": "tab:brown", "Fisher alone (MA)": "tab:pink",
+              "random": "0.55"}
+
+
+def curve_rows(loc: dict) -> list[dict]:
+    """One row per (heatmap, metric, number of RBs): mean and 95% interval, from the scorecard's localisation."""
+    rows = []
+    for name, by_n in loc["by_method"].items():
+        for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0])):
+            for metric, key in (("auroc", "auroc"), ("precision_at_k", "precision_at_k_ci")):
+                m, lo, hi = v.get(key, [np.nan] * 3)
+                rows.append({"heatmap": name, "null": name in NULLS, "metric": metric, "n_rbs": int(n),
+                             "mean": m, "ci_low": lo, "ci_high": hi})
+    return rows
+
+
+def fig_superposition_curve(card: dict, out: Path):
+    """Two panels (AUROC, precision@k) vs the number of RBs; writes superposition_curve.csv beside the figure.
+    None when the run has no planted objective."""
+    loc = card.get("localisation")
+    if not isinstance(loc, dict) or not loc.get("by_method"):
+        return None
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = curve_rows(loc)
+    with open(Path(out) / "superposition_curve.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
+    fig = Figure(figsize=(12.4, 4.6), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    share = loc["positives"] / loc["parameters"]
+    cmap = colormaps["tab10"]
+    ns = sorted({r["n_rbs"] for r in rows})
+    for ax, metric, chance in ((axes[0], "auroc", 0.5), (axes[1], "precision_at_k", share)):
+        methods = [name for name in loc["by_method"] if name not in NULLS]
+        for i, name in enumerate(methods):
+            pts = [r for r in rows if r["heatmap"] == name and r["metric"] == metric and np.isfinite(r["mean"])]
+            if not pts:
+                continue
+            x = np.array([r["n_rbs"] for r in pts], float) * (1 + 0.02 * (i - len(methods) / 2))
+            m = np.array([r["mean"] for r in pts])
+            lo, hi = np.array([r["ci_low"] for r in pts]), np.array([r["ci_high"] for r in pts])
+            err = np.where(np.isfinite([m - lo, hi - m]), np.abs([m - lo, hi - m]), 0)
+            ax.errorbar(x, m, yerr=err, marker="o", ms=4, capsize=2, color=cmap(i % 10), label=name)
+        for name in NULLS:
+            pts = [r for r in rows if r["heatmap"] == name and r["metric"] == metric]
+            if not pts:
+                continue
+            m, lo, hi = pts[0]["mean"], pts[0]["ci_low"], pts[0]["ci_high"]
+            color = NULL_STYLE[name]
+            ax.axhline(m, color=color, ls="--", lw=1.2, label=f"{name} (null)")
+            if np.isfinite(lo) and np.isfinite(hi):
+                ax.axhspan(lo, hi, color=color, alpha=0.12, lw=0)
+        ax.axhline(chance, color="crimson", lw=0.8, ls=":", label="chance")
+        if metric == "auroc":
+            ax.axhline(GOAL_AUROC, color="green", lw=0.8, ls="-.", label=f"goal {GOAL_AUROC}")
+            ax.set_ylabel("localisation AUROC")
+        else:
+            ax.set_ylabel(f"precision@k (k = {loc['positives']})")
+        ax.set_ylim(0, 1.02)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.set_xlabel("number of RBs superposed")
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"(a) AUROC for the planted objective ({loc['positives']} of {loc['parameters']} "
+                      "parameters), 95% t CI over seeds", fontsize=10)
+    axes[1].set_title("(b) precision@k: share of the top-k that is objective", fontsize=10)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    goal = loc.get("goal") or {}
+    fig.suptitle("Superposition curve" + (f" — {goal['text']}" if goal.get("text") else ""), fontsize=9)
+    return fig

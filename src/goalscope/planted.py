@@ -1,0 +1,196 @@
+"""Planted ground truth: does superposing more RBs find the objective, and better than the nulls?
+
+For an architecture that plants its objective (``planner``, ``needle_planner``), every heatmap is scored against
+the parameter-level labels (:func:`goalscope.agents.objective_mask`) with localisation AUROC and precision@k
+(k = number of objective parameters), as the number of superposed RBs grows (1, 2, 4, 8), per aggregator. Beside
+them, rankings that carry no information about *which* reward changed:
+
+- ``|Δ| (one RB)``: one update signal alone, |Δ_i|, averaged over i (the thing superposition claims to improve on);
+- ``control drift |Δ_ctrl|``: MA fine-tuned on its own reward: where training writes anyway;
+- ``Fisher alone (MA)``: MA's diagonal Fisher, where the policy is sensitive (no RB information at all);
+- ``random``: a random score (chance: AUROC 0.5, precision@k = the objective's share of parameters).
+
+These do not depend on the number of RBs, so each is scored once per seed and shown at every n. CIs are Student t
+intervals over per-seed means (each seed: the mean over up to ``MAX_SUBSETS`` RB subsets of that size), because a
+bootstrap over three seeds is close to a min/max rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from goalscope import aggregate as agg
+from goalscope import signals as sig
+from goalscope.errors import GoalscopeError
+from goalscope.stats import t_interval
+
+SINGLE = "|Δ| (one RB)"  # the name the scorecard and report have always used
+CONTROL = "control drift |Δ_ctrl|"
+FISHER = "Fisher alone (MA)"
+RANDOM = "random"
+NULLS = (SINGLE, CONTROL, FISHER, RANDOM)
+SIZES = (1, 2, 4, 8)
+MAX_SUBSETS = 6
+GOAL_AUROC, GOAL_MARGIN = 0.95, 0.10  # the goal of issue 11: best AUROC >= 0.95 and >= 0.10 above single-RB |Δ_i|
+
+
+def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) -> list[tuple[str, ...]]:
+    """Up to ``limit`` distinct n-subsets of ``rbs``, drawn at random (seeded) from all combinations.
+
+    Random rather than every k-th combination in lexicographic order: with RBs listed family by family
+    (one-hot, then composite) a stride would keep drawing subsets from one family."""
+    combos = list(itertools.combinations(rbs, n))
+    if len(combos) <= limit:
+        return combos
+    picked = np.random.default_rng(seed).choice(len(combos), size=limit, replace=False)
+    return [combos[i] for i in sorted(picked)]
+
+
+def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(AUROC, precision@k) of flat ``scores`` for the positives in ``labels``; k = number of positives."""
+    from goalscope.validation import auroc, precision_at_k  # validation imports this module
+
+    flat = np.asarray(scores, dtype=np.float64).ravel()
+    return auroc(flat, labels), precision_at_k(flat, labels, int(labels.sum()))
+
+
+def _flat(h: dict) -> np.ndarray:
+    return sig.flatten({k: v.detach().to(torch.float32) for k, v in h.items()}).numpy()
+
+
+def null_rankings(deltas: dict, controls: list, fisher: dict | None, generator: torch.Generator) -> dict:
+    """Rankings that know nothing about which RB changed: control drift, MA's Fisher, random."""
+    like = next(iter(deltas.values()))
+    out = {RANDOM: sig.random_scores_like(like, generator)}
+    if controls:
+        out[CONTROL] = {k: torch.stack([c[k].abs() for c in controls]).mean(0) for k in like}
+    if fisher is not None:
+        out[FISHER] = fisher
+    return out
+
+
+def _heatmap(m: str, subset: tuple, deltas: dict, replicates: dict, controls: list, fisher: dict | None) -> dict:
+    """Aggregator ``m`` over the RBs in ``subset``. Aggregators that take ``groups`` (``variance_ratio``) get every
+    fine-tune seed of each RB, labelled by RB; the others get one Δ per RB, so "n RBs" means the same for all."""
+    if "groups" in agg.get(m).defaults:
+        ds = [d for r in subset for d in [deltas[r], *replicates.get(r, [])]]
+        groups = [r for r in subset for _ in range(1 + len(replicates.get(r, [])))]
+        return agg.aggregate(m, ds, controls=controls, fisher=fisher, groups=groups)
+    return agg.aggregate(m, [deltas[r] for r in subset], controls=controls, fisher=fisher)
+
+
+def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list[str], labels: np.ndarray,
+                sizes=SIZES, seed: int = 0, replicates: dict | None = None) -> tuple[dict, dict]:
+    """Scores of one seed: ``{(name, n): [(auroc, precision@k) per subset]}`` and ``{method: reason}`` for methods
+    that could not be computed at some n (e.g. ``pca`` with one RB, ``variance_ratio`` without fine-tune seeds).
+
+    ``deltas`` maps RB name -> Δ_i (all from one MA); nulls and single-RB |Δ_i| are scored once and repeated at
+    every n, so the curve of each aggregator can be read against flat lines. ``replicates`` maps RB name -> Δs of
+    further fine-tune seeds of the same MA (nested seeds), used by aggregators that need them."""
+    rbs = list(deltas)
+    results: dict = {}
+    skipped: dict = {}
+    flat_nulls = {name: score(_flat(h), labels) for name, h in
+                  null_rankings(deltas, controls, fisher, torch.Generator().manual_seed(10_000 + seed)).items()}
+    single = [score(_flat({k: v.abs() for k, v in d.items()}), labels) for d in deltas.values()]
+    flat_nulls[SINGLE] = (float(np.mean([a for a, _ in single])), float(np.mean([p for _, p in single])))
+    for n in [n for n in sizes if n <= len(rbs)]:
+        for name, sc in flat_nulls.items():
+            results.setdefault((name, n), []).append(sc)
+        for subset in rb_subsets(rbs, n, seed=seed):
+            for m in methods:
+                try:
+                    h = _heatmap(m, subset, deltas, replicates or {}, controls, fisher)
+                except GoalscopeError as e:
+                    skipped.setdefault(m, {})[n] = str(e)
+                    continue
+                results.setdefault((m, n), []).append(score(_flat(h), labels))
+    return results, skipped
+
+
+def summarise(per_seed: list[dict]) -> dict:
+    """``{name: {n: {"auroc": [mean, lo, hi], "precision_at_k": mean, "precision_at_k_ci": [mean, lo, hi],
+    "per_seed_auroc": [...]}}}`` from the per-seed results of :func:`seed_scores` (t intervals over seeds)."""
+    keys = list(dict.fromkeys(k for res in per_seed for k in res))
+    out: dict = {}
+    for name, n in keys:
+        au = [float(np.mean([a for a, _ in res[(name, n)]])) for res in per_seed if (name, n) in res]
+        pk = [float(np.mean([p for _, p in res[(name, n)]])) for res in per_seed if (name, n) in res]
+        # A t interval over 3 seeds can cross the metric's range; both metrics live in [0, 1].
+        ci_a, ci_p = (np.clip(t_interval(x), 0.0, 1.0).tolist() for x in (au, pk))
+        out.setdefault(name, {})[n] = {"auroc": [round(x, 4) for x in ci_a], "precision_at_k": round(ci_p[0], 4),
+                                       "precision_at_k_ci": [round(x, 4) for x in ci_p],
+                                       "per_seed_auroc": [round(x, 4) for x in au]}
+    return out
+
+
+def paired_lower(by_method: dict, a: str, b: str, n: int) -> float:
+    """Lower 95% t bound of the per-seed AUROC difference a − b at n RBs (seeds paired; NaN if unmeasurable)."""
+    x, y = by_method[a][n]["per_seed_auroc"], by_method[b][n]["per_seed_auroc"]
+    if len(x) != len(y):
+        return math.nan
+    return t_interval(np.asarray(x) - np.asarray(y))[1]
+
+
+def goal(by_method: dict) -> dict:
+    """The issue's bar: the best aggregator's AUROC >= 0.95 and >= 0.10 above single-RB |Δ_i|, read at point
+    estimates (stated as such), with the CI of the best beside it."""
+    best = None
+    for name, by_n in by_method.items():
+        if name in NULLS:
+            continue
+        for n, v in by_n.items():
+            if np.isfinite(v["auroc"][0]) and (best is None or v["auroc"][0] > best[2]["auroc"][0]):
+                best = (name, n, v)
+    if best is None or SINGLE not in by_method:
+        return {"met": False, "text": "not measurable: no aggregator produced a heatmap"}
+    name, n, v = best
+    single = by_method[SINGLE][n]["auroc"][0]
+    met = bool(v["auroc"][0] >= GOAL_AUROC and v["auroc"][0] - single >= GOAL_MARGIN)
+    text = (f"best: {name} with {n} RBs, AUROC {v['auroc'][0]:.3f} [{v['auroc'][1]:.3f}, {v['auroc'][2]:.3f}] vs "
+            f"single-RB |Δ_i| {single:.3f} (margin {v['auroc'][0] - single:+.3f}); goal AUROC >= {GOAL_AUROC} and "
+            f"margin >= {GOAL_MARGIN}: {'met' if met else 'NOT met'}")
+    return {"met": met, "best": name, "n": n, "auroc": v["auroc"], "single_rb": single, "text": text}
+
+
+def md_name(name: str) -> str:
+    """A heatmap name for a Markdown table cell: a bare "|" (as in "|Δ|") would split the cell."""
+    return name.replace("|", "\\|")
+
+
+def _cell(v: list) -> str:
+    return "—" if v is None or not np.isfinite(v[0]) else (
+        f"{v[0]:.3f}" + (f" [{v[1]:.3f}, {v[2]:.3f}]" if np.isfinite(v[1]) else ""))
+
+
+def localisation_markdown(loc, verdicts: dict) -> list[str]:
+    """The scorecard section: AUROC and precision@k tables (heatmap x number of RBs), the goal, the skips."""
+    lines = ["## Localisation against the planted objective"]
+    if not isinstance(loc, dict):
+        return lines + [str(loc)]
+    share = loc["positives"] / loc["parameters"]
+    ns = sorted({int(n) for by_n in loc["by_method"].values() for n in by_n})
+    seeds = max((len(v.get("per_seed_auroc", [])) for by_n in loc["by_method"].values() for v in by_n.values()), default=0)
+    lines += [f"{loc['positives']} of {loc['parameters']} parameters ({share:.2%}) hold the planted objective "
+              f"(chance: AUROC 0.5, precision@k {share:.3f} with k = {loc['positives']}). 95% Student t intervals over "
+              f"{seeds} seeds; each seed averages up to {MAX_SUBSETS} random RB subsets of each size. Nulls, the same "
+              f"at every n: {', '.join(loc.get('nulls', []))}. MA's diagonal Fisher is scored both alone and inside "
+              "the `fisher` aggregator (mean F ⊙ Δ²).", ""]
+    for metric, key in (("AUROC", "auroc"), ("precision@k", "precision_at_k_ci")):
+        lines += [f"| {metric} | " + " | ".join(f"{n} RB{'s' if n > 1 else ''}" for n in ns) + " |",
+                  "|---" * (len(ns) + 1) + "|"]
+        for m, by_n in loc["by_method"].items():
+            by_int = {int(n): v for n, v in by_n.items()}
+            lines.append(f"| {md_name(m)} | " + " | ".join(_cell(by_int[n].get(key) if n in by_int else None) for n in ns) + " |")
+        lines.append("")
+    if loc.get("goal"):
+        lines.append(f"**Goal** (issue 11): {loc['goal']['text']}.")
+    for m, why in (loc.get("skipped") or {}).items():
+        lines.append(f"- not computed: **{m}**: {why}")
+    for m, v in verdicts.items():
+        lines.append(f"- **{m}**: {v}")
+    return lines

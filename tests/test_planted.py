@@ -1,0 +1,233 @@
+"""Planted ground truths that can fail: the needle planner's reward map, and RB's own input plane.
+
+One small real run (a needle-planner MA and four one-hot fine-tunes, ~30 s on one core) is shared by the tests
+below. The thresholds come from measured runs of exactly this recipe (seeds 0, 1, 2; see each test), and each
+check is shown to fail on a random ranking or shuffled labels, so none of them passes by construction.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from goalscope import aggregate as agg
+from goalscope import entry, planted
+from goalscope import signals as sig
+from goalscope.agents import NeedlePlannerAgent, build_agent, objective_mask
+from goalscope.envs.maze import MazeConfig
+from goalscope.envs.rewards import parse_reward
+from goalscope.errors import GoalscopeError
+from goalscope.training import PPOConfig, finetune, train_new
+from goalscope.validation import auroc
+
+ENV = MazeConfig(size=7, n_types=5, n_per_type=1, max_steps=32, layout="maze", loop_prob=0.2, pool_size=64)
+ARCH_CONFIG = {"iterations": 8}  # fewer value-iteration steps than the default 14: the test's budget
+
+# TIES over the four RBs is the pre-registered ranking: measured AUROC 0.704, 0.725, 0.663 on seeds 0, 1, 2 of
+# this recipe. A random score has AUROC 0.5 with a standard deviation of ~0.054 for 29 positives among ~7,300, so
+# 0.62 is ~2.2 standard deviations above chance (a random ranking passes ~1.4% of the time).
+FOUND = 0.62
+
+
+def _ppo(steps: int) -> PPOConfig:
+    return PPOConfig(total_steps=steps, n_envs=32, n_steps=32, epochs=3, minibatch_size=512, lr=0.001, ent_coef=0.01,
+                     eval_episodes=32)
+
+
+@pytest.fixture(scope="module")
+def needle_run():
+    """MA on collect:0 (8k steps), MB_k on collect:k for k = 1..4 (4k steps each) and a control on RA."""
+    ma = train_new("needle_planner", ARCH_CONFIG, ENV, parse_reward("collect:0", 5), _ppo(8192), 0)
+    deltas = {k: sig.update_signal(ma.state_dict, finetune(ma, parse_reward(f"collect:{k}", 5), _ppo(4096), 100 * k).state_dict)
+              for k in (1, 2, 3, 4)}
+    control = sig.update_signal(ma.state_dict, finetune(ma, ma.reward, _ppo(4096), 999).state_dict)
+    mask = objective_mask(ma.build())
+    labels = sig.flatten({k: mask[k] for k in ma.state_dict}).numpy()
+    return {"ma": ma, "deltas": deltas, "controls": [control], "labels": labels}
+
+
+def _flat(h) -> np.ndarray:
+    return sig.flatten(h).numpy()
+
+
+def finds_needle(scores: np.ndarray, labels: np.ndarray) -> bool:
+    """The check the suite holds a ranking to: AUROC for the planted reward map at least FOUND."""
+    return auroc(scores, labels) >= FOUND
+
+
+# -- the needle architecture --------------------------------------------------------------------------------
+
+
+def test_needle_objective_is_under_two_percent_and_the_only_path_from_objects():
+    torch.manual_seed(0)
+    model = build_agent("needle_planner", (7, 7, 7), 4)
+    assert isinstance(model, NeedlePlannerAgent)
+    mask = objective_mask(model)
+    n_obj, n_all = sum(int(m.sum()) for m in mask.values()), sum(p.numel() for p in model.parameters())
+    assert n_obj == 29 and n_obj / n_all <= 0.02, (n_obj, n_all)
+    assert set(mask) == set(model.state_dict())
+    # Per-unit labels: column k of the first reward-map layer is where object plane k enters.
+    units = model.objective_units()
+    assert len(units) == 5 and all(int(u["reward_map1.weight"].sum()) == 4 for u in units.values())
+    obs = torch.zeros(2, 7, 7, 7)
+    obs[:, 0, 0, :] = obs[:, 0, -1, :] = obs[:, 0, :, 0] = obs[:, 0, :, -1] = 1
+    obs[:, 1, 3, 3] = 1
+    obs[0, 2, 1, 3] = 1  # an object above the agent
+    obs[1, 2, 5, 3] = 1  # ... or below it
+    with torch.no_grad():
+        assert not torch.allclose(model(obs)[0][0], model(obs)[0][1])
+        model.reward_map2.weight.zero_()
+        model.reward_map2.bias.zero_()
+        logits, _ = model(obs)
+    assert torch.allclose(logits[0], logits[1])  # blind to objects without the reward map
+
+
+def test_objective_mask_is_none_without_a_planted_objective():
+    assert objective_mask(build_agent("cnn", (7, 7, 7), 4)) is None
+    mask = objective_mask(build_agent("planner", (7, 7, 7), 4))
+    assert mask["reward_map1.weight"].all() and not mask["transition.weight"].any()
+
+
+# -- planted truth on a real run ------------------------------------------------------------------------------
+
+
+def test_preregistered_ranking_finds_the_needle(needle_run):
+    r = needle_run
+    heat = agg.aggregate("ties", list(r["deltas"].values()))
+    assert finds_needle(_flat(heat), r["labels"]), auroc(_flat(heat), r["labels"])
+
+
+def test_shuffled_labels_sit_at_chance(needle_run):
+    r = needle_run
+    scores = _flat(agg.aggregate("ties", list(r["deltas"].values())))
+    rng = np.random.default_rng(0)
+    shuffled = [auroc(scores, rng.permutation(r["labels"])) for _ in range(20)]
+    # Mean of 20 draws: standard deviation ~0.012 around 0.5.
+    assert abs(np.mean(shuffled) - 0.5) < 0.04, shuffled
+
+
+def test_a_random_ranking_fails_the_check(needle_run):
+    r = needle_run
+    like = r["deltas"][1]
+    passed = [finds_needle(_flat(sig.random_scores_like(like, torch.Generator().manual_seed(i))), r["labels"])
+              for i in range(20)]
+    assert sum(passed) <= 2, passed  # expected ~0.3 of 20 at a 1.4% pass rate
+
+
+def test_localisation_scores_every_method_and_null(needle_run):
+    r = needle_run
+    res, skipped = planted.seed_scores(r["deltas"], r["controls"], None, ["mean_abs", "ties", "pca", "spread", "variance_ratio"],
+                                       r["labels"], sizes=(1, 2, 4))
+    names = {name for name, _ in res}
+    assert {"mean_abs", "ties", "pca", "spread", planted.SINGLE, planted.CONTROL, planted.RANDOM} <= names
+    assert planted.FISHER not in names  # no Fisher passed: the null is absent, never faked
+    assert set(skipped) == {"pca", "spread", "variance_ratio"}  # one RB for pca/spread; no fine-tune seeds
+    assert "nested fine-tune seeds" in skipped["variance_ratio"][4]
+    assert len(res[("ties", 2)]) == 6 and len(res[("ties", 4)]) == 1  # 6 of C(4,2) subsets; the one 4-subset
+    by = planted.summarise([res])
+    assert by["ties"][4]["auroc"][0] >= FOUND
+    assert math.isnan(by["ties"][4]["auroc"][1])  # one seed: no interval, not a fake one
+
+
+def test_own_input_plane_outranks_the_unchanged_planes(needle_run):
+    r = needle_run
+    labels, objects, per_channel = entry.input_channels("needle_planner", r["ma"].state_dict, ENV)
+    assert labels == [f"type {i}" for i in range(5)]
+    ra = parse_reward("collect:0", 5)
+    ranks = []
+    for k, d in r["deltas"].items():
+        among = entry.comparison_types(ra, parse_reward(f"collect:{k}", 5))
+        assert among == [t for t in range(1, 5)]  # RA's plane changes under a one-hot RB: not a chance plane
+        ranks.append(entry.own_plane_rank(per_channel({n: v.abs().double() for n, v in d.items()}), objects, k, among))
+    # Among 4 planes chance is mean rank 2.5; measured 1.5, 1.0 and 1.5 on seeds 0-2. Under chance a mean rank
+    # <= 1.75 over 4 RBs has probability 35/256 = 0.14: a weak check on its own, which is why the run-level
+    # scorecard reports it over seeds and fine-tunes.
+    assert np.mean(ranks) <= 1.75, ranks
+    # The same masses ranked for a plane the RB did not touch sit near chance or below.
+    decoy = [entry.own_plane_rank(per_channel({n: v.abs().double() for n, v in d.items()}), objects, 1 + k % 4,
+                                  [t for t in range(1, 5)]) for k, d in r["deltas"].items()]
+    assert np.mean(decoy) > np.mean(ranks), (decoy, ranks)
+
+
+# -- pieces ----------------------------------------------------------------------------------------------------
+
+
+def test_rb_subsets_are_distinct_seeded_and_capped():
+    rbs = [f"r{i}" for i in range(8)]
+    a, b = planted.rb_subsets(rbs, 2, seed=3), planted.rb_subsets(rbs, 2, seed=3)
+    assert a == b and len(a) == 6 and len(set(a)) == 6
+    assert planted.rb_subsets(rbs, 8) == [tuple(rbs)]
+    assert len(planted.rb_subsets(rbs, 1, limit=10)) == 8
+
+
+def test_paired_verdict_needs_every_null():
+    from goalscope.validation import _loc_verdict
+
+    def e(*xs):
+        return {"auroc": [float(np.mean(xs)), 0, 1], "per_seed_auroc": list(xs)}
+
+    by = {planted.SINGLE: {4: e(0.40, 0.42, 0.41)}, planted.RANDOM: {4: e(0.50, 0.49, 0.51)},
+          planted.FISHER: {4: e(0.60, 0.62, 0.61)},
+          "good": {4: e(0.80, 0.83, 0.81)}, "fisher_like": {4: e(0.55, 0.60, 0.64)},
+          "below_chance": {4: e(0.45, 0.46, 0.45)}}
+    assert _loc_verdict(by, "good", 4).startswith("localises")
+    assert _loc_verdict(by, "fisher_like", 4).startswith("above |Δ| (one RB)")
+    assert "not above Fisher alone" in _loc_verdict(by, "fisher_like", 4)
+    assert _loc_verdict(by, "below_chance", 4) == "above |Δ| (one RB); not above Fisher alone (MA), random"
+
+
+def test_goal_reports_plainly_when_not_met():
+    def e(a):
+        return {"auroc": [a, a - 0.05, a + 0.05], "per_seed_auroc": [a]}
+
+    by = {planted.SINGLE: {1: e(0.5), 8: e(0.5)}, "ties": {1: e(0.6), 8: e(0.9)}}
+    g = planted.goal(by)
+    assert not g["met"] and g["best"] == "ties" and g["n"] == 8 and "NOT met" in g["text"]
+    by["ties"][8] = e(0.97)
+    assert planted.goal(by)["met"]
+    lines = planted.localisation_markdown({"positives": 29, "parameters": 7290, "by_method": by,
+                                           "nulls": list(planted.NULLS), "goal": planted.goal(by)}, {})
+    assert any(line.startswith("| ties | 0.600") for line in lines) and any("met" in line for line in lines)
+
+
+def test_input_channels_of_every_architecture():
+    env = MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=8)
+    for arch, n_channels in (("cnn", 7), ("mlp", 5), ("planner", 3), ("needle_planner", 3)):
+        model = build_agent(arch, env.obs_shape, 4)
+        state = model.state_dict()
+        labels, objects, per_channel = entry.input_channels(arch, state, env)
+        assert len(labels) == n_channels, (arch, labels)
+        assert [labels[i] for i in objects] == ["type 0", "type 1", "type 2"]
+        # A heatmap that is 1 on the first layer's type-1 entries only puts all its mass on type 1.
+        heat = {k: torch.zeros_like(v) for k, v in state.items()}
+        ones = {k: torch.ones_like(v) for k, v in state.items()}
+        total = per_channel(ones)
+        assert total.shape == (n_channels,) and (total > 0).all()
+        name = {"cnn": "conv1.weight", "mlp": "pi_fc1.weight"}.get(arch, "reward_map1.weight")
+        w = heat[name]
+        if arch == "mlp":
+            w.view(w.shape[0], 5, -1)[:, objects[1]] = 1
+        else:
+            w[:, objects[1]] = 1
+        mass = per_channel(heat)
+        assert entry.own_plane_rank(mass, objects, 1) == 1 and float(mass.sum()) == float(mass[objects[1]])
+    with pytest.raises(GoalscopeError, match="no first-layer map"):
+        entry.input_channels("unknown", {}, env)
+    assert entry.plane_labels(MazeConfig(size=7, n_types=2, cue=True))[-2:] == ["cue 0", "cue 1"]
+
+
+def test_superposition_curve_figure_and_csv(tmp_path):
+    from goalscope.figures_planted import fig_superposition_curve
+
+    def e(a):
+        return {"auroc": [a, a - 0.05, a + 0.05], "precision_at_k": a / 2, "precision_at_k_ci": [a / 2, a / 2 - 0.1, a / 2 + 0.1],
+                "per_seed_auroc": [a, a]}
+
+    by = {"ties": {1: e(0.6), 2: e(0.7), 4: e(0.8)}, "spread": {2: e(0.65), 4: e(0.7)},
+          **{name: {n: e(0.5) for n in (1, 2, 4)} for name in planted.NULLS}}
+    card = {"localisation": {"positives": 29, "parameters": 7290, "by_method": by, "goal": planted.goal(by)}}
+    assert fig_superposition_curve(card, tmp_path) is not None
+    rows = (tmp_path / "superposition_curve.csv").read_text().splitlines()
+    assert rows[0] == "heatmap,null,metric,n_rbs,mean,ci_low,ci_high" and len(rows) == 1 + 2 * (3 + 2 + 3 * 4)
+    assert fig_superposition_curve({"localisation": "architecture 'cnn' has no planted objective"}, tmp_path) is None
