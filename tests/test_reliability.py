@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,63 @@ def _kill_trials(reference_run, n_trials: int, seed: int):
 
 def test_sigkilled_runs_resume_to_identical_results(reference_run):
     _kill_trials(reference_run, n_trials=2, seed=0)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from the parent pids in /proc (no psutil needed)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out.update(kids)
+        todo += kids
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="ignore")
+    except OSError:
+        return ""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")  # a zombie has finished; it only waits to be reaped
+
+
+def test_workers_die_with_a_killed_run(reference_run):
+    cfg, reference, base = reference_run
+    run = base / "orphans"
+    proc = _cli("run", cfg, "--out", run, "--workers", "2")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(list((run / "stages").glob(".partial-*"))) < 2:
+        time.sleep(0.1)  # until two workers are inside their jobs
+    everyone = _descendants(proc.pid)
+    assert sum("spawn_main" in _cmdline(p) for p in everyone) >= 2, "the pool never started two workers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = _cli("run", cfg, "--out", run, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 5  # the watchdog polls every 0.2 s
+        while time.monotonic() < deadline and any(_running(p) for p in everyone):
+            time.sleep(0.1)
+        alive = [p for p in everyone if _running(p)]
+        assert alive == [], f"processes of the killed run still alive: {alive}"
+        assert rerun.wait(timeout=600) == 0, rerun.stderr.read().decode()
+    finally:
+        rerun.kill()
+    got = _fingerprint(run)
+    assert got.keys() == reference.keys() and [k for k in reference if got[k] != reference[k]] == []
 
 
 @pytest.mark.slow

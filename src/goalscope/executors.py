@@ -32,24 +32,24 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="job", leave=True, disable=total == 0 or os.environ.get("GOALSCOPE_QUIET") == "1")
 
 
-def _init_worker() -> None:
+def _init_worker(parent: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _die_with_parent()
+    if parent is not None:
+        _die_with_parent(parent)
 
 
-def _die_with_parent(poll_s: float = 0.2) -> None:
+def _die_with_parent(parent: int, poll_s: float = 0.2) -> None:
     """End this worker as soon as the process that started it is gone (e.g. ``kill -9`` of ``goalscope run``).
 
     A pool worker outlives a killed parent by default and would go on training and writing into the run directory
     while the user's rerun holds it. A daemon thread watching the parent pid works on every POSIX system (the
     orphan is re-parented, so ``getppid`` changes), unlike Linux's parent-death signal, which follows the *thread*
-    that started the worker."""
+    that started the worker. ``parent`` is passed in rather than read here: the parent may already be gone by the
+    time a spawned worker has imported torch."""
     import threading
     import time
-
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -75,7 +75,8 @@ class LocalExecutor:
                 return results
             # spawn, not fork: a forked copy of a process that already ran torch can deadlock in its thread pools.
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=ctx, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(min(self.workers, len(items)), mp_context=ctx, initializer=_init_worker,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()

@@ -106,6 +106,7 @@ def replace_dir(out: Path, force: bool, what: str, kind: str):
     parent = out.parent
     parent.mkdir(parents=True, exist_ok=True)
     with Lock(parent / f".{out.name}.lock"):
+        _recover(out)
         replacing = check_replaceable(out, force, what)  # again, under the lock
         staging = parent / f".{out.name}.new-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
@@ -121,6 +122,19 @@ def replace_dir(out: Path, force: bool, what: str, kind: str):
             os.replace(out, old)  # an empty directory left at ``out`` is replaced too
         os.replace(staging, out)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover(out: Path) -> None:
+    """Tidy what a killed ``replace_dir`` left beside ``out``: a half-built staging directory is removed, and an
+    old result moved aside in the instant before the swap is put back (so a kill never loses it)."""
+    for leftover in sorted(out.parent.glob(f".{out.name}.*-*")):
+        kind, _, pid = leftover.name.rpartition("-")
+        if not pid.isdigit() or _alive(int(pid)) or not kind.endswith((".new", ".old")):
+            continue
+        if kind.endswith(".old") and not out.exists():
+            os.replace(leftover, out)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def check_output_file(out: Path, force: bool, what: str, is_ours) -> None:
