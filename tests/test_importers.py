@@ -237,3 +237,15 @@ def test_cli_import_sb3(trained, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["import-sb3", str(path), "--out", str(tmp_path / "x"), "--reward", "collect:0", "--size", "7"]) == 2
     assert "observation shape mismatch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (lambda d: d.__setitem__("num_timesteps", "abc"), "num_timesteps must be an integer"),
+    (lambda d: d.__setitem__("num_timesteps", float("inf")), "num_timesteps must be an integer"),  # JSON 1e999
+    (lambda d: d["observation_space"].__setitem__("_shape", 7), "_shape must be a list of integers"),
+])
+def test_sb3_data_fields_are_checked(trained, tmp_path, edit, fragment):
+    _, path = trained
+    bad = _rewrite_zip(path, tmp_path / "bad.zip", data=_edit_data(edit))
+    with pytest.raises(CheckpointError, match=fragment):
+        import_sb3(bad, ENV, "collect:0")
