@@ -50,7 +50,8 @@ def fig_superposition_curve(card: dict, out: Path):
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     share = loc["positives"] / loc["parameters"]
-    cmap = colormaps["tab10"]
+    # tab10 without brown, pink and grey, which the nulls use; then tab20's dark shades for longer method lists.
+    palette = [colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 8, 9)] + [colormaps["tab20b"](i) for i in (0, 4, 8, 12, 16)]
     ns = sorted({r["n_rbs"] for r in rows})
     for ax, metric, chance in ((axes[0], "auroc", 0.5), (axes[1], "precision_at_k", share)):
         methods = [name for name in loc["by_method"] if name not in NULLS]
@@ -62,7 +63,7 @@ def fig_superposition_curve(card: dict, out: Path):
             m = np.array([r["mean"] for r in pts])
             lo, hi = np.array([r["ci_low"] for r in pts]), np.array([r["ci_high"] for r in pts])
             err = np.where(np.isfinite([m - lo, hi - m]), np.abs([m - lo, hi - m]), 0)
-            ax.errorbar(x, m, yerr=err, marker="o", ms=4, capsize=2, color=cmap(i % 10), label=name)
+            ax.errorbar(x, m, yerr=err, marker="o", ms=4, capsize=2, color=palette[i % len(palette)], label=name)
         for name in NULLS:
             pts = [r for r in rows if r["heatmap"] == name and r["metric"] == metric]
             if not pts:
@@ -71,7 +72,7 @@ def fig_superposition_curve(card: dict, out: Path):
             color = NULL_STYLE[name]
             ax.axhline(m, color=color, ls="--", lw=1.2, label=f"{name} (null)")
             if np.isfinite(lo) and np.isfinite(hi):
-                ax.axhspan(lo, hi, color=color, alpha=0.12, lw=0)
+                ax.axhspan(lo, hi, color=color, alpha=0.07, lw=0)
         ax.axhline(chance, color="crimson", lw=0.8, ls=":", label="chance")
         if metric == "auroc":
             ax.axhline(GOAL_AUROC, color="green", lw=0.8, ls="-.", label=f"goal {GOAL_AUROC}")
