@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -142,11 +145,45 @@ def test_oracle_beats_random_and_avoids_penalised_objects():
 
 
 def test_gymnasium_single_env_passes_check_env():
-    env = ObjectMazeEnv(MazeConfig(size=7), "collect:1")
+    env = ObjectMazeEnv(MazeConfig(size=7), "collect:1", render_mode="ansi")
     check_env(env, skip_render_check=True)
     obs, _ = env.reset(seed=3)
     assert env.observation_space.contains(obs)
     assert "A" in env.render()
+    check_env(ObjectMazeEnv(size=7, render_mode="rgb_array"))  # with Gymnasium's own render checks
+
+
+def test_gym_make_with_keyword_options_in_a_fresh_interpreter():
+    code = ("import gymnasium as gym, goalscope\n"
+            "env = gym.make('goalscope/ObjectMaze-v0', size=7, n_types=5, render_mode='rgb_array')\n"
+            "obs, _ = env.reset(seed=0)\nprint(obs.shape, env.render().shape)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "(7, 7, 7) (84, 84, 3)"  # 2 + K planes; 12-pixel cells
+
+
+def test_single_env_reports_events_every_step_and_frames_show_the_grid():
+    env = ObjectMazeEnv(size=7, n_types=3, max_steps=24, render_mode="rgb_array")
+    env.reset(seed=5)
+    total = np.zeros(3, dtype=int)
+    rng = np.random.default_rng(0)
+    for _ in range(24):
+        _, reward, term, trunc, info = env.step(int(rng.integers(4)))
+        total += info["events"]
+        assert reward == info["events"][0]  # collect:0 pays for exactly the type-0 events of the step
+    assert trunc and (info["episode_events"] == total).all() and info["steps"] == 24
+    frame = env.render()
+    walls = frame[::12, ::12].reshape(-1, 3) == np.array([60, 60, 70])
+    assert walls.all(1).sum() == int(env._env.walls[0].sum())  # one wall-coloured cell per wall
+
+
+def test_unseeded_vector_resets_start_new_episodes():
+    venv = ObjectMazeVectorEnv(4, size=7)
+    a, _ = venv.reset()
+    b, _ = venv.reset()
+    c, _ = venv.reset(seed=9)
+    d, _ = venv.reset(seed=9)
+    assert not np.array_equal(a, b) and np.array_equal(c, d)
 
 
 def test_gymnasium_registration_and_vector_env():
