@@ -75,3 +75,36 @@ def test_tiny_real_minigrid_experiment(tmp_path):
     metrics = {r["metric"] for r in rows}
     assert {"return", "objects:0", "l2", "rb_objects_vs_retrained_MA", "score_share"} <= metrics
     assert "fraction_of_oracle" not in metrics  # no oracle for MiniGrid: reported as raw returns
+
+
+def test_stock_minigrid_env_through_the_events_wrapper(tmp_path):
+    """An unmodified MiniGrid env (Dict observations, its own reward) run end to end by the experiment program."""
+    full = load_experiment("experiments/minigrid_fetch.toml")
+    assert full.env.obs_shape == (3, 7, 7) and full.env.n_actions == 7
+    venv = full.env.make(parse_reward("collect:0", 2), 8, seed=0)
+    rng, picked = np.random.default_rng(0), np.zeros(2)
+    for _ in range(200):
+        _, reward, _, _, info = venv.step(rng.integers(7, size=8))
+        if info:
+            picked += info["counts"].sum(0)
+    assert (picked > 0).all()  # keys and balls are both picked up by a random policy, each as its own event type
+    cfg = experiment_from_dict({
+        **{k: v for k, v in full.to_json().items() if k in ("env", "agent")}, "name": "fetch", "seeds": [0],
+        "workers": 1, "ppo": {"n_envs": 8, "n_steps": 32}, "base": {"steps": 1024}, "finetune": {"steps": 512},
+        "negate": {"alphas": [1.0], "retrain_steps": 256}, "superpose": {"methods": ["mean_abs"]},
+        "evaluation": {"episodes": 16, "bootstrap": 200},
+    })
+    summary = run_experiment(cfg, tmp_path / "run", log=lambda *a: None)
+    assert summary["failed_jobs"] == [] and summary["rbs"] == ["collect:1"]
+    assert {"return", "objects:1"} <= {r["metric"] for r in read_records(tmp_path / "run" / "records.csv")}
+
+
+def test_events_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="env.events 'telepathy' is unknown"):
+        GymEventsConfig(id="MiniGrid-Fetch-5x5-N2-v0", events="telepathy")
+    with pytest.raises(ConfigError, match="event_types lists 1 types but env.n_types = 2"):
+        GymEventsConfig(id="MiniGrid-Fetch-5x5-N2-v0", n_types=2, events="minigrid", event_types=["key"])
+    with pytest.raises(ConfigError, match="'dragon' is not a MiniGrid event"):
+        GymEventsConfig(id="MiniGrid-Fetch-5x5-N2-v0", n_types=1, events="minigrid", event_types=["dragon"]).make_single()
+    with pytest.raises(ConfigError, match="set env.obs to an adapter"):  # a Dict observation without an adapter
+        GymEventsConfig(id="MiniGrid-Empty-5x5-v0", n_types=1, events="minigrid", event_types=["goal"]).obs_shape

@@ -210,7 +210,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None,
             statuses = executor.run(_JobRunner(str(run_dir), lock.owner), todo, desc=kind)
             for st in statuses:
                 if st["status"] != "ok":
-                    log(f"  job {st['label']} failed: {st['error']}")
+                    first = (st.get("error") or "").strip().splitlines()[:1] or ["no error message"]
+                    log(f"  job {st['label']} failed: {first[0]}  (details: {run_dir / 'stages' / st['key'] / 'done.json'})")
             timings[kind] = round(time.perf_counter() - start, 2)
             if kind == "train" and not any((job_status(run_dir, k) or {}).get("status") == "ok" for k in plan.ma.values()):
                 first = job_status(run_dir, next(iter(plan.ma.values())))

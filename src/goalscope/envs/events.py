@@ -38,6 +38,13 @@ class GymEventsConfig:
     kwargs: dict = field(default_factory=dict)
     n_types: int = 3
     max_steps: int = 64  # evaluation episode length; the env must truncate at or before it
+    # For an env that does not report info["events"] itself: a source in EVENT_SOURCES that computes them (e.g.
+    # "minigrid": pickups, door openings, reaching the goal), with one descriptor per event type ("key",
+    # "ball:red", "door", "goal"...), and an observation adapter in OBS_ADAPTERS ("minigrid": the image of a Dict
+    # observation, channels first).
+    events: str = "info"
+    event_types: list = field(default_factory=list)
+    obs: str = "array"
     family = "gym_events"
     has_oracle = False
 
@@ -50,23 +57,36 @@ class GymEventsConfig:
             raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
         if not isinstance(self.kwargs, dict):
             raise ConfigError(f"env.kwargs must be a table, got {self.kwargs!r}")
+        if self.events not in EVENT_SOURCES:
+            raise ConfigError(f"env.events {self.events!r} is unknown (known: {', '.join(sorted(EVENT_SOURCES))})")
+        if self.obs not in OBS_ADAPTERS:
+            raise ConfigError(f"env.obs {self.obs!r} is unknown (known: {', '.join(sorted(OBS_ADAPTERS))})")
+        if not isinstance(self.event_types, list) or not all(isinstance(t, str) for t in self.event_types):
+            raise ConfigError(f"env.event_types must be a list of strings, got {self.event_types!r}")
+        if self.events != "info" and len(self.event_types) != self.n_types:
+            raise ConfigError(f"env.event_types lists {len(self.event_types)} types but env.n_types = {self.n_types}")
 
     def make_single(self) -> gym.Env:
         if self.id == MINIGRID_ID:
             register_minigrid()
         check_importable(self.id)
+        if self.events == "minigrid" or self.obs == "minigrid":
+            _import_minigrid()  # goalscope's own adapter: registers MiniGrid's stock envs
         try:
-            return gym.make(self.id, **self.kwargs)
+            env = gym.make(self.id, **self.kwargs)
         except gym.error.Error as e:
             raise ConfigError(f"env.id {self.id!r}: {e}") from None
+        if self.events == "info" and self.obs == "array":
+            return env
+        return EventsWrapper(env, EVENT_SOURCES[self.events](self.event_types), OBS_ADAPTERS[self.obs])
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
-        return _spaces(self.id, json.dumps(self.kwargs, sort_keys=True))[0]
+        return _spaces(json.dumps(self.to_json(), sort_keys=True))[0]
 
     @property
     def n_actions(self) -> int:
-        return _spaces(self.id, json.dumps(self.kwargs, sort_keys=True))[1]
+        return _spaces(json.dumps(self.to_json(), sort_keys=True))[1]
 
     def make(self, reward: Reward, n_envs: int, seed: int = 0) -> "GymEventsVecEnv":
         return GymEventsVecEnv(self, reward, n_envs, seed)
@@ -109,8 +129,13 @@ def check_importable(env_id: str) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _spaces(env_id: str, kwargs_json: str) -> tuple[tuple[int, ...], int]:
-    env = GymEventsConfig(env_id, json.loads(kwargs_json)).make_single()
+def _spaces(cfg_json: str) -> tuple[tuple[int, ...], int]:
+    cfg = GymEventsConfig.from_json(json.loads(cfg_json))
+    env, env_id = cfg.make_single(), cfg.id
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        env.close()
+        raise ConfigError(f"env {env_id!r} has a {type(env.observation_space).__name__} observation space; goalscope's "
+                          f"agents read arrays: set env.obs to an adapter ({', '.join(sorted(OBS_ADAPTERS))})")
     try:
         if not isinstance(env.action_space, gym.spaces.Discrete):
             raise ConfigError(f"env {env_id!r}: goalscope's agents need a Discrete action space, got {env.action_space}")
@@ -186,6 +211,115 @@ def _events(info: dict, n: int, k: int) -> np.ndarray:
     if ev.shape != (n, k):
         raise ConfigError(f"the env reports events of shape {ev.shape[1:]} but the config says n_types = {k}")
     return ev.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bringing an env that does not report events: a wrapper, event sources and observation adapters
+
+
+class EventsWrapper(gym.Wrapper):
+    """Any Gymnasium env with ``info["events"]`` computed by ``source`` and observations mapped by ``adapter``.
+
+    ``source`` is an object with ``before(env)`` (called before each step, returns what it needs to remember) and
+    ``__call__(env, action, memo, terminated) -> int[K]``; ``adapter`` is ``(space) -> (space, fn)``.
+    """
+
+    def __init__(self, env: gym.Env, source, adapter):
+        super().__init__(env)
+        self.source = source
+        self.observation_space, self._adapt = adapter(env.observation_space)
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        return self._adapt(obs), {**info, "events": np.zeros(self.source.n_types, dtype=np.int64)}
+
+    def step(self, action):
+        memo = self.source.before(self.env.unwrapped)
+        obs, reward, term, trunc, info = self.env.step(action)
+        events = self.source(self.env.unwrapped, int(action), memo, bool(term))
+        return self._adapt(obs), reward, term, trunc, {**info, "events": events}
+
+
+class InfoEvents:
+    """The env reports ``info["events"]`` itself: nothing to compute (the wrapper is not used)."""
+
+    def __init__(self, types):
+        self.n_types = len(types)
+
+
+class MiniGridEvents:
+    """Events of a MiniGrid env, one type per descriptor: ``KIND`` or ``KIND:COLOUR`` for picking up an object
+    (key, ball, box), ``door``/``door:COLOUR`` for opening a door, ``goal`` for reaching the goal square.
+
+    A picked-up object is taken out of the agent's hands (as if consumed), so pickups can repeat in one episode.
+    """
+
+    TOGGLE = 5  # MiniGrid's action index for toggle
+
+    def __init__(self, types):
+        self.types = [tuple(t.split(":", 1)) if ":" in t else (t, None) for t in types]
+        self.n_types = len(self.types)
+        for kind, _ in self.types:
+            if kind not in ("key", "ball", "box", "door", "goal"):
+                raise ConfigError(f"env.event_types: {kind!r} is not a MiniGrid event (key, ball, box, door, goal)")
+
+    def _type_of(self, kind: str, colour: str) -> int | None:
+        return next((i for i, (k, c) in enumerate(self.types) if k == kind and c in (None, colour)), None)
+
+    def before(self, env):
+        front = env.grid.get(*env.front_pos)
+        return env.carrying, front if front is not None and front.type == "door" and not front.is_open else None
+
+    def __call__(self, env, action, memo, terminated):
+        events = np.zeros(self.n_types, dtype=np.int64)
+        carried, closed_door = memo
+        hit = []
+        if env.carrying is not None and env.carrying is not carried:
+            hit.append((env.carrying.type, env.carrying.color))
+            env.carrying = None
+        if action == self.TOGGLE and closed_door is not None and closed_door.is_open:
+            hit.append(("door", closed_door.color))
+        cell = env.grid.get(*env.agent_pos)
+        if terminated and cell is not None and cell.type == "goal":
+            hit.append(("goal", cell.color))
+        for kind, colour in hit:
+            t = self._type_of(kind, colour)
+            if t is not None:
+                events[t] += 1
+        return events
+
+
+def _array(space):
+    return space, lambda obs: obs
+
+
+def _channels_first(space: gym.spaces.Box):
+    h, w, c = space.shape
+    return gym.spaces.Box(0, 255, (c, h, w), dtype=np.uint8), lambda img: np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.uint8)
+
+
+def _image(space):
+    """An ``H x W x C`` image observation, channels first (what goalscope's CNN reads)."""
+    return _channels_first(space)
+
+
+def _minigrid(space):
+    """MiniGrid's Dict observation: its ``image`` (the egocentric view), channels first."""
+    if not isinstance(space, gym.spaces.Dict) or "image" not in space.spaces:
+        raise ConfigError(f"env.obs 'minigrid' needs a Dict observation with an 'image', got {space}")
+    out, fn = _channels_first(space["image"])
+    return out, lambda obs: fn(obs["image"])
+
+
+EVENT_SOURCES: dict[str, type] = {"info": InfoEvents, "minigrid": MiniGridEvents}
+OBS_ADAPTERS = {"array": _array, "image": _image, "minigrid": _minigrid}
+
+
+def _import_minigrid() -> None:
+    try:
+        import minigrid  # noqa: F401  (importing it registers MiniGrid's envs with Gymnasium)
+    except ImportError:
+        raise ConfigError("env.events/obs 'minigrid' needs the minigrid package: pip install minigrid") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
