@@ -54,8 +54,29 @@ def test_logs_csv_and_tensorboard(tiny_cfg, tmp_path):
     assert lines[0].startswith("step,") and "losses/policy" in lines[0] and "eval/fraction_of_oracle" in lines[0]
     assert len(lines) >= 3
     runs = list((tmp_path / "tb").iterdir())
-    assert len(runs) == 1 and runs[0].name.startswith("object_maze__collect:0__0__")  # {env}__{exp}__{seed}__{time}
-    assert list(runs[0].glob("events.out.tfevents.*"))
+    assert len(runs) == 1 and runs[0].name.startswith("object_maze__collect_0__0__")  # {env}__{exp}__{seed}__{time}
+    events = list(runs[0].glob("events.out.tfevents.*"))
+    assert events
+    for tag in ("losses/clipfrac", "losses/explained_variance", "charts/episode_length"):
+        assert tag in lines[0]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(runs[0])).Reload()
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(acc.PluginTagToContent("hparams"))
+    assert b"ppo/lr" in acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]  # TensorBoard's HPARAMS tab
+
+
+def test_callbacks_see_every_update_and_can_stop_training(tiny_cfg, tmp_path):
+    seen = []
+
+    def watch(step, row, model):
+        seen.append((step, (tmp_path / "train_log.csv").read_text().count("\n") - 1))  # the CSV grows as it goes
+        return len(seen) < 2
+
+    ppo = PPOConfig(total_steps=8 * 512, n_envs=16, n_steps=32, eval_episodes=8)
+    result = train(build_agent("mlp", tiny_cfg.obs_shape, 4), tiny_cfg, parse_reward("collect:0", 2), ppo, seed=0,
+                   log_dir=tmp_path, callbacks=[watch])
+    assert seen == [(512, 1), (1024, 2)] and result.steps == 1024
 
 
 @pytest.mark.parametrize("field, value", [("n_envs", 0), ("lr", 2.0), ("gamma", 1.5), ("epochs", "3"), ("clip", float("nan"))])

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -92,7 +93,7 @@ class TrainResult:
 def run_name(env_cfg, experiment: str, seed: int) -> str:
     """``{env}__{exp}__{seed}__{time}``: the name a run's TensorBoard (and W&B) logs go under."""
     env = getattr(env_cfg, "id", None) or getattr(env_cfg, "family", "env")
-    slug = "".join(c if c.isalnum() or c in "-_.:" else "_" for c in experiment)
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)  # no ':' (breaks paths on Windows)
     return f"{env.replace('/', '-')}__{slug}__{seed}__{int(time.time())}"
 
 
@@ -111,6 +112,7 @@ class ScalarLog:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(str(self.log_dir / "tb" / name))
+                self._hparams(config or {})
             except ImportError:  # tensorboard is optional; the CSV always exists
                 self._tb = None
         if os.environ.get("GOALSCOPE_WANDB") == "1":
@@ -122,6 +124,18 @@ class ScalarLog:
                 self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "goalscope"), name=name,
                                          config=config or {}, reinit=True)
 
+    def _hparams(self, config: dict) -> None:
+        """The run's settings in TensorBoard's HPARAMS tab (flattened: ``ppo/lr``...), as CleanRL shows them."""
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = {}
+        for key, value in config.items():
+            for k, v in (value.items() if isinstance(value, dict) else [("", value)]):
+                if isinstance(v, (int, float, str, bool)):
+                    flat[f"{key}/{k}" if k else key] = v
+        for summary in hparams(flat, {"eval/return": float("nan")}):
+            self._tb.file_writer.add_summary(summary)
+
     def write(self, step: int, scalars: dict) -> None:
         self.rows.append({"step": step, **scalars})
         if self._tb is not None:
@@ -129,18 +143,25 @@ class ScalarLog:
                 self._tb.add_scalar(k, v, step)
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
+        self._write_csv()  # as it goes, so a long run can be watched (a few hundred rows: rewriting is cheap)
+
+    def _write_csv(self) -> None:
+        if not (self.log_dir and self.rows):
+            return
+        keys = sorted({k for r in self.rows for k in r} - {"step"})
+        tmp = self.log_dir / ".train_log.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, ["step", *keys])
+            w.writeheader()
+            w.writerows(self.rows)
+        os.replace(tmp, self.log_dir / "train_log.csv")
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
-        if self.log_dir and self.rows:
-            keys = sorted({k for r in self.rows for k in r} - {"step"})
-            with open(self.log_dir / "train_log.csv", "w", newline="") as f:
-                w = csv.DictWriter(f, ["step", *keys])
-                w.writeheader()
-                w.writerows(self.rows)
+        self._write_csv()
 
 
 def _log_probs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -166,12 +187,16 @@ def train(
     progress: bool = False,
     resume_dir: Path | None = None,
     name: str | None = None,
+    callbacks: Sequence[Callable[[int, dict, nn.Module], bool | None]] = (),
 ) -> TrainResult:
     """Train ``model`` in place with PPO on ``reward``; returns the per-update history and a final evaluation.
 
     With ``resume_dir``, a snapshot (weights, optimiser, RNG and env state) is written there every
     ``ppo.save_every`` env steps, and a snapshot found there is continued from: a run killed mid-way ends with
     the same weights as one that was never interrupted.
+
+    ``callbacks`` (Stable-Baselines3 style) are called after every update as ``callback(step, row, model)``, with
+    the row of scalars just logged; one returning ``False`` stops training there (the final evaluation still runs).
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -195,6 +220,7 @@ def train(
         n_updates = math.ceil(ppo.total_steps / ppo.batch_size)  # whole rollouts, at least the budget asked for
         obs = torch.from_numpy(env.reset(seed))
         ep_returns: list[float] = []
+        ep_lengths: list[float] = []  # not in snapshots: a resumed run's first length average covers fewer episodes
         next_eval = ppo.eval_every or None
         step, first_update = 0, 0
         fingerprint = {"ppo": ppo.to_json(), "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
@@ -225,6 +251,7 @@ def train(
                     done_buf[t] = torch.from_numpy(term | trunc)
                     if info:
                         ep_returns.extend(info["returns"].tolist())
+                        ep_lengths.extend(info["steps"].tolist())
                     obs = torch.from_numpy(next_obs)
                 _, next_value = model(obs)
 
@@ -262,15 +289,22 @@ def train(
                     optimizer.step()
                     with torch.no_grad():
                         approx_kl = ((ratio - 1) - (logp - b_logp[idx])).mean()
-                    stats.append(torch.stack([loss.detach(), pg_loss.detach(), v_loss.detach(), entropy.detach(), approx_kl]))
+                        clipfrac = ((ratio - 1).abs() > ppo.clip).float().mean()
+                    stats.append(torch.stack([loss.detach(), pg_loss.detach(), v_loss.detach(), entropy.detach(),
+                                              approx_kl, clipfrac]))
             _check_finite(model, torch.stack(stats).sum(), step)
             s = torch.stack(stats).mean(0).tolist()
+            var_ret = float(b_ret.var())  # how much of the return the value head explains (1 = all, <= 0 = none)
+            explained = 1.0 - float((b_ret - val_buf.flatten()).var()) / var_ret if var_ret > 0 else float("nan")
             row = {"losses/total": s[0], "losses/policy": s[1], "losses/value": s[2], "losses/entropy": s[3],
-                   "losses/approx_kl": s[4], "charts/lr": optimizer.param_groups[0]["lr"],
+                   "losses/approx_kl": s[4], "losses/clipfrac": s[5], "losses/explained_variance": explained,
+                   "charts/lr": optimizer.param_groups[0]["lr"],
                    "charts/steps_per_s": step / (time.perf_counter() - start)}
             if ep_returns:
                 row["charts/episode_return"] = float(np.mean(ep_returns))
+                row["charts/episode_length"] = float(np.mean(ep_lengths)) if ep_lengths else float("nan")
                 ep_returns.clear()
+                ep_lengths.clear()
             if next_eval is not None and step >= next_eval and update < n_updates - 1:
                 row.update(_eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
                 next_eval += ppo.eval_every
@@ -280,6 +314,8 @@ def train(
                 next_save += ppo.save_every
             bar.update(ppo.batch_size)
             bar.set_postfix_str(f"return {row.get('charts/episode_return', float('nan')):.2f}")
+            if any(cb(step, row, model) is False for cb in callbacks):
+                break
         bar.close()
 
         final = summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)
@@ -373,23 +409,23 @@ def _progress(total: int, enabled: bool, desc: str):
 
 def train_new(arch: str, arch_config: dict, env_cfg, reward: Reward, ppo: PPOConfig, seed: int, *,
               log_dir: Path | None = None, progress: bool = False, resume_dir: Path | None = None,
-              name: str | None = None) -> Checkpoint:
+              name: str | None = None, callbacks=()) -> Checkpoint:
     """Initialise ``arch`` from ``seed`` and train it on ``reward`` (this is how MA is made)."""
     torch.manual_seed(seed)
     model = build_agent(arch, env_cfg.obs_shape, env_cfg.n_actions, arch_config)
     result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir,
-                   name=name)
+                   name=name, callbacks=callbacks)
     return Checkpoint(arch, arch_config, env_cfg, reward, _state(model), result.steps, seed, None, _extra(result, ppo))
 
 
 def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, parent_path: str | None = None,
              log_dir: Path | None = None, progress: bool = False, env_cfg=None,
-             resume_dir: Path | None = None, name: str | None = None) -> Checkpoint:
+             resume_dir: Path | None = None, name: str | None = None, callbacks=()) -> Checkpoint:
     """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made)."""
     model = parent.build()
     env_cfg = env_cfg or parent.env
     result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir,
-                   name=name)
+                   name=name, callbacks=callbacks)
     return Checkpoint(parent.arch, parent.arch_config, env_cfg, reward, _state(model), parent.steps + result.steps,
                       seed, parent_path, _extra(result, ppo))
 
