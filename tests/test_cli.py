@@ -70,3 +70,23 @@ def test_help_teaches_the_workflow():
     out = subprocess.run([sys.executable, "-m", "goalscope.cli", "--help"], capture_output=True, text=True).stdout
     for word in ("train", "finetune", "eval", "collect:0", "MA", "MB"):
         assert word in out
+
+
+def test_every_command_explains_itself_and_shows_defaults():
+    from goalscope.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert p.description, f"`goalscope {name}` has no description"
+        for action in p._actions:
+            assert action.help, f"`goalscope {name} {action.dest}` has no help"
+    assert "(default: 7)" in sub.choices["train"].format_help()  # the default experiment's maze
+    out = subprocess.run([sys.executable, "-m", "goalscope.cli", "--version"], capture_output=True, text=True).stdout
+    assert out.startswith("goalscope ")
+
+
+def test_eval_of_a_zip_points_to_the_importer(tmp_path, capsys):
+    (tmp_path / "ppo.zip").write_bytes(b"PK")
+    code, _, err = run(capsys, "eval", tmp_path / "ppo.zip")
+    assert code == 2 and "goalscope import-sb3" in err

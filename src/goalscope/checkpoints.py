@@ -172,7 +172,12 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     if not directory.exists():
         raise CheckpointError(f"checkpoint {str(directory)!r} does not exist")
     if not directory.is_dir():
-        raise CheckpointError(f"{directory} is a file; a checkpoint is a directory with {META} and {WEIGHTS}")
+        hint = {".zip": f"; a Stable-Baselines3 model? import it first: goalscope import-sb3 {directory} --out DIR "
+                        "--reward RA",
+                ".pt": "; a torch.save-d state dict? see goalscope.importers.load_torch_state_dict",
+                ".pth": "; a torch.save-d state dict? see goalscope.importers.load_torch_state_dict"}
+        raise CheckpointError(f"{directory} is a file; a checkpoint is a directory with {META} and {WEIGHTS}"
+                              f"{hint.get(directory.suffix, '')}")
     meta_path, weights_path = directory / META, directory / WEIGHTS
     if not meta_path.exists() or not weights_path.exists():
         if any(directory.glob("*.pt")) or any(directory.glob("*.pth")) or any(directory.glob("*.pkl")):

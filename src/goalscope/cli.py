@@ -40,21 +40,22 @@ def _positive_int(text: str) -> int:
 
 
 def _add_env_args(p: argparse.ArgumentParser) -> None:
+    # Defaults are those of experiments/default.toml, so `train` makes the MA the default experiment would.
     g = p.add_argument_group("environment (object maze)")
-    g.add_argument("--size", type=int, default=9, help="grid side including outer walls, odd for mazes (default 9)")
-    g.add_argument("--n-types", type=int, default=4, help="object types K (default 4)")
-    g.add_argument("--n-per-type", type=int, default=2, help="objects of each type per episode (default 2)")
-    g.add_argument("--max-steps", type=int, default=48, help="episode step limit (default 48)")
+    g.add_argument("--size", type=int, default=7, help="grid side including outer walls, odd for mazes")
+    g.add_argument("--n-types", type=int, default=5, help="object types K")
+    g.add_argument("--n-per-type", type=int, default=1, help="objects of each type per episode")
+    g.add_argument("--max-steps", type=int, default=32, help="episode step limit")
     g.add_argument("--layout", choices=["maze", "open"], default="maze", help="corridor maze or one open room")
-    g.add_argument("--loop-prob", type=float, default=0.1, help="fraction of maze walls knocked out to make loops")
+    g.add_argument("--loop-prob", type=float, default=0.2, help="fraction of maze walls knocked out to make loops")
 
 
 def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g = p.add_argument_group("training (PPO)")
-    g.add_argument("--steps", type=_positive_int, default=default_steps, help=f"environment steps (default {default_steps})")
-    g.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, envs and sampling (default 0)")
-    g.add_argument("--n-envs", type=_positive_int, default=64, help="parallel envs (default 64)")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument("--steps", type=_positive_int, default=default_steps, help="environment steps")
+    g.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, envs and sampling")
+    g.add_argument("--n-envs", type=_positive_int, default=64, help="parallel envs")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")
     g.add_argument("--out", required=True, type=Path, help="run directory to create")
     g.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -74,25 +75,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a new agent (MA) on a reward", description="Train a new agent on a reward with PPO.")
     p.add_argument("--reward", required=True, help="reward RA, e.g. collect:0")
-    p.add_argument("--arch", default="cnn", help="architecture: cnn (default) or mlp")
+    p.add_argument("--arch", default="cnn", help="a registered architecture: cnn, mlp, planner, ...")
     p.add_argument("--arch-config", default="{}", help='architecture options as JSON, e.g. \'{"hidden": 64}\'')
     _add_env_args(p)
-    _add_ppo_args(p, 300_000)
+    _add_ppo_args(p, 150_000)
 
     p = sub.add_parser("finetune", help="continue training a checkpoint on another reward (MB)",
                        description="Fine-tune a checkpoint on another reward in the same environment.")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory of the parent model (MA)")
     p.add_argument("--reward", required=True, help="reward RB, e.g. collect:1")
-    _add_ppo_args(p, 100_000)
+    _add_ppo_args(p, 50_000)
 
     p = sub.add_parser("eval", help="behaviour profile and return of a checkpoint",
                        description="Run evaluation episodes and print what the agent collects and its return "
                                    "under a reward, as a fraction of a shortest-path oracle.")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (model.safetensors + meta.json)")
     p.add_argument("--reward", help="reward to score under (default: the one it was trained on)")
-    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes (default 256)")
-    p.add_argument("--seed", type=_non_negative_int, default=10_000,
-                   help="evaluation seed: same seed, same episodes (default 10000)")
+    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--seed", type=_non_negative_int, default=10_000, help="evaluation seed: same seed, same episodes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     from goalscope import experiment_cli
@@ -112,14 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
                                    "then compare update signals when the reward changes but the cue does not, when "
                                    "the cue changes with it, and a control; measure retargeting by the cue.")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--base-steps", type=_positive_int, default=200_000)
-    p.add_argument("--finetune-steps", type=_positive_int, default=50_000)
-    p.add_argument("--episodes", type=_positive_int, default=256)
+    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--base-steps", type=_positive_int, default=200_000, help="env steps of the goal-conditioned agent")
+    p.add_argument("--finetune-steps", type=_positive_int, default=50_000, help="env steps of each fine-tune")
+    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     _add_env_args(p)
     p.set_defaults(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
+    for command in sub.choices.values():  # every command's --help shows its defaults
+        command.formatter_class = _HelpFormatter
     return parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written, and each option's default after its help (where there is one to show)."""
+
+    def _get_help_string(self, action):
+        d = action.default
+        if d is None or d is False or d is argparse.SUPPRESS or d == [] or action.help is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _non_negative_int(text: str) -> int:

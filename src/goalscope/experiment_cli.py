@@ -28,28 +28,41 @@ def add_commands(sub) -> None:
                                       "must be on a filesystem every node sees")
     p.add_argument("--quick", action="store_true", help="a tiny version of the experiment (small budgets, 1 seed) to try things out")
 
-    p = sub.add_parser("results", help="print the summary tables of a finished run")
-    p.add_argument("run", type=Path)
+    p = sub.add_parser("results", help="print the summary tables of a finished run",
+                       description="Print the tables `goalscope run` printed at the end (MA and MB competence, update-"
+                                   "signal cosines, negation verdicts, heatmap summaries) from RUN/summary.json, "
+                                   "without recomputing anything.")
+    p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
 
     p = sub.add_parser("diff", help="update signal MB - MA: size per layer and tensor",
                        description="Print the update signal between two checkpoints of the same architecture.")
-    p.add_argument("ma", type=Path)
-    p.add_argument("mb", type=Path)
+    p.add_argument("ma", type=Path, help="checkpoint of MA")
+    p.add_argument("mb", type=Path, help="checkpoint of MB (the same architecture)")
     p.add_argument("--units", action="store_true", help="also list the 10 most-changed output units / channels")
 
-    p = sub.add_parser("negate", help="MB* = MA - alpha*(MB - MA), retrained on RA, against a retrained-MA control")
-    p.add_argument("ma", type=Path)
-    p.add_argument("mb", type=Path)
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--retrain-steps", type=int, default=20_000)
-    p.add_argument("--episodes", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    from goalscope.cli import _non_negative_int, _positive_int
 
-    p = sub.add_parser("superpose", help="aggregate several update signals into an objective heatmap")
-    p.add_argument("ma", type=Path)
+    p = sub.add_parser("negate", help="MB* = MA - alpha*(MB - MA), retrained on RA, against a retrained-MA control",
+                       description="The seed's negation test for one pair: subtract alpha times the update signal "
+                                   "MB - MA from MA, retrain briefly on RA to recover capability, and compare how many "
+                                   "RB objects it collects with MA retrained the same way (one seed; `goalscope run` "
+                                   "does this over seeds with random-direction controls and CIs).")
+    p.add_argument("ma", type=Path, help="checkpoint of MA (trained on RA)")
+    p.add_argument("mb", type=Path, help="checkpoint of MB (MA fine-tuned on RB)")
+    p.add_argument("--alpha", type=float, default=1.0, help="how far to step against the update signal")
+    p.add_argument("--retrain-steps", type=_positive_int, default=20_000, help="env steps of retraining on RA")
+    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the retraining")
+
+    p = sub.add_parser("superpose", help="aggregate several update signals into an objective heatmap",
+                       description="Superpose the update signals MB_i - MA with an aggregator into one score per "
+                                   "parameter, and print each tensor's enrichment: its share of the score over its "
+                                   "share of the parameters (1 = no more than its size predicts).")
+    p.add_argument("ma", type=Path, help="checkpoint of MA")
     p.add_argument("mbs", type=Path, nargs="+", help="fine-tuned checkpoints MB_1 ... MB_k")
     p.add_argument("--method", default="mean_abs", help="aggregator: mean, median, mean_abs, ties, pca, control_subtracted, fisher")
     p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
+    p.add_argument("--fisher-samples", type=_positive_int, default=1024, help="observations for the fisher method")
     p.add_argument("--out", type=Path, help="write the heatmap as safetensors (marked as a heatmap, so it is never "
                                             "loaded as weights)")
     p.add_argument("--force", action="store_true", help="replace an existing heatmap file at --out")
@@ -230,12 +243,15 @@ def cmd_superpose(args) -> None:
     if args.method == "fisher":
         from goalscope.analysis import ma_fisher
 
-        fisher = ma_fisher(ma, 1024, seed=0)
+        fisher = ma_fisher(ma, args.fisher_samples, seed=0)
     heat = agg.aggregate(args.method, deltas, controls=controls, fisher=fisher)
     total = float(sum(v.sum() for v in heat.values()))
-    print(f"heatmap '{args.method}' over {len(deltas)} update signals: share of score per tensor")
-    for k, v in sorted(heat.items(), key=lambda kv: -float(kv[1].sum())):
-        print(f"  {k:<18}{float(v.sum()) / total if total else 0:>8.1%}")
+    n_params = sum(v.numel() for v in heat.values())
+    rows = [(k, float(v.sum()) / total if total else 0.0, v.numel() / n_params) for k, v in heat.items()]
+    print(f"heatmap '{args.method}' over {len(deltas)} update signals; enrichment = share of score / share of parameters")
+    print(f"  {'tensor':<22}{'enrichment':>11}{'score':>9}{'params':>9}")
+    for k, share, size in sorted(rows, key=lambda r: -r[1] / r[2]):
+        print(f"  {k:<22}{share / size:>11.2f}{share:>9.1%}{size:>9.1%}")
     if args.out:
         save_heatmap(heat, args.out, {"method": args.method, "signals": str(len(deltas))})
         print(f"wrote {args.out}")
