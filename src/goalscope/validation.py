@@ -40,7 +40,7 @@ from goalscope.jobs import job_status, stage_dir
 from goalscope.records import record, write_records
 from goalscope.stats import MIN_SEEDS, bootstrap_mean, holm, spearman, t_interval, t_test
 
-GRAFT_FRACTIONS = (0.001, 0.005, 0.01, 0.05, 0.25, 1.0)
+GRAFT_FRACTIONS = (0.001, 0.01, 0.05, 0.25, 1.0)  # 100% is MB itself (not rerun); few points keep validate quick
 ABLATION_FRACTIONS = (0.01, 0.05)
 STABILITY_FRACTION = 0.01
 VALIDATION_EPISODES = 128  # per graft point unless --episodes says otherwise: paired episodes keep this enough
@@ -148,7 +148,8 @@ def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra
 
 
 def validate_seed(task: dict) -> dict:
-    """Graft and ablation tests of every ranking and null for one MA seed; returns plain numbers."""
+    """Graft and ablation tests of |Δ_i|, every null and every heatmap built without RB_i (held-out) for one MA
+    seed; returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
     from goalscope.analysis import ma_fisher
 
     torch.set_num_threads(1)
@@ -173,7 +174,6 @@ def validate_seed(task: dict) -> dict:
         except GoalscopeError:  # e.g. pca with one RB, or an aggregator needing fine-tune seeds: left out
             return None
 
-    in_sample = {m: h for m in methods if (h := heat(m, list(deltas))) is not None}
     gen = torch.Generator().manual_seed(10_000 + s)
     names = list(deltas)
     rankings, targets = {}, {}
@@ -188,7 +188,6 @@ def validate_seed(task: dict) -> dict:
             r[CONTROL_NULL] = {k: v.abs() for k, v in controls[0].items()}
         if len(names) > 1:  # the next RB's mask: where fine-tuning on some other objective writes
             r[OTHER_RB_NULL] = {k: v.abs() for k, v in deltas[names[(idx + 1) % len(names)]].items()}
-        r.update(in_sample)
         held = {m + HELD_OUT: h for m in methods if len(names) > 1
                 and (h := heat(m, [o for o in names if o != rb])) is not None}
         rankings[rb] = {**r, **held}
@@ -353,13 +352,13 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
     """Curves, per-seed areas, the graft and ablation families with Holm, and one verdict per judged ranking.
 
     Judged: |Δ_i| (a per-RB ranking) and every heatmap on held-out RBs (built without the RB it is scored on).
-    In-sample heatmaps contain Δ_i itself; their numbers are shown for reference, without a verdict."""
+    Any other ranking present (e.g. in tests) is shown for reference, without a verdict."""
     rows = rows if rows is not None else []
     scores = per_seed_scores(per_seed)
     judged = [n for n in [PER_RB, *(m + HELD_OUT for m in methods)] if n in scores]
     families = {t: compare_family(scores, t, judged) for t in ("graft", "ablation")}
     verdicts = {n: {t: locus_verdict(families[t], n, len(families[t]), t) for t in families} for n in judged}
-    roles = {n: "null" if n in NULLS else ("judged" if n in judged else "in-sample (reference)") for n in scores}
+    roles = {n: "null" if n in NULLS else ("judged" if n in judged else "reference") for n in scores}
     gains = {}
     for res in per_seed:
         for rb, g in res["graft"].items():
@@ -550,12 +549,19 @@ def built_in_checks(card: dict) -> list[dict]:
 
 def scorecard_markdown(card: dict) -> str:
     lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
-    from goalscope.entry import entry_markdown
-    from goalscope.planted import localisation_markdown
-
-    lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
-    if "input_planes" in card:
-        lines += ["", entry_markdown(card["input_planes"])]
+    loc = card.get("localisation")
+    lines.append("## Localisation against the planted objective")
+    if isinstance(loc, dict):
+        lines += [f"{loc.get('positives')} of {loc.get('parameters')} parameters are planted-objective parameters.", "",
+                  "| method | RBs | AUROC [95% CI over seeds] | precision@k |", "|---|---|---|---|"]
+        for m, by_n in loc.get("by_method", {}).items():
+            for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0])):
+                a = v["auroc"]
+                lines.append(f"| {m} | {n} | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | {v.get('precision_at_k', math.nan):.3f} |")
+        for m, v in card.get("localisation_verdicts", {}).items():
+            lines.append(f"- **{m}**: {v}")
+    else:
+        lines.append(str(loc))
     g = card["graft"]
     fam = card.get("families", {})
     lines += ["", f"## Graft curves: fraction of MB's specific lean recovered by MA + top-k% of Δ ({card.get('episodes')} "
