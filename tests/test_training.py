@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,13 +12,15 @@ from goalscope.training import PPOConfig, finetune, train, train_new
 TINY_PPO = PPOConfig(total_steps=60_000, n_envs=32, n_steps=32, eval_episodes=128)
 
 
-def test_ppo_learns_a_tiny_maze(tiny_cfg):
-    """A real learning test: from random (~20% of oracle) to >= 80% of the oracle's return."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_ppo_learns_a_tiny_maze(tiny_cfg, precision):
+    """A real learning test: from random (~20% of oracle) to >= 80% of the oracle's return, in either precision."""
     reward = parse_reward("collect:0", tiny_cfg.n_types)
     torch.manual_seed(0)
     model = build_agent("cnn", tiny_cfg.obs_shape, 4)
     before = summarise(evaluate(model, tiny_cfg, reward, 128), reward, oracle_profile(tiny_cfg, reward, 128))
-    result = train(model, tiny_cfg, reward, TINY_PPO, seed=0)
+    result = train(model, tiny_cfg, reward, dataclasses.replace(TINY_PPO, precision=precision), seed=0)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
     assert before["fraction_of_oracle"] < 0.6
     assert result.final_eval["fraction_of_oracle"] >= 0.8, result.final_eval
 

@@ -56,6 +56,9 @@ def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, envs and sampling")
     g.add_argument("--n-envs", type=_positive_int, default=64, help="parallel envs")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: network passes under bfloat16 autocast (faster on CPUs with AMX and on GPUs; weights "
+                        "stay fp32); fp32 is bit-reproducible")
     g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")
     g.add_argument("--out", required=True, type=Path, help="run directory to create")
     g.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -154,7 +157,8 @@ def _env_config(args):
 def _ppo_config(args):
     from goalscope.training import PPOConfig
 
-    return PPOConfig(total_steps=args.steps, n_envs=args.n_envs, lr=args.lr, eval_every=args.eval_every)
+    return PPOConfig(total_steps=args.steps, n_envs=args.n_envs, lr=args.lr, eval_every=args.eval_every,
+                     precision=args.precision)
 
 
 def cmd_train(args) -> None:

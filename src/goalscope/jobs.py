@@ -49,7 +49,9 @@ class Job:
     @property
     def key(self) -> str:
         # How often training snapshots itself changes nothing in the result, so it must not change the key.
-        spec = {**self.spec, "ppo": {k: v for k, v in self.spec["ppo"].items() if k != "save_every"}}
+        # Nor does a setting at the value it had before the setting existed (fp32), so old runs keep their keys.
+        spec = {**self.spec, "ppo": {k: v for k, v in self.spec["ppo"].items()
+                                     if k != "save_every" and (k, v) != ("precision", "fp32")}}
         blob = json.dumps({"kind": self.kind, "spec": spec}, sort_keys=True).encode()
         return f"{self.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
 

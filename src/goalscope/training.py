@@ -31,6 +31,9 @@ from goalscope.errors import ConfigError, TrainingDiverged, check_fields
 from goalscope.evaluation import evaluate, oracle_profile, summarise
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class PPOConfig:
     total_steps: int = 300_000
@@ -50,6 +53,10 @@ class PPOConfig:
     eval_episodes: int = 256
     threads: int = 1
     save_every: int = 100_000  # env steps between resumable snapshots (needs a resume_dir; 0 = never)
+    # "bf16": forward and backward passes under torch.autocast in bfloat16 (~2x faster on CPUs with AMX/AVX-512
+    # bf16 and on GPUs); weights, Adam state, losses and everything saved stay fp32. "fp32" (default) is
+    # bit-reproducible; bf16 is deterministic on one machine too, but its numbers differ from fp32's.
+    precision: str = "fp32"
 
     def __post_init__(self):
         for f in fields(self):
@@ -69,6 +76,12 @@ class PPOConfig:
         for name in ("gamma", "gae_lambda"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"ppo.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def autocast(self, device: str = "cpu"):
+        """The context the network's passes run in: bf16 autocast, or nothing for fp32."""
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
     def batch_size(self) -> int:
@@ -239,7 +252,9 @@ def train(
             with torch.inference_mode():
                 for t in range(T):
                     obs_buf[t] = obs
-                    logits, value = model(obs)
+                    with ppo.autocast():
+                        logits, value = model(obs)
+                    logits, value = logits.float(), value.float()
                     if not torch.isfinite(logits).all():
                         raise TrainingDiverged(f"training diverged at step {step}: the policy outputs NaN/inf")
                     action = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
@@ -253,7 +268,8 @@ def train(
                         ep_returns.extend(info["returns"].tolist())
                         ep_lengths.extend(info["steps"].tolist())
                     obs = torch.from_numpy(next_obs)
-                _, next_value = model(obs)
+                with ppo.autocast():
+                    next_value = model(obs)[1].float()
 
                 # 2. Generalised advantage estimation, backwards through the rollout.
                 adv = torch.zeros((T, N))
@@ -273,7 +289,9 @@ def train(
             stats = []
             for _ in range(ppo.epochs):
                 for idx in torch.randperm(ppo.batch_size).split(ppo.minibatch_size):
-                    logits, value = model(b_obs[idx])
+                    with ppo.autocast():
+                        logits, value = model(b_obs[idx])
+                    logits, value = logits.float(), value.float()  # losses in fp32 whatever the passes ran in
                     logp_all = torch.log_softmax(logits, -1)
                     logp = logp_all.gather(-1, b_act[idx].unsqueeze(-1)).squeeze(-1)
                     ratio = torch.exp(logp - b_logp[idx])
