@@ -12,6 +12,8 @@ from goalscope.outputs import check_output_file, check_output_path, check_replac
 
 
 def add_commands(sub) -> None:
+    from goalscope.cli import _add_env_args, _non_negative_int, _positive_int  # cli imports this module: no cycle at load
+
     p = sub.add_parser("run", help="run (or resume) a whole experiment from a TOML file",
                        description="Train MA, fine-tune MBs and controls, negate-and-retrain, superpose, and write "
                                    "records.csv, heatmaps/ and summary.json. Finished jobs are cached by the hash "
@@ -39,8 +41,6 @@ def add_commands(sub) -> None:
     p.add_argument("ma", type=Path, help="checkpoint of MA")
     p.add_argument("mb", type=Path, help="checkpoint of MB (the same architecture)")
     p.add_argument("--units", action="store_true", help="also list the 10 most-changed output units / channels")
-
-    from goalscope.cli import _non_negative_int, _positive_int
 
     p = sub.add_parser("negate", help="MB* = MA - alpha*(MB - MA), retrained on RA, against a retrained-MA control",
                        description="The seed's negation test for one pair: subtract alpha times the update signal "
@@ -72,8 +72,6 @@ def add_commands(sub) -> None:
                                    "CSV files of every figure next to it, and print its path.")
     p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
     p.add_argument("--out", type=Path, help="report directory (default: RUN/report)")
-
-    from goalscope.cli import _add_env_args
 
     p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 PPO MlpPolicy zip as a goalscope checkpoint",
                        description="Read a Stable-Baselines3 PPO zip (MlpPolicy, separate pi/vf towers of equal "
