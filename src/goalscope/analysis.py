@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 
 from goalscope import aggregate as agg
 from goalscope import signals as sig
-from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
+from goalscope.checkpoints import HEATMAP_FORMAT, atomic_write_bytes, load_checkpoint
 from goalscope.config import ExperimentConfig
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
@@ -33,6 +33,7 @@ from goalscope.jobs import job_status, load_profile, stage_dir
 from goalscope.records import record, write_records
 from goalscope.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio, holm, seed_means, spearman, t_interval, t_test
 
+HEATMAP = {"format": HEATMAP_FORMAT}  # never mistaken for weights (same names and shapes)
 STABILITY_TOP = 0.01  # top-1% parameter sets compared across seeds
 
 
@@ -358,7 +359,7 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
                                                          sig.jaccard_chance_stratified(a, b, seed=s)))
         if len(deltas) >= 2:
             pca_removed.append(pca_removed_component(list(deltas.values()), control))
-    atomic_write_bytes(heat_dir / "per_rb.safetensors", st_save({k: v.contiguous() for k, v in per_rb.items()}))
+    atomic_write_bytes(heat_dir / "per_rb.safetensors", st_save({k: v.contiguous() for k, v in per_rb.items()}, metadata=HEATMAP))
     summary["heatmaps"] = {}
     for method, by_seed in per_method.items():
         if not by_seed:
@@ -366,7 +367,7 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
         mean = {k: torch.stack([_normalised(h)[k] for h in by_seed.values()]).mean(0) for k in next(iter(by_seed.values()))}
         tensors = {f"mean/{k}": v for k, v in mean.items()}
         tensors.update({f"seed{s}/{k}": v for s, h in by_seed.items() for k, v in h.items()})
-        atomic_write_bytes(heat_dir / f"{method}.safetensors", st_save({k: v.contiguous() for k, v in tensors.items()}))
+        atomic_write_bytes(heat_dir / f"{method}.safetensors", st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=HEATMAP))
         total = float(sum(v.sum() for v in mean.values()))
         n_params = sum(v.numel() for v in mean.values())
         shares = {k: float(v.sum()) / total if total > 0 else 0.0 for k, v in mean.items()}
