@@ -229,3 +229,31 @@ def test_jaccard_chance_matches_random_sets():
     n, f = 200_000, 0.05
     vals = [jaccard(torch.rand(n, generator=gen) < f, torch.rand(n, generator=gen) < f) for _ in range(5)]
     assert abs(sum(vals) / 5 - jaccard_chance(f)) < 0.003
+
+
+def test_negation_random_directions_are_fresh_per_seed_rb_alpha():
+    from goalscope.config import load_experiment
+    from goalscope.runner import plan_experiment
+
+    plan = plan_experiment(load_experiment("experiments/default.toml"))
+    specs = {j.key: j.spec for j in plan.jobs() if j.kind == "negate" and j.spec["direction"] == "random"}
+    seeds = [s["direction_seed"] for s in specs.values()]
+    assert len(seeds) == len(set(seeds)) == 3 * 4 * 2 * 3  # seeds x RBs x alphas x directions, all different
+    # Two such directions for the same Δ are unrelated (cosine ~ 0), unlike one direction reused everywhere.
+    delta = {"w": torch.randn(200, 50), "b": torch.randn(50)}
+    a, b = (flatten(random_direction_like(delta, torch.Generator().manual_seed(s))) for s in seeds[:2])
+    assert abs(float(a @ b / (a.norm() * b.norm()))) < 0.05
+
+
+def test_heatmap_that_is_mostly_fisher_is_flagged():
+    from goalscope.analysis import heatmap_diagnostics, mostly_warning, pca_note
+
+    g = torch.Generator().manual_seed(0)
+    fisher = {"w": torch.rand(500, generator=g)}
+    refs = {"Fisher alone (MA)": fisher, "mean |Δ|": {"w": torch.rand(500, generator=g)}}
+    mostly_fisher = {"w": fisher["w"] * (1 + 0.01 * torch.rand(500, generator=g))}
+    d = heatmap_diagnostics(mostly_fisher, refs)
+    assert d["Fisher alone (MA)"] > 0.99 and abs(d["mean |Δ|"]) < 0.15
+    assert "mostly Fisher alone (MA)" in mostly_warning(d)
+    assert mostly_warning(heatmap_diagnostics({"w": torch.rand(500, generator=g)}, refs)) is None
+    assert "not optimiser drift" in pca_note({"cosine_with_mean_delta": 0.99, "cosine_with_control_drift": 0.1})

@@ -62,3 +62,21 @@ def test_holm_is_stepdown_and_keeps_nan_out_of_the_family():
 def test_one_sided_t_test_directions():
     assert t_test([1.0, 1.2, 0.9], "greater") < 0.05 < t_test([1.0, 1.2, 0.9], "less")
     assert t_test([1.0, 1.0, 1.0], "greater") == 0.0  # every seed agrees exactly
+
+
+def test_spearman_is_rank_based():
+    from goalscope.stats import spearman
+
+    x = np.arange(20.0)
+    assert spearman(x, x ** 3) == pytest.approx(1.0) and spearman(x, -np.exp(x)) == pytest.approx(-1.0)
+    assert math.isnan(spearman(x, np.ones(20)))
+
+
+def test_negation_verdict_needs_seeds_both_intervals_and_holm():
+    from goalscope.analysis import negation_verdict
+
+    boot, t_ci = (-0.1, -0.15, -0.05), (-0.1, -0.2, -0.01)
+    assert negation_verdict(boot, t_ci, 0.01, 3) == "leans toward minimising RB"
+    assert negation_verdict(boot, t_ci, 0.2, 3).startswith("no detectable lean")  # fails Holm
+    assert negation_verdict(boot, (-0.1, -0.3, 0.1), 0.01, 3).startswith("no detectable lean")  # t interval spans 0
+    assert negation_verdict(boot, t_ci, 0.01, 2).startswith("underpowered")
