@@ -199,3 +199,14 @@ def test_real_browser_renders_the_page(tiny, tmp_path):
                          capture_output=True, text=True, timeout=120).stdout
     assert len(re.findall(r"<img src=\"data:image/png;base64,", dom)) == len(expected_figures(tiny["summary"]))
     assert "1. Learning curves" in dom and "8. Config and provenance" in dom
+
+
+def test_an_older_scorecard_still_draws_and_says_to_validate_again(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report", "tb"))
+    old = {"experiment": "tiny", "arch": "cnn", "seeds": [0, 1], "verdicts": {"mean_abs": "localises (beats |Δ| and random)"},
+           "graft": {"fractions": [0.01, 1.0], "curves": {"mean_abs": [0.5, 1.0]}, "area": {"mean_abs": 0.75}}}
+    (run / "scorecard.json").write_text(json.dumps(old))
+    page = write_report(run, tmp_path / "out", strict=True).read_text(encoding="utf-8")
+    assert "older goalscope without sensitivity-matched nulls" in page
+    assert html.escape("localises (beats |Δ| and random)") in page

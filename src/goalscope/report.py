@@ -1149,7 +1149,7 @@ def answer_cards(run: Run, card: dict | None) -> str:
 
     s = run.summary
     where, sure, wrong = [], [], []
-    if card and card.get("verdicts"):
+    if card and card.get("verdicts") and all(isinstance(x, dict) for x in card["verdicts"].values()):
         v = card["verdicts"]
         if PER_RB in v:
             where.append(f"<b>An RB's own most-changed parameters</b> (top-k of |Δ<sub>i</sub>|), grafted into MA: "
@@ -1168,6 +1168,9 @@ def answer_cards(run: Run, card: dict | None) -> str:
             elif b_area is not None and d_area is not None:
                 where.append(f"The best held-out heatmap ({_e(best)}) has a larger graft area than |Δ<sub>i</sub>| "
                              f"({b_area:.3f} vs {d_area:.3f}); see its verdict for whether that beats the nulls.")
+    elif card:
+        where.append("This run's scorecard was written by an older goalscope without sensitivity-matched nulls; run "
+                     f"<code>goalscope validate {_e(run.path)}</code> again for verdicts against them.")
     else:
         where.append(f"Validation has not been run (no {SCORECARD}); run <code>goalscope validate {_e(run.path)}</code> "
                      "for the graft and ablation verdicts against the nulls.")
@@ -1420,7 +1423,8 @@ def _validation_details(run: Run, card: dict, page: Page) -> None:
     from goalscope.validation import PER_RB
 
     fams = card.get("families") or {}
-    verdicts = card.get("verdicts") or {}
+    # A scorecard from an older goalscope has one verdict string per heatmap: shown as its graft verdict.
+    verdicts = {n: v if isinstance(v, dict) else {"graft": v} for n, v in (card.get("verdicts") or {}).items()}
     if verdicts:
         page.add("<h3>Verdicts (graft and ablation families)</h3><p>Each ranking against random, MA's Fisher alone, "
                  "the RA-control drift and another RB's mask; " + _e("; ".join(
