@@ -167,7 +167,12 @@ def test_cli_diff_superpose_negate_results(tiny_run, capsys):
     assert main(["negate", str(ma), str(mbs[0]), "--retrain-steps", "512", "--episodes", "16"]) == 0
     assert "MB* - control" in capsys.readouterr().out
     assert main(["results", str(out)]) == 0
-    assert "negate and retrain" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "negate and retrain" in text
+    assert text.index("competence") < text.index("negate and retrain")  # how good the agents are comes first
+    comp = summary["competence"]
+    assert set(comp) == {"MA", "MB[collect:1]", "MB[collect:2]"} and comp["MA"]["seeds"] == 2
+    assert all(c["passes"] == (c["fraction_of_oracle"] >= 0.8) for c in comp.values())
     assert main(["results", str(out / "nope")]) == 2
 
 

@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save
 from goalscope import aggregate as agg
 from goalscope import signals as sig
 from goalscope.checkpoints import HEATMAP_FORMAT, atomic_write_bytes, load_checkpoint
+from goalscope.competence import competence
 from goalscope.config import ExperimentConfig
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
@@ -84,6 +85,7 @@ def performance_records(cfg, plan, run_dir, ok, rewards, oracles, summary) -> li
     summary["ma_fraction_of_oracle"] = _mean(frac.get(("MA", ra)))
     summary["mb_fraction_of_oracle_on_rb"] = {rb.name: _mean(frac.get((f"MB[{rb.name}]", rb.name))) for rb in rewards[1:]}
     summary["mb_fraction_of_oracle_on_ra"] = {rb.name: _mean(frac.get((f"MB[{rb.name}]", ra))) for rb in rewards[1:]}
+    summary["competence"] = competence(cfg, plan, run_dir, ok, frac)
     return rows
 
 

@@ -71,6 +71,7 @@ class EvaluationSection:
     episodes: int = 256
     seed: int = 10_000
     bootstrap: int = 2000  # bootstrap resamples for confidence intervals
+    competence: float = 0.8  # MA and MBs below this fraction of the oracle are flagged (see goalscope.competence)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,8 @@ class ExperimentConfig:
             int_field(value, key, 0, hi)
         for s in self.seeds:
             int_field(s, "seeds[]", 0, 2**32 - 1)
+        if not 0 < self.evaluation.competence <= 2:
+            raise ConfigError(f"evaluation.competence must be a fraction of the oracle in (0, 2], got {self.evaluation.competence}")
         if len(self.rbs()) > 1000:
             raise ConfigError(f"finetune.rewards gives {len(self.rbs())} rewards; at most 1000 are supported")
         env = self.env

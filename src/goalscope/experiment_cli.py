@@ -129,6 +129,25 @@ def cmd_results(args) -> None:
         raise GoalscopeError(f"{path} is damaged ({type(e).__name__}: {e}); {rewrite}") from None
 
 
+def _print_competence(s: dict) -> None:
+    """First, how competent the agents are: the rest of the page is only as meaningful as they are."""
+    comp = s.get("competence") or {}
+    if not comp:  # a run analysed before the competence gate existed
+        if s.get("ma_fraction_of_oracle") is not None:
+            print(f"MA on RA: {s['ma_fraction_of_oracle']:.1%} of oracle")
+        return
+    print("competence (each model on its own reward; preference = rewarded objects minus the others, per episode):")
+    for model, c in comp.items():
+        flag = "ok " if c["passes"] else "!! "
+        m, lo, hi = c["preference"]
+        pref = f"preference {m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f"preference {m:+.2f}"
+        print(f"  {flag}{model:<16} on {c['reward']:<14} {pref:<34} {c['verdict']}")
+    weak = [m for m, c in comp.items() if not c["passes"]]
+    if weak:
+        print(f"!! {len(weak)} of {len(comp)} models are below the competence bar ({', '.join(weak[:4])}"
+              f"{'...' if len(weak) > 4 else ''}): read what follows with that in mind")
+
+
 def _fmt(ci) -> str:
     m, lo, hi = ci
     return "n/a" if not math.isfinite(m) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
@@ -138,11 +157,7 @@ def print_results(run: Path, s: dict) -> None:
     print(f"\n== {s['experiment']}: RA = {s['ra']}, RBs = {', '.join(s['rbs'])}, seeds = {s['seeds']}  ({run})")
     if s.get("failed_jobs"):
         print(f"!! {len(s['failed_jobs'])} jobs failed and are left out: {', '.join(s['failed_jobs'][:5])}")
-    if s.get("ma_fraction_of_oracle") is not None:
-        print(f"MA on RA: {s['ma_fraction_of_oracle']:.1%} of oracle")
-    for rb, f in s.get("mb_fraction_of_oracle_on_rb", {}).items():
-        if f is not None:
-            print(f"MB[{rb}] on its RB: {f:.1%} of oracle  (on RA: {s['mb_fraction_of_oracle_on_ra'][rb]:.1%})")
+    _print_competence(s)
     if s.get("cosine"):
         print("cosine between update signals: " + ", ".join(f"{k} {v:+.3f}" for k, v in s["cosine"].items()))
     if s.get("negation"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from goalscope.checkpoints import atomic_write_bytes
-from goalscope.config import ExperimentConfig
+from goalscope.config import ExperimentConfig, experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.jobs import KINDS, Job, job_status, run_job
@@ -156,6 +156,10 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
     if not isinstance(old, dict):
         raise ConfigError(f"{path} is damaged (not a table); restore it from a backup, or use a new --out")
     new = cfg.to_json()
+    try:  # a run made before a config field existed recorded no value for it: compare with the default filled in
+        old = experiment_from_dict(old).to_json()
+    except GoalscopeError:
+        pass
     if old != new and not reconfigure:
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
         raise ConfigError(f"{run_dir} was run with a different experiment ({diff!r} differs); use another --out, or "
