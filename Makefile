@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/experiment_walltime.py
 	$(BIN)/python benchmarks/sweep_scaling.py
+	$(BIN)/python benchmarks/precision.py --skip-curves
 
 clean:
 	rm -rf $(VENV) runs

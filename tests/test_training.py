@@ -25,12 +25,13 @@ def test_ppo_learns_a_tiny_maze(tiny_cfg, precision):
     assert result.final_eval["fraction_of_oracle"] >= 0.8, result.final_eval
 
 
-def test_same_seed_gives_identical_weights(tiny_cfg):
+@pytest.mark.parametrize("arch, precision", [("mlp", "fp32"), ("cnn", "bf16")])
+def test_same_seed_gives_identical_weights(tiny_cfg, arch, precision):
     reward = parse_reward("collect:1", tiny_cfg.n_types)
-    ppo = PPOConfig(total_steps=2048, n_envs=16, n_steps=32, eval_episodes=16)
-    a = train_new("mlp", {}, tiny_cfg, reward, ppo, seed=3)
-    b = train_new("mlp", {}, tiny_cfg, reward, ppo, seed=3)
-    c = train_new("mlp", {}, tiny_cfg, reward, ppo, seed=4)
+    ppo = PPOConfig(total_steps=2048, n_envs=16, n_steps=32, eval_episodes=16, precision=precision)
+    a = train_new(arch, {}, tiny_cfg, reward, ppo, seed=3)
+    b = train_new(arch, {}, tiny_cfg, reward, ppo, seed=3)
+    c = train_new(arch, {}, tiny_cfg, reward, ppo, seed=4)
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert not all(torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
 
