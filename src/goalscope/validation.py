@@ -549,19 +549,13 @@ def built_in_checks(card: dict) -> list[dict]:
 
 def scorecard_markdown(card: dict) -> str:
     lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
-    loc = card.get("localisation")
-    lines.append("## Localisation against the planted objective")
-    if isinstance(loc, dict):
-        lines += [f"{loc.get('positives')} of {loc.get('parameters')} parameters are planted-objective parameters.", "",
-                  "| method | RBs | AUROC [95% CI over seeds] | precision@k |", "|---|---|---|---|"]
-        for m, by_n in loc.get("by_method", {}).items():
-            for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0])):
-                a = v["auroc"]
-                lines.append(f"| {m} | {n} | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | {v.get('precision_at_k', math.nan):.3f} |")
-        for m, v in card.get("localisation_verdicts", {}).items():
-            lines.append(f"- **{m}**: {v}")
-    else:
-        lines.append(str(loc))
+    # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
+    from goalscope.entry import entry_markdown
+    from goalscope.planted import localisation_markdown
+
+    lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
+    if "input_planes" in card:
+        lines += ["", entry_markdown(card["input_planes"])]
     g = card["graft"]
     fam = card.get("families", {})
     lines += ["", f"## Graft curves: fraction of MB's specific lean recovered by MA + top-k% of Δ ({card.get('episodes')} "
