@@ -144,9 +144,9 @@ def entry_markdown(entry: dict | str) -> str:
     lines = ["## Input-plane ground truth (RB's own object plane in the first layer's mass)", ""]
     if isinstance(entry, str):
         return "\n".join(lines + [entry, ""])
-    lines += [f"Rank of RB's own plane (1 = most first-layer mass) among the {entry['object_types']} object planes "
-              "whose value RB leaves unchanged plus its own (RA's plane is left out for one-hot RBs, whose reward "
-              "moves it too). Aggregators run on one RB alone (pca and spread are not defined for one signal).", "",
+    lines += [f"Rank of RB's own plane (1 = most first-layer mass) among those of the {entry['object_types']} object "
+              "planes whose value RB leaves unchanged, plus its own (RA's plane is left out for one-hot RBs, whose "
+              "reward moves it too). Aggregators run on one RB alone (pca and spread are not defined for one signal).", "",
               "| heatmap | mean rank (chance) | per-seed mean rank | ranked first (chance) | (seed, RB) pairs |",
               "|---|---|---|---|---|"]
     for name, v in entry["by_heatmap"].items():
