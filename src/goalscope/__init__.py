@@ -1,6 +1,47 @@
-"""goalscope: find where a reinforcement-learning agent's objective lives in its weights."""
+"""goalscope: find where a reinforcement-learning agent's objective lives in its weights.
+
+The names below are the Python API (imported on first use, so ``import goalscope`` stays light)::
+
+    import goalscope
+    cfg = goalscope.load_experiment("experiments/default.toml")
+    goalscope.run_experiment(cfg, "runs/demo")          # or `goalscope run` on the command line
+    run = goalscope.load_run("runs/demo")              # the finished run, its models by role
+    delta = run.update_signal(seed=0, rb="collect:1")
+
+See ``examples/quickstart.ipynb`` for a walk through the whole program.
+"""
 
 __version__ = "0.1.0"
+
+_API = {
+    "load_run": "goalscope.api", "RunView": "goalscope.api",
+    "load_experiment": "goalscope.config", "experiment_from_dict": "goalscope.config",
+    "run_experiment": "goalscope.runner",
+    "MazeConfig": "goalscope.envs.maze", "parse_reward": "goalscope.envs.rewards", "Reward": "goalscope.envs.rewards",
+    "PPOConfig": "goalscope.training", "train_new": "goalscope.training", "finetune": "goalscope.training",
+    "evaluate": "goalscope.evaluation", "summarise": "goalscope.evaluation",
+    "Checkpoint": "goalscope.checkpoints", "load_checkpoint": "goalscope.checkpoints",
+    "save_checkpoint": "goalscope.checkpoints",
+    "update_signal": "goalscope.signals", "topk_mask": "goalscope.signals", "add_masked": "goalscope.signals",
+    "register_architecture": "goalscope.agents", "build_agent": "goalscope.agents",
+    "GoalscopeError": "goalscope.errors",
+}
+# Not `aggregate`: it is also a submodule's name, and `from goalscope import aggregate` must give the module.
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'goalscope' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 def _register_gym_envs() -> None:
