@@ -73,7 +73,9 @@ def test_half_written_snapshot_is_ignored(tiny_cfg, tmp_path):
 # Real SIGKILLs of `goalscope run`, resumed, compared byte for byte with an uninterrupted run
 
 
-KILL_CFG = {**TINY, "workers": 1, "ppo": {"n_envs": 16, "n_steps": 32, "save_every": 512}}
+# One random direction per negation keeps the run short enough to be killed and resumed many times.
+KILL_CFG = {**TINY, "workers": 1, "ppo": {"n_envs": 16, "n_steps": 32, "save_every": 512},
+            "negate": {**TINY["negate"], "random_directions": 1}}
 
 
 def _write_cfg(path: Path) -> Path:

@@ -76,6 +76,7 @@ def read_json(path, advice: str = "", error=GoalscopeError) -> object:
 def read_toml(path) -> dict:
     """An experiment TOML file, bounded; an empty one is an error (it would silently run every default)."""
     raw = _read_bytes(path, MAX_TOML_BYTES, ConfigError)
+    _check_key_depth(raw, path)
     try:
         data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
@@ -87,6 +88,15 @@ def read_toml(path) -> dict:
         raise ConfigError(f"{path} is empty; see experiments/default.toml for every field (an empty file would run "
                           "all defaults without saying so)")
     return data
+
+
+def _check_key_depth(raw: bytes, path) -> None:
+    """Refuse dotted keys nested past MAX_DEPTH before parsing: tomllib takes quadratic time on them (50k dotted
+    keys on one line: about a minute) before any structure check could run."""
+    for n, line in enumerate(raw.splitlines(), 1):
+        key = line.split(b"=", 1)[0] if b"=" in line else line.strip().strip(b"[]")
+        if key.count(b".") > MAX_DEPTH:
+            raise ConfigError(f"{path}, line {n}: a key nested more than {MAX_DEPTH} levels deep")
 
 
 def int_field(value, name: str, lo: int = 0, hi: int = MAX_STEPS, error=ConfigError) -> int:
