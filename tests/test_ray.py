@@ -17,8 +17,9 @@ from test_experiment import TINY
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed (pip install 'goalscope[ray]'); the Ray executor is untested")
 
-# One seed: 1 MA, 4 fine-tunes (2 RBs, 2 controls), 4 negate jobs; every job kind, about 15 s per executor.
-SMALL = {**TINY, "seeds": [0]}
+# One seed: 1 MA, 4 fine-tunes (2 RBs, 2 controls), 4 negate jobs (one random direction); every job kind, about
+# 15 s per executor.
+SMALL = {**TINY, "seeds": [0], "negate": {**TINY["negate"], "random_directions": 1}}
 
 
 @pytest.fixture(scope="module")
