@@ -87,10 +87,12 @@ def test_validate_a_small_real_planner_run(tmp_path):
     # Recovery is measured on the specific lean; RBs whose MB gained no lean have no defined recovery and are left
     # out of the curves (a tiny planter may gain none: then every curve is undefined, not 0).
     assert set(card["graft"]["rb_gain"]) == set(card["graft"]["rb_gain_raw"]) == {"collect:1", "collect:2"}
-    gained = any(g > 0 for g in card["graft"]["rb_gain"].values())
-    for name, c in card["graft"]["curves"].items():
-        assert (c[-1] == pytest.approx(1.0, abs=1e-6)) if gained else math.isnan(c[-1]), name  # 100% of Δ is MB
-    assert set(card["verdicts"]) == {"|Δ_i|", "mean_abs (held-out)", "pca (held-out)", "fisher (held-out)"}
+    # Grafting 100% of Δ is MB itself: every defined curve ends at exactly 1, and every ranking is defined on the
+    # same (seed, RB) pairs, so either all curves end at 1 or none is defined.
+    ends = [c[-1] for c in card["graft"]["curves"].values()]
+    assert all(e == pytest.approx(1.0, abs=1e-6) for e in ends) or all(math.isnan(e) for e in ends), ends
+    # pca needs two signals and a held-out heatmap of 2 RBs has one: it is left out, not scored as zero.
+    assert set(card["verdicts"]) == {"|Δ_i|", "mean_abs (held-out)", "fisher (held-out)"}
     assert {t["null"] for t in card["tests"]["graft"]} == {RANDOM, FISHER_NULL, CONTROL_NULL, OTHER_RB_NULL}
     assert card["families"]["graft"]["correction"] == "Holm-Bonferroni"
     assert all(v["graft"].startswith("underpowered") for v in card["verdicts"].values())  # 2 seeds < 3
