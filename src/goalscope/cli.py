@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "planted reward map (planner architecture), graft curves, ablations, held-out "
                                    "rewards and stability, each against |Δ| and random baselines.")
     p.add_argument("run", type=Path, help="a finished run directory")
-    p.add_argument("--episodes", type=_positive_int, help="evaluation episodes per graft point (default: the run's)")
+    p.add_argument("--episodes", type=_positive_int, help="evaluation episodes per graft point (default: the run's, at most 128)")
     p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
 
     p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",

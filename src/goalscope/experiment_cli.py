@@ -148,6 +148,12 @@ def _print_competence(s: dict) -> None:
               f"{'...' if len(weak) > 4 else ''}): read what follows with that in mind")
 
 
+def _overlap(name: str, value, chance) -> str:
+    if value is None:
+        return ""
+    return f"   {name} {value:.3f}" + (f" [{chance:.3f}]" if chance is not None else "")
+
+
 def _fmt(ci) -> str:
     m, lo, hi = ci
     return "n/a" if not math.isfinite(m) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
@@ -170,11 +176,13 @@ def print_results(run: Path, s: dict) -> None:
                     print(f"  {e['rb']:<14}{e['alpha']:>6g}  {c:<18}{_fmt(d['rb_objects_diff']):>26}"
                           f"{_fmt(d['specific_lean']):>28}{_fmt(d['ra_return_diff']):>28}  {d['verdict']}")
     if s.get("heatmaps"):
-        print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap across seeds (chance ~0.005)")
+        print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap [tensor-stratified chance]"
+              " within an MA (fine-tune seeds) and across MA seeds (units need not line up there)")
         for m, h in s["heatmaps"].items():
-            j = h["seed_jaccard_top1pct"]
             hot = ", ".join(f"{k} x{h['enrichment'][k]:.1f}" for k in h["hottest_tensors"])
-            print(f"  {m:<20} {hot}" + (f"   seed Jaccard {j:.3f}" if j is not None else ""))
+            print(f"  {m:<20} {hot}" + _overlap("within MA", h.get("within_ma_jaccard_top1pct"),
+                                                h.get("within_ma_stratified_chance"))
+                  + _overlap("across MA seeds", h.get("seed_jaccard_top1pct"), h.get("seed_jaccard_stratified_chance")))
     for m, err in s.get("heatmap_errors", {}).items():
         print(f"  {m:<20} not computed: {err}")
     if s.get("stage_wall_s"):
