@@ -201,6 +201,7 @@ def test_real_browser_renders_the_page(tiny, tmp_path):
     assert "1. Learning curves" in dom and "8. Config and provenance" in dom
 
 
+@pytest.mark.slow  # a second full report write (~25 s); the current scorecard's drawing is in the default tier
 def test_an_older_scorecard_still_draws_and_says_to_validate_again(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report", "tb"))
