@@ -75,6 +75,15 @@ def test_tiny_real_minigrid_experiment(tmp_path):
     metrics = {r["metric"] for r in rows}
     assert {"return", "objects:0", "l2", "rb_objects_vs_retrained_MA", "score_share"} <= metrics
     assert "fraction_of_oracle" not in metrics  # no oracle for MiniGrid: reported as raw returns
+    # Without an oracle, competence is the preference for the rewarded object, and the report's cards say so.
+    assert {"MA", "MB[collect:1]", "MB[collect:2]"} == set(summary["competence"])
+    assert all(c["fraction_of_oracle"] is None for c in summary["competence"].values())
+    from goalscope.report import write_report
+
+    page = write_report(tmp_path / "run", tmp_path / "report", log=lambda *a: None).read_text(encoding="utf-8")
+    head = page[:page.index("<h2")]
+    assert "n/a" not in head and "preference" in head and "MA on RA" in head
+    assert "has none" in page and "No finished MA checkpoint" not in page
 
 
 def test_stock_minigrid_env_through_the_events_wrapper(tmp_path):

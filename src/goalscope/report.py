@@ -1112,16 +1112,29 @@ def _header(run: Run, page: Page) -> None:
     if s.get("failed_jobs"):
         page.add(f"<p class='err'>{len(s['failed_jobs'])} jobs failed and are left out: "
                  f"{_e(', '.join(s['failed_jobs'][:10]))}{' …' if len(s['failed_jobs']) > 10 else ''}</p>")
-    cards = [("MA on RA", f"{_pct(s.get('ma_fraction_of_oracle'))} of oracle", _ma_seed_range(run))]
-    for rb, f in (s.get("mb_fraction_of_oracle_on_rb") or {}).items():
-        cards.append((f"MB[{rb}] on its RB", f"{_pct(f)} of oracle",
-                      f"on RA: {_pct((s.get('mb_fraction_of_oracle_on_ra') or {}).get(rb))}"))
+    cards = _competence_cards(run) or [("MA on RA", f"{_pct(s.get('ma_fraction_of_oracle'))} of oracle",
+                                        _ma_seed_range(run))]
     neg = s.get("negation") or []
     if neg:
         leans = sum(1 for e in neg if (e.get("retrained_MA") or {}).get("verdict") == "leans toward minimising RB")
         cards.append(("negation leans away from RB", f"{leans} / {len(neg)}", "RB×α vs MA retrained (Holm, t over seeds)"))
     page.add("<div class='key'>" + "".join(f"<div>{_e(a)}<b>{_e(b)}</b><small>{_e(c)}</small></div>" for a, b, c in cards)
              + "</div>")
+
+
+def _competence_cards(run: Run) -> list[tuple[str, str, str]]:
+    """One card per model from the competence gate: fraction of the oracle where the env has one, otherwise the
+    preference for its rewarded objects with its interval; a model below the bar says so on its card."""
+    cards = []
+    for model, c in (run.summary.get("competence") or {}).items():
+        m, lo, hi = c["preference"]
+        if c.get("fraction_of_oracle") is not None:
+            value = f"{_pct(c['fraction_of_oracle'])} of oracle"
+        else:
+            value = f"{m:+.2f} preference" + (f" [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else "")
+        where = "on RA" if model == "MA" else "on its RB"
+        cards.append((f"{model} {where}", value, ("" if c["passes"] else "below the bar: ") + c["verdict"]))
+    return cards
 
 
 def _ma_seed_range(run: Run) -> str:
@@ -1257,8 +1270,18 @@ def _section_behaviour(run: Run, page: Page) -> None:
         v = perf.get((model, reward))
         if v:
             trs.append([_e(model), _e(reward), _pct(float(np.mean(v))), f"{_pct(min(v))} – {_pct(max(v))}", len(v)])
-    page.add("<h3>Fraction of the oracle's return</h3>" +
-             _table(["model", "scored under", "mean over seeds", "seed range", "seeds"], trs, {2, 3, 4}))
+    if trs:
+        page.add("<h3>Fraction of the oracle's return</h3>" +
+                 _table(["model", "scored under", "mean over seeds", "seed range", "seeds"], trs, {2, 3, 4}))
+    comp = s.get("competence") or {}
+    if comp:
+        rows = [[_e(m), _e(c["reward"]), _ci_text(*c["preference"], fmt="+.2f"), c["seeds"],
+                 _e(("" if c["passes"] else "below the bar: ") + c["verdict"])] for m, c in comp.items()]
+        page.add("<h3>Competence: does each model prefer what it is rewarded for?</h3><p>Preference: objects of "
+                 "the rewarded types minus the mean of the other types, per episode, with a t interval over training "
+                 "seeds. The oracle decides where the env has one (bar: "
+                 f"{run.cfg.evaluation.competence:.0%} of its return).</p>"
+                 + _table(["model", "reward", "preference [95% CI]", "seeds", "verdict"], rows, {2, 3}))
     if s.get("ma_fraction_of_oracle") is not None:
         page.add(f"<p>MA reaches <b>{_pct(s['ma_fraction_of_oracle'])}</b> of the oracle on RA.</p>")
 
@@ -1373,7 +1396,10 @@ def _section_mazes(run: Run, page: Page) -> None:
                  "and its negation MB*, each rolled out from its checkpoint.")
     fig = fig_mazes(run, page.out)
     if fig is None:
-        page.add("<p class='note'>No finished MA checkpoint to roll out.</p>")
+        family = getattr(run.cfg.env, "family", "object_maze")
+        page.add("<p class='note'>" + ("No finished MA checkpoint to roll out." if family == "object_maze" else
+                 f"Maze pictures draw the object maze's grid; this run's env ({_e(family)}: "
+                 f"{_e(getattr(run.cfg.env, 'id', ''))}) has none.") + "</p>")
         return
     page.figure("mazes", fig, "Walls dark, objects as numbered discs (faded once collected, with the step), the "
                 "path from the green square to the red cross.", ["maze_trajectories.csv"])
