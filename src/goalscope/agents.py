@@ -115,6 +115,19 @@ class PlannerConfig:
     q_channels: int = 8
 
 
+def _value_iteration(net: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q over the grid after ``net.iterations`` learned Bellman backups from its reward map (walls masked), and the
+    agent's one-hot plane: the part every planner shares, whatever reads Q afterwards."""
+    x = obs.float()
+    free, agent = 1.0 - x[:, 0:1], x[:, 1:2]
+    r = net.reward_map2(torch.relu(net.reward_map1(x[:, 2:]))) * free
+    v = torch.zeros_like(r)
+    for _ in range(net.iterations):
+        q = net.transition(torch.cat([r, v], 1))
+        v = q.max(1, keepdim=True).values * free
+    return q, agent
+
+
 class PlannerAgent(nn.Module):
     """A planner with an explicit reward map, in the spirit of Value Iteration Networks (Tamar et al. 2016).
 
@@ -140,13 +153,7 @@ class PlannerAgent(nn.Module):
         return ("reward_map1.weight", "reward_map1.bias", "reward_map2.weight", "reward_map2.bias")
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs.float()
-        free, agent = 1.0 - x[:, 0:1], x[:, 1:2]
-        r = self.reward_map2(torch.relu(self.reward_map1(x[:, 2:]))) * free
-        v = torch.zeros_like(r)
-        for _ in range(self.iterations):
-            q = self.transition(torch.cat([r, v], 1))
-            v = q.max(1, keepdim=True).values * free
+        q, agent = _value_iteration(self, obs)
         q_here = (q * agent).sum((2, 3))
         return self.policy(q_here), self.value(q_here).squeeze(-1)
 
@@ -207,13 +214,7 @@ class NeedlePlannerAgent(nn.Module):
         return out
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs.float()
-        free, agent = 1.0 - x[:, 0:1], x[:, 1:2]
-        r = self.reward_map2(torch.relu(self.reward_map1(x[:, 2:]))) * free
-        v = torch.zeros_like(r)
-        for _ in range(self.iterations):
-            q = self.transition(torch.cat([r, v], 1))
-            v = q.max(1, keepdim=True).values * free
+        q, agent = _value_iteration(self, obs)
         # The agent never stands on the outer wall, so rolling its one-hot plane never wraps onto a real cell.
         around = [(q * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in _NEIGHBOURHOOD]
         z = torch.relu(self.fc2(torch.relu(self.fc1(torch.cat(around, 1)))))
