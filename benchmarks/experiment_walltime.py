@@ -15,9 +15,9 @@ import time
 
 os.environ.setdefault("GOALSCOPE_QUIET", "1")
 
-from goalscope.config import load_experiment  # noqa: E402
-from goalscope.experiment_cli import quick  # noqa: E402
-from goalscope.runner import run_experiment  # noqa: E402
+from goalscope.program.config import load_experiment  # noqa: E402
+from goalscope.cli.experiment import quick  # noqa: E402
+from goalscope.analysis.experiment import run_experiment  # noqa: E402
 
 
 def main() -> None:

@@ -25,11 +25,11 @@ import time
 import numpy as np
 import torch
 
-from goalscope.agents import build_agent
-from goalscope.config import load_experiment
-from goalscope.executors import LocalExecutor
-from goalscope.stats import t_interval
-from goalscope.training import train
+from goalscope.agents.registry import build_agent
+from goalscope.program.config import load_experiment
+from goalscope.program.executors import LocalExecutor
+from goalscope.analysis.stats import t_interval
+from goalscope.rl.ppo import train
 
 
 def _setting():

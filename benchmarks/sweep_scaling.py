@@ -24,9 +24,9 @@ from pathlib import Path
 
 os.environ.setdefault("GOALSCOPE_QUIET", "1")
 
-from goalscope.config import experiment_from_dict  # noqa: E402
-from goalscope.executors import LocalExecutor, RayExecutor  # noqa: E402
-from goalscope.runner import _JobRunner, plan_experiment  # noqa: E402
+from goalscope.program.config import experiment_from_dict  # noqa: E402
+from goalscope.program.executors import LocalExecutor, RayExecutor  # noqa: E402
+from goalscope.program.runner import _JobRunner, plan_experiment  # noqa: E402
 
 SWEEP = {
     "name": "sweep", "seeds": [0, 1],

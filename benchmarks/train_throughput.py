@@ -43,11 +43,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from goalscope.agents import build_agent
+from goalscope.agents.registry import build_agent
 from goalscope.envs.gym import ObjectMazeEnv
 from goalscope.envs.maze import N_ACTIONS, MazeConfig, MazeVecEnv
 from goalscope.envs.rewards import parse_reward
-from goalscope.training import PPOConfig, train
+from goalscope.rl.ppo import PPOConfig, train
 
 RATIO_GOAL = 5.0
 CEILING_GOAL = 0.70

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from goalscope.aggregate import (
+from goalscope.signals.aggregators import (
     AGGREGATORS,
     Aggregator,
     aggregate,
@@ -13,7 +13,7 @@ from goalscope.aggregate import (
     shared_component,
 )
 from goalscope.errors import GoalscopeError
-from goalscope.signals import flatten, topk_mask, unflatten
+from goalscope.signals.delta import flatten, topk_mask, unflatten
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from goalscope.checkpoints import load_checkpoint
+from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.cli import main
 from goalscope.errors import CheckpointError, GoalscopeError, TrainingDiverged
 from goalscope.outputs import MARKER, Lock
@@ -100,7 +100,7 @@ def test_force_replaces_a_checkpoint_only_after_the_new_one_is_complete(ma, tmp_
     ck = tmp_path / "ck"
     assert main(["train", "--reward", "collect:0", "--steps", "512", "--out", str(ck), *TINY]) == 0
     before = tree(ck)
-    import goalscope.training as training
+    import goalscope.rl.ppo as training
 
     def diverges(*args, log_dir=None, **kw):
         (Path(log_dir) / "train_log.csv").write_text("half a log")  # what a failing run leaves behind
@@ -292,7 +292,7 @@ def test_results_on_a_damaged_summary(tmp_path, capsys, summary, fragment):
 
 
 def test_damaged_stage_files(tmp_path):
-    from goalscope.jobs import job_status, load_profile
+    from goalscope.program.jobs import job_status, load_profile
 
     stage = tmp_path / "stages" / "train-abc"
     stage.mkdir(parents=True)
@@ -322,7 +322,7 @@ def test_full_disk_is_one_line_and_loses_nothing(ma, tmp_path, capsys, monkeypat
 
 def test_ray_start_failure_is_one_line(monkeypatch):
     ray = pytest.importorskip("ray")
-    from goalscope.executors import RayExecutor
+    from goalscope.program.executors import RayExecutor
 
     def broken(**kw):
         raise Exception("Failed to start the GCS server")  # what Ray raises, bare

@@ -4,8 +4,8 @@ import pickle
 import pytest
 import torch
 
-from goalscope.agents import build_agent
-from goalscope.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from goalscope.agents.registry import build_agent
+from goalscope.agents.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import CheckpointError

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from goalscope.competence import preference, verdict
+from goalscope.analysis.competence import preference, verdict
 from goalscope.envs.rewards import parse_reward
 
 

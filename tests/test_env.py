@@ -11,7 +11,7 @@ from goalscope.envs.maze import MazeConfig, MazeVecEnv, layout_pool
 from goalscope.envs.oracle import oracle_actions
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
-from goalscope.evaluation import oracle_profile, run_episodes
+from goalscope.rl.evaluation import oracle_profile, run_episodes
 
 R0 = parse_reward("collect:0", 4)
 MOVES = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}

@@ -4,13 +4,13 @@ from gymnasium.utils.env_checker import check_env
 
 pytest.importorskip("minigrid")
 
-from goalscope.config import experiment_from_dict, load_experiment
+from goalscope.program.config import experiment_from_dict, load_experiment
 from goalscope.envs import env_from_json
 from goalscope.envs.events import MINIGRID_ID, GymEventsConfig, make_minigrid_objects_env
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
-from goalscope.records import read_records
-from goalscope.runner import run_experiment
+from goalscope.analysis.records import read_records
+from goalscope.analysis.experiment import run_experiment
 
 SMALL = {"family": "gym_events", "id": MINIGRID_ID, "n_types": 3, "max_steps": 16,
          "kwargs": {"size": 5, "n_per_type": 1, "max_steps": 16,
@@ -78,7 +78,7 @@ def test_tiny_real_minigrid_experiment(tmp_path):
     # Without an oracle, competence is the preference for the rewarded object, and the report's cards say so.
     assert {"MA", "MB[collect:1]", "MB[collect:2]"} == set(summary["competence"])
     assert all(c["fraction_of_oracle"] is None for c in summary["competence"].values())
-    from goalscope.report import write_report
+    from goalscope.report.page import write_report
 
     page = write_report(tmp_path / "run", tmp_path / "report", log=lambda *a: None).read_text(encoding="utf-8")
     head = page[:page.index("<h2")]

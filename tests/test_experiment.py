@@ -5,13 +5,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from goalscope.analysis import verdict
+from goalscope.analysis.negation import verdict
 from goalscope.cli import main
-from goalscope.config import experiment_from_dict, load_experiment
+from goalscope.program.config import experiment_from_dict, load_experiment
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.records import read_records
-from goalscope.runner import RunLock, plan_experiment, run_experiment
-from goalscope.stats import bootstrap_mean, bootstrap_ratio
+from goalscope.analysis.records import read_records
+from goalscope.program.runner import RunLock, plan_experiment
+from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.stats import bootstrap_mean, bootstrap_ratio
 
 TINY = {
     "name": "tiny", "seeds": [0, 1], "workers": 2,
@@ -188,7 +189,7 @@ def test_run_cli_bad_config_file(tmp_path, capsys):
 
 
 def test_failed_jobs_are_reported_then_retried(tmp_path, monkeypatch):
-    import goalscope.jobs as jobs
+    import goalscope.program.jobs as jobs
 
     cfg = tiny(seeds=[0], negate={"enabled": False}, superpose={"methods": ["mean"]})
     real = jobs._EXECUTE["finetune"]
@@ -217,7 +218,7 @@ def test_snapshot_interval_does_not_change_job_keys():
 
 
 def test_a_run_whose_every_ma_fails_stops_after_training(tmp_path, monkeypatch):
-    import goalscope.jobs as jobs
+    import goalscope.program.jobs as jobs
 
     def broken(spec, run_dir, out, label):
         raise jobs.GoalscopeError("env.id 'Nope-v0' does not exist")

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from goalscope.checkpoints import load_checkpoint, save_checkpoint
+from goalscope.agents.checkpoints import load_checkpoint, save_checkpoint
 from goalscope.cli import main
 from goalscope.envs.gym import ObjectMazeEnv
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import CheckpointError
-from goalscope.importers import import_sb3, load_torch_state_dict
-from goalscope.training import PPOConfig, finetune
+from goalscope.agents.importers import import_sb3, load_torch_state_dict
+from goalscope.rl.ppo import PPOConfig, finetune
 
 sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 is not installed (it is in the test extra)")
 

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from goalscope import aggregate as agg
-from goalscope import entry, planted
-from goalscope import signals as sig
-from goalscope.agents import NeedlePlannerAgent, build_agent, objective_mask
+from goalscope.signals import aggregators as agg
+from goalscope.analysis import entry, planted
+from goalscope.signals import delta as sig
+from goalscope.agents.registry import NeedlePlannerAgent, build_agent, objective_mask
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import GoalscopeError
-from goalscope.training import PPOConfig, finetune, train_new
-from goalscope.validation import auroc
+from goalscope.rl.ppo import PPOConfig, finetune, train_new
+from goalscope.analysis.validation import auroc
 
 ENV = MazeConfig(size=7, n_types=5, n_per_type=1, max_steps=32, layout="maze", loop_prob=0.2, pool_size=64)
 ARCH_CONFIG = {"iterations": 8}  # fewer value-iteration steps than the default 14: the test's budget
@@ -162,7 +162,7 @@ def test_rb_subsets_are_distinct_seeded_and_capped():
 
 
 def test_paired_verdict_needs_every_null():
-    from goalscope.validation import _loc_verdict
+    from goalscope.analysis.validation import _loc_verdict
 
     def e(*xs):
         return {"auroc": [float(np.mean(xs)), 0, 1], "per_seed_auroc": list(xs)}
@@ -218,7 +218,7 @@ def test_input_channels_of_every_architecture():
 
 
 def test_superposition_curve_figure_and_csv(tmp_path):
-    from goalscope.figures_planted import fig_superposition_curve
+    from goalscope.report.figures_planted import fig_superposition_curve
 
     def e(a):
         return {"auroc": [a, a - 0.05, a + 0.05], "precision_at_k": a / 2, "precision_at_k_ci": [a / 2, a / 2 - 0.1, a / 2 + 0.1],

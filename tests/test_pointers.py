@@ -1,7 +1,7 @@
 import json
 
 from goalscope.cli import main
-from goalscope.pointers import pointer_verdict
+from goalscope.analysis.pointers import pointer_verdict
 
 
 def test_pointer_verdict_words():

@@ -7,10 +7,11 @@ import sys
 import pytest
 
 from goalscope.cli import main
-from goalscope.config import experiment_from_dict
+from goalscope.program.config import experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.executors import LocalExecutor, RayExecutor, make_executor
-from goalscope.runner import plan_experiment, run_experiment
+from goalscope.program.executors import LocalExecutor, RayExecutor, make_executor
+from goalscope.program.runner import plan_experiment
+from goalscope.analysis.experiment import run_experiment
 
 from test_experiment import TINY
 

@@ -15,12 +15,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from goalscope.checkpoints import atomic_write_bytes
+from goalscope.agents.checkpoints import atomic_write_bytes
 from goalscope.cli import main
-from goalscope.config import experiment_from_dict
+from goalscope.program.config import experiment_from_dict
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.training import PPOConfig, train_new
+from goalscope.rl.ppo import PPOConfig, train_new
 
 from test_experiment import TINY
 
@@ -274,8 +274,8 @@ def test_malformed_cli_arguments_exit_2_with_one_line(tmp_path_factory, capsys, 
 
 
 def test_tampered_safetensors_header_is_refused(tmp_path):
-    from goalscope.agents import build_agent
-    from goalscope.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+    from goalscope.agents.registry import build_agent
+    from goalscope.agents.checkpoints import Checkpoint, load_checkpoint, save_checkpoint
     from goalscope.envs.maze import MazeConfig
 
     env = MazeConfig(size=7)

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from goalscope.cli import main
-from goalscope.config import experiment_from_dict
+from goalscope.program.config import experiment_from_dict
 from goalscope.errors import ConfigError
-from goalscope.executors import LocalExecutor
-from goalscope.report import load_run, roles_from_stages, rollout, write_report
-from goalscope.runner import plan_experiment, run_experiment
+from goalscope.program.executors import LocalExecutor
+from goalscope.report.page import load_run, roles_from_stages, rollout, write_report
+from goalscope.program.runner import plan_experiment
+from goalscope.analysis.experiment import run_experiment
 
 from test_experiment import TINY
 
@@ -153,7 +154,7 @@ def test_maze_rollouts_share_the_start_state(tiny):
 
 
 def test_scorecard_from_validate_is_drawn(tiny, tmp_path):
-    from goalscope.validation import run_validation
+    from goalscope.analysis.validation import run_validation
 
     run = tmp_path / "run"
     shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report", "tb"))

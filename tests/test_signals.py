@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from goalscope.errors import GoalscopeError
-from goalscope.signals import (
+from goalscope.signals.delta import (
     add_masked,
     check_compatible,
     cosine_matrix,
@@ -223,7 +223,7 @@ def test_topk_mask_ties_are_deterministic_and_fraction_validated():
 
 
 def test_jaccard_chance_matches_random_sets():
-    from goalscope.signals import jaccard, jaccard_chance
+    from goalscope.signals.delta import jaccard, jaccard_chance
 
     gen = torch.Generator().manual_seed(0)
     n, f = 200_000, 0.05
@@ -232,8 +232,8 @@ def test_jaccard_chance_matches_random_sets():
 
 
 def test_negation_random_directions_are_fresh_per_seed_rb_alpha():
-    from goalscope.config import load_experiment
-    from goalscope.runner import plan_experiment
+    from goalscope.program.config import load_experiment
+    from goalscope.program.runner import plan_experiment
 
     plan = plan_experiment(load_experiment("experiments/default.toml"))
     specs = {j.key: j.spec for j in plan.jobs() if j.kind == "negate" and j.spec["direction"] == "random"}
@@ -246,7 +246,7 @@ def test_negation_random_directions_are_fresh_per_seed_rb_alpha():
 
 
 def test_heatmap_that_is_mostly_fisher_is_flagged():
-    from goalscope.analysis import heatmap_diagnostics, mostly_warning, pca_note
+    from goalscope.analysis.negation import heatmap_diagnostics, mostly_warning, pca_note
 
     g = torch.Generator().manual_seed(0)
     fisher = {"w": torch.rand(500, generator=g)}

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from goalscope.stats import bootstrap_mean, holm, seed_means, t_cdf, t_interval, t_quantile, t_test
+from goalscope.analysis.stats import bootstrap_mean, holm, seed_means, t_cdf, t_interval, t_quantile, t_test
 
 
 def test_t_quantiles_match_the_published_table():
@@ -65,7 +65,7 @@ def test_one_sided_t_test_directions():
 
 
 def test_spearman_is_rank_based():
-    from goalscope.stats import spearman
+    from goalscope.analysis.stats import spearman
 
     x = np.arange(20.0)
     assert spearman(x, x ** 3) == pytest.approx(1.0) and spearman(x, -np.exp(x)) == pytest.approx(-1.0)
@@ -73,7 +73,7 @@ def test_spearman_is_rank_based():
 
 
 def test_negation_verdict_needs_seeds_both_intervals_and_holm():
-    from goalscope.analysis import negation_verdict
+    from goalscope.analysis.negation import negation_verdict
 
     boot, t_ci = (-0.1, -0.15, -0.05), (-0.1, -0.2, -0.01)
     assert negation_verdict(boot, t_ci, 0.01, 3) == "leans toward minimising RB"

@@ -3,11 +3,11 @@ import dataclasses
 import pytest
 import torch
 
-from goalscope.agents import build_agent
+from goalscope.agents.registry import build_agent
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError, TrainingDiverged
-from goalscope.evaluation import evaluate, oracle_profile, summarise
-from goalscope.training import PPOConfig, finetune, train, train_new
+from goalscope.rl.evaluation import evaluate, oracle_profile, summarise
+from goalscope.rl.ppo import PPOConfig, finetune, train, train_new
 
 TINY_PPO = PPOConfig(total_steps=60_000, n_envs=32, n_steps=32, eval_episodes=128)
 

@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from goalscope.agents import PlannerAgent, build_agent, objective_parameters
-from goalscope.config import experiment_from_dict
-from goalscope.executors import LocalExecutor
-from goalscope.runner import run_experiment
-from goalscope.signals import (add_masked, flatten, jaccard_chance, jaccard_chance_stratified, random_scores_like,
+from goalscope.agents.registry import PlannerAgent, build_agent, objective_parameters
+from goalscope.program.config import experiment_from_dict
+from goalscope.program.executors import LocalExecutor
+from goalscope.analysis.experiment import run_experiment
+from goalscope.signals.delta import (add_masked, flatten, jaccard_chance, jaccard_chance_stratified, random_scores_like,
                                topk_mask, update_signal)
-from goalscope.validation import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, OTHER_RB_NULL, PER_RB, RANDOM, auroc, compare_family,
+from goalscope.analysis.validation import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, OTHER_RB_NULL, PER_RB, RANDOM, auroc, compare_family,
                                   graft_tests, jaccard, locus_verdict, per_seed_scores, precision_at_k, run_validation,
                                   smallest_k, summarise_validation, verdict)
 
@@ -110,7 +110,7 @@ def _planted_seed(seed, n_params=2000, n_rb=3, locus=20, generic=100, sensitive=
     RB i's objects rise with the mean change over its own locus L_i; every non-RA type rises with the mean change
     over a generic set G, where every fine-tune (and the RA control) writes. MA's Fisher is high on L_all, G and
     other sensitive parameters alike: it knows what matters, not for which RB."""
-    from goalscope.evaluation import Profile
+    from goalscope.rl.evaluation import Profile
 
     rng = np.random.default_rng(seed)
     ma = {"w": torch.tensor(rng.normal(size=n_params), dtype=torch.float32)}

@@ -14,19 +14,19 @@ See ``examples/quickstart.ipynb`` for a walk through the whole program.
 __version__ = "0.1.0"
 
 _API = {
-    "load_run": "goalscope.api", "RunView": "goalscope.api",
-    "load_experiment": "goalscope.config", "experiment_from_dict": "goalscope.config",
-    "run_experiment": "goalscope.runner",
+    "load_run": "goalscope.report.run", "RunView": "goalscope.report.run",
+    "load_experiment": "goalscope.program.config", "experiment_from_dict": "goalscope.program.config",
+    "run_experiment": "goalscope.analysis.experiment",
     "MazeConfig": "goalscope.envs.maze", "parse_reward": "goalscope.envs.rewards", "Reward": "goalscope.envs.rewards",
-    "PPOConfig": "goalscope.training", "train_new": "goalscope.training", "finetune": "goalscope.training",
-    "evaluate": "goalscope.evaluation", "summarise": "goalscope.evaluation",
-    "Checkpoint": "goalscope.checkpoints", "load_checkpoint": "goalscope.checkpoints",
-    "save_checkpoint": "goalscope.checkpoints",
-    "update_signal": "goalscope.signals", "topk_mask": "goalscope.signals", "add_masked": "goalscope.signals",
-    "register_architecture": "goalscope.agents", "build_agent": "goalscope.agents",
+    "PPOConfig": "goalscope.rl.ppo", "train_new": "goalscope.rl.ppo", "finetune": "goalscope.rl.ppo",
+    "evaluate": "goalscope.rl.evaluation", "summarise": "goalscope.rl.evaluation",
+    "Checkpoint": "goalscope.agents.checkpoints", "load_checkpoint": "goalscope.agents.checkpoints",
+    "save_checkpoint": "goalscope.agents.checkpoints",
+    "update_signal": "goalscope.signals.delta", "topk_mask": "goalscope.signals.delta", "add_masked": "goalscope.signals.delta",
+    "register_architecture": "goalscope.agents.registry", "build_agent": "goalscope.agents.registry",
     "GoalscopeError": "goalscope.errors",
 }
-# Not `aggregate`: it is also a submodule's name, and `from goalscope import aggregate` must give the module.
+# Only functions and classes: subpackages and modules are imported by their own paths (goalscope.signals.aggregators).
 __all__ = ["__version__", *_API]
 
 

@@ -24,7 +24,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from goalscope import __version__
-from goalscope.agents import build_agent
+from goalscope.agents.registry import build_agent
 from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import CheckpointError, GoalscopeError

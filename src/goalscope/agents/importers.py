@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from goalscope.agents import MLPConfig, arch_config_to_json, build_agent
-from goalscope.checkpoints import Checkpoint, check_state_dict
+from goalscope.agents.registry import MLPConfig, arch_config_to_json, build_agent
+from goalscope.agents.checkpoints import Checkpoint, check_state_dict
 from goalscope.envs.maze import N_ACTIONS, MazeConfig
 from goalscope.envs.rewards import Reward, parse_reward
 from goalscope.errors import CheckpointError, GoalscopeError

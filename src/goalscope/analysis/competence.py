@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from goalscope.envs.rewards import Reward
-from goalscope.stats import t_interval
+from goalscope.analysis.stats import t_interval
 
 
 def preference(counts: np.ndarray, reward: Reward) -> np.ndarray:
@@ -46,7 +46,7 @@ def verdict(fraction: float | None, pref_ci: tuple[float, float, float], bar: fl
 def competence(cfg, plan, run_dir, ok: set[str], oracle_fraction: dict[tuple[str, str], list[float]]) -> dict:
     """``{model: {"reward", "fraction_of_oracle", "preference": [m, lo, hi], "passes", "verdict"}}`` for MA and every
     MB of a run, from the profiles of its finished jobs."""
-    from goalscope.jobs import load_profile
+    from goalscope.program.jobs import load_profile
 
     roles = {"MA": cfg.ra, **{f"MB[{rb.name}]": rb for rb in cfg.rbs()}}
     per_seed: dict[str, list[float]] = {}

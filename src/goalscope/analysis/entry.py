@@ -18,10 +18,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from goalscope import aggregate as agg
-from goalscope import signals as sig
+from goalscope.signals import aggregators as agg
+from goalscope.signals import delta as sig
 from goalscope.errors import GoalscopeError
-from goalscope.planted import md_name
+from goalscope.analysis.planted import md_name
 
 ABS_DELTA = "|Δ_i|"
 
@@ -101,9 +101,9 @@ def summarise(ranks: dict, masses: dict, labels: list[str], k: int) -> dict:
 def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
     """The input-plane test on a finished run: for every seed, RB and heatmap, the rank of RB's own object plane
     in the first layer's mass. Returns a plain-words reason instead when the env or architecture has no planes."""
-    from goalscope.checkpoints import load_checkpoint
-    from goalscope.jobs import stage_dir
-    from goalscope.records import record
+    from goalscope.agents.checkpoints import load_checkpoint
+    from goalscope.program.jobs import stage_dir
+    from goalscope.analysis.records import record
 
     if getattr(cfg.env, "family", None) != "object_maze":
         return f"env family {getattr(cfg.env, 'family', '?')!r} has no object planes; the input-plane test needs the object maze"
@@ -120,7 +120,7 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
         controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
         fisher = None
         if "fisher" in cfg.superpose.methods:
-            from goalscope.analysis import ma_fisher
+            from goalscope.analysis.negation import ma_fisher
 
             fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
         for rb in cfg.rbs():

@@ -22,17 +22,17 @@ import numpy as np
 import torch
 from safetensors.torch import save as st_save
 
-from goalscope import aggregate as agg
-from goalscope import signals as sig
-from goalscope.checkpoints import HEATMAP_FORMAT, atomic_write_bytes, load_checkpoint
-from goalscope.competence import competence
-from goalscope.config import ExperimentConfig
+from goalscope.signals import aggregators as agg
+from goalscope.signals import delta as sig
+from goalscope.agents.checkpoints import HEATMAP_FORMAT, atomic_write_bytes, load_checkpoint
+from goalscope.analysis.competence import competence
+from goalscope.program.config import ExperimentConfig
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
-from goalscope.evaluation import Profile, oracle_profile
-from goalscope.jobs import job_status, load_profile, stage_dir
-from goalscope.records import record, write_records
-from goalscope.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio, holm, seed_means, spearman, t_interval, t_test
+from goalscope.rl.evaluation import Profile, oracle_profile
+from goalscope.program.jobs import job_status, load_profile, stage_dir
+from goalscope.analysis.records import record, write_records
+from goalscope.analysis.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio, holm, seed_means, spearman, t_interval, t_test
 
 HEATMAP = {"format": HEATMAP_FORMAT}  # never mistaken for weights (same names and shapes)
 STABILITY_TOP = 0.01  # top-1% parameter sets compared across seeds

@@ -23,10 +23,10 @@ import math
 import numpy as np
 import torch
 
-from goalscope import aggregate as agg
-from goalscope import signals as sig
+from goalscope.signals import aggregators as agg
+from goalscope.signals import delta as sig
 from goalscope.errors import GoalscopeError
-from goalscope.stats import t_interval
+from goalscope.analysis.stats import t_interval
 
 SINGLE = "|Δ| (one RB)"  # the name the scorecard and report have always used
 CONTROL = "control drift |Δ_ctrl|"
@@ -52,7 +52,7 @@ def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) 
 
 def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(AUROC, precision@k) of flat ``scores`` for the positives in ``labels``; k = number of positives."""
-    from goalscope.validation import auroc, precision_at_k  # validation imports this module
+    from goalscope.analysis.validation import auroc, precision_at_k  # validation imports this module
 
     flat = np.asarray(scores, dtype=np.float64).ravel()
     return auroc(flat, labels), precision_at_k(flat, labels, int(labels.sum()))

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from goalscope import signals as sig
-from goalscope.checkpoints import atomic_write_bytes, save_checkpoint
+from goalscope.signals import delta as sig
+from goalscope.agents.checkpoints import atomic_write_bytes, save_checkpoint
 from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import _distance_to
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
-from goalscope.evaluation import model_policy
-from goalscope.records import record, write_records
-from goalscope.stats import bootstrap_mean
-from goalscope.training import PPOConfig, finetune, train_new
+from goalscope.rl.evaluation import model_policy
+from goalscope.analysis.records import record, write_records
+from goalscope.analysis.stats import bootstrap_mean
+from goalscope.rl.ppo import PPOConfig, finetune, train_new
 
 DISTANCE_BINS = ((1, 3), (4, 6), (7, 10), (11, 99))
 

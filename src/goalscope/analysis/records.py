@@ -10,7 +10,7 @@ import io
 import math
 from pathlib import Path
 
-from goalscope.checkpoints import atomic_write_bytes
+from goalscope.agents.checkpoints import atomic_write_bytes
 
 COLUMNS = ["stage", "model", "reward", "seed", "metric", "value", "ci_low", "ci_high", "detail"]
 

@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from goalscope import aggregate as agg
-from goalscope import signals as sig
-from goalscope.signals import jaccard, jaccard_chance
-from goalscope.checkpoints import atomic_write_bytes, load_checkpoint
+from goalscope.signals import aggregators as agg
+from goalscope.signals import delta as sig
+from goalscope.signals.delta import jaccard, jaccard_chance
+from goalscope.agents.checkpoints import atomic_write_bytes, load_checkpoint
 from goalscope.errors import GoalscopeError
-from goalscope.evaluation import evaluate
-from goalscope.jobs import job_status, stage_dir
-from goalscope.records import record, write_records
-from goalscope.stats import MIN_SEEDS, bootstrap_mean, holm, spearman, t_interval, t_test
+from goalscope.rl.evaluation import evaluate
+from goalscope.program.jobs import job_status, stage_dir
+from goalscope.analysis.records import record, write_records
+from goalscope.analysis.stats import MIN_SEEDS, bootstrap_mean, holm, spearman, t_interval, t_test
 
 GRAFT_FRACTIONS = (0.001, 0.01, 0.05, 0.25, 1.0)  # 100% is MB itself (not rerun); few points keep validate quick
 ABLATION_FRACTIONS = (0.01, 0.05)
@@ -150,7 +150,7 @@ def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra
 def validate_seed(task: dict) -> dict:
     """Graft and ablation tests of |Δ_i|, every null and every heatmap built without RB_i (held-out) for one MA
     seed; returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
-    from goalscope.analysis import ma_fisher
+    from goalscope.analysis.negation import ma_fisher
 
     torch.set_num_threads(1)
     run_dir, s = Path(task["run_dir"]), task["seed"]
@@ -203,14 +203,14 @@ def validate_seed(task: dict) -> dict:
 
 
 def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
-    """Planted truths. Input planes (any maze agent, :mod:`goalscope.entry`): RB's own object plane in the first
+    """Planted truths. Input planes (any maze agent, :mod:`goalscope.analysis.entry`): RB's own object plane in the first
     layer's mass -> ``card["input_planes"]``. Planted parameters (``planner``, ``needle_planner``): AUROC /
     precision@k as the number of RBs grows, per aggregator, beside single-RB |Δ_i|, control drift, MA's Fisher
-    alone and random (see :mod:`goalscope.planted`) -> ``card["localisation"]``."""
-    from goalscope import planted
-    from goalscope.agents import objective_mask
-    from goalscope.analysis import ma_fisher
-    from goalscope.entry import entry_ground_truth
+    alone and random (see :mod:`goalscope.analysis.planted`) -> ``card["localisation"]``."""
+    from goalscope.analysis import planted as planted
+    from goalscope.agents.registry import objective_mask
+    from goalscope.analysis.negation import ma_fisher
+    from goalscope.analysis.entry import entry_ground_truth
 
     card["input_planes"] = entry_ground_truth(cfg, plan, run_dir, rows)
     ma0 = load_checkpoint(stage_dir(run_dir, plan.ma[cfg.seeds[0]]))
@@ -404,8 +404,8 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
 
 
 def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None = None, log=print) -> dict:
-    from goalscope.executors import LocalExecutor
-    from goalscope.runner import plan_experiment
+    from goalscope.program.executors import LocalExecutor
+    from goalscope.program.runner import plan_experiment
 
     torch.set_num_threads(1)  # deterministic reductions, as in the analysis
     run_dir = Path(run_dir)
@@ -449,7 +449,7 @@ def _finite_mean(xs) -> float | None:
 def _loc_verdict(by_method: dict, m: str, n: int) -> str:
     """AUROC of ``m`` with ``n`` RBs against every null present (single-RB |Δ|, control drift, Fisher alone,
     random): "localises" needs the lower 95% t bound of the paired per-seed difference above 0 for each of them."""
-    from goalscope.planted import NULLS, paired_lower
+    from goalscope.analysis.planted import NULLS, paired_lower
 
     if not np.isfinite(by_method[m][n]["auroc"][0]):
         return "not measurable"
@@ -550,8 +550,8 @@ def built_in_checks(card: dict) -> list[dict]:
 def scorecard_markdown(card: dict) -> str:
     lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
     # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
-    from goalscope.entry import entry_markdown
-    from goalscope.planted import localisation_markdown
+    from goalscope.analysis.entry import entry_markdown
+    from goalscope.analysis.planted import localisation_markdown
 
     lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
     if "input_planes" in card:

@@ -8,12 +8,11 @@ from pathlib import Path
 
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
+from goalscope.cli.common import add_env_args, env_config, non_negative_int, positive_int
 from goalscope.outputs import check_output_file, check_output_path, check_replaceable, foreign_entry, replace_dir, write_marker
 
 
 def add_commands(sub) -> None:
-    from goalscope.cli import _add_env_args, _non_negative_int, _positive_int  # cli imports this module: no cycle at load
-
     p = sub.add_parser("run", help="run (or resume) a whole experiment from a TOML file",
                        description="Train MA, fine-tune MBs and controls, negate-and-retrain, superpose, and write "
                                    "records.csv, heatmaps/ and summary.json. Finished jobs are cached by the hash "
@@ -50,9 +49,9 @@ def add_commands(sub) -> None:
     p.add_argument("ma", type=Path, help="checkpoint of MA (trained on RA)")
     p.add_argument("mb", type=Path, help="checkpoint of MB (MA fine-tuned on RB)")
     p.add_argument("--alpha", type=float, default=1.0, help="how far to step against the update signal")
-    p.add_argument("--retrain-steps", type=_positive_int, default=20_000, help="env steps of retraining on RA")
-    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the retraining")
+    p.add_argument("--retrain-steps", type=positive_int, default=20_000, help="env steps of retraining on RA")
+    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the retraining")
 
     p = sub.add_parser("superpose", help="aggregate several update signals into an objective heatmap",
                        description="Superpose the update signals MB_i - MA with an aggregator into one score per "
@@ -62,7 +61,7 @@ def add_commands(sub) -> None:
     p.add_argument("mbs", type=Path, nargs="+", help="fine-tuned checkpoints MB_1 ... MB_k")
     p.add_argument("--method", default="mean_abs", help="aggregator: mean, median, mean_abs, ties, pca, control_subtracted, fisher")
     p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
-    p.add_argument("--fisher-samples", type=_positive_int, default=1024, help="observations for the fisher method")
+    p.add_argument("--fisher-samples", type=positive_int, default=1024, help="observations for the fisher method")
     p.add_argument("--out", type=Path, help="write the heatmap as safetensors (marked as a heatmap, so it is never "
                                             "loaded as weights)")
     p.add_argument("--force", action="store_true", help="replace an existing heatmap file at --out")
@@ -84,15 +83,15 @@ def add_commands(sub) -> None:
     p.add_argument("--activation", choices=["tanh", "relu"],
                    help="only if the zip does not say in readable form (SB3 writes it for its own models)")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
-    _add_env_args(p)
+    add_env_args(p)
 
 
 def cmd_run(args) -> None:
     from dataclasses import replace
 
-    from goalscope.config import load_experiment
-    from goalscope.executors import make_executor
-    from goalscope.runner import run_experiment
+    from goalscope.program.config import load_experiment
+    from goalscope.program.executors import make_executor
+    from goalscope.analysis.experiment import run_experiment
 
     cfg = load_experiment(args.experiment)
     if args.quick:
@@ -191,7 +190,7 @@ def print_results(run: Path, s: dict) -> None:
 
 
 def _load_pair(a: Path, b: Path):
-    from goalscope.checkpoints import load_checkpoint
+    from goalscope.agents.checkpoints import load_checkpoint
 
     ma = load_checkpoint(a)
     return ma, _load_against(ma, a, b)
@@ -199,8 +198,8 @@ def _load_pair(a: Path, b: Path):
 
 def _load_against(ma, a: Path, b: Path):
     """Checkpoint ``b``, checked to share ``ma``'s architecture and tensors (so b - ma is an update signal)."""
-    from goalscope.checkpoints import load_checkpoint
-    from goalscope.signals import check_compatible
+    from goalscope.agents.checkpoints import load_checkpoint
+    from goalscope.signals.delta import check_compatible
 
     mb = load_checkpoint(b)
     if ma.arch != mb.arch:
@@ -210,7 +209,7 @@ def _load_against(ma, a: Path, b: Path):
 
 
 def cmd_diff(args) -> None:
-    from goalscope import signals as sig
+    from goalscope.signals import delta as sig
 
     ma, mb = _load_pair(args.ma, args.mb)
     delta = sig.update_signal(ma.state_dict, mb.state_dict)
@@ -226,10 +225,10 @@ def cmd_diff(args) -> None:
 
 
 def cmd_negate(args) -> None:
-    from goalscope.evaluation import evaluate, summarise
-    from goalscope.signals import negate, update_signal
-    from goalscope.stats import bootstrap_mean
-    from goalscope.training import PPOConfig, finetune
+    from goalscope.rl.evaluation import evaluate, summarise
+    from goalscope.signals.delta import negate, update_signal
+    from goalscope.analysis.stats import bootstrap_mean
+    from goalscope.rl.ppo import PPOConfig, finetune
 
     ma, mb = _load_pair(args.ma, args.mb)
     ppo = PPOConfig(total_steps=args.retrain_steps, eval_episodes=args.episodes)
@@ -250,10 +249,10 @@ def cmd_negate(args) -> None:
 
 
 def cmd_superpose(args) -> None:
-    from goalscope import aggregate as agg
-    from goalscope import signals as sig
+    from goalscope.signals import aggregators as agg
+    from goalscope.signals import delta as sig
 
-    from goalscope.checkpoints import HEATMAP_FORMAT, load_checkpoint, save_heatmap, weights_format
+    from goalscope.agents.checkpoints import HEATMAP_FORMAT, load_checkpoint, save_heatmap, weights_format
 
     if args.out:  # before any work: never overwrite without --force, and never anything but a heatmap
         check_output_file(args.out, args.force, "heatmap", lambda p: weights_format(p) == HEATMAP_FORMAT)
@@ -262,7 +261,7 @@ def cmd_superpose(args) -> None:
     controls = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, c).state_dict) for c in args.control]
     fisher = None
     if args.method == "fisher":
-        from goalscope.analysis import ma_fisher
+        from goalscope.analysis.negation import ma_fisher
 
         fisher = ma_fisher(ma, args.fisher_samples, seed=0)
     heat = agg.aggregate(args.method, deltas, controls=controls, fisher=fisher)
@@ -279,7 +278,7 @@ def cmd_superpose(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from goalscope.report import write_report
+    from goalscope.report.page import write_report
 
     out = check_output_path(args.out or args.run / "report", "report directory")
     if out.exists() and not out.is_dir():
@@ -292,12 +291,11 @@ def cmd_report(args) -> None:
 
 
 def cmd_import_sb3(args) -> None:
-    from goalscope.checkpoints import save_checkpoint
-    from goalscope.cli import _env_config
-    from goalscope.importers import import_sb3
+    from goalscope.agents.checkpoints import save_checkpoint
+    from goalscope.agents.importers import import_sb3
 
     check_replaceable(args.out, args.force, "checkpoint directory")  # before reading the zip
-    ckpt = import_sb3(args.zip, _env_config(args), args.reward, activation=args.activation)
+    ckpt = import_sb3(args.zip, env_config(args), args.reward, activation=args.activation)
     with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
         save_checkpoint(ckpt, staging)
     hidden = ckpt.arch_config["hidden"]

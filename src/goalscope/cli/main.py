@@ -15,6 +15,7 @@ from pathlib import Path
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import MAX_STEPS, read_json
 from goalscope.outputs import replace_dir
+from goalscope.cli.common import add_env_args, env_config, non_negative_int, positive_int
 
 DESCRIPTION = """\
 goalscope finds where a reinforcement-learning agent's objective lives in its weights.
@@ -29,32 +30,11 @@ Rewards are data: 'collect:0', 'avoid:2', '0.5*collect:0+collect:3', 'step:0.01'
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text.replace("_", ""))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= v <= MAX_STEPS:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_STEPS:,}, got {text!r}")
-    return v
-
-
-def _add_env_args(p: argparse.ArgumentParser) -> None:
-    # Defaults are those of experiments/default.toml, so `train` makes the MA the default experiment would.
-    g = p.add_argument_group("environment (object maze)")
-    g.add_argument("--size", type=int, default=7, help="grid side including outer walls, odd for mazes")
-    g.add_argument("--n-types", type=int, default=5, help="object types K")
-    g.add_argument("--n-per-type", type=int, default=1, help="objects of each type per episode")
-    g.add_argument("--max-steps", type=int, default=32, help="episode step limit")
-    g.add_argument("--layout", choices=["maze", "open"], default="maze", help="corridor maze or one open room")
-    g.add_argument("--loop-prob", type=float, default=0.2, help="fraction of maze walls knocked out to make loops")
-
-
 def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g = p.add_argument_group("training (PPO)")
-    g.add_argument("--steps", type=_positive_int, default=default_steps, help="environment steps")
-    g.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, envs and sampling")
-    g.add_argument("--n-envs", type=_positive_int, default=64, help="parallel envs")
+    g.add_argument("--steps", type=positive_int, default=default_steps, help="environment steps")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed for weights, envs and sampling")
+    g.add_argument("--n-envs", type=positive_int, default=64, help="parallel envs")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: network passes under bfloat16 autocast (faster on CPUs with AMX and on GPUs; weights "
@@ -80,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward", required=True, help="reward RA, e.g. collect:0")
     p.add_argument("--arch", default="cnn", help="a registered architecture: cnn, mlp, planner, ...")
     p.add_argument("--arch-config", default="{}", help='architecture options as JSON, e.g. \'{"hidden": 64}\'')
-    _add_env_args(p)
+    add_env_args(p)
     _add_ppo_args(p, 150_000)
 
     p = sub.add_parser("finetune", help="continue training a checkpoint on another reward (MB)",
@@ -94,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "under a reward, as a fraction of a shortest-path oracle.")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (model.safetensors + meta.json)")
     p.add_argument("--reward", help="reward to score under (default: the one it was trained on)")
-    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes")
-    p.add_argument("--seed", type=_non_negative_int, default=10_000, help="evaluation seed: same seed, same episodes")
+    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--seed", type=non_negative_int, default=10_000, help="evaluation seed: same seed, same episodes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    from goalscope import experiment_cli
+    from goalscope.cli import experiment as experiment_cli
 
     experiment_cli.add_commands(sub)
 
@@ -107,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "planted reward map (planner architecture), graft curves, ablations, held-out "
                                    "rewards and stability, each against |Δ| and random baselines.")
     p.add_argument("run", type=Path, help="a finished run directory")
-    p.add_argument("--episodes", type=_positive_int, help="evaluation episodes per graft point (default: the run's, at most 128)")
+    p.add_argument("--episodes", type=positive_int, help="evaluation episodes per graft point (default: the run's, at most 128)")
     p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
 
     p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
@@ -115,12 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "then compare update signals when the reward changes but the cue does not, when "
                                    "the cue changes with it, and a control; measure retargeting by the cue.")
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--seeds", type=_non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
-    p.add_argument("--base-steps", type=_positive_int, default=200_000, help="env steps of the goal-conditioned agent")
-    p.add_argument("--finetune-steps", type=_positive_int, default=50_000, help="env steps of each fine-tune")
-    p.add_argument("--episodes", type=_positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--base-steps", type=positive_int, default=200_000, help="env steps of the goal-conditioned agent")
+    p.add_argument("--finetune-steps", type=positive_int, default=50_000, help="env steps of each fine-tune")
+    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
-    _add_env_args(p)
+    add_env_args(p)
     p.set_defaults(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
     for command in sub.choices.values():  # every command's --help shows its defaults
         command.formatter_class = _HelpFormatter
@@ -137,38 +117,21 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefa
         return super()._get_help_string(action)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return v
-
-
-def _env_config(args):
-    from goalscope.envs.maze import MazeConfig
-
-    return MazeConfig(size=args.size, n_types=args.n_types, n_per_type=args.n_per_type, max_steps=args.max_steps,
-                      layout=args.layout, loop_prob=args.loop_prob)
-
-
 def _ppo_config(args):
-    from goalscope.training import PPOConfig
+    from goalscope.rl.ppo import PPOConfig
 
     return PPOConfig(total_steps=args.steps, n_envs=args.n_envs, lr=args.lr, eval_every=args.eval_every,
                      precision=args.precision)
 
 
 def cmd_train(args) -> None:
-    from goalscope.agents import arch_config, arch_config_to_json, build_agent
-    from goalscope.checkpoints import save_checkpoint
+    from goalscope.agents.registry import arch_config, arch_config_to_json, build_agent
+    from goalscope.agents.checkpoints import save_checkpoint
     from goalscope.inputs import check_model_size
     from goalscope.envs.rewards import parse_reward
-    from goalscope.training import train_new
+    from goalscope.rl.ppo import train_new
 
-    env_cfg = _env_config(args)
+    env_cfg = env_config(args)
     reward = parse_reward(args.reward, env_cfg.n_types)
     try:
         cfg_values = json.loads(args.arch_config)
@@ -187,9 +150,9 @@ def cmd_train(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from goalscope.checkpoints import load_checkpoint, save_checkpoint
+    from goalscope.agents.checkpoints import load_checkpoint, save_checkpoint
     from goalscope.envs.rewards import parse_reward
-    from goalscope.training import finetune
+    from goalscope.rl.ppo import finetune
 
     parent = load_checkpoint(args.checkpoint)
     reward = parse_reward(args.reward, parent.env.n_types)
@@ -202,9 +165,9 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from goalscope.checkpoints import load_checkpoint
+    from goalscope.agents.checkpoints import load_checkpoint
     from goalscope.envs.rewards import parse_reward
-    from goalscope.evaluation import evaluate, oracle_profile, summarise
+    from goalscope.rl.evaluation import evaluate, oracle_profile, summarise
 
     ckpt = load_checkpoint(args.checkpoint)
     reward = parse_reward(args.reward, ckpt.env.n_types) if args.reward else ckpt.reward
@@ -230,9 +193,9 @@ def _print_summary(s: dict, title: str) -> None:
 def cmd_validate(args) -> None:
     from dataclasses import replace
 
-    from goalscope.config import experiment_from_dict
-    from goalscope.executors import LocalExecutor
-    from goalscope.validation import run_validation
+    from goalscope.program.config import experiment_from_dict
+    from goalscope.program.executors import LocalExecutor
+    from goalscope.analysis.validation import run_validation
 
     path = args.run / "experiment.json"
     if not path.exists():
@@ -247,10 +210,10 @@ def cmd_validate(args) -> None:
 
 
 def cmd_pointers(args) -> None:
-    from goalscope.pointers import run_pointer_experiment
+    from goalscope.analysis.pointers import run_pointer_experiment
 
     with replace_dir(args.out, args.force, "output directory", "pointers") as staging:
-        s = run_pointer_experiment(staging, env=_env_config(args), seeds=args.seeds, base_steps=args.base_steps,
+        s = run_pointer_experiment(staging, env=env_config(args), seeds=args.seeds, base_steps=args.base_steps,
                                    finetune_steps=args.finetune_steps, episodes=args.episodes)
     print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
           f"(chance {1 / args.n_types:.1%})")
@@ -269,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from goalscope import experiment_cli
+    from goalscope.cli import experiment as experiment_cli
 
     handler = COMMANDS.get(args.command) or experiment_cli.COMMANDS[args.command]
     if args.trust_module:

@@ -11,14 +11,14 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from goalscope.agents import arch_config, arch_config_to_json, build_agent
+from goalscope.agents.registry import arch_config, arch_config_to_json, build_agent
 from goalscope.envs import ENV_FAMILIES, env_from_json
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward
 from goalscope.envs.events import trust_modules
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import MAX_STEPS, check_model_size, int_field, read_toml
-from goalscope.training import PPOConfig
+from goalscope.rl.ppo import PPOConfig
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class EvaluationSection:
     episodes: int = 256
     seed: int = 10_000
     bootstrap: int = 2000  # bootstrap resamples for confidence intervals
-    competence: float = 0.8  # MA and MBs below this fraction of the oracle are flagged (see goalscope.competence)
+    competence: float = 0.8  # MA and MBs below this fraction of the oracle are flagged (see goalscope.analysis.competence)
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class ExperimentConfig:
 
     def validate(self) -> "ExperimentConfig":
         """Check everything that only shows when values are combined, so errors come before any training."""
-        from goalscope import aggregate
+        from goalscope.signals import aggregators as aggregate
 
         self.ra
         rbs = self.rbs()

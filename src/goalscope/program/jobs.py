@@ -25,14 +25,14 @@ from pathlib import Path
 
 import torch
 
-from goalscope.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
+from goalscope.agents.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
 from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
-from goalscope.evaluation import Profile, evaluate
+from goalscope.rl.evaluation import Profile, evaluate
 from goalscope.inputs import read_json
 from goalscope.outputs import holds_lock
-from goalscope.training import PPOConfig, finetune, train_new
+from goalscope.rl.ppo import PPOConfig, finetune, train_new
 
 KINDS = ("train", "finetune", "negate")
 DONE = "done.json"
@@ -167,7 +167,7 @@ def _finetune(spec: dict, run_dir: Path, out: Path, label: str = "MB") -> None:
 
 
 def _negate(spec: dict, run_dir: Path, out: Path, label: str = "MB*") -> None:
-    from goalscope.signals import negate, random_direction_like, update_signal
+    from goalscope.signals.delta import negate, random_direction_like, update_signal
 
     ma = load_checkpoint(stage_dir(run_dir, spec["ma"]))
     mb = load_checkpoint(stage_dir(run_dir, spec["mb"]))

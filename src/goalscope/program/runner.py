@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from goalscope.checkpoints import atomic_write_bytes
-from goalscope.config import ExperimentConfig, experiment_from_dict
+from goalscope.agents.checkpoints import atomic_write_bytes
+from goalscope.program.config import ExperimentConfig, experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
-from goalscope.jobs import KINDS, Job, job_status, run_job
+from goalscope.program.jobs import KINDS, Job, job_status, run_job
 from goalscope.outputs import Lock, check_output_path
 
 EXPERIMENT_FILE = "experiment.json"
@@ -184,11 +184,12 @@ def _force(run_dir: Path, plan: Plan, kind: str) -> int:
     return n
 
 
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None, force: str | None = None,
-                   reconfigure: bool = False, log=print) -> dict:
-    """Run (or resume) every stage of ``cfg`` in ``run_dir`` and write the analysis; returns the summary."""
-    from goalscope.analysis import analyse
-    from goalscope.executors import LocalExecutor
+def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=None, force: str | None = None,
+               reconfigure: bool = False, log=print) -> dict:
+    """Run (or resume) every stage of ``cfg`` in ``run_dir``, then ``analyse(cfg, plan, run_dir, log=log)`` under
+    the run's lock; returns the summary. The analysis is passed in because it sits above the program in the stack
+    (:func:`goalscope.analysis.experiment.run_experiment` is the whole program with the analysis)."""
+    from goalscope.program.executors import LocalExecutor
 
     run_dir = check_output_path(Path(run_dir), "run directory")
     if run_dir.exists() and not run_dir.is_dir():

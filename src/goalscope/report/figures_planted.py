@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goalscope.planted import GOAL_AUROC, NULLS
+from goalscope.analysis.planted import GOAL_AUROC, NULLS
 
 NULL_STYLE = {"|Δ| (one RB)": "0.15", "control drift |Δ_ctrl|": "tab:brown", "Fisher alone (MA)": "tab:pink",
               "random": "0.55"}

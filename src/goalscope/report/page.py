@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.errors import ConfigError
-from goalscope.runner import CONTROL_MODELS
-from goalscope.stats import bootstrap_means
+from goalscope.program.runner import CONTROL_MODELS
+from goalscope.analysis.stats import bootstrap_means
 
 REPORT_DIR = "report"
 SCORECARD = "scorecard.json"
@@ -67,7 +67,7 @@ class Run:
 
     def checkpoint(self, key: str):
         """The stage's checkpoint, loaded once (loading builds the model, which is not free)."""
-        from goalscope.checkpoints import load_checkpoint
+        from goalscope.agents.checkpoints import load_checkpoint
 
         if key not in self._checkpoints:
             self._checkpoints[key] = load_checkpoint(self.stage(key))
@@ -97,9 +97,9 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    from goalscope.config import experiment_from_dict
-    from goalscope.records import read_records
-    from goalscope.runner import EXPERIMENT_FILE, plan_experiment
+    from goalscope.program.config import experiment_from_dict
+    from goalscope.analysis.records import read_records
+    from goalscope.program.runner import EXPERIMENT_FILE, plan_experiment
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -139,7 +139,7 @@ def roles_from_stages(cfg, found: dict[str, dict]):
     ``parent`` key: an RB's reward makes an MB, RA's reward a control (the retrain control is labelled so). Negations
     name their MA and MB. Stages that fit no role of this config are left out; of two candidates the newer wins.
     """
-    from goalscope.runner import OTHER_SEED_OFFSET, Plan, direction_seed
+    from goalscope.program.runner import OTHER_SEED_OFFSET, Plan, direction_seed
 
     plan = Plan()
     rbs = {rb.name for rb in cfg.rbs()}
@@ -330,7 +330,7 @@ def fig_learning_curves(run: Run, out: Path):
 
 def behaviour_table(run: Run) -> list[dict]:
     """Objects of each type per episode, per model: mean and 95% CI over seeds x episodes."""
-    from goalscope.jobs import load_profile
+    from goalscope.program.jobs import load_profile
 
     by_model: dict[str, dict] = {}
     for group, model, seed, key, fname in run.models():
@@ -917,7 +917,7 @@ def _scalars(d, prefix="") -> list[tuple[str, object]]:
 
 def _validation_bands(run: Run) -> dict[str, dict[float, tuple[float, float]]]:
     """ranking -> k -> (min, max over seeds) of the graft recovery, from validation.csv when it is there."""
-    from goalscope.records import read_records
+    from goalscope.analysis.records import read_records
 
     path = run.path / "validation.csv"
     out: dict = {}
@@ -1157,8 +1157,8 @@ def _family_text(card: dict | None, summary: dict) -> str:
 
 def answer_cards(run: Run, card: dict | None) -> str:
     """The two cards the page opens with: where the objective is, and how sure we are, in plain words."""
-    from goalscope.stats import MIN_SEEDS
-    from goalscope.validation import HELD_OUT, PER_RB
+    from goalscope.analysis.stats import MIN_SEEDS
+    from goalscope.analysis.validation import HELD_OUT, PER_RB
 
     s = run.summary
     where, sure, wrong = [], [], []
@@ -1425,7 +1425,7 @@ def _section_validation(run: Run, page: Page) -> None:
         trs = [[_e(m), _e(n), _ci_text(*v["auroc"], fmt=".3f"), _num(v.get("precision_at_k"))]
                for m, by_n in loc.get("by_method", {}).items() for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0]))]
         page.add("<h3>Localisation AUROC</h3>" + _table(["heatmap", "RBs", "AUROC [95% CI]", "precision@k"], trs, {1, 2, 3}))
-        from goalscope.figures_planted import fig_superposition_curve
+        from goalscope.report.figures_planted import fig_superposition_curve
 
         curve = fig_superposition_curve(card, page.out)
         if curve is not None:
@@ -1446,7 +1446,7 @@ def _section_validation(run: Run, page: Page) -> None:
 
 def _validation_details(run: Run, card: dict, page: Page) -> None:
     """Verdicts with their nulls, every comparison with its Holm p, ablations, stability: the evidence."""
-    from goalscope.validation import PER_RB
+    from goalscope.analysis.validation import PER_RB
 
     fams = card.get("families") or {}
     # A scorecard from an older goalscope has one verdict string per heatmap: shown as its graft verdict.

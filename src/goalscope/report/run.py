@@ -31,7 +31,7 @@ class RunView:
     """A finished run directory, read lazily: nothing is loaded until asked for."""
 
     def __init__(self, path: str | Path):
-        from goalscope.report import load_run as _load
+        from goalscope.report.page import load_run as _load
 
         self._run = _load(path)
         self.path = self._run.path
@@ -88,7 +88,7 @@ class RunView:
 
     def update_signal(self, seed: int | None = None, rb: str | None = None) -> dict[str, torch.Tensor]:
         """Δ = MB − MA for ``rb`` (or the RA control's drift when ``rb`` is None)."""
-        from goalscope.signals import update_signal
+        from goalscope.signals.delta import update_signal
 
         ma = self.checkpoint("MA", seed)
         other = self.checkpoint("MB", seed, rb) if rb is not None else self.checkpoint("control", seed)

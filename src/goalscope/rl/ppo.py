@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from goalscope.agents import build_agent
-from goalscope.checkpoints import Checkpoint
+from goalscope.agents.registry import build_agent
+from goalscope.agents.checkpoints import Checkpoint
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, TrainingDiverged, check_fields
-from goalscope.evaluation import evaluate, oracle_profile, summarise
+from goalscope.rl.evaluation import evaluate, oracle_profile, summarise
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -357,7 +357,7 @@ def _save_snapshot(directory: Path, fingerprint: dict, model, optimizer, env, ob
 
     from safetensors.torch import save as st_save
 
-    from goalscope.checkpoints import atomic_write_bytes
+    from goalscope.agents.checkpoints import atomic_write_bytes
 
     arrays, rng_state = env.get_state()
     tensors = {f"model/{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}

@@ -17,7 +17,7 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from goalscope.errors import GoalscopeError
-from goalscope.signals import Params, check_compatible, flatten, topk_mask, unflatten
+from goalscope.signals.delta import Params, check_compatible, flatten, topk_mask, unflatten
 
 __all__ = [
     "AGGREGATORS",

@@ -1,0 +1,48 @@
+"""Helpers shared by the command groups: argument types and the object-maze options.
+
+May import: goalscope.envs and the core helpers (the heavy modules are imported inside the functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from goalscope.inputs import MAX_STEPS
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if not 1 <= v <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_STEPS:,}, got {text!r}")
+    return v
+
+
+def add_env_args(p: argparse.ArgumentParser) -> None:
+    # Defaults are those of experiments/default.toml, so `train` makes the MA the default experiment would.
+    g = p.add_argument_group("environment (object maze)")
+    g.add_argument("--size", type=int, default=7, help="grid side including outer walls, odd for mazes")
+    g.add_argument("--n-types", type=int, default=5, help="object types K")
+    g.add_argument("--n-per-type", type=int, default=1, help="objects of each type per episode")
+    g.add_argument("--max-steps", type=int, default=32, help="episode step limit")
+    g.add_argument("--layout", choices=["maze", "open"], default="maze", help="corridor maze or one open room")
+    g.add_argument("--loop-prob", type=float, default=0.2, help="fraction of maze walls knocked out to make loops")
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
+def env_config(args):
+    from goalscope.envs.maze import MazeConfig
+
+    return MazeConfig(size=args.size, n_types=args.n_types, n_per_type=args.n_per_type, max_steps=args.max_steps,
+                      layout=args.layout, loop_prob=args.loop_prob)
