@@ -6,13 +6,13 @@ from goalscope.signals.aggregators import (
     AGGREGATORS,
     Aggregator,
     aggregate,
-    fisher_diagonal,
     get,
     per_rb_heatmaps,
     register,
     shared_component,
 )
 from goalscope.errors import GoalscopeError
+from goalscope.signals.fisher import fisher_diagonal
 from goalscope.signals.delta import flatten, topk_mask, unflatten
 
 torch.set_num_threads(1)

@@ -82,3 +82,38 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     bad.write_text("def f():\n    from goalscope.report.page import write_report\n")
     assert [t for _, t in _imports("goalscope.rl.bad", bad)] == ["goalscope.report.page"]
     assert _layer("goalscope.report.page") > _layer("goalscope.rl.bad")
+
+
+def _public_modules():
+    """Every module of the package whose dotted path has no part starting with ``_`` (``__init__`` counts)."""
+    for name, path in _modules():
+        if not any(part.startswith("_") for part in name.split(".")) and path.name != "__main__.py":
+            yield name, path
+
+
+def _undocumented(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    missing = [] if ast.get_docstring(tree) else ["(module)"]
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not node.name.startswith("_"):
+            if not ast.get_docstring(node):
+                missing.append(f"{node.name} (line {node.lineno})")
+    return missing
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    missing = [f"{name}: {item}" for name, path in _public_modules() for item in _undocumented(path)]
+    assert not missing, "public names without a docstring:\n" + "\n".join(missing)
+
+
+def test_the_docstring_check_sees_a_missing_docstring(tmp_path):
+    mod = tmp_path / "mod.py"
+    mod.write_text('"""A module."""\n\ndef documented():\n    """Yes."""\n\ndef bare():\n    pass\n\ndef _private():\n    pass\n')
+    assert _undocumented(mod) == ["bare (line 6)"]
+
+
+def test_public_modules_stay_small():
+    # The layout's promise: a module fits in one reading (about 400 lines).
+    big = [f"{name}: {len(path.read_text().splitlines())} lines" for name, path in _modules()
+           if len(path.read_text().splitlines()) > 420]
+    assert not big, "modules over ~400 lines:\n" + "\n".join(big)

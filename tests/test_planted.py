@@ -14,12 +14,13 @@ import torch
 from goalscope.signals import aggregators as agg
 from goalscope.analysis import entry, planted
 from goalscope.signals import delta as sig
-from goalscope.agents.registry import NeedlePlannerAgent, build_agent, objective_mask
+from goalscope.agents.planner import NeedlePlannerAgent
+from goalscope.agents.registry import build_agent, objective_mask
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import GoalscopeError
 from goalscope.rl.ppo import PPOConfig, finetune, train_new
-from goalscope.analysis.validation import auroc
+from goalscope.analysis.grafts import auroc
 
 ENV = MazeConfig(size=7, n_types=5, n_per_type=1, max_steps=32, layout="maze", loop_prob=0.2, pool_size=64)
 ARCH_CONFIG = {"iterations": 8}  # fewer value-iteration steps than the default 14: the test's budget

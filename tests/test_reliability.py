@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from goalscope.agents.checkpoints import atomic_write_bytes
+from goalscope.outputs import atomic_write_bytes
 from goalscope.cli import main
 from goalscope.program.config import experiment_from_dict
 from goalscope.envs.rewards import parse_reward

@@ -18,7 +18,9 @@ from goalscope.cli import main
 from goalscope.program.config import experiment_from_dict
 from goalscope.errors import ConfigError
 from goalscope.program.executors import LocalExecutor
-from goalscope.report.page import load_run, roles_from_stages, rollout, write_report
+from goalscope.report.figures_mazes import rollout
+from goalscope.report.page import write_report
+from goalscope.report.run import read_run, roles_from_stages
 from goalscope.program.runner import plan_experiment
 from goalscope.analysis.experiment import run_experiment
 
@@ -135,11 +137,11 @@ def test_roles_found_from_the_stages_match_the_plan(tiny):
     roles = roles_from_stages(cfg, found)
     for attr in ("ma", "ma_other", "mb", "control", "retrain_control", "negated"):
         assert getattr(roles, attr) == getattr(plan, attr), attr
-    assert load_run(run).plan.mb == plan.mb
+    assert read_run(run).plan.mb == plan.mb
 
 
 def test_maze_rollouts_share_the_start_state(tiny):
-    run = load_run(tiny["run"])
+    run = read_run(tiny["run"])
     ma = run.checkpoint(run.plan.ma[0]).build()
     mb = run.checkpoint(run.plan.mb[(0, "collect:1")]).build()
     a = rollout(ma, run.cfg.env, run.ra, env_seed=5, action_seed=5)

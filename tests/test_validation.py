@@ -4,15 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from goalscope.agents.registry import PlannerAgent, build_agent, objective_parameters
+from goalscope.agents.planner import PlannerAgent
+from goalscope.agents.registry import build_agent, objective_parameters
 from goalscope.program.config import experiment_from_dict
 from goalscope.program.executors import LocalExecutor
 from goalscope.analysis.experiment import run_experiment
 from goalscope.signals.delta import (add_masked, flatten, jaccard_chance, jaccard_chance_stratified, random_scores_like,
                                topk_mask, update_signal)
-from goalscope.analysis.validation import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, OTHER_RB_NULL, PER_RB, RANDOM, auroc, compare_family,
-                                  graft_tests, jaccard, locus_verdict, per_seed_scores, precision_at_k, run_validation,
-                                  smallest_k, summarise_validation, verdict)
+from goalscope.analysis.grafts import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, OTHER_RB_NULL, PER_RB, RANDOM, auroc,
+                                      graft_tests, precision_at_k, smallest_k)
+from goalscope.analysis.validation import compare_family, locus_verdict, per_seed_scores, run_validation, summarise_validation, verdict
+from goalscope.signals.delta import jaccard
 
 from test_experiment import TINY
 

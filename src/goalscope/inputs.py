@@ -109,6 +109,7 @@ def int_field(value, name: str, lo: int = 0, hi: int = MAX_STEPS, error=ConfigEr
 
 
 def finite_float(value, name: str, error=ConfigError) -> float:
+    """``value`` as a float, or ``error`` naming ``name`` when it is not a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise error(f"{name} must be a finite number, got {value!r}")
     return float(value)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -186,6 +187,7 @@ def lock_owner() -> str:
 
 
 def holds_lock(path: Path, owner: str) -> bool:
+    """Whether the lock file at ``path`` is still held by ``owner``."""
     try:
         return Path(path).read_text().strip() == owner
     except OSError:
@@ -243,3 +245,20 @@ class Lock:
     def __exit__(self, *exc):
         if holds_lock(self.path, self.owner):
             self.path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a fsynced temporary file renamed into place: readers see the old file or
+    the whole new one, never a part (a full disk leaves the previous file readable)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from goalscope.agents.registry import build_agent
 from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import CheckpointError, GoalscopeError
+from goalscope.outputs import atomic_write_bytes
 from goalscope.inputs import MAX_STEPS, check_finite_state, check_model_size, int_field, read_json
 
 FORMAT = "goalscope-checkpoint/1"
@@ -39,6 +38,8 @@ META = "meta.json"
 
 @dataclass
 class Checkpoint:
+    """A model as data: architecture and its config, env, reward, weights by stable name, steps, seed, parent and
+    extras (final evaluation, PPO settings). :meth:`build` makes the ``nn.Module``."""
     arch: str
     arch_config: dict
     env: object  # an env config (goalscope.envs), e.g. MazeConfig
@@ -60,6 +61,7 @@ class Checkpoint:
 
 
 def versions() -> dict:
+    """Versions of goalscope, torch, numpy, safetensors and Python, recorded in every checkpoint's meta.json."""
     import numpy
     import safetensors
 
@@ -68,6 +70,8 @@ def versions() -> dict:
 
 
 def check_state_dict(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor], arch: str) -> None:
+    """Raise a CheckpointError naming the first tensor that ``got`` lacks, has extra, or has with another shape
+    than architecture ``arch`` wants."""
     missing = sorted(set(want) - set(got))
     unexpected = sorted(set(got) - set(want))
     if missing:
@@ -81,22 +85,8 @@ def check_state_dict(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]
             raise CheckpointError(f"architecture mismatch: {k!r} has dtype {got[k].dtype}, {arch!r} needs {t.dtype}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(ckpt: Checkpoint, directory: str | Path) -> Path:
+    """Write ``ckpt`` to ``directory`` as model.safetensors + meta.json (atomically, meta last); returns the directory."""
     directory = Path(directory)
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
     meta = {

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-from goalscope.agents.registry import MLPConfig, arch_config_to_json, build_agent
+from goalscope.agents.mlp import MLPConfig
+from goalscope.agents.registry import arch_config_to_json, build_agent
 from goalscope.agents.checkpoints import Checkpoint, check_state_dict
 from goalscope.envs.maze import N_ACTIONS, MazeConfig
 from goalscope.envs.rewards import Reward, parse_reward

@@ -120,7 +120,7 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
         controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
         fisher = None
         if "fisher" in cfg.superpose.methods:
-            from goalscope.analysis.negation import ma_fisher
+            from goalscope.analysis.superposition import ma_fisher
 
             fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
         for rb in cfg.rbs():

@@ -52,7 +52,7 @@ def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) 
 
 def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(AUROC, precision@k) of flat ``scores`` for the positives in ``labels``; k = number of positives."""
-    from goalscope.analysis.validation import auroc, precision_at_k  # validation imports this module
+    from goalscope.analysis.grafts import auroc, precision_at_k  # grafts imports this module
 
     flat = np.asarray(scores, dtype=np.float64).ravel()
     return auroc(flat, labels), precision_at_k(flat, labels, int(labels.sum()))

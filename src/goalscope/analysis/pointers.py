@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.signals import delta as sig
-from goalscope.agents.checkpoints import atomic_write_bytes, save_checkpoint
+from goalscope.agents.checkpoints import save_checkpoint
+from goalscope.outputs import atomic_write_bytes
 from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import _distance_to
 from goalscope.envs.rewards import parse_reward
@@ -64,6 +65,9 @@ def retargeting(model, cfg: MazeConfig, cue: int, episodes: int, seed: int) -> d
 def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, arch: str = "cnn",
                            seeds=(0, 1, 2), base_steps: int = 200_000, finetune_steps: int = 50_000,
                            episodes: int = 256, ppo: dict | None = None, log=print) -> dict:
+    """Train a goal-conditioned (cued) agent and compare update signals when the reward changes without the cue, with
+    it, and a control; measures retargeting by the cue. Writes records.csv and summary.json in ``out``; returns the
+    summary."""
     out = Path(out)
     env = env or MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
     env = dataclasses.replace(env, cue=True, fixed_cue=-1)

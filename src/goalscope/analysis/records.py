@@ -10,18 +10,20 @@ import io
 import math
 from pathlib import Path
 
-from goalscope.agents.checkpoints import atomic_write_bytes
+from goalscope.outputs import atomic_write_bytes
 
 COLUMNS = ["stage", "model", "reward", "seed", "metric", "value", "ci_low", "ci_high", "detail"]
 
 
 def record(stage: str, model: str, reward: str, seed, metric: str, value: float,
            ci_low: float = math.nan, ci_high: float = math.nan, detail: str = "") -> dict:
+    """One tidy row of records.csv (NaN bounds where there is no interval; ``seed`` empty for pooled rows)."""
     return {"stage": stage, "model": model, "reward": reward, "seed": "" if seed is None else seed, "metric": metric,
             "value": float(value), "ci_low": float(ci_low), "ci_high": float(ci_high), "detail": detail}
 
 
 def write_records(rows: list[dict], path: Path) -> None:
+    """Write ``rows`` as CSV to ``path`` atomically (floats to 6 significant digits)."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -31,6 +33,7 @@ def write_records(rows: list[dict], path: Path) -> None:
 
 
 def read_records(path: Path) -> list[dict]:
+    """The rows of a records CSV, with ``value``, ``ci_low`` and ``ci_high`` as floats (NaN when empty)."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     for r in rows:

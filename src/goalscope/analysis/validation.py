@@ -17,6 +17,10 @@ Run on a finished experiment (``goalscope validate runs/NAME``):
 Verdicts rest on one-sided paired t tests over MA seeds (the independent units), Holm-Bonferroni within each
 family (graft, ablation), and say "underpowered" below ``stats.MIN_SEEDS`` seeds. Vocabulary: RB-specific /
 generic fine-tuning locus / sensitivity only / no better than random, always with the nulls beaten and not beaten.
+
+This module runs validation over a run and judges it (:func:`run_validation`); the per-seed tests and the
+localisation are in :mod:`goalscope.analysis.grafts`, the checks and scorecard.md in
+:mod:`goalscope.analysis.scorecard`. May import: goalscope.analysis, goalscope.program and below.
 """
 
 from __future__ import annotations
@@ -30,229 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from goalscope.signals import aggregators as agg
 from goalscope.signals import delta as sig
-from goalscope.signals.delta import jaccard, jaccard_chance
-from goalscope.agents.checkpoints import atomic_write_bytes, load_checkpoint
+from goalscope.signals.delta import jaccard
+from goalscope.agents.checkpoints import load_checkpoint
+from goalscope.outputs import atomic_write_bytes
 from goalscope.errors import GoalscopeError
-from goalscope.rl.evaluation import evaluate
 from goalscope.program.jobs import job_status, stage_dir
+from goalscope.analysis.grafts import (ABLATION_FRACTIONS, CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, HELD_OUT, NULLS,
+                                      OTHER_RB_NULL, PER_RB, RANDOM, STABILITY_FRACTION, VALIDATION_EPISODES, VERDICTS,
+                                      graft_area, localisation, smallest_k, validate_seed)
 from goalscope.analysis.records import record, write_records
-from goalscope.analysis.stats import MIN_SEEDS, bootstrap_mean, holm, spearman, t_interval, t_test
-
-GRAFT_FRACTIONS = (0.001, 0.01, 0.05, 0.25, 1.0)  # 100% is MB itself (not rerun); few points keep validate quick
-ABLATION_FRACTIONS = (0.01, 0.05)
-STABILITY_FRACTION = 0.01
-VALIDATION_EPISODES = 128  # per graft point unless --episodes says otherwise: paired episodes keep this enough
-
-# Rankings every localisation claim is measured against. None of the nulls knows which RB is being grafted, except
-# another RB's mask, which knows where fine-tuning on *some* RB writes.
-PER_RB = "|Δ_i|"
-RANDOM = "random"
-FISHER_NULL = "Fisher alone (MA)"
-CONTROL_NULL = "|Δ_ctrl| (RA control drift)"
-OTHER_RB_NULL = "another RB's |Δ_j|"
-NULLS = (RANDOM, FISHER_NULL, CONTROL_NULL, OTHER_RB_NULL)
-HELD_OUT = " (held-out)"
-VERDICTS = ("RB-specific", "generic fine-tuning locus", "sensitivity only", "no better than random")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Metrics on scores (pure)
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic, ties given average ranks."""
-    scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, bool).ravel()
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]  # average rank within ties
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    top = np.argsort(-np.asarray(scores, float).ravel(), kind="stable")[:k]
-    return float(np.asarray(labels, bool).ravel()[top].mean())
-
-
-def graft_area(recovered) -> float:
-    """Mean recovery over the k grid (GRAFT_FRACTIONS, roughly log-spaced): 1 = everything recovered at the
-    smallest k, 0 = nothing recovered before k = 100%."""
-    return float(np.mean(recovered))
-
-
-def smallest_k(fractions, recovered, level: float = 0.9) -> float:
-    for k, r in zip(fractions, recovered):
-        if r >= level:
-            return k
-    return math.nan
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Behavioural tests for one seed (a picklable job for the executor)
-
-
-def specific_lean(profile, i_rb: int, others: list[int]) -> float:
-    """RB objects minus the mean of the other non-RA types: a lean, not a general rise in collecting."""
-    c = np.asarray(profile.counts, dtype=np.float64)
-    return float(c[:, i_rb].mean() - (c[:, others].mean() if others else 0.0))
-
-
-def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra_return,
-                graft_fractions=GRAFT_FRACTIONS, ablation_fractions=ABLATION_FRACTIONS) -> dict:
-    """Graft and ablation curves of every ranking, for every RB of one MA (pure given ``evaluate``).
-
-    ``mbs``: RB -> MB state; ``rankings``: RB -> {name: scores}; ``evaluate``: state -> Profile on fixed paired
-    episodes; ``targets``: RB -> (its object type, the other non-RA types); ``ra_return``: Profile -> RA return.
-    Recovery is measured on the specific lean, (lean(graft) - lean(MA)) / (lean(MB) - lean(MA)), with the raw RB
-    count's recovery and RA return (relative to MA) beside it. Grafting 100% of Δ is MB itself, so it is not rerun.
-    """
-    p_ma = evaluate(ma)
-    ra_ma = ra_return(p_ma)
-    out = {"graft": {}, "ablation": {}}
-    for rb, mb in mbs.items():
-        i_rb, others = targets[rb]
-        delta = sig.update_signal(ma, mb)
-        p_mb = evaluate(mb)
-        base, gain = specific_lean(p_ma, i_rb, others), specific_lean(p_mb, i_rb, others) - specific_lean(p_ma, i_rb, others)
-        raw_base = float(np.mean(p_ma.counts[:, i_rb]))
-        raw_gain = float(np.mean(p_mb.counts[:, i_rb])) - raw_base
-        ra_mb = ra_return(p_mb)
-        g = {"gain": gain, "raw_gain": raw_gain, "lean": {}, "raw": {}, "ra": {}}
-        abl = {}
-        for name, scores in rankings[rb].items():
-            lean, raw, ra = [], [], []
-            for k in graft_fractions:
-                p = p_mb if k >= 1 else evaluate(sig.add_masked(ma, delta, sig.topk_mask(scores, k)))
-                lean.append((specific_lean(p, i_rb, others) - base) / gain if gain > 0 else math.nan)
-                raw.append((float(np.mean(p.counts[:, i_rb])) - raw_base) / raw_gain if raw_gain > 0 else math.nan)
-                ra.append(ra_return(p) / ra_ma if ra_ma > 0 else math.nan)
-            g["lean"][name], g["raw"][name], g["ra"][name] = lean, raw, ra
-            rows = []
-            for k in ablation_fractions:
-                mask = sig.topk_mask(scores, k)
-                p = evaluate({n: torch.where(mask[n], ma[n], v) for n, v in mb.items()})
-                rows.append({"k": k,
-                             "lean_lost": (gain + base - specific_lean(p, i_rb, others)) / gain if gain > 0 else math.nan,
-                             "ra_kept": ra_return(p) / ra_mb if ra_mb > 0 else math.nan})
-            abl[name] = rows
-        out["graft"][rb] = g
-        out["ablation"][rb] = abl
-    return out
-
-
-def validate_seed(task: dict) -> dict:
-    """Graft and ablation tests of |Δ_i|, every null and every heatmap built without RB_i (held-out) for one MA
-    seed; returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
-    from goalscope.analysis.negation import ma_fisher
-
-    torch.set_num_threads(1)
-    run_dir, s = Path(task["run_dir"]), task["seed"]
-    methods, episodes, eval_seed = task["methods"], task["episodes"], task["eval_seed"]
-    ma = load_checkpoint(stage_dir(run_dir, task["ma"]))
-    model = ma.build()
-    control = task.get("control")
-    controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control)).state_dict)] if control else []
-    mbs = {rb: load_checkpoint(stage_dir(run_dir, key)) for rb, key in task["mb"].items()}
-    deltas = {rb: sig.update_signal(ma.state_dict, mb.state_dict) for rb, mb in mbs.items()}
-    # MA's Fisher is always computed: it is the sensitivity null, whether or not "fisher" is an aggregator here.
-    fisher = ma_fisher(ma, task["fisher_samples"], s)
-
-    def evaluate_state(state):
-        model.load_state_dict(state)
-        return evaluate(model, ma.env, ma.reward, episodes, eval_seed)
-
-    def heat(method, rbs):
-        try:
-            return agg.aggregate(method, [deltas[r] for r in rbs], controls=controls, fisher=fisher)
-        except GoalscopeError:  # e.g. pca with one RB, or an aggregator needing fine-tune seeds: left out
-            return None
-
-    gen = torch.Generator().manual_seed(10_000 + s)
-    names = list(deltas)
-    rankings, targets = {}, {}
-    n_types = len(ma.reward.weights)
-    ra_types = set(ma.reward.rewarded_types().tolist())
-    for idx, rb in enumerate(names):
-        i_rb = mbs[rb].reward.target_type(ma.reward)
-        targets[rb] = (i_rb, [k for k in range(n_types) if k != i_rb and k not in ra_types])
-        r = {PER_RB: {k: v.abs() for k, v in deltas[rb].items()}, RANDOM: sig.random_scores_like(deltas[rb], gen),
-             FISHER_NULL: fisher}
-        if controls:
-            r[CONTROL_NULL] = {k: v.abs() for k, v in controls[0].items()}
-        if len(names) > 1:  # the next RB's mask: where fine-tuning on some other objective writes
-            r[OTHER_RB_NULL] = {k: v.abs() for k, v in deltas[names[(idx + 1) % len(names)]].items()}
-        held = {m + HELD_OUT: h for m in methods if len(names) > 1
-                and (h := heat(m, [o for o in names if o != rb])) is not None}
-        rankings[rb] = {**r, **held}
-    out = graft_tests(ma.state_dict, {rb: mb.state_dict for rb, mb in mbs.items()}, rankings, evaluate_state, targets,
-                      lambda p: float(p.returns(ma.reward).mean()), task.get("graft_fractions", GRAFT_FRACTIONS),
-                      task.get("ablation_fractions", ABLATION_FRACTIONS))
-    out["seed"] = s
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The whole validation
-
-
-def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
-    """Planted truths. Input planes (any maze agent, :mod:`goalscope.analysis.entry`): RB's own object plane in the first
-    layer's mass -> ``card["input_planes"]``. Planted parameters (``planner``, ``needle_planner``): AUROC /
-    precision@k as the number of RBs grows, per aggregator, beside single-RB |Δ_i|, control drift, MA's Fisher
-    alone and random (see :mod:`goalscope.analysis.planted`) -> ``card["localisation"]``."""
-    from goalscope.analysis import planted as planted
-    from goalscope.agents.registry import objective_mask
-    from goalscope.analysis.negation import ma_fisher
-    from goalscope.analysis.entry import entry_ground_truth
-
-    card["input_planes"] = entry_ground_truth(cfg, plan, run_dir, rows)
-    ma0 = load_checkpoint(stage_dir(run_dir, plan.ma[cfg.seeds[0]]))
-    mask = objective_mask(ma0.build())
-    if mask is None:
-        card["localisation"] = f"architecture {ma0.arch!r} has no planted objective; see experiments/needle.toml"
-        return
-    labels = sig.flatten({k: mask[k] for k in ma0.state_dict}).numpy()
-    rbs = [r.name for r in cfg.rbs()]
-    per_seed, skipped = [], {}
-    for s in cfg.seeds:
-        ma = load_checkpoint(stage_dir(run_dir, plan.ma[s]))
-        deltas = {rb: sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb)])).state_dict)
-                  for rb in rbs}
-        control_key = plan.control.get(s)
-        controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
-        # MA's Fisher depends on the seed only, not on the RB subset: one per seed scores both the `fisher`
-        # aggregator and the "Fisher alone" null.
-        fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
-        # Nested fine-tune seeds of the same MA (finetune.seeds_per_ma > 1), for variance_ratio.
-        replicates: dict = {}
-        for (s_, rb, _), key in sorted(plan.mb_rep.items()):
-            if s_ == s and rb in deltas:
-                replicates.setdefault(rb, []).append(
-                    sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, key)).state_dict))
-        res, skip = planted.seed_scores(deltas, controls, fisher, list(cfg.superpose.methods), labels, seed=s,
-                                        replicates=replicates)
-        per_seed.append(res)
-        for m, by_n in skip.items():
-            skipped.setdefault(m, {}).update(by_n)
-    by_method = planted.summarise(per_seed)
-    k_top = int(labels.sum())
-    for name, by_n in by_method.items():
-        for n, v in by_n.items():
-            rows.append(record("validation", name, "", None, f"auroc_n{n}", *v["auroc"],
-                               detail=f"seeds={len(cfg.seeds)}; t interval over seeds"))
-            rows.append(record("validation", name, "", None, f"precision_at_k_n{n}", *v["precision_at_k_ci"],
-                               detail=f"k={k_top}; t interval over seeds"))
-    card["localisation"] = {
-        "positives": k_top, "parameters": int(labels.size), "by_method": by_method, "nulls": list(planted.NULLS),
-        "skipped": {m: "; ".join(f"n={n}: {why}" for n, why in sorted(by_n.items())) for m, by_n in skipped.items()},
-        "goal": planted.goal(by_method)}
+from goalscope.analysis.scorecard import built_in_checks, scorecard_markdown
+from goalscope.analysis.stats import MIN_SEEDS, holm, spearman, t_interval, t_test
 
 
 def per_seed_scores(per_seed: list[dict]) -> dict:
@@ -404,6 +197,8 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
 
 
 def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None = None, log=print) -> dict:
+    """Validate a finished run: graft and ablation tests per seed (through ``executor``), localisation, stability and
+    verdicts against the nulls; writes scorecard.json, scorecard.md and validation.csv, returns the scorecard."""
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
 
@@ -519,83 +314,3 @@ def stability(cfg, plan, run_dir: Path, rows: list) -> dict:
             rows.append(record("validation", "|Δ|", "", None, f"tensor_enrichment_spearman_across_ma: {k}", across[k]))
     return {"top_fraction": f, "seeds_per_ma": cfg.finetune.seeds_per_ma, "within_ma": within, "across_ma": across,
             "chance_method": "tensor-stratified: each tensor keeps its count of top entries, placed at random within it"}
-
-
-def built_in_checks(card: dict) -> list[dict]:
-    """Checks whose expected direction is known; each says plainly when it went the wrong way."""
-    out = []
-    st = card.get("stability") or {}
-    w = st.get("within_ma") or {}
-    same, diff = (w.get("same RB, other fine-tune seed") or {}), (w.get("different RBs, same MA") or {})
-    if same.get("jaccard") is not None and diff.get("jaccard") is not None:
-        out.append({"check": "top-1% |Δ| sets agree more for the same RB (other fine-tune seed) than for different RBs",
-                    "ok": same["jaccard"] > diff["jaccard"],
-                    "detail": f"same RB {same['jaccard']:.3f} vs different RBs {diff['jaccard']:.3f} (same MA)"})
-    if same.get("jaccard") is not None:
-        out.append({"check": "same-RB top-1% overlap exceeds its tensor-stratified chance level",
-                    "ok": same["jaccard"] > same["chance"],
-                    "detail": f"{same['jaccard']:.3f} vs chance {same['chance']:.3f}"})
-    g = card.get("graft") or {}
-    area = g.get("area") or {}
-    if PER_RB in area and RANDOM in area:
-        out.append({"check": "grafting the top of |Δ_i| recovers more specific lean than a random mask",
-                    "ok": bool(area[PER_RB] > area[RANDOM]), "detail": f"area {area[PER_RB]:.3f} vs {area[RANDOM]:.3f}"})
-    if PER_RB in area and OTHER_RB_NULL in area:
-        out.append({"check": "|Δ_i| recovers RB_i better than another RB's mask does",
-                    "ok": bool(area[PER_RB] > area[OTHER_RB_NULL]),
-                    "detail": f"area {area[PER_RB]:.3f} vs {area[OTHER_RB_NULL]:.3f}"})
-    return out
-
-
-def scorecard_markdown(card: dict) -> str:
-    lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
-    # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
-    from goalscope.analysis.entry import entry_markdown
-    from goalscope.analysis.planted import localisation_markdown
-
-    lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
-    if "input_planes" in card:
-        lines += ["", entry_markdown(card["input_planes"])]
-    g = card["graft"]
-    fam = card.get("families", {})
-    lines += ["", f"## Graft curves: fraction of MB's specific lean recovered by MA + top-k% of Δ ({card.get('episodes')} "
-              "paired episodes per point)", "",
-              f"Measure: {g['measure']}. MB's gain per RB (lean): {g['rb_gain']}; raw RB objects: {g['rb_gain_raw']}.", "",
-              "| ranking | role | " + " | ".join(f"{k:g}" for k in g["fractions"]) +
-              " | area [95% t CI] | raw-RB area | RA return vs MA |",
-              "|---" * (len(g["fractions"]) + 5) + "|"]
-    for n, c in g["curves"].items():
-        a = g["area_ci"][n]
-        lines.append(f"| {n} | {g['roles'].get(n, '')} | " + " | ".join(f"{x:.2f}" for x in c) +
-                     f" | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | {g['raw_area'][n]:.3f} | {g['ra_mean'][n]:.2f} |")
-    lines += ["", f"Reference: {g['reference']}.", ""]
-    for f_name in ("graft", "ablation"):
-        info = fam.get(f_name, {})
-        lines += [f"## Verdicts: {f_name} family ({info.get('tests')} tests, {info.get('correction')}, "
-                  f"{info.get('seeds')} MA seeds; {info.get('test')})", ""]
-        for n, v in card["verdicts"].items():
-            lines.append(f"- **{n}**: {v[f_name]}")
-        lines += ["", "| ranking | null | difference [95% t CI] | p | p (Holm) | beaten |", "|---|---|---|---|---|---|"]
-        for t in card["tests"][f_name]:
-            d = t["diff"]
-            lines.append(f"| {t['ranking']} | {t['null']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {t['p']:.3g} | "
-                         f"{t['p_holm']:.3g} | {'yes' if t['beaten'] else 'no'} |")
-        lines.append("")
-    ab = card["ablation"]
-    lines += ["## Ablation: MB with its top-k% reset to MA (mean over k = "
-              f"{ab['fractions']}): fraction of the specific lean lost", "", "| ranking | lean lost [95% t CI] |", "|---|---|"]
-    for n, v in ab["lean_lost_ci"].items():
-        lines.append(f"| {n} | {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}] |")
-    st = card["stability"]
-    lines += ["", f"## Stability of top-{st['top_fraction']:.0%} |Δ| sets where units line up ({st['seeds_per_ma']} "
-              "fine-tune seeds per MA)", "", f"Chance: {st['chance_method']}.", "",
-              "| pairs (same MA) | Jaccard | chance | ratio | pairs |", "|---|---|---|---|---|"]
-    for n, v in st["within_ma"].items():
-        lines.append(f"| {n} | {v['jaccard']} | {v['chance']} | {v.get('ratio_to_chance')} | {v['pairs']} |")
-    ac = st["across_ma"]
-    lines += ["", f"Across MA seeds ({ac['measure']}): same RB {ac['same RB']}, different RBs {ac['different RBs']}.", ""]
-    lines += ["## Built-in checks", ""]
-    for c in card.get("checks", []):
-        lines.append(f"- {'ok' if c['ok'] else '**WENT THE WRONG WAY**'}: {c['check']} ({c['detail']})")
-    lines.append("")
-    return "\n".join(lines)

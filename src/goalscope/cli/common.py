@@ -6,11 +6,13 @@ May import: goalscope.envs and the core helpers (the heavy modules are imported 
 from __future__ import annotations
 
 import argparse
+import math
 
 from goalscope.inputs import MAX_STEPS
 
 
 def positive_int(text: str) -> int:
+    """argparse type: an integer from 1 to MAX_STEPS (underscores allowed: 50_000)."""
     try:
         v = int(text.replace("_", ""))
     except ValueError:
@@ -22,6 +24,7 @@ def positive_int(text: str) -> int:
 
 def add_env_args(p: argparse.ArgumentParser) -> None:
     # Defaults are those of experiments/default.toml, so `train` makes the MA the default experiment would.
+    """The object-maze options (--size, --n-types, ...), with the default experiment's values."""
     g = p.add_argument_group("environment (object maze)")
     g.add_argument("--size", type=int, default=7, help="grid side including outer walls, odd for mazes")
     g.add_argument("--n-types", type=int, default=5, help="object types K")
@@ -32,6 +35,7 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
 
 
 def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
     try:
         v = int(text)
     except ValueError:
@@ -42,7 +46,14 @@ def non_negative_int(text: str) -> int:
 
 
 def env_config(args):
+    """The MazeConfig of parsed object-maze options."""
     from goalscope.envs.maze import MazeConfig
 
     return MazeConfig(size=args.size, n_types=args.n_types, n_per_type=args.n_per_type, max_steps=args.max_steps,
                       layout=args.layout, loop_prob=args.loop_prob)
+
+
+def fmt_ci(ci) -> str:
+    """``mean [low, high]`` of a (mean, low, high) triple, "n/a" when the mean is not finite."""
+    m, lo, hi = ci
+    return "n/a" if not math.isfinite(m) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"

@@ -1,18 +1,21 @@
-"""CLI commands of the experiment program: run, results, diff, negate, superpose."""
+"""CLI commands for whole experiments and their results: run, results, report, validate, pointers.
+
+May import anything below the CLI; heavy modules are imported inside the commands so ``--help`` stays fast.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
+from goalscope.cli.common import add_env_args, env_config, fmt_ci, non_negative_int, positive_int
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
-from goalscope.cli.common import add_env_args, env_config, non_negative_int, positive_int
-from goalscope.outputs import check_output_file, check_output_path, check_replaceable, foreign_entry, replace_dir, write_marker
+from goalscope.outputs import check_output_path, foreign_entry, replace_dir, write_marker
 
 
 def add_commands(sub) -> None:
+    """The parsers of the experiment commands: run, results, report, validate, pointers."""
     p = sub.add_parser("run", help="run (or resume) a whole experiment from a TOML file",
                        description="Train MA, fine-tune MBs and controls, negate-and-retrain, superpose, and write "
                                    "records.csv, heatmaps/ and summary.json. Finished jobs are cached by the hash "
@@ -35,58 +38,36 @@ def add_commands(sub) -> None:
                                    "without recomputing anything.")
     p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
 
-    p = sub.add_parser("diff", help="update signal MB - MA: size per layer and tensor",
-                       description="Print the update signal between two checkpoints of the same architecture.")
-    p.add_argument("ma", type=Path, help="checkpoint of MA")
-    p.add_argument("mb", type=Path, help="checkpoint of MB (the same architecture)")
-    p.add_argument("--units", action="store_true", help="also list the 10 most-changed output units / channels")
-
-    p = sub.add_parser("negate", help="MB* = MA - alpha*(MB - MA), retrained on RA, against a retrained-MA control",
-                       description="The seed's negation test for one pair: subtract alpha times the update signal "
-                                   "MB - MA from MA, retrain briefly on RA to recover capability, and compare how many "
-                                   "RB objects it collects with MA retrained the same way (one seed; `goalscope run` "
-                                   "does this over seeds with random-direction controls and CIs).")
-    p.add_argument("ma", type=Path, help="checkpoint of MA (trained on RA)")
-    p.add_argument("mb", type=Path, help="checkpoint of MB (MA fine-tuned on RB)")
-    p.add_argument("--alpha", type=float, default=1.0, help="how far to step against the update signal")
-    p.add_argument("--retrain-steps", type=positive_int, default=20_000, help="env steps of retraining on RA")
-    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
-    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the retraining")
-
-    p = sub.add_parser("superpose", help="aggregate several update signals into an objective heatmap",
-                       description="Superpose the update signals MB_i - MA with an aggregator into one score per "
-                                   "parameter, and print each tensor's enrichment: its share of the score over its "
-                                   "share of the parameters (1 = no more than its size predicts).")
-    p.add_argument("ma", type=Path, help="checkpoint of MA")
-    p.add_argument("mbs", type=Path, nargs="+", help="fine-tuned checkpoints MB_1 ... MB_k")
-    p.add_argument("--method", default="mean_abs", help="aggregator: mean, median, mean_abs, ties, pca, control_subtracted, fisher")
-    p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
-    p.add_argument("--fisher-samples", type=positive_int, default=1024, help="observations for the fisher method")
-    p.add_argument("--out", type=Path, help="write the heatmap as safetensors (marked as a heatmap, so it is never "
-                                            "loaded as weights)")
-    p.add_argument("--force", action="store_true", help="replace an existing heatmap file at --out")
-
     p = sub.add_parser("report", help="write a self-contained HTML report of a finished run",
                        description="Write RUN/report/index.html (figures embedded, opens offline) with PNG, SVG and "
                                    "CSV files of every figure next to it, and print its path.")
     p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
     p.add_argument("--out", type=Path, help="report directory (default: RUN/report)")
 
-    p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 PPO MlpPolicy zip as a goalscope checkpoint",
-                       description="Read a Stable-Baselines3 PPO zip (MlpPolicy, separate pi/vf towers of equal "
-                                   "widths, Tanh or ReLU) trained on the object maze, without unpickling anything, "
-                                   "and write a goalscope 'mlp' checkpoint that can be evaluated, fine-tuned and "
-                                   "analysed like MA. The maze options must be those it was trained on.")
-    p.add_argument("zip", type=Path, help="the SB3 model zip (model.save(...))")
-    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to create, e.g. runs/ma")
-    p.add_argument("--reward", required=True, help="the reward it was trained on (RA), e.g. collect:0")
-    p.add_argument("--activation", choices=["tanh", "relu"],
-                   help="only if the zip does not say in readable form (SB3 writes it for its own models)")
-    p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
+    p = sub.add_parser("validate", help="score a finished run's heatmaps: grafts, ablations, held-out RBs, planted truth",
+                       description="Write runs/NAME/scorecard.json and scorecard.md: localisation AUROC against a "
+                                   "planted reward map (planner architecture), graft curves, ablations, held-out "
+                                   "rewards and stability, each against |Δ| and random baselines.")
+    p.add_argument("run", type=Path, help="a finished run directory")
+    p.add_argument("--episodes", type=positive_int, help="evaluation episodes per graft point (default: the run's, at most 128)")
+    p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
+
+    p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
+                       description="Train a goal-conditioned agent (the rewarded type is cued in the observation), "
+                                   "then compare update signals when the reward changes but the cue does not, when "
+                                   "the cue changes with it, and a control; measure retargeting by the cue.")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
+    p.add_argument("--base-steps", type=positive_int, default=200_000, help="env steps of the goal-conditioned agent")
+    p.add_argument("--finetune-steps", type=positive_int, default=50_000, help="env steps of each fine-tune")
+    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
     add_env_args(p)
+    p.set_defaults(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
 
 
 def cmd_run(args) -> None:
+    """``goalscope run``: run (or resume) an experiment and print its results."""
     from dataclasses import replace
 
     from goalscope.program.config import load_experiment
@@ -117,6 +98,7 @@ def quick(cfg):
 
 
 def cmd_results(args) -> None:
+    """``goalscope results``: print a finished run's tables from its summary.json."""
     path = args.run / "summary.json"
     if not path.exists():
         raise ConfigError(f"{args.run} has no summary.json; run `goalscope run EXPERIMENT --out {args.run}` first")
@@ -153,12 +135,8 @@ def _overlap(name: str, value, chance) -> str:
     return f"   {name} {value:.3f}" + (f" [{chance:.3f}]" if chance is not None else "")
 
 
-def _fmt(ci) -> str:
-    m, lo, hi = ci
-    return "n/a" if not math.isfinite(m) else f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]"
-
-
 def print_results(run: Path, s: dict) -> None:
+    """The tables printed at the end of a run: competence, cosines, negation verdicts, heatmaps."""
     print(f"\n== {s['experiment']}: RA = {s['ra']}, RBs = {', '.join(s['rbs'])}, seeds = {s['seeds']}  ({run})")
     if s.get("failed_jobs"):
         print(f"!! {len(s['failed_jobs'])} jobs failed and are left out: {', '.join(s['failed_jobs'][:5])}")
@@ -172,8 +150,8 @@ def print_results(run: Path, s: dict) -> None:
             for c in ("retrained_MA", "random_direction"):
                 if c in e:
                     d = e[c]
-                    print(f"  {e['rb']:<14}{e['alpha']:>6g}  {c:<18}{_fmt(d['rb_objects_diff']):>26}"
-                          f"{_fmt(d['specific_lean']):>28}{_fmt(d['ra_return_diff']):>28}  {d['verdict']}")
+                    print(f"  {e['rb']:<14}{e['alpha']:>6g}  {c:<18}{fmt_ci(d['rb_objects_diff']):>26}"
+                          f"{fmt_ci(d['specific_lean']):>28}{fmt_ci(d['ra_return_diff']):>28}  {d['verdict']}")
     if s.get("heatmaps"):
         print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap [tensor-stratified chance]"
               " within an MA (fine-tune seeds) and across MA seeds (units need not line up there)")
@@ -189,95 +167,8 @@ def print_results(run: Path, s: dict) -> None:
     print(f"records: {run / 'records.csv'}   heatmaps: {run / 'heatmaps'}")
 
 
-def _load_pair(a: Path, b: Path):
-    from goalscope.agents.checkpoints import load_checkpoint
-
-    ma = load_checkpoint(a)
-    return ma, _load_against(ma, a, b)
-
-
-def _load_against(ma, a: Path, b: Path):
-    """Checkpoint ``b``, checked to share ``ma``'s architecture and tensors (so b - ma is an update signal)."""
-    from goalscope.agents.checkpoints import load_checkpoint
-    from goalscope.signals.delta import check_compatible
-
-    mb = load_checkpoint(b)
-    if ma.arch != mb.arch:
-        raise ConfigError(f"{a} is a {ma.arch!r} and {b} a {mb.arch!r}; an update signal needs one architecture")
-    check_compatible(ma.state_dict, mb.state_dict, str(a), str(b))
-    return mb
-
-
-def cmd_diff(args) -> None:
-    from goalscope.signals import delta as sig
-
-    ma, mb = _load_pair(args.ma, args.mb)
-    delta = sig.update_signal(ma.state_dict, mb.state_dict)
-    print(f"Δ = {args.mb} ({mb.reward.name}) - {args.ma} ({ma.reward.name})")
-    print(f"  {'tensor':<18}{'numel':>9}{'‖Δ‖':>11}{'mean|Δ|':>11}{'‖Δ‖/‖MA‖':>11}")
-    for r in sig.per_tensor(delta, reference=ma.state_dict):
-        print(f"  {r['param']:<18}{r['numel']:>9}{r['l2']:>11.4f}{r['mean_abs']:>11.2e}{r['rel_l2']:>11.4f}")
-    total = float(sig.flatten(delta).norm())
-    print(f"  total ‖Δ‖ = {total:.4f}, relative to ‖MA‖ = {total / float(sig.flatten(ma.state_dict).norm()):.4f}")
-    if args.units:
-        units = sorted(sig.per_unit(delta), key=lambda r: r["l2"], reverse=True)[:10]
-        print("  most-changed units: " + ", ".join(f"{u['param']}[{u['unit']}] {u['l2']:.3f}" for u in units))
-
-
-def cmd_negate(args) -> None:
-    from goalscope.rl.evaluation import evaluate, summarise
-    from goalscope.signals.delta import negate, update_signal
-    from goalscope.analysis.stats import bootstrap_mean
-    from goalscope.rl.ppo import PPOConfig, finetune
-
-    ma, mb = _load_pair(args.ma, args.mb)
-    ppo = PPOConfig(total_steps=args.retrain_steps, eval_episodes=args.episodes)
-    start = ma.build()
-    start.load_state_dict(negate(ma.state_dict, update_signal(ma.state_dict, mb.state_dict), args.alpha))
-    star = finetune(dataclasses.replace(ma, state_dict=start.state_dict()), ma.reward, ppo, args.seed).build()
-    control = finetune(ma, ma.reward, ppo, args.seed).build()
-    i_rb = mb.reward.target_type(ma.reward)
-    p_star = evaluate(star, ma.env, ma.reward, args.episodes)
-    p_ctrl = evaluate(control, ma.env, ma.reward, args.episodes)
-    diff = bootstrap_mean(p_star.counts[:, i_rb] - p_ctrl.counts[:, i_rb])
-    print(f"MB* = MA - {args.alpha:g}·(MB - MA), retrained {args.retrain_steps} steps on {ma.reward.name}; "
-          f"control: MA retrained the same")
-    for name, p in (("MB*", p_star), ("control", p_ctrl)):
-        s = summarise(p, ma.reward)
-        print(f"  {name:<8} objects per episode {s['counts_mean']}  RA return {s['return_mean']:.3f}")
-    print(f"  RB-type ({i_rb}) objects, MB* - control: {_fmt(diff)} (95% CI over episodes, one seed)")
-
-
-def cmd_superpose(args) -> None:
-    from goalscope.signals import aggregators as agg
-    from goalscope.signals import delta as sig
-
-    from goalscope.agents.checkpoints import HEATMAP_FORMAT, load_checkpoint, save_heatmap, weights_format
-
-    if args.out:  # before any work: never overwrite without --force, and never anything but a heatmap
-        check_output_file(args.out, args.force, "heatmap", lambda p: weights_format(p) == HEATMAP_FORMAT)
-    ma = load_checkpoint(args.ma)  # once: every signal is measured from this MA
-    deltas = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, b).state_dict) for b in args.mbs]
-    controls = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, c).state_dict) for c in args.control]
-    fisher = None
-    if args.method == "fisher":
-        from goalscope.analysis.negation import ma_fisher
-
-        fisher = ma_fisher(ma, args.fisher_samples, seed=0)
-    heat = agg.aggregate(args.method, deltas, controls=controls, fisher=fisher)
-    total = float(sum(v.sum() for v in heat.values()))
-    n_params = sum(v.numel() for v in heat.values())
-    rows = [(k, float(v.sum()) / total if total else 0.0, v.numel() / n_params) for k, v in heat.items()]
-    print(f"heatmap '{args.method}' over {len(deltas)} update signals; enrichment = share of score / share of parameters")
-    print(f"  {'tensor':<22}{'enrichment':>11}{'score':>9}{'params':>9}")
-    for k, share, size in sorted(rows, key=lambda r: -r[1] / r[2]):
-        print(f"  {k:<22}{share / size:>11.2f}{share:>9.1%}{size:>9.1%}")
-    if args.out:
-        save_heatmap(heat, args.out, {"method": args.method, "signals": str(len(deltas))})
-        print(f"wrote {args.out}")
-
-
 def cmd_report(args) -> None:
+    """``goalscope report``: write the HTML report of a finished run and print its path."""
     from goalscope.report.page import write_report
 
     out = check_output_path(args.out or args.run / "report", "report directory")
@@ -290,18 +181,38 @@ def cmd_report(args) -> None:
     print(index)
 
 
-def cmd_import_sb3(args) -> None:
-    from goalscope.agents.checkpoints import save_checkpoint
-    from goalscope.agents.importers import import_sb3
+def cmd_validate(args) -> None:
+    """``goalscope validate``: score a finished run's heatmaps and print scorecard.md."""
+    from dataclasses import replace
 
-    check_replaceable(args.out, args.force, "checkpoint directory")  # before reading the zip
-    ckpt = import_sb3(args.zip, env_config(args), args.reward, activation=args.activation)
-    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
-        save_checkpoint(ckpt, staging)
-    hidden = ckpt.arch_config["hidden"]
-    print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an mlp checkpoint (hidden {hidden}, "
-          f"{ckpt.arch_config['activation']}) trained on {ckpt.reward.name}: {args.out}")
+    from goalscope.program.config import experiment_from_dict
+    from goalscope.program.executors import LocalExecutor
+    from goalscope.analysis.validation import run_validation
+
+    path = args.run / "experiment.json"
+    if not path.exists():
+        raise ConfigError(f"{args.run} is not a goalscope run (no experiment.json)")
+    cfg = experiment_from_dict(read_json(path))
+    if args.workers is not None:
+        if args.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, got {args.workers}")
+        cfg = replace(cfg, workers=args.workers)
+    run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes)
+    print((args.run / "scorecard.md").read_text())
 
 
-COMMANDS = {"run": cmd_run, "results": cmd_results, "diff": cmd_diff, "negate": cmd_negate, "superpose": cmd_superpose,
-            "report": cmd_report, "import-sb3": cmd_import_sb3}
+def cmd_pointers(args) -> None:
+    """``goalscope pointers``: the objectives-as-pointers experiment."""
+    from goalscope.analysis.pointers import run_pointer_experiment
+
+    with replace_dir(args.out, args.force, "output directory", "pointers") as staging:
+        s = run_pointer_experiment(staging, env=env_config(args), seeds=args.seeds, base_steps=args.base_steps,
+                                   finetune_steps=args.finetune_steps, episodes=args.episodes)
+    print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
+          f"(chance {1 / args.n_types:.1%})")
+    for name, ci in s["delta_l2_over_control"].items():
+        print(f"‖Δ‖ / control drift, {name}: {ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]")
+    print(f"verdict: {s['verdict']}\nrecords: {args.out / 'records.csv'}")
+
+
+COMMANDS = {"run": cmd_run, "results": cmd_results, "report": cmd_report, "validate": cmd_validate, "pointers": cmd_pointers}

@@ -387,5 +387,6 @@ def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type
 
 
 def register_minigrid() -> None:
+    """Register the MiniGrid objects example env with Gymnasium (once)."""
     if MINIGRID_ID not in gym.registry:
         gym.register(id=MINIGRID_ID, entry_point=make_minigrid_objects_env)

@@ -93,6 +93,8 @@ class ObjectMazeEnv(gym.Env):
 
 
 class ObjectMazeVectorEnv(VectorEnv):
+    """The object maze as a Gymnasium ``VectorEnv`` of ``num_envs`` mazes (same-step autoreset), for vectorised
+    libraries; the same maze goalscope trains in."""
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, num_envs: int, config: MazeConfig | dict | None = None, reward: Reward | str = "collect:0",

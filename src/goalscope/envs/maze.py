@@ -31,6 +31,8 @@ N_ACTIONS = 4
 
 @dataclass(frozen=True)
 class MazeConfig:
+    """The object maze: grid size, object types and counts, episode length, layout; makes vectorised envs
+    (:meth:`make`) and defines the observation planes."""
     size: int = 9  # grid side including the outer walls; odd for "maze" layouts
     n_types: int = 4  # K object types
     n_per_type: int = 2  # objects of each type per episode

@@ -23,12 +23,14 @@ from goalscope.rl.ppo import PPOConfig
 
 @dataclass(frozen=True)
 class AgentSection:
+    """``[agent]``: the architecture and its options."""
     arch: str = "cnn"
     config: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class BaseSection:
+    """``[base]``: RA and the training budget of MA."""
     reward: str = "collect:0"  # RA
     steps: int = 300_000
 
@@ -37,6 +39,7 @@ class BaseSection:
 class FinetuneSection:
     # RBs: explicit reward strings, or the families "one_hot" (every other type alone) and "composite" (RA plus
     # each other type as a new component).
+    """``[finetune]``: the RBs (or reward families), the budget and fine-tune seeds per MA."""
     rewards: list[str] = field(default_factory=lambda: ["one_hot"])
     steps: int = 100_000
     # Fine-tune seeds per RB (and per control) for every MA seed. Stability of a per-parameter ranking is only
@@ -47,12 +50,14 @@ class FinetuneSection:
 
 @dataclass(frozen=True)
 class ControlsSection:
+    """``[controls]``: which control models to train alongside the MBs."""
     continue_ra: bool = True  # MA fine-tuned on RA itself for the same budget: pure continued-training drift
     other_seed: bool = False  # MA' trained on RA from another seed: how different two solutions to RA are
 
 
 @dataclass(frozen=True)
 class NegateSection:
+    """``[negate]``: negate-and-retrain step sizes, retraining budget and random-direction controls."""
     enabled: bool = True
     alphas: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     retrain_steps: int = 20_000
@@ -62,12 +67,14 @@ class NegateSection:
 
 @dataclass(frozen=True)
 class SuperposeSection:
+    """``[superpose]``: the aggregators to run and the Fisher's sample size."""
     methods: list[str] = field(default_factory=lambda: ["mean", "median", "mean_abs", "ties", "pca", "control_subtracted", "fisher"])
     fisher_samples: int = 1024
 
 
 @dataclass(frozen=True)
 class EvaluationSection:
+    """``[evaluation]``: episodes, seed, bootstrap resamples and the competence bar."""
     episodes: int = 256
     seed: int = 10_000
     bootstrap: int = 2000  # bootstrap resamples for confidence intervals
@@ -76,6 +83,7 @@ class EvaluationSection:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """A whole experiment, validated: seeds, env, agent, PPO settings and each stage's section."""
     name: str = "experiment"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     workers: int = 0  # parallel job processes; 0 = one per CPU core
@@ -242,4 +250,5 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 
 
 def experiment_from_dict(data: dict) -> ExperimentConfig:
+    """An ExperimentConfig from plain data (a parsed TOML or experiment.json), validated."""
     return _section(ExperimentConfig, data, "").validate()

@@ -23,6 +23,7 @@ from goalscope.errors import ConfigError, GoalscopeError
 
 
 class Executor(Protocol):
+    """Anything that runs ``fn`` over ``items`` and returns the results in order (local pool, Ray)."""
     def run(self, fn: Callable, items: list, desc: str = "") -> list: ...
 
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from goalscope.agents.checkpoints import atomic_write_bytes, load_checkpoint, save_checkpoint
+from goalscope.agents.checkpoints import load_checkpoint, save_checkpoint
+from goalscope.outputs import atomic_write_bytes
 from goalscope.envs import env_from_json
 from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
@@ -41,6 +42,7 @@ RESUME = "resume"  # training snapshots inside a job's partial directory
 
 @dataclass(frozen=True)
 class Job:
+    """One cached unit of work: its kind, the spec its key is hashed from, a label, and the jobs it reads."""
     kind: str
     spec: dict
     label: str  # for people: "MB collect:1 seed 0"
@@ -57,10 +59,12 @@ class Job:
 
 
 def stage_dir(run_dir: Path, key: str) -> Path:
+    """Where the finished job ``key`` of a run lives."""
     return Path(run_dir) / "stages" / key
 
 
 def partial_dir(run_dir: Path, key: str) -> Path:
+    """Where job ``key`` is built before it is moved into place."""
     return Path(run_dir) / "stages" / f".partial-{key}"
 
 
@@ -81,6 +85,7 @@ def job_status(run_dir: Path, key: str) -> dict | None:
 
 
 def load_profile(run_dir: Path, key: str, name: str = "profile.json") -> Profile:
+    """A finished job's behaviour profile (``name`` in its stage directory); a damaged file says how to redo it."""
     path = stage_dir(run_dir, key) / name
     redo = f"delete {path.parent} and rerun `goalscope run` to recompute it"
     data = read_json(path, advice=redo)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from goalscope.agents.checkpoints import atomic_write_bytes
+from goalscope.outputs import atomic_write_bytes
 from goalscope.program.config import ExperimentConfig, experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
@@ -74,6 +74,8 @@ def direction_seed(seed: int, rb: str, alpha: float, direction: str) -> int:
 
 
 def plan_experiment(cfg: ExperimentConfig) -> Plan:
+    """Every job of ``cfg`` in waves (train, finetune, negate), keyed by the hash of its inputs, with the role of
+    each in the experiment."""
     plan = Plan()
     env, ra = cfg.env.to_json(), cfg.ra
     arch = {"arch": cfg.agent.arch, "arch_config": cfg.to_json()["agent"]["config"]}

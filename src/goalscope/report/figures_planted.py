@@ -4,16 +4,18 @@ Aggregators are lines with their 95% t intervals over seeds; the nulls (single-R
 Fisher alone, random) do not depend on the number of RBs and are drawn as flat dashed lines with a shaded interval,
 so a curve that rises toward the objective can be read against what needs no superposition at all. Drawn whether
 or not the curve rises.
+
+May import: goalscope.analysis.planted, goalscope.report.common.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from goalscope.analysis.planted import GOAL_AUROC, NULLS
+from goalscope.report.common import new_figure, write_csv
 
 NULL_STYLE = {"|Δ| (one RB)": "0.15", "control drift |Δ_ctrl|": "tab:brown", "Fisher alone (MA)": "tab:pink",
               "random": "0.55"}
@@ -31,23 +33,17 @@ def curve_rows(loc: dict) -> list[dict]:
     return rows
 
 
-def fig_superposition_curve(card: dict, out: Path):
-    """Two panels (AUROC, precision@k) vs the number of RBs; writes superposition_curve.csv beside the figure.
+def fig_superposition_curve(card: dict, out: Path | None = None):
+    """Two panels (AUROC, precision@k) vs the number of RBs; with ``out``, writes superposition_curve.csv there.
     None when the run has no planted objective."""
     loc = card.get("localisation")
     if not isinstance(loc, dict) or not loc.get("by_method"):
         return None
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     rows = curve_rows(loc)
-    with open(Path(out) / "superposition_curve.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
-    fig = Figure(figsize=(12.4, 4.6), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
+    write_csv(out, "superposition_curve.csv", rows, list(rows[0]))
+    fig = new_figure(12.4, 4.6)
     axes = fig.subplots(1, 2)
     share = loc["positives"] / loc["parameters"]
     # tab10 without brown, pink and grey, which the nulls use; then tab20's dark shades for longer method lists.

@@ -11,12 +11,17 @@
     heat = run.heatmap("ties")                # seed mean; run.heatmap("ties", seed=1) for one seed
     run.scorecard                             # validate's results, once `goalscope validate` has run
 
-The run's roles come from the report's loader (:func:`goalscope.report.load_run`), so the notebook, the report and
-the CLI always agree on which stage is which model.
+This is the one loader of a run directory: :func:`read_run` gives the report's :class:`Run` (every stage with its
+role in the experiment), :func:`load_run` the notebook's :class:`RunView` over it, and the figure functions of
+:mod:`goalscope.report` take either, so the notebook, the report and the CLI always agree on which stage is which
+model. May import: goalscope.analysis, goalscope.program and below.
 """
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,15 +30,159 @@ import torch
 from goalscope.errors import ConfigError, GoalscopeError
 
 ROLES = ("MA", "MA'", "MB", "control", "retrain_control", "MB*")
+SCORECARD = "scorecard.json"
+
+
+@dataclass
+class Run:
+    """Everything the report reads from a run directory, with each stage given its role in the experiment."""
+
+    path: Path
+    cfg: object  # ExperimentConfig
+    plan: object  # runner.Plan
+    experiment: dict
+    summary: dict
+    records: list[dict]
+    status: dict[str, dict]  # key -> done.json of every finished stage of the plan
+    ok: set[str] = field(default_factory=set)
+    _checkpoints: dict = field(default_factory=dict)
+
+    def checkpoint(self, key: str):
+        """The stage's checkpoint, loaded once (loading builds the model, which is not free)."""
+        from goalscope.agents.checkpoints import load_checkpoint
+
+        if key not in self._checkpoints:
+            self._checkpoints[key] = load_checkpoint(self.stage(key))
+        return self._checkpoints[key]
+
+    @property
+    def ra(self):
+        return self.cfg.ra
+
+    @property
+    def rbs(self) -> list:
+        return self.cfg.rbs()
+
+    def stage(self, key: str) -> Path:
+        return self.path / "stages" / key
+
+    def type_label(self, k: int) -> str:
+        tags = []
+        if k in set(self.ra.rewarded_types().tolist()):
+            tags.append("RA")
+        tags += [rb.name for rb in self.rbs if len(rb.rewarded_types()) == 1 and rb.rewarded_types()[0] == k]
+        return f"type {k}" + (f" ({', '.join(tags)})" if tags else "")
+
+    def models(self) -> list[tuple[str, str, int, str, str]]:
+        """(group, model label, seed, job key, profile file) of every model, in display order, finished ones only."""
+        return [m for m in self.plan.models() if m[3] in self.ok]
+
+
+def read_run(run_dir: str | Path) -> Run:
+    """The run in ``run_dir`` with each stage given its role (what the report and :class:`RunView` read)."""
+    from goalscope.program.config import experiment_from_dict
+    from goalscope.analysis.records import read_records
+    from goalscope.program.runner import EXPERIMENT_FILE, plan_experiment
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
+    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
+        if not (run_dir / name).exists():
+            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
+                              "before writing its report")
+    try:
+        experiment = json.loads((run_dir / EXPERIMENT_FILE).read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{run_dir}: corrupt JSON: {e}") from None
+    cfg = experiment_from_dict(experiment)
+    found = {}
+    for done in sorted((run_dir / "stages").glob("*/done.json")) if (run_dir / "stages").is_dir() else []:
+        try:
+            found[done.parent.name] = {**json.loads(done.read_text()), "_mtime": done.stat().st_mtime}
+        except json.JSONDecodeError:
+            continue
+    plan = plan_experiment(cfg)
+    if not all(j.key in found for j in plan.jobs()):
+        # The run's stage keys are hashes of job specs written by the goalscope that ran it; a later version (a new
+        # config field with a default, say) computes other keys. Find each stage's role from its done.json instead.
+        plan = roles_from_stages(cfg, found)
+    keys = {k for d in (plan.ma, plan.ma_other, plan.mb, plan.control, plan.retrain_control, plan.negated,
+                        plan.mb_rep, plan.control_rep) for k in d.values()}
+    status = {k: found[k] for k in keys if k in found}
+    ok = {k for k, st in status.items() if st.get("status") == "ok"}
+    return Run(run_dir, cfg, plan, experiment, summary, read_records(run_dir / "records.csv"), status, ok)
+
+
+def roles_from_stages(cfg, found: dict[str, dict]):
+    """A ``Plan`` (role -> stage key) rebuilt from the stages' own done.json (kind, label, spec).
+
+    MA: a train job with one of the config's seeds (MA': seed + OTHER_SEED_OFFSET). Fine-tunes hang off an MA by their
+    ``parent`` key: an RB's reward makes an MB, RA's reward a control (the retrain control is labelled so). Negations
+    name their MA and MB. Stages that fit no role of this config are left out; of two candidates the newer wins.
+    """
+    from goalscope.program.runner import OTHER_SEED_OFFSET, Plan, direction_seed
+
+    plan = Plan()
+    rbs = {rb.name for rb in cfg.rbs()}
+    alphas = {float(a) for a in cfg.negate.alphas}
+    order = sorted(found, key=lambda k: found[k].get("_mtime", 0.0))
+    for key in order:
+        st = found[key]
+        if st.get("kind") != "train":
+            continue
+        seed = st.get("spec", {}).get("seed")
+        if seed in cfg.seeds:
+            plan.ma[seed] = key
+        elif isinstance(seed, int) and seed - OTHER_SEED_OFFSET in cfg.seeds:
+            plan.ma_other[seed - OTHER_SEED_OFFSET] = key
+    seed_of = {k: s for s, k in plan.ma.items()}
+    for key in order:
+        st = found[key]
+        spec = st.get("spec", {})
+        if st.get("kind") != "finetune" or spec.get("parent") not in seed_of:
+            continue
+        s, reward = seed_of[spec["parent"]], spec.get("reward", {}).get("name")
+        label = str(st.get("label", ""))
+        rep = int(label.rsplit(" ft", 1)[1]) if " ft" in label and label.rsplit(" ft", 1)[1].isdigit() else 0
+        if reward in rbs and not label.startswith("control"):
+            if rep:
+                plan.mb_rep[(s, reward, rep)] = key
+            else:
+                plan.mb[(s, reward)] = key
+        elif reward == cfg.ra.name:
+            if rep:
+                plan.control_rep[(s, rep)] = key
+            else:
+                (plan.retrain_control if "retrain" in label else plan.control)[s] = key
+    rb_of = {k: rb for (s, rb), k in plan.mb.items()}
+    for key in order:
+        st = found[key]
+        spec = st.get("spec", {})
+        if st.get("kind") != "negate" or spec.get("ma") not in seed_of or spec.get("mb") not in rb_of:
+            continue
+        alpha = float(spec.get("alpha", math.nan))
+        direction = spec.get("direction", "delta")
+        if direction == "random" and "direction_seed" in spec:  # which of the fresh random directions this is
+            s, rb = seed_of[spec["ma"]], rb_of[spec["mb"]]
+            direction = next((d for d in (f"random{j or ''}" for j in range(64))
+                              if direction_seed(s, rb, alpha, d) == spec["direction_seed"]), direction)
+        if alpha in alphas:
+            plan.negated[(seed_of[spec["ma"]], rb_of[spec["mb"]], alpha, direction)] = key
+    return plan
+
+
+def as_run(run) -> Run:
+    """The :class:`Run` of a Run or of a :class:`RunView` (what ``goalscope.load_run`` returns)."""
+    return run._run if isinstance(run, RunView) else run
 
 
 class RunView:
     """A finished run directory, read lazily: nothing is loaded until asked for."""
 
     def __init__(self, path: str | Path):
-        from goalscope.report.page import load_run as _load
-
-        self._run = _load(path)
+        self._run = read_run(path)
         self.path = self._run.path
         self.cfg = self._run.cfg
         self.summary = self._run.summary

@@ -27,6 +27,8 @@ Policy = Callable[[np.ndarray, object], np.ndarray]  # (observations, the vec en
 
 @dataclass(frozen=True)
 class Profile:
+    """Per-episode objects collected per type and steps; the return under any reward is a dot product
+    (:meth:`returns`)."""
     counts: np.ndarray  # (episodes, n_types) objects collected per type
     steps: np.ndarray  # (episodes,)
     env_returns: np.ndarray | None = None  # returns under the reward the episodes ran with (needed for cued rewards)
@@ -71,6 +73,7 @@ def run_episodes(policy: Policy, cfg, reward: Reward, n_episodes: int, seed: int
 
 
 def oracle_policy(obs: np.ndarray, env) -> np.ndarray:
+    """The shortest-path oracle's actions for every env of a vectorised maze."""
     return oracle_actions(env)
 
 
@@ -89,6 +92,7 @@ def model_policy(model: torch.nn.Module, seed: int = 0, greedy: bool = False) ->
 
 
 def evaluate(model: torch.nn.Module, cfg, reward: Reward, n_episodes: int = 256, seed: int = 10_000) -> Profile:
+    """Behaviour profile of ``model`` over ``n_episodes`` seeded evaluation episodes (sampled actions)."""
     was_training = model.training
     model.eval()
     try:

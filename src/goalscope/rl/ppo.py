@@ -1,4 +1,4 @@
-"""Proximal Policy Optimisation over the vectorised maze, readable top to bottom.
+"""Proximal Policy Optimisation over the vectorised maze, readable top to bottom (CleanRL's single-file PPO).
 
 One call of :func:`train` runs ``total_steps`` environment steps: collect a rollout of ``n_steps`` from ``n_envs``
 envs, compute advantages with GAE, then ``epochs`` passes of clipped-objective minibatch updates. Fine-tuning is
@@ -7,14 +7,15 @@ the same call on an already trained model with another reward.
 Determinism: the torch generator and the env are seeded from ``seed``; with one thread on a CPU the same seed
 gives bit-identical weights. Training uses one torch thread by default because small networks gain nothing from a
 second one and lose ~3x when the other core is busy; run independent jobs in parallel processes instead.
+
+Owns the loop (:func:`train`) and the two jobs built on it (:func:`train_new` for MA, :func:`finetune` for MB).
+Logging (:mod:`goalscope.rl.logs`) and resumable snapshots (:mod:`goalscope.rl.snapshots`) are collaborators the
+loop calls. May import: goalscope.rl, goalscope.agents, goalscope.envs, the core helpers.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +30,8 @@ from goalscope.agents.checkpoints import Checkpoint
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, TrainingDiverged, check_fields
 from goalscope.rl.evaluation import evaluate, oracle_profile, summarise
+from goalscope.rl.logs import ScalarLog, eval_scalars, progress_bar, run_name
+from goalscope.rl.snapshots import Snapshots
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -36,6 +39,7 @@ PRECISIONS = ("fp32", "bf16")
 
 @dataclass(frozen=True)
 class PPOConfig:
+    """PPO hyperparameters (CleanRL's names and defaults where they apply), validated on construction."""
     total_steps: int = 300_000
     n_envs: int = 64
     n_steps: int = 32  # rollout length per env; batch = n_envs * n_steps
@@ -97,84 +101,11 @@ class PPOConfig:
 
 @dataclass
 class TrainResult:
+    """What :func:`train` returns: steps done, the logged row of every update, the final evaluation and wall time."""
     steps: int
     history: list[dict]  # one row per update: losses, episode stats, evaluations
     final_eval: dict
     wall_s: float
-
-
-def run_name(env_cfg, experiment: str, seed: int) -> str:
-    """``{env}__{exp}__{seed}__{time}``: the name a run's TensorBoard (and W&B) logs go under."""
-    env = getattr(env_cfg, "id", None) or getattr(env_cfg, "family", "env")
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)  # no ':' (breaks paths on Windows)
-    return f"{env.replace('/', '-')}__{slug}__{seed}__{int(time.time())}"
-
-
-class ScalarLog:
-    """Scalars under namespaced tags (``charts/``, ``losses/``, ``eval/``) to ``train_log.csv`` and TensorBoard
-    event files under ``log_dir/tb/<run name>``, and to Weights & Biases when ``GOALSCOPE_WANDB=1`` and the
-    ``wandb`` package is installed (never required)."""
-
-    def __init__(self, log_dir: Path | None, name: str = "run", config: dict | None = None):
-        self.rows: list[dict] = []
-        self.log_dir = Path(log_dir) if log_dir else None
-        self._tb = self._wandb = None
-        if self.log_dir:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tb = SummaryWriter(str(self.log_dir / "tb" / name))
-                self._hparams(config or {})
-            except ImportError:  # tensorboard is optional; the CSV always exists
-                self._tb = None
-        if os.environ.get("GOALSCOPE_WANDB") == "1":
-            try:
-                import wandb
-            except ImportError:
-                wandb = None
-            if wandb is not None:
-                self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "goalscope"), name=name,
-                                         config=config or {}, reinit=True)
-
-    def _hparams(self, config: dict) -> None:
-        """The run's settings in TensorBoard's HPARAMS tab (flattened: ``ppo/lr``...), as CleanRL shows them."""
-        from torch.utils.tensorboard.summary import hparams
-
-        flat = {}
-        for key, value in config.items():
-            for k, v in (value.items() if isinstance(value, dict) else [("", value)]):
-                if isinstance(v, (int, float, str, bool)):
-                    flat[f"{key}/{k}" if k else key] = v
-        for summary in hparams(flat, {"eval/return": float("nan")}):
-            self._tb.file_writer.add_summary(summary)
-
-    def write(self, step: int, scalars: dict) -> None:
-        self.rows.append({"step": step, **scalars})
-        if self._tb is not None:
-            for k, v in scalars.items():
-                self._tb.add_scalar(k, v, step)
-        if self._wandb is not None:
-            self._wandb.log(scalars, step=step)
-        self._write_csv()  # as it goes, so a long run can be watched (a few hundred rows: rewriting is cheap)
-
-    def _write_csv(self) -> None:
-        if not (self.log_dir and self.rows):
-            return
-        keys = sorted({k for r in self.rows for k in r} - {"step"})
-        tmp = self.log_dir / ".train_log.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, ["step", *keys])
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, self.log_dir / "train_log.csv")
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-        if self._wandb is not None:
-            self._wandb.finish()
-        self._write_csv()
 
 
 def _log_probs(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -237,12 +168,11 @@ def train(
         next_eval = ppo.eval_every or None
         step, first_update = 0, 0
         fingerprint = {"ppo": ppo.to_json(), "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
-        snapshot = _load_snapshot(resume_dir, fingerprint) if resume_dir else None
-        if snapshot is not None:
-            first_update, step, next_eval, obs = _restore(snapshot, model, optimizer, env, log, ep_returns)
-        can_snapshot = resume_dir is not None and ppo.save_every > 0 and hasattr(env, "get_state")
-        next_save = (step // ppo.save_every + 1) * ppo.save_every if can_snapshot else None
-        bar = _progress(n_updates * ppo.batch_size, progress, f"PPO {reward.name}")
+        snapshots = Snapshots(resume_dir, fingerprint, ppo.save_every, env)
+        resumed = snapshots.resume(model, optimizer, env, log, ep_returns)
+        if resumed is not None:
+            first_update, step, next_eval, obs = resumed
+        bar = progress_bar(n_updates * ppo.batch_size, progress, f"PPO {reward.name}")
         bar.update(step)
         for update in range(first_update, n_updates):
             if ppo.anneal_lr:
@@ -324,12 +254,11 @@ def train(
                 ep_returns.clear()
                 ep_lengths.clear()
             if next_eval is not None and step >= next_eval and update < n_updates - 1:
-                row.update(_eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
+                row.update(eval_scalars(summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)))
                 next_eval += ppo.eval_every
             log.write(step, row)
-            if next_save is not None and step >= next_save and update < n_updates - 1:
-                _save_snapshot(resume_dir, fingerprint, model, optimizer, env, obs, update + 1, step, next_eval, log, ep_returns)
-                next_save += ppo.save_every
+            if snapshots.due(step) and update < n_updates - 1:
+                snapshots.save(model, optimizer, env, obs, update + 1, step, next_eval, log, ep_returns)
             bar.update(ppo.batch_size)
             bar.set_postfix_str(f"return {row.get('charts/episode_return', float('nan')):.2f}")
             if any(cb(step, row, model) is False for cb in callbacks):
@@ -337,88 +266,11 @@ def train(
         bar.close()
 
         final = summarise(evaluate(model, env_cfg, reward, ppo.eval_episodes), reward, oracle)
-        log.write(step, _eval_scalars(final))
+        log.write(step, eval_scalars(final))
         return TrainResult(step, log.rows, final, time.perf_counter() - start)
     finally:  # on divergence or a kill too: flush the logs, release the env's resources
         log.close()
         getattr(env, "close", lambda: None)()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Resumable snapshots: tensors in safetensors, the rest in JSON (nothing is pickled). The JSON names the tensors'
-# hash and is written last, so a snapshot cut short by a kill is recognised and ignored.
-
-SNAPSHOT_TENSORS, SNAPSHOT_META = "snapshot.safetensors", "snapshot.json"
-
-
-def _save_snapshot(directory: Path, fingerprint: dict, model, optimizer, env, obs, update, step, next_eval, log,
-                   ep_returns) -> None:
-    import hashlib
-
-    from safetensors.torch import save as st_save
-
-    from goalscope.agents.checkpoints import atomic_write_bytes
-
-    arrays, rng_state = env.get_state()
-    tensors = {f"model/{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-    for i, state in optimizer.state_dict()["state"].items():
-        tensors.update({f"adam/{i}/{k}": v.detach().clone().reshape(-1) if v.dim() == 0 else v.detach().clone()
-                        for k, v in state.items()})
-    tensors["torch_rng"] = torch.get_rng_state()
-    tensors["obs"] = obs.clone().contiguous()
-    tensors.update({f"env/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
-    blob = st_save(tensors)
-    meta = {"fingerprint": fingerprint, "update": update, "step": step, "next_eval": next_eval,
-            "rows": log.rows, "ep_returns": ep_returns, "env_rng": rng_state,
-            "sha256": hashlib.sha256(blob).hexdigest()}
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path(directory) / SNAPSHOT_TENSORS, blob)
-    atomic_write_bytes(Path(directory) / SNAPSHOT_META, json.dumps(meta).encode())
-
-
-def _load_snapshot(directory: Path, fingerprint: dict) -> dict | None:
-    import hashlib
-
-    from safetensors.torch import load as st_load
-
-    meta_path, tensor_path = Path(directory) / SNAPSHOT_META, Path(directory) / SNAPSHOT_TENSORS
-    if not meta_path.exists() or not tensor_path.exists():
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        blob = tensor_path.read_bytes()
-    except (OSError, json.JSONDecodeError):
-        return None
-    if meta.get("fingerprint") != fingerprint or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
-        return None  # another job's or a half-written snapshot: start from the beginning
-    meta["tensors"] = st_load(blob)
-    return meta
-
-
-def _restore(snap: dict, model, optimizer, env, log, ep_returns):
-    t = snap["tensors"]
-    model.load_state_dict({k[len("model/"):]: v for k, v in t.items() if k.startswith("model/")})
-    opt = optimizer.state_dict()
-    for key, v in t.items():
-        if key.startswith("adam/"):
-            _, i, name = key.split("/")
-            opt["state"].setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
-    optimizer.load_state_dict(opt)
-    torch.set_rng_state(t["torch_rng"])
-    env.set_state({k[len("env/"):]: v.numpy() for k, v in t.items() if k.startswith("env/")}, snap["env_rng"])
-    log.rows.extend(snap["rows"])
-    ep_returns.extend(snap["ep_returns"])
-    return snap["update"], snap["step"], snap["next_eval"], t["obs"]
-
-
-def _eval_scalars(s: dict) -> dict:
-    return {"eval/return": s["return_mean"], "eval/fraction_of_oracle": s["fraction_of_oracle"]}
-
-
-def _progress(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="step", unit_scale=True, leave=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------

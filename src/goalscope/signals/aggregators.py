@@ -3,7 +3,9 @@
 A heatmap is a non-negative score per parameter (same keys and shapes as the state dict); higher means the
 parameter is more likely to hold the objective. Every aggregator is an :class:`Aggregator` in the
 :data:`AGGREGATORS` registry and is called as ``fn(deltas, controls, fisher, **params)``. Users add their own
-with :func:`register`; the built-ins are registered explicitly at the bottom of this module.
+with :func:`register`; the built-ins are registered explicitly at the bottom of this module. The diagonal Fisher
+that the ``fisher`` aggregator weighs with is computed by :mod:`goalscope.signals.fisher`. May import:
+goalscope.signals.delta, goalscope.errors, torch.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-from torch.func import functional_call, grad, vmap
 
 from goalscope.errors import GoalscopeError
 from goalscope.signals.delta import Params, check_compatible, flatten, topk_mask, unflatten
@@ -23,7 +24,6 @@ __all__ = [
     "AGGREGATORS",
     "Aggregator",
     "aggregate",
-    "fisher_diagonal",
     "get",
     "per_rb_heatmaps",
     "register",
@@ -331,64 +331,6 @@ def _variance_ratio(deltas, controls, fisher, *, groups) -> Params:
     floor = within.median()
     score = between / (within + floor) if floor > 0 else between
     return unflatten(score, deltas[0])
-
-
-# --- diagonal Fisher of a policy ---------------------------------------------------------------------------
-
-
-def fisher_diagonal(model: torch.nn.Module, obs: torch.Tensor, n_samples: Optional[int] = None,
-                    generator: Optional[torch.Generator] = None, *, actions: Optional[torch.Tensor] = None,
-                    chunk_size: int = 256) -> Params:
-    """Diagonal empirical Fisher of ``model``'s policy over observations ``obs``.
-
-    ``model(obs)`` must return ``(logits [B, A], value [B])``. For each observation an action is sampled from
-    π(·|s) (or taken from ``actions`` if given, e.g. the agent's own recorded actions) and the result is the
-    mean over observations of (∂ log π(a|s) / ∂θ)². ``n_samples`` uses a random subset of that many
-    observations (drawn with ``generator``). Keys are ``model.named_parameters()`` names.
-    """
-    if obs.dim() < 1 or obs.shape[0] == 0:
-        raise GoalscopeError(f"fisher_diagonal: obs must be a non-empty batch, got shape {tuple(obs.shape)}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise GoalscopeError(f"fisher_diagonal: chunk_size must be a positive integer, got {chunk_size!r}")
-    if actions is not None and tuple(actions.shape) != (obs.shape[0],):
-        raise GoalscopeError(f"fisher_diagonal: actions must have shape ({obs.shape[0]},), "
-                             f"got {tuple(actions.shape)}")
-    if n_samples is not None:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 1 <= n_samples <= obs.shape[0]:
-            raise GoalscopeError(f"fisher_diagonal: n_samples must be an integer in [1, {obs.shape[0]}], "
-                                 f"got {n_samples!r}")
-        device = generator.device if generator is not None else torch.device("cpu")
-        idx = torch.randperm(obs.shape[0], generator=generator, device=device)[:n_samples].to(obs.device)
-        obs = obs[idx]
-        actions = actions[idx] if actions is not None else None
-
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    buffers = {k: v.detach() for k, v in model.named_buffers()}
-
-    with torch.no_grad():
-        logits, _ = model(obs)
-    if logits.dim() != 2 or logits.shape[0] != obs.shape[0]:
-        raise GoalscopeError(f"fisher_diagonal: model must return logits of shape [B, A], "
-                             f"got {tuple(logits.shape)} for B={obs.shape[0]}")
-    if actions is None:
-        probs = torch.softmax(logits.to(torch.float32), dim=-1)
-        actions = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    elif actions.min() < 0 or actions.max() >= logits.shape[1]:
-        raise GoalscopeError(f"fisher_diagonal: actions must lie in [0, {logits.shape[1]})")
-    actions = actions.to(device=obs.device, dtype=torch.long)
-
-    def log_prob(p: Params, single_obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        single_logits, _ = functional_call(model, (p, buffers), (single_obs.unsqueeze(0),))
-        return torch.log_softmax(single_logits, dim=-1).gather(-1, action.reshape(1, 1)).squeeze()
-
-    per_sample_grads = vmap(grad(log_prob), in_dims=(None, 0, 0))
-    total = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in params.items()}
-    # Chunks bound the memory of per-sample gradients (chunk × P floats) on large batches.
-    for start in range(0, obs.shape[0], chunk_size):
-        grads = per_sample_grads(params, obs[start:start + chunk_size], actions[start:start + chunk_size])
-        for k, g in grads.items():
-            total[k] += g.to(torch.float32).square().sum(0)
-    return {k: v / obs.shape[0] for k, v in total.items()}
 
 
 # --- registration of the built-ins ------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""The scorecard in words: built-in checks that a run's numbers make sense, and scorecard.md.
+
+May import: goalscope.analysis (stats, planted, entry, grafts).
+"""
+
+from __future__ import annotations
+
+from goalscope.analysis.grafts import OTHER_RB_NULL, PER_RB, RANDOM
+
+
+def built_in_checks(card: dict) -> list[dict]:
+    """Checks whose expected direction is known; each says plainly when it went the wrong way."""
+    out = []
+    st = card.get("stability") or {}
+    w = st.get("within_ma") or {}
+    same, diff = (w.get("same RB, other fine-tune seed") or {}), (w.get("different RBs, same MA") or {})
+    if same.get("jaccard") is not None and diff.get("jaccard") is not None:
+        out.append({"check": "top-1% |Δ| sets agree more for the same RB (other fine-tune seed) than for different RBs",
+                    "ok": same["jaccard"] > diff["jaccard"],
+                    "detail": f"same RB {same['jaccard']:.3f} vs different RBs {diff['jaccard']:.3f} (same MA)"})
+    if same.get("jaccard") is not None:
+        out.append({"check": "same-RB top-1% overlap exceeds its tensor-stratified chance level",
+                    "ok": same["jaccard"] > same["chance"],
+                    "detail": f"{same['jaccard']:.3f} vs chance {same['chance']:.3f}"})
+    g = card.get("graft") or {}
+    area = g.get("area") or {}
+    if PER_RB in area and RANDOM in area:
+        out.append({"check": "grafting the top of |Δ_i| recovers more specific lean than a random mask",
+                    "ok": bool(area[PER_RB] > area[RANDOM]), "detail": f"area {area[PER_RB]:.3f} vs {area[RANDOM]:.3f}"})
+    if PER_RB in area and OTHER_RB_NULL in area:
+        out.append({"check": "|Δ_i| recovers RB_i better than another RB's mask does",
+                    "ok": bool(area[PER_RB] > area[OTHER_RB_NULL]),
+                    "detail": f"area {area[PER_RB]:.3f} vs {area[OTHER_RB_NULL]:.3f}"})
+    return out
+
+
+def scorecard_markdown(card: dict) -> str:
+    """scorecard.md: the verdicts, graft areas, ablations, stability, localisation and checks of a scorecard in words."""
+    lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
+    # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
+    from goalscope.analysis.entry import entry_markdown
+    from goalscope.analysis.planted import localisation_markdown
+
+    lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
+    if "input_planes" in card:
+        lines += ["", entry_markdown(card["input_planes"])]
+    g = card["graft"]
+    fam = card.get("families", {})
+    lines += ["", f"## Graft curves: fraction of MB's specific lean recovered by MA + top-k% of Δ ({card.get('episodes')} "
+              "paired episodes per point)", "",
+              f"Measure: {g['measure']}. MB's gain per RB (lean): {g['rb_gain']}; raw RB objects: {g['rb_gain_raw']}.", "",
+              "| ranking | role | " + " | ".join(f"{k:g}" for k in g["fractions"]) +
+              " | area [95% t CI] | raw-RB area | RA return vs MA |",
+              "|---" * (len(g["fractions"]) + 5) + "|"]
+    for n, c in g["curves"].items():
+        a = g["area_ci"][n]
+        lines.append(f"| {n} | {g['roles'].get(n, '')} | " + " | ".join(f"{x:.2f}" for x in c) +
+                     f" | {a[0]:.3f} [{a[1]:.3f}, {a[2]:.3f}] | {g['raw_area'][n]:.3f} | {g['ra_mean'][n]:.2f} |")
+    lines += ["", f"Reference: {g['reference']}.", ""]
+    for f_name in ("graft", "ablation"):
+        info = fam.get(f_name, {})
+        lines += [f"## Verdicts: {f_name} family ({info.get('tests')} tests, {info.get('correction')}, "
+                  f"{info.get('seeds')} MA seeds; {info.get('test')})", ""]
+        for n, v in card["verdicts"].items():
+            lines.append(f"- **{n}**: {v[f_name]}")
+        lines += ["", "| ranking | null | difference [95% t CI] | p | p (Holm) | beaten |", "|---|---|---|---|---|---|"]
+        for t in card["tests"][f_name]:
+            d = t["diff"]
+            lines.append(f"| {t['ranking']} | {t['null']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {t['p']:.3g} | "
+                         f"{t['p_holm']:.3g} | {'yes' if t['beaten'] else 'no'} |")
+        lines.append("")
+    ab = card["ablation"]
+    lines += ["## Ablation: MB with its top-k% reset to MA (mean over k = "
+              f"{ab['fractions']}): fraction of the specific lean lost", "", "| ranking | lean lost [95% t CI] |", "|---|---|"]
+    for n, v in ab["lean_lost_ci"].items():
+        lines.append(f"| {n} | {v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}] |")
+    st = card["stability"]
+    lines += ["", f"## Stability of top-{st['top_fraction']:.0%} |Δ| sets where units line up ({st['seeds_per_ma']} "
+              "fine-tune seeds per MA)", "", f"Chance: {st['chance_method']}.", "",
+              "| pairs (same MA) | Jaccard | chance | ratio | pairs |", "|---|---|---|---|---|"]
+    for n, v in st["within_ma"].items():
+        lines.append(f"| {n} | {v['jaccard']} | {v['chance']} | {v.get('ratio_to_chance')} | {v['pairs']} |")
+    ac = st["across_ma"]
+    lines += ["", f"Across MA seeds ({ac['measure']}): same RB {ac['same RB']}, different RBs {ac['different RBs']}.", ""]
+    lines += ["## Built-in checks", ""]
+    for c in card.get("checks", []):
+        lines.append(f"- {'ok' if c['ok'] else '**WENT THE WRONG WAY**'}: {c['check']} ({c['detail']})")
+    lines.append("")
+    return "\n".join(lines)

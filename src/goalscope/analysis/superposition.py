@@ -1,0 +1,225 @@
+"""The superposition part of the analysis stage: many update signals into one heatmap per aggregator and seed (and
+the seed mean), per-RB heatmaps, what each heatmap is mostly made of (rank correlation with references that know no
+RB), the component PCA removes, and seed stability. Also MA's diagonal Fisher on its own observations.
+
+May import: goalscope.signals, goalscope.program, goalscope.rl and below, goalscope.analysis.stats/records.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from safetensors.torch import save as st_save
+
+from goalscope.signals import aggregators as agg
+from goalscope.signals.fisher import fisher_diagonal
+from goalscope.signals import delta as sig
+from goalscope.agents.checkpoints import HEATMAP_FORMAT, load_checkpoint
+from goalscope.outputs import atomic_write_bytes
+from goalscope.envs.rewards import Reward
+from goalscope.errors import GoalscopeError
+from goalscope.analysis.records import record
+from goalscope.analysis.stats import spearman
+from goalscope.program.jobs import stage_dir
+
+HEATMAP = {"format": HEATMAP_FORMAT}  # never mistaken for weights (same names and shapes)
+STABILITY_TOP = 0.01  # top-1% parameter sets compared across seeds
+
+
+def seed_deltas(cfg, plan, states, seed, rep: int = 0) -> tuple[dict[str, dict], dict | None]:
+    """Update signals of MA seed ``seed`` from its fine-tune seed ``rep`` (0: the MBs used everywhere)."""
+    ma = states.get(plan.ma[seed])
+    if ma is None:
+        return {}, None
+    mb = {rb.name: plan.mb[(seed, rb.name)] if rep == 0 else plan.mb_rep.get((seed, rb.name, rep)) for rb in cfg.rbs()}
+    deltas = {rb: sig.update_signal(ma, states[k]) for rb, k in mb.items() if k in states}
+    control_key = plan.control.get(seed) if rep == 0 else plan.control_rep.get((seed, rep))
+    control = sig.update_signal(ma, states[control_key]) if control_key in states else None
+    return deltas, control
+
+
+def collect_observations(model, env_cfg, reward: Reward, n: int, seed: int) -> torch.Tensor:
+    """``n`` observations from the agent's own on-policy rollouts (for the Fisher)."""
+    n_envs = min(64, n)
+    env = env_cfg.make(reward, n_envs, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    obs, out = env.reset(seed), []
+    with torch.inference_mode():
+        while sum(len(o) for o in out) < n:
+            t = torch.from_numpy(obs)
+            out.append(t)
+            logits, _ = model(t)
+            obs = env.step(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1).numpy())[0]
+    return torch.cat(out)[:n]
+
+
+def ma_fisher(ma, n_samples: int, seed: int) -> dict:
+    """Diagonal Fisher of checkpoint ``ma``'s policy on its own rollouts under its reward (one recipe for the
+    analysis, validation and the CLI, so they all score the same Fisher heatmap)."""
+    model = ma.build()
+    obs = collect_observations(model, ma.env, ma.reward, n_samples, seed=3000 + seed)
+    return fisher_diagonal(model, obs, generator=torch.Generator().manual_seed(seed))
+
+
+def _normalised(h: dict) -> dict:
+    total = float(sum(v.sum() for v in h.values()))
+    return {k: v / total for k, v in h.items()} if total > 0 else h
+
+
+def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
+    """One heatmap per aggregator and seed plus the seed mean (heatmaps/<method>.safetensors), per-RB heatmaps, what
+    each is mostly made of and seed stability; returns the records (the summary gets ``heatmaps``)."""
+    rows = []
+    heat_dir = run_dir / "heatmaps"
+    heat_dir.mkdir(exist_ok=True)
+    per_method: dict[str, dict[int, dict]] = {m: {} for m in cfg.superpose.methods}
+    per_rb: dict[str, torch.Tensor] = {}
+    errors: dict[str, str] = {}
+    diagnostics: dict[str, dict[str, list[float]]] = {}
+    within_ma: dict[str, list[tuple[float, float]]] = {}
+    pca_removed: list[dict] = []
+    for s in cfg.seeds:
+        deltas, control = seed_deltas(cfg, plan, states, s)
+        if not deltas:
+            continue
+        # MA's Fisher is always computed: besides the fisher aggregator it is the sensitivity reference every
+        # heatmap is compared with (a map that is mostly Fisher carries little RB information).
+        fisher = ma_fisher(load_checkpoint(stage_dir(run_dir, plan.ma[s])), cfg.superpose.fisher_samples, s)
+        controls = [control] if control is not None else []
+        for name, h in agg.per_rb_heatmaps(deltas).items():
+            per_rb.update({f"seed{s}/{name}/{k}": v for k, v in h.items()})
+        references = heatmap_references(deltas, control, fisher)
+        for method in cfg.superpose.methods:
+            try:
+                per_method[method][s] = agg.aggregate(method, list(deltas.values()), controls=controls, fisher=fisher)
+            except GoalscopeError as e:  # e.g. pca with a single RB: reported, the other methods still run
+                errors[method] = str(e)
+                continue
+            for ref, rho in heatmap_diagnostics(per_method[method][s], references).items():
+                diagnostics.setdefault(method, {}).setdefault(ref, []).append(rho)
+            # Within-MA stability: the same method on another fine-tune seed's Δs of this MA (units line up).
+            for rep in range(1, cfg.finetune.seeds_per_ma):
+                d_rep, c_rep = seed_deltas(cfg, plan, states, s, rep)
+                if len(d_rep) != len(deltas):
+                    continue
+                try:
+                    other = agg.aggregate(method, list(d_rep.values()), controls=[c_rep] if c_rep is not None else [],
+                                          fisher=fisher)
+                except GoalscopeError:
+                    continue
+                a, b = sig.topk_mask(per_method[method][s], STABILITY_TOP), sig.topk_mask(other, STABILITY_TOP)
+                within_ma.setdefault(method, []).append((sig.jaccard(sig.flatten(a), sig.flatten(b)),
+                                                         sig.jaccard_chance_stratified(a, b, seed=s)))
+        if len(deltas) >= 2:
+            pca_removed.append(pca_removed_component(list(deltas.values()), control))
+    atomic_write_bytes(heat_dir / "per_rb.safetensors", st_save({k: v.contiguous() for k, v in per_rb.items()}, metadata=HEATMAP))
+    summary["heatmaps"] = {}
+    for method, by_seed in per_method.items():
+        if not by_seed:
+            continue
+        mean = {k: torch.stack([_normalised(h)[k] for h in by_seed.values()]).mean(0) for k in next(iter(by_seed.values()))}
+        tensors = {f"mean/{k}": v for k, v in mean.items()}
+        tensors.update({f"seed{s}/{k}": v for s, h in by_seed.items() for k, v in h.items()})
+        atomic_write_bytes(heat_dir / f"{method}.safetensors", st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=HEATMAP))
+        total = float(sum(v.sum() for v in mean.values()))
+        n_params = sum(v.numel() for v in mean.values())
+        shares = {k: float(v.sum()) / total if total > 0 else 0.0 for k, v in mean.items()}
+        # Share of the score over share of the parameters: > 1 means the tensor is hotter than its size explains.
+        enrichment = {k: shares[k] / (v.numel() / n_params) for k, v in mean.items()}
+        for k in mean:
+            rows.append(record("superpose", method, "", None, "score_share", shares[k], detail=k))
+            rows.append(record("superpose", method, "", None, "enrichment", enrichment[k], detail=k))
+        stab = _stability(list(by_seed.values()))
+        if stab is not None:
+            # Across MA seeds units do not line up: this overlap is only a tensor-size effect unless it clearly
+            # exceeds the tensor-stratified chance level beside it.
+            rows.append(record("superpose", method, "", None, "seed_jaccard_top1pct", stab[0],
+                               detail=f"across MA seeds; tensor-stratified chance {stab[1]:.4f}"))
+        diag = {ref: round(float(np.mean(v)), 4) for ref, v in diagnostics.get(method, {}).items()}
+        for ref, v in diag.items():
+            rows.append(record("superpose", method, "", None, f"spearman_with: {ref}", v, detail="mean over seeds"))
+        within = within_ma.get(method)
+        if within:
+            rows.append(record("superpose", method, "", None, "within_ma_jaccard_top1pct", float(np.mean([j for j, _ in within])),
+                               detail=f"other fine-tune seed of the same MA; stratified chance {np.mean([c for _, c in within]):.4f}"))
+        summary["heatmaps"][method] = {
+            "hottest_tensors": sorted(enrichment, key=enrichment.get, reverse=True)[:3],
+            "enrichment": {k: round(v, 3) for k, v in enrichment.items()},
+            "seed_jaccard_top1pct": None if stab is None else round(stab[0], 4),
+            "seed_jaccard_stratified_chance": None if stab is None else round(stab[1], 4),
+            "within_ma_jaccard_top1pct": None if not within else round(float(np.mean([j for j, _ in within])), 4),
+            "within_ma_stratified_chance": None if not within else round(float(np.mean([c for _, c in within])), 4),
+            "spearman_with": diag, "warning": mostly_warning(diag)}
+    if pca_removed:
+        summary["pca_removed_component"] = {k: round(float(np.mean([p[k] for p in pca_removed if np.isfinite(p[k])])), 4)
+                                            if any(np.isfinite(p[k]) for p in pca_removed) else None
+                                            for k in pca_removed[0]}
+        summary["pca_removed_component"]["note"] = pca_note(summary["pca_removed_component"])
+    summary["heatmap_errors"] = errors
+    return rows
+
+
+MOSTLY = 0.9  # a heatmap whose rank correlation with a reference reaches this is "mostly" that reference
+
+
+def heatmap_references(deltas: dict, control: dict | None, fisher: dict) -> dict:
+    """What a heatmap could be mostly made of without knowing any RB: MA's sensitivity, the control drift, and
+    the plain mean size of the updates."""
+    refs = {"Fisher alone (MA)": fisher,
+            "mean |Δ|": {k: torch.stack([d[k].abs() for d in deltas.values()]).mean(0) for k in next(iter(deltas.values()))}}
+    if control is not None:
+        refs["|Δ_ctrl|"] = {k: v.abs() for k, v in control.items()}
+    return refs
+
+
+def heatmap_diagnostics(heatmap: dict, references: dict) -> dict[str, float]:
+    """Spearman rank correlation of a heatmap with each reference, over every parameter."""
+    h = sig.flatten(heatmap).double().numpy()
+    return {name: spearman(h, sig.flatten(ref).double().numpy()) for name, ref in references.items()}
+
+
+def mostly_warning(diag: dict[str, float]) -> str | None:
+    """Plain words when a heatmap's ranking is mostly one of its references."""
+    hits = [f"{ref} (ρ = {v:.2f})" for ref, v in diag.items() if v is not None and np.isfinite(v) and v >= MOSTLY]
+    return f"this map is mostly {' and '.join(hits)}: its ranking adds little beyond it" if hits else None
+
+
+def pca_removed_component(deltas: list[dict], control: dict | None) -> dict[str, float]:
+    """Cosine of the component PCA removes with the control drift and with the mean Δ: does it remove optimiser
+    drift (the control) or simply what all RBs share?"""
+    shared, ratio = agg.shared_component(deltas, 1)
+    v = sig.flatten(shared).double()
+    mean = torch.stack([sig.flatten(d).double() for d in deltas]).mean(0)
+
+    def cos(a, b):
+        den = float(a.norm() * b.norm())
+        return float(a @ b) / den if den > 0 else math.nan
+
+    return {"cosine_with_mean_delta": cos(v, mean),
+            "cosine_with_control_drift": cos(v, sig.flatten(control).double()) if control is not None else math.nan,
+            "explained_variance": ratio}
+
+
+def pca_note(p: dict) -> str:
+    """A sentence on what PCA's removed component resembles more: the mean Δ or the control drift."""
+    c, m = p.get("cosine_with_control_drift"), p.get("cosine_with_mean_delta")
+    if m is None:
+        return "not measurable"
+    if c is None or abs(m) > abs(c) + 0.2:
+        return (f"PCA's removed component is mostly the mean Δ (cosine {m:.2f}"
+                + (f"; with the control drift only {c:.2f}" if c is not None else "")
+                + "): it removes what all RBs share, not optimiser drift")
+    return f"PCA's removed component aligns with the control drift (cosine {c:.2f}; with the mean Δ {m:.2f})"
+
+
+def _stability(heatmaps: list[dict]) -> tuple[float, float] | None:
+    """Mean Jaccard overlap of the top-1% parameter sets between pairs of seeds, and its tensor-stratified chance."""
+    if len(heatmaps) < 2:
+        return None
+    masks = [sig.topk_mask(h, STABILITY_TOP) for h in heatmaps]
+    pairs = list(itertools.combinations(masks, 2))
+    return (float(np.mean([sig.jaccard(sig.flatten(a), sig.flatten(b)) for a, b in pairs])),
+            float(np.mean([sig.jaccard_chance_stratified(a, b, seed=i) for i, (a, b) in enumerate(pairs)])))

@@ -1,0 +1,160 @@
+"""CLI commands for one model at a time: train (MA), finetune (MB), eval, import-sb3.
+
+May import anything below the CLI; heavy modules are imported inside the commands so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from goalscope.cli.common import add_env_args, env_config, non_negative_int, positive_int
+from goalscope.errors import ConfigError
+from goalscope.outputs import check_replaceable, replace_dir
+
+
+def add_commands(sub) -> None:
+    """The parsers of the one-model commands: train, finetune, eval, import-sb3."""
+    p = sub.add_parser("train", help="train a new agent (MA) on a reward", description="Train a new agent on a reward with PPO.")
+    p.add_argument("--reward", required=True, help="reward RA, e.g. collect:0")
+    p.add_argument("--arch", default="cnn", help="a registered architecture: cnn, mlp, planner, ...")
+    p.add_argument("--arch-config", default="{}", help='architecture options as JSON, e.g. \'{"hidden": 64}\'')
+    add_env_args(p)
+    _add_ppo_args(p, 150_000)
+
+    p = sub.add_parser("finetune", help="continue training a checkpoint on another reward (MB)",
+                       description="Fine-tune a checkpoint on another reward in the same environment.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory of the parent model (MA)")
+    p.add_argument("--reward", required=True, help="reward RB, e.g. collect:1")
+    _add_ppo_args(p, 50_000)
+
+    p = sub.add_parser("eval", help="behaviour profile and return of a checkpoint",
+                       description="Run evaluation episodes and print what the agent collects and its return "
+                                   "under a reward, as a fraction of a shortest-path oracle.")
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (model.safetensors + meta.json)")
+    p.add_argument("--reward", help="reward to score under (default: the one it was trained on)")
+    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--seed", type=non_negative_int, default=10_000, help="evaluation seed: same seed, same episodes")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 PPO MlpPolicy zip as a goalscope checkpoint",
+                       description="Read a Stable-Baselines3 PPO zip (MlpPolicy, separate pi/vf towers of equal "
+                                   "widths, Tanh or ReLU) trained on the object maze, without unpickling anything, "
+                                   "and write a goalscope 'mlp' checkpoint that can be evaluated, fine-tuned and "
+                                   "analysed like MA. The maze options must be those it was trained on.")
+    p.add_argument("zip", type=Path, help="the SB3 model zip (model.save(...))")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint directory to create, e.g. runs/ma")
+    p.add_argument("--reward", required=True, help="the reward it was trained on (RA), e.g. collect:0")
+    p.add_argument("--activation", choices=["tanh", "relu"],
+                   help="only if the zip does not say in readable form (SB3 writes it for its own models)")
+    p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
+    add_env_args(p)
+
+
+def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
+    g = p.add_argument_group("training (PPO)")
+    g.add_argument("--steps", type=positive_int, default=default_steps, help="environment steps")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed for weights, envs and sampling")
+    g.add_argument("--n-envs", type=positive_int, default=64, help="parallel envs")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: network passes under bfloat16 autocast (faster on CPUs with AMX and on GPUs; weights "
+                        "stay fp32); fp32 is bit-reproducible")
+    g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")
+    g.add_argument("--out", required=True, type=Path, help="run directory to create")
+    g.add_argument("--force", action="store_true", help="replace an existing run directory")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _ppo_config(args):
+    from goalscope.rl.ppo import PPOConfig
+
+    return PPOConfig(total_steps=args.steps, n_envs=args.n_envs, lr=args.lr, eval_every=args.eval_every,
+                     precision=args.precision)
+
+
+def cmd_train(args) -> None:
+    """``goalscope train``: train a new agent on a reward and save its checkpoint."""
+    from goalscope.agents.registry import arch_config, arch_config_to_json, build_agent
+    from goalscope.agents.checkpoints import save_checkpoint
+    from goalscope.inputs import check_model_size
+    from goalscope.envs.rewards import parse_reward
+    from goalscope.rl.ppo import train_new
+
+    env_cfg = env_config(args)
+    reward = parse_reward(args.reward, env_cfg.n_types)
+    try:
+        cfg_values = json.loads(args.arch_config)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--arch-config is not valid JSON: {e}") from None
+    if not isinstance(cfg_values, dict):
+        raise ConfigError("--arch-config must be a JSON object")
+    arch_cfg = arch_config_to_json(arch_config(args.arch, cfg_values))
+    ppo = _ppo_config(args)
+    env = env_cfg
+    check_model_size(lambda: build_agent(args.arch, env.obs_shape, env.n_actions, arch_cfg), f"--arch {args.arch}")
+    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
+        ckpt = train_new(args.arch, arch_cfg, env_cfg, reward, ppo, args.seed, log_dir=staging, progress=not args.quiet)
+        save_checkpoint(ckpt, staging)
+    _print_summary(ckpt.extra["final_eval"], f"trained {args.arch} on {reward.name} -> {args.out}")
+
+
+def cmd_finetune(args) -> None:
+    """``goalscope finetune``: fine-tune a checkpoint on another reward and save the result."""
+    from goalscope.agents.checkpoints import load_checkpoint, save_checkpoint
+    from goalscope.envs.rewards import parse_reward
+    from goalscope.rl.ppo import finetune
+
+    parent = load_checkpoint(args.checkpoint)
+    reward = parse_reward(args.reward, parent.env.n_types)
+    ppo = _ppo_config(args)
+    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
+        ckpt = finetune(parent, reward, ppo, args.seed, parent_path=str(args.checkpoint), log_dir=staging,
+                        progress=not args.quiet)
+        save_checkpoint(ckpt, staging)
+    _print_summary(ckpt.extra["final_eval"], f"fine-tuned {args.checkpoint} on {reward.name} -> {args.out}")
+
+
+def cmd_eval(args) -> None:
+    """``goalscope eval``: print a checkpoint's behaviour profile and return under a reward."""
+    from goalscope.agents.checkpoints import load_checkpoint
+    from goalscope.envs.rewards import parse_reward
+    from goalscope.rl.evaluation import evaluate, oracle_profile, summarise
+
+    ckpt = load_checkpoint(args.checkpoint)
+    reward = parse_reward(args.reward, ckpt.env.n_types) if args.reward else ckpt.reward
+    profile = evaluate(ckpt.build(), ckpt.env, reward, args.episodes, args.seed)
+    s = summarise(profile, reward, oracle_profile(ckpt.env, reward, args.episodes, args.seed))
+    s["trained_on"] = ckpt.reward.name
+    if args.json:
+        print(json.dumps(s))
+    else:
+        _print_summary(s, f"{args.checkpoint} (trained on {ckpt.reward.name}, {ckpt.steps} steps)")
+
+
+def _print_summary(s: dict, title: str) -> None:
+    print(title)
+    counts = "  ".join(f"type {i}: {c:.2f}" for i, c in enumerate(s["counts_mean"]))
+    print(f"  objects collected per episode  {counts}")
+    oracle = (f"  = {s['fraction_of_oracle']:.1%} of the oracle's {s['oracle_return']:.3f}"
+              if s["oracle_return"] == s["oracle_return"] else "  (no oracle for this env)")
+    print(f"  return under {s['reward']}: {s['return_mean']:.3f} ± {s['return_sem']:.3f} (s.e.){oracle}"
+          f"  [{s['episodes']} episodes]")
+
+
+def cmd_import_sb3(args) -> None:
+    """``goalscope import-sb3``: convert a Stable-Baselines3 PPO zip into a goalscope checkpoint."""
+    from goalscope.agents.checkpoints import save_checkpoint
+    from goalscope.agents.importers import import_sb3
+
+    check_replaceable(args.out, args.force, "checkpoint directory")  # before reading the zip
+    ckpt = import_sb3(args.zip, env_config(args), args.reward, activation=args.activation)
+    with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
+        save_checkpoint(ckpt, staging)
+    hidden = ckpt.arch_config["hidden"]
+    print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an mlp checkpoint (hidden {hidden}, "
+          f"{ckpt.arch_config['activation']}) trained on {ckpt.reward.name}: {args.out}")
+
+
+COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "import-sb3": cmd_import_sb3}

@@ -1,0 +1,101 @@
+"""Small helpers shared by the figure modules and the page: a Figure on the Agg canvas, the save helper that writes
+PNG/SVG for the page, CSV writing, colours, number and HTML formatting.
+
+May import: numpy, matplotlib (inside the functions). Nothing from goalscope.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+DPI = 110
+
+
+def new_figure(w: float, h: float):
+    """An empty constrained-layout Figure on the Agg canvas (no pyplot state: safe in workers and notebooks)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig, out: Path, name: str) -> bytes:
+    """Write ``name``.png and ``name``.svg of ``fig`` in ``out``; return the PNG bytes for embedding in the page."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
+    png = buf.getvalue()
+    (out / f"{name}.png").write_bytes(png)
+    fig.savefig(out / f"{name}.svg", format="svg", facecolor="white")
+    return png
+
+
+def write_csv(out: Path | None, name: str, rows: list[dict], columns: list[str] | None = None) -> None:
+    """The tidy data behind a figure as ``out/name`` (floats to 6 significant digits); nothing when ``out`` is None."""
+    if out is None:
+        return
+    path = out / name
+    columns = columns or (list(rows[0]) if rows else ["empty"])
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns, lineterminator="\n", extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
+def type_colors(k: int) -> list:
+    """One colour per object type (tab10, tab20 beyond ten types)."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
+    return [cmap(i) for i in range(k)]
+
+
+def pct(x) -> str:
+    """A fraction as a percentage, "n/a" when missing or not finite."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.1%}"
+
+
+def ci_text(m, lo, hi, fmt="+.3f") -> str:
+    """``m [lo, hi]`` (just ``m`` without finite bounds, "n/a" without a finite ``m``)."""
+    if m is None or not math.isfinite(m):
+        return "n/a"
+    if lo is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{m:{fmt}}"
+    return f"{m:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def err_bars(m, lo, hi) -> np.ndarray:
+    """Error-bar lengths below and above ``m`` (never negative; NaN bounds draw no bar)."""
+    m, lo, hi = (np.asarray(v, dtype=float) for v in (m, lo, hi))
+    return np.nan_to_num(np.clip(np.stack([m - lo, hi - m]), 0.0, None), nan=0.0)
+
+
+def esc(x) -> str:
+    """HTML-escaped text of ``x``."""
+    return html.escape(str(x))
+
+
+def html_table(header: list[str], rows: list[list], num_cols: set[int] = frozenset()) -> str:
+    """An HTML table; cells are inserted as given (escape them first), ``num_cols`` right-aligned."""
+    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    for r in rows:
+        out.append("<tr>" + "".join(f"<td class='num'>{c}</td>" if i in num_cols else f"<td>{c}</td>"
+                                    for i, c in enumerate(r)) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def num(v) -> str:
+    """A value for a table cell: floats to 4 significant digits, "—" for None, "n/a" for NaN."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.4g}"
+    return esc(v)

@@ -1,0 +1,100 @@
+"""Figures of validation (scorecard.json from ``goalscope validate``): graft curves against the nulls, and the
+localisation AUROC of a planted objective. The superposition curve is in :mod:`goalscope.report.figures_planted`.
+
+May import: goalscope.report.run, goalscope.report.common, goalscope.analysis.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from goalscope.report.common import err_bars, new_figure, write_csv
+from goalscope.report.run import SCORECARD, as_run
+
+NULL_NAMES = ("random", "Fisher alone (MA)", "|Δ_ctrl| (RA control drift)", "another RB's |Δ_j|")  # validation.NULLS
+
+
+def _validation_bands(run) -> dict[str, dict[float, tuple[float, float]]]:
+    """ranking -> k -> (min, max over seeds) of the graft recovery, from validation.csv when it is there."""
+    from goalscope.analysis.records import read_records
+
+    path = run.path / "validation.csv"
+    out: dict = {}
+    if not path.exists():
+        return out
+    for r in read_records(path):
+        if r["metric"] == "graft_recovered" and r["detail"].startswith("k="):
+            out.setdefault(r["model"], {})[float(r["detail"][2:])] = (r["ci_low"], r["ci_high"])
+    return out
+
+
+def fig_validation(run, card: dict | None = None, out: Path | None = None):
+    """Graft curves (and localisation AUROC when the architecture has a planted objective) from scorecard.json
+    (``card``, read from the run when not given); None when there is nothing to draw. With ``out``, writes
+    validation_curves.csv there."""
+    run = as_run(run)
+    if card is None:
+        path = run.path / SCORECARD
+        card = json.loads(path.read_text()) if path.exists() else {}
+    graft = card.get("graft") if isinstance(card.get("graft"), dict) else None
+    loc = card.get("localisation") if isinstance(card.get("localisation"), dict) else None
+    panels = [p for p, present in (("graft", graft and graft.get("curves")), ("auroc", loc and loc.get("by_method")))
+              if present]
+    if not panels:
+        return None
+    fig = new_figure(6.2 * len(panels) + 1.0, 4.4)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    rows = []
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10"]
+    for ax, panel in zip(axes, panels):
+        if panel == "graft":
+            ks = [float(k) for k in graft["fractions"]]
+            bands = _validation_bands(run)
+            for i, (name, ys) in enumerate(graft["curves"].items()):
+                baseline = name in NULL_NAMES or name == "|Δ_i|"
+                color = "0.5" if name in NULL_NAMES else ("0.15" if name == "|Δ_i|" else cmap(i % 10))
+                ax.plot(ks, ys, "--" if baseline else "-", marker="o", ms=3, color=color, label=name)
+                band = bands.get(name)
+                if band and all(k in band for k in ks):
+                    ax.fill_between(ks, [band[k][0] for k in ks], [band[k][1] for k in ks], color=color, alpha=0.12, lw=0)
+                rows += [{"panel": "graft", "ranking": name, "x": k, "y": y,
+                          "min_over_seeds": band[k][0] if band and k in band else "",
+                          "max_over_seeds": band[k][1] if band and k in band else ""} for k, y in zip(ks, ys)]
+            ax.axhline(0.9, color="crimson", lw=0.8, ls=":", label="90% recovered")
+            if not np.isfinite(np.asarray([y for ys in graft["curves"].values() for y in ys], dtype=float)).any():
+                ax.text(0.5, 0.5, "no graft curve is defined:\nno MB gained RB objects over MA", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=10, color="0.3")
+            ax.set_xlim(min(ks) / 1.5, max(ks) * 1.5)
+            ax.set_xscale("log")
+            ax.set_xlabel("fraction of parameters grafted (top-k by ranking, log)")
+            ax.set_ylabel("fraction of MB's specific lean recovered")
+            ax.set_title("(a) graft curves: MA + top-k% of Δ (band: min–max over seeds)", fontsize=10)
+        else:
+            for i, (name, by_n) in enumerate(loc["by_method"].items()):
+                ns = sorted(by_n, key=lambda n: int(n))
+                x = np.array([int(n) for n in ns], dtype=float)
+                m = np.array([by_n[n]["auroc"][0] for n in ns], dtype=float)
+                lo = np.array([by_n[n]["auroc"][1] for n in ns], dtype=float)
+                hi = np.array([by_n[n]["auroc"][2] for n in ns], dtype=float)
+                err = err_bars(m, lo, hi)
+                color = "0.5" if name == "random" else ("0.15" if name.startswith("|Δ|") else cmap(i % 10))
+                ax.errorbar(x * (1 + 0.03 * i), m, yerr=err, marker="o", ms=4, capsize=2, color=color, label=name)
+                rows += [{"panel": "auroc", "ranking": name, "x": a, "y": b, "min_over_seeds": c, "max_over_seeds": d}
+                         for a, b, c, d in zip(x, m, lo, hi)]
+            ax.axhline(0.5, color="crimson", lw=0.8, ls=":", label="chance")
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("number of RBs superposed (log)")
+            ax.set_ylabel("AUROC for reward-map parameters")
+            ax.set_ylim(0, 1)
+            ax.set_title(f"(b) localisation of the planted objective ({loc.get('positives')} of "
+                         f"{loc.get('parameters')} parameters), 95% CI", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Validation (scorecard.json)", fontsize=11)
+    write_csv(out, "validation_curves.csv", rows, ["panel", "ranking", "x", "y", "min_over_seeds", "max_over_seeds"])
+    return fig

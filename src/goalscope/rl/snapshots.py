@@ -1,0 +1,110 @@
+"""Resumable training snapshots: tensors in safetensors, the rest in JSON (nothing is pickled). The JSON names the
+tensors' hash and is written last, so a snapshot cut short by a kill is recognised and ignored. A run resumed from
+a snapshot ends with the same weights as one that was never interrupted.
+
+The PPO loop uses one :class:`Snapshots` per run: ``resume`` at the start, ``due``/``save`` after each update.
+May import: goalscope.outputs, torch, safetensors, numpy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class Snapshots:
+    """The snapshots of one training run in ``directory`` (None: never written, never resumed), written every
+    ``every`` env steps when the env can hand over its state (``get_state``/``set_state``)."""
+
+    def __init__(self, directory: Path | None, fingerprint: dict, every: int, env):
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.every = every
+        self.enabled = directory is not None and every > 0 and hasattr(env, "get_state")
+        self.next_save: int | None = None
+
+    def resume(self, model, optimizer, env, log, ep_returns, step: int = 0):
+        """Restore a snapshot of this run found in the directory into the model, optimiser, env, log and episode
+        returns; returns (first update, step, next evaluation step, observation), or None when there is none.
+        Either way, schedules the next snapshot after the step training continues from."""
+        snap = _load_snapshot(self.directory, self.fingerprint) if self.directory else None
+        restored = _restore(snap, model, optimizer, env, log, ep_returns) if snap is not None else None
+        step = restored[1] if restored is not None else step
+        self.next_save = (step // self.every + 1) * self.every if self.enabled else None
+        return restored
+
+    def due(self, step: int) -> bool:
+        """Whether a snapshot is owed at env step ``step``."""
+        return self.next_save is not None and step >= self.next_save
+
+    def save(self, model, optimizer, env, obs, update, step, next_eval, log, ep_returns) -> None:
+        """Write the snapshot training resumes from at ``update`` and schedule the next one."""
+        _save_snapshot(self.directory, self.fingerprint, model, optimizer, env, obs, update, step, next_eval, log,
+                       ep_returns)
+        self.next_save += self.every
+
+
+SNAPSHOT_TENSORS, SNAPSHOT_META = "snapshot.safetensors", "snapshot.json"
+
+
+def _save_snapshot(directory: Path, fingerprint: dict, model, optimizer, env, obs, update, step, next_eval, log,
+                   ep_returns) -> None:
+    import hashlib
+
+    from safetensors.torch import save as st_save
+
+    from goalscope.outputs import atomic_write_bytes
+
+    arrays, rng_state = env.get_state()
+    tensors = {f"model/{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        tensors.update({f"adam/{i}/{k}": v.detach().clone().reshape(-1) if v.dim() == 0 else v.detach().clone()
+                        for k, v in state.items()})
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors["obs"] = obs.clone().contiguous()
+    tensors.update({f"env/{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    blob = st_save(tensors)
+    meta = {"fingerprint": fingerprint, "update": update, "step": step, "next_eval": next_eval,
+            "rows": log.rows, "ep_returns": ep_returns, "env_rng": rng_state,
+            "sha256": hashlib.sha256(blob).hexdigest()}
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(directory) / SNAPSHOT_TENSORS, blob)
+    atomic_write_bytes(Path(directory) / SNAPSHOT_META, json.dumps(meta).encode())
+
+
+def _load_snapshot(directory: Path, fingerprint: dict) -> dict | None:
+    import hashlib
+
+    from safetensors.torch import load as st_load
+
+    meta_path, tensor_path = Path(directory) / SNAPSHOT_META, Path(directory) / SNAPSHOT_TENSORS
+    if not meta_path.exists() or not tensor_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        blob = tensor_path.read_bytes()
+    except (OSError, json.JSONDecodeError):
+        return None
+    if meta.get("fingerprint") != fingerprint or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+        return None  # another job's or a half-written snapshot: start from the beginning
+    meta["tensors"] = st_load(blob)
+    return meta
+
+
+def _restore(snap: dict, model, optimizer, env, log, ep_returns):
+    t = snap["tensors"]
+    model.load_state_dict({k[len("model/"):]: v for k, v in t.items() if k.startswith("model/")})
+    opt = optimizer.state_dict()
+    for key, v in t.items():
+        if key.startswith("adam/"):
+            _, i, name = key.split("/")
+            opt["state"].setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
+    optimizer.load_state_dict(opt)
+    torch.set_rng_state(t["torch_rng"])
+    env.set_state({k[len("env/"):]: v.numpy() for k, v in t.items() if k.startswith("env/")}, snap["env_rng"])
+    log.rows.extend(snap["rows"])
+    ep_returns.extend(snap["ep_returns"])
+    return snap["update"], snap["step"], snap["next_eval"], t["obs"]
