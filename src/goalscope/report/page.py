@@ -20,9 +20,9 @@ Sections (each opens with the question it answers):
 Nothing here trains or changes the run; the only computation beyond reading files is bootstrapping CIs and rolling
 out three policies for the maze pictures. matplotlib is imported inside the functions that draw.
 
-This module owns the page: its CSS, the header and answer cards, and the order of the sections
-(:mod:`goalscope.report.sections`); the figures are drawn by the ``figures_*`` modules and the run is read by
-:mod:`goalscope.report.run`. May import: goalscope.report and goalscope.analysis.
+This module owns the page: its CSS, the header and answer cards, and the frame the sections are written into
+(:mod:`goalscope.report.sections`, in their order); the figures are drawn by the ``figures_*`` modules and the
+run is read by :mod:`goalscope.report.run`. May import: goalscope.report and goalscope.analysis.
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ from pathlib import Path
 
 from goalscope.report.common import esc, pct, save_figure
 from goalscope.report.run import SCORECARD, Run, read_run
-from goalscope.report.sections import (SECTIONS, _section_behaviour, _section_cosine, _section_heatmaps,
-                                       _section_learning, _section_mazes, _section_negation, _section_provenance,
-                                       _section_validation)
+from goalscope.report.sections import SECTION_WRITERS, SECTIONS
 
 REPORT_DIR = "report"
 
@@ -104,10 +102,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, stri
     out.mkdir(parents=True, exist_ok=True)
     page = Page(out)
     _header(run, page)
-    sections = [("learning", _section_learning), ("behaviour", _section_behaviour), ("heatmaps", _section_heatmaps),
-                ("cosine", _section_cosine), ("negation", _section_negation), ("mazes", _section_mazes),
-                ("validation", _section_validation), ("provenance", _section_provenance)]
-    for anchor, fn in sections:
+    for anchor, fn in SECTION_WRITERS:
         try:
             fn(run, page)
         except Exception as e:

@@ -320,3 +320,9 @@ def _scalars(d, prefix="") -> list[tuple[str, object]]:
     elif isinstance(d, list) and d and all(isinstance(x, (str, bool)) for x in d):
         out.append((prefix, ", ".join(map(str, d))))
     return out
+
+
+# (anchor, writer) of each section, in page order: what the page calls.
+SECTION_WRITERS = [("learning", _section_learning), ("behaviour", _section_behaviour), ("heatmaps", _section_heatmaps),
+                   ("cosine", _section_cosine), ("negation", _section_negation), ("mazes", _section_mazes),
+                   ("validation", _section_validation), ("provenance", _section_provenance)]
