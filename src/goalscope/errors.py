@@ -3,6 +3,8 @@
 Every failure a user can cause (bad config, unknown reward, corrupt checkpoint, ...) is raised as a
 :class:`GoalscopeError`; the CLI prints its message as one line and exits with status 2. Anything else that
 escapes is a bug in goalscope and keeps its traceback.
+
+May import: nothing from goalscope (every module may import this one).
 """
 
 

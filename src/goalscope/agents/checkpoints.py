@@ -5,6 +5,9 @@ config, reward, steps trained, seed, the parent checkpoint of a fine-tune, and p
 format marker, the architecture, and every tensor's name, shape and dtype before any weight is used, and never
 unpickles anything. Writes go to a temporary file that is fsynced and renamed, so a killed write never leaves a
 half-written file under the final name.
+
+May import: goalscope (its version), goalscope.agents.registry, goalscope.envs, goalscope.errors, goalscope.inputs,
+goalscope.outputs.
 """
 
 from __future__ import annotations

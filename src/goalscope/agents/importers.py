@@ -18,6 +18,9 @@ outside the zip is not imported: a ``VecNormalize`` wrapper's observation statis
 model trained with observation normalisation would see different inputs here.
 
 ``load_torch_state_dict`` reads a ``torch.save``-d state dict the same safe way.
+
+May import: goalscope.agents.checkpoints, goalscope.agents.mlp, goalscope.agents.registry, goalscope.envs,
+goalscope.errors, goalscope.inputs.
 """
 
 from __future__ import annotations

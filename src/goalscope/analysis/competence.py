@@ -10,6 +10,8 @@ well MA does RA and each MB its RB, and marks the ones below a bar:
   seeds; an agent whose interval does not exclude 0 has shown no preference for what it is rewarded for.
 
 Pure functions over behaviour profiles; :func:`competence` reads a finished run's profiles.
+
+May import: goalscope.analysis.stats, goalscope.envs, goalscope.program.
 """
 
 from __future__ import annotations

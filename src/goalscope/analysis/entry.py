@@ -11,6 +11,9 @@ RBs, K − 1 for one-hot ones, whose RA plane changes too and is left out of the
 For each seed and RB this module scores |Δ_i| and every aggregator run on that RB alone (where the aggregator is
 defined for one signal; ``pca`` and ``spread`` are not), and reports the mean rank of the own plane, the fraction of
 (seed, RB) pairs where it ranks first, and the mean share of first-layer mass per labelled input channel.
+
+May import: goalscope.agents, goalscope.analysis.planted, goalscope.analysis.records,
+goalscope.analysis.superposition, goalscope.errors, goalscope.program, goalscope.signals.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ them, rankings that carry no information about *which* reward changed:
 These do not depend on the number of RBs, so each is scored once per seed and shown at every n. CIs are Student t
 intervals over per-seed means (each seed: the mean over up to ``MAX_SUBSETS`` RB subsets of that size), because a
 bootstrap over three seeds is close to a min/max rule.
+
+May import: goalscope.analysis.grafts, goalscope.analysis.stats, goalscope.errors, goalscope.signals.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ continued-training drift, while ignoring the cue in favour of a fixed reward has
 weights (‖Δ_reward‖ well above the control). Retargeting measures the pointer directly: with the cue set to type
 j, how often is the first object collected of type j (among episodes that collect anything; chance 1/K), by
 distance from the start to the nearest one.
+
+May import: goalscope.agents, goalscope.analysis.records, goalscope.analysis.stats, goalscope.envs,
+goalscope.errors, goalscope.outputs, goalscope.rl, goalscope.signals.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Tidy result records: one row per model x reward x seed x metric, saved as CSV.
 
 CSV rather than Parquet keeps the dependency list short; every analysis tool reads it.
+
+May import: goalscope.outputs.
 """
 
 from __future__ import annotations

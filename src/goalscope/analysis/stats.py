@@ -3,6 +3,8 @@
 Models are compared on *paired* episodes (the same evaluation seed gives the same start states), so the unit of
 resampling is a seed, then episodes within it. Resampling seeds matters: three training runs of the same recipe
 differ more than 256 episodes of one run do, and a CI over episodes alone would be falsely narrow.
+
+May import: nothing from goalscope.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m goalscope.cli``: the same as the ``goalscope`` command."""
+"""``python -m goalscope.cli``: the same as the ``goalscope`` command. May import: goalscope.cli.main."""
 
 import sys
 

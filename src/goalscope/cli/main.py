@@ -3,6 +3,8 @@
 
 Every user mistake (unknown reward, wrong vector length, missing or corrupt checkpoint, bad config...) ends as one
 line ``goalscope: error: ...`` and exit status 2; nothing is overwritten without ``--force``.
+
+May import: goalscope (its version), goalscope.cli, goalscope.envs, goalscope.errors.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@
 ``object_maze`` is the embedded default (:mod:`goalscope.envs.maze`); ``gym_events`` runs any Gymnasium env that
 reports per-type events (:mod:`goalscope.envs.events`, with a MiniGrid example). Add a family to
 ``ENV_FAMILIES`` to bring your own.
+
+May import: goalscope.envs.events, goalscope.envs.maze, goalscope.errors.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ maze, so training, evaluation and analysis run unchanged.
 ``goalscope/MiniGridObjects-v0`` (registered by :func:`register_minigrid`, needs the ``minigrid`` package) is the
 shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
 of its type.
+
+May import: goalscope.envs.rewards, goalscope.errors.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Maze options are keyword arguments (or ``config=`` a :class:`MazeConfig` or a di
 reads, so a goalscope maze can itself be run through that family. ``ObjectMazeVectorEnv`` is a
 ``gymnasium.vector.VectorEnv`` over the native vectorised env, using Gymnasium's same-step autoreset (the final
 observation of an ended episode is in ``info``).
+
+May import: goalscope.envs.maze, goalscope.envs.rewards, goalscope.errors.
 """
 
 from __future__ import annotations

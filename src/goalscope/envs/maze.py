@@ -14,6 +14,8 @@ collects it (it disappears) and pays the reward's weight for its type.
 
 The state is a handful of flat arrays indexed by env; ``step`` is pure array arithmetic with no Python loop over
 envs. The observation buffer is updated in place (only the cells that changed), which is what makes the env fast.
+
+May import: goalscope.envs.rewards, goalscope.errors.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ objects the reward penalises where another route exists. Greedy nearest-first is
 can occasionally beat it; it is a fixed, reproducible yardstick, not an upper bound.
 
 Distances are computed for all envs at once by relaxing a distance grid (a vectorised breadth-first search).
+
+May import: goalscope.envs.maze.
 """
 
 from __future__ import annotations

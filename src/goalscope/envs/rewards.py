@@ -10,6 +10,8 @@ from short strings that name their meaning:
     step:0.01                 a cost of 0.01 per step (added as a term)
     1,0,-1,0                  a raw weight vector (must have one entry per object type)
     cued                      +1 for the type the observation cues (envs with ``cue = true``)
+
+May import: goalscope.errors.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Every section is a dataclass; unknown keys and wrong types are errors that name the key (``finetune.stepz``).
 See ``experiments/default.toml`` for a commented example of every field.
+
+May import: goalscope.agents, goalscope.envs, goalscope.errors, goalscope.inputs, goalscope.rl, goalscope.signals.
 """
 
 from __future__ import annotations

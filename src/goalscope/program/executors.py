@@ -9,6 +9,8 @@ running jobs side by side. Register another executor (a cluster, a queue) in ``E
 cluster (``--address auto`` or ``ray://HOST:10001``). Ray is optional: ``pip install 'goalscope[ray]'``. Jobs read
 their parents' checkpoints from the run directory, so on a multi-node cluster it must be on a filesystem that
 every node sees.
+
+May import: goalscope.errors.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ Kinds:
     train      MA: a fresh agent trained on RA                       -> checkpoint + profile
     finetune   MB: a parent fine-tuned on a reward (also controls)   -> checkpoint + profile
     negate     MB*: MA - alpha*direction, evaluated, retrained on RA -> checkpoint + profile before/after retrain
+
+May import: goalscope.agents, goalscope.envs, goalscope.errors, goalscope.inputs, goalscope.outputs, goalscope.rl,
+goalscope.signals.
 """
 
 from __future__ import annotations

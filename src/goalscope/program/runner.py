@@ -7,6 +7,9 @@
 
 Jobs in a wave are independent and go to the executor together. Finished jobs are found by key and skipped, so a
 killed run resumes where it stopped when the same command is run again.
+
+May import: goalscope.errors, goalscope.inputs, goalscope.outputs, goalscope.program.config,
+goalscope.program.executors, goalscope.program.jobs.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Evaluation episodes are paired: with the same config and seed, episode ``e`` sta
 and agent position whatever the policy, so differences between models are not sampling noise in the mazes
 (common random numbers). They run the full ``max_steps`` (no early end when the rewarded objects are gone) so
 the counts of every type are comparable across rewards.
+
+May import: goalscope.envs, goalscope.errors.
 """
 
 from __future__ import annotations

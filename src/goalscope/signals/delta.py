@@ -6,6 +6,8 @@ same helpers serve signals, controls, heatmaps (non-negative scores) and masks a
 
 Whenever a computation draws random numbers or concatenates tensors, keys are visited in sorted order, so
 results do not depend on the insertion order of a state dict.
+
+May import: goalscope.errors.
 """
 
 from __future__ import annotations
