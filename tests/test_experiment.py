@@ -177,6 +177,27 @@ def test_cli_diff_superpose_negate_results(tiny_run, capsys):
     assert main(["results", str(out / "nope")]) == 2
 
 
+def test_results_as_parquet(tiny_run, capsys):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    out, _ = tiny_run
+    pq = out.parent / "records.parquet"
+    assert main(["results", str(out), "--parquet", str(pq)]) == 0
+    frame = pd.read_parquet(pq)
+    csv = pd.read_csv(out / "records.csv")
+    assert len(frame) == len(csv) and list(frame.columns) == list(csv.columns)
+    assert str(frame["seed"].dtype) == "Int64" and frame["value"].dtype == "float64"
+    assert frame["value"].fillna(-1).tolist() == csv["value"].fillna(-1).tolist()
+    before = pq.read_bytes()
+    assert main(["results", str(out), "--parquet", str(pq)]) == 2  # never overwritten without --force
+    assert "--force" in capsys.readouterr().err and pq.read_bytes() == before
+    assert main(["results", str(out), "--parquet", str(pq), "--force"]) == 0
+    note = out.parent / "notes.parquet"
+    note.write_text("my notes")  # not a Parquet file: --force does not replace it
+    assert main(["results", str(out), "--parquet", str(note), "--force"]) == 2
+    assert note.read_text() == "my notes"
+
+
 def test_run_cli_bad_config_file(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[finetune]\nsteps = 'x'\n")

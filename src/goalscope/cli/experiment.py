@@ -11,7 +11,8 @@ from pathlib import Path
 from goalscope.cli.common import add_env_args, env_config, fmt_ci, non_negative_int, positive_int
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
-from goalscope.outputs import check_output_path, foreign_entry, replace_dir, write_marker
+from goalscope.outputs import (atomic_write_bytes, check_output_file, check_output_path, foreign_entry, replace_dir,
+                               write_marker)
 
 
 def add_commands(sub) -> None:
@@ -37,6 +38,10 @@ def add_commands(sub) -> None:
                                    "signal cosines, negation verdicts, heatmap summaries) from RUN/summary.json, "
                                    "without recomputing anything.")
     p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
+    p.add_argument("--parquet", type=Path, metavar="FILE",
+                   help="also write RUN/records.csv as a Parquet file (needs pyarrow: pip install 'goalscope[parquet]'); "
+                        "integer seeds, float values")
+    p.add_argument("--force", action="store_true", help="replace a Parquet file goalscope wrote at --parquet")
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a finished run",
                        description="Write RUN/report/index.html (figures embedded, opens offline) with PNG, SVG and "
@@ -103,11 +108,37 @@ def cmd_results(args) -> None:
     if not path.exists():
         raise ConfigError(f"{args.run} has no summary.json; run `goalscope run EXPERIMENT --out {args.run}` first")
     rewrite = f"rewrite it with `goalscope run EXPERIMENT --out {args.run}` (finished stages are reused)"
+    if args.parquet:  # refused before anything is printed or written
+        _check_parquet_out(args.parquet, args.force)
     summary = read_json(path, advice=rewrite)
     try:
         print_results(args.run, summary)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise GoalscopeError(f"{path} is damaged ({type(e).__name__}: {e}); {rewrite}") from None
+    if args.parquet:
+        _write_parquet(args.run, args.parquet)
+
+
+def _check_parquet_out(out: Path, force: bool) -> None:
+    try:
+        import pyarrow  # noqa: F401  (pandas' Parquet engine; CSV needs nothing, so Parquet stays an extra)
+    except ImportError:
+        raise ConfigError("--parquet needs pyarrow: pip install 'goalscope[parquet]'") from None
+    if out.suffix != ".parquet":
+        raise ConfigError(f"--parquet {out}: name the file *.parquet")
+    check_output_file(out, force, "Parquet file", lambda p: p.suffix == ".parquet" and p.read_bytes()[:4] == b"PAR1")
+
+
+def _write_parquet(run: Path, out: Path) -> None:
+    """RUN/records.csv as Parquet, typed as ``goalscope.load_run(RUN).records`` types it."""
+    import io
+
+    from goalscope.report.run import load_run
+
+    buf = io.BytesIO()
+    load_run(run).records.to_parquet(buf, index=False)
+    atomic_write_bytes(out, buf.getvalue())  # a killed write leaves the old file, never half a new one
+    print(f"wrote {out}")
 
 
 def _print_competence(s: dict) -> None:
