@@ -42,7 +42,8 @@ class CNNAgent(nn.Module):
         self.policy = init_layer(nn.Linear(cfg.hidden, n_actions), 0.01)
         self.value = init_layer(nn.Linear(cfg.hidden, 1), 1.0)
 
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The trunk (everything before the heads); ``goalscope.agents.sb3.GoalscopeCNN`` runs this same function."""
         x = obs.float()
         if self.relative_coords:
             agent = x[:, 1:2]  # the agent plane is one-hot
@@ -50,5 +51,8 @@ class CNNAgent(nn.Module):
             x = torch.cat([x, self.grid_rc - here], 1)
         for i in range(self.n_conv):
             x = torch.relu(getattr(self, f"conv{i + 1}")(x))
-        x = torch.relu(self.fc(x.flatten(1)))
+        return torch.relu(self.fc(x.flatten(1)))
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.features(obs)
         return self.policy(x), self.value(x).squeeze(-1)

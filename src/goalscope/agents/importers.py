@@ -1,9 +1,11 @@
 """Bring weights trained elsewhere into goalscope, without unpickling anything that can run code.
 
-``import_sb3`` reads a Stable-Baselines3 PPO ``.zip`` (``model.save(...)``) with an ``MlpPolicy``: separate policy
-and value towers of equal widths (``net_arch=dict(pi=[...], vf=[...])``, a plain list, or SB3's default
-``[64, 64]``) and Tanh or ReLU activations. It becomes a goalscope ``mlp`` checkpoint (``shared=False``) that
-gives the same logits and values, so it can be evaluated, fine-tuned (it is MA) and analysed like one trained here.
+``import_sb3`` reads a Stable-Baselines3 PPO ``.zip`` (``model.save(...)``). A policy whose features extractor is
+``goalscope.agents.sb3.GoalscopeCNN`` becomes a goalscope ``cnn`` checkpoint, exactly (see
+:mod:`goalscope.agents.importers_cnn`). Otherwise it must be an ``MlpPolicy``: separate policy and value towers of
+equal widths (``net_arch=dict(pi=[...], vf=[...])``, a plain list, or SB3's default ``[64, 64]``) and Tanh or ReLU
+activations. It becomes a goalscope ``mlp`` checkpoint (``shared=False``) that gives the same logits and values, so
+it can be evaluated, fine-tuned (it is MA) and analysed like one trained here.
 
 What is read, and how:
 
@@ -19,8 +21,8 @@ model trained with observation normalisation would see different inputs here.
 
 ``load_torch_state_dict`` reads a ``torch.save``-d state dict the same safe way.
 
-May import: goalscope.agents.checkpoints, goalscope.agents.mlp, goalscope.agents.registry, goalscope.envs,
-goalscope.errors, goalscope.inputs.
+May import: goalscope.agents.checkpoints, goalscope.agents.importers_cnn, goalscope.agents.mlp,
+goalscope.agents.registry, goalscope.envs, goalscope.errors, goalscope.inputs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch
 from goalscope.agents.mlp import MLPConfig
 from goalscope.agents.registry import arch_config_to_json, build_agent
 from goalscope.agents.checkpoints import Checkpoint, check_state_dict
+from goalscope.agents.importers_cnn import convert as convert_cnn, is_goalscope_cnn
 from goalscope.envs.maze import N_ACTIONS, MazeConfig
 from goalscope.envs.rewards import Reward, parse_reward
 from goalscope.errors import CheckpointError, GoalscopeError
@@ -131,7 +134,7 @@ def _check_policy_kwargs(policy_kwargs, path: Path) -> None:
     if not isinstance(policy_kwargs, dict):
         return
     extractor = policy_kwargs.get("features_extractor_class")
-    if extractor is not None and "FlattenExtractor" not in str(extractor):
+    if extractor is not None and "FlattenExtractor" not in str(extractor) and "GoalscopeCNN" not in str(extractor):
         raise CheckpointError(f"{path}: features extractor {extractor} is not supported; only MlpPolicy's "
                               "FlattenExtractor maps onto goalscope's mlp")
     net_arch = policy_kwargs.get("net_arch")
@@ -162,7 +165,7 @@ def _sb3_policy_name(policy_class) -> str | None:
 
 def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
                activation: str | None = None) -> Checkpoint:
-    """A goalscope ``mlp`` checkpoint from a Stable-Baselines3 PPO zip (see the module docstring).
+    """A goalscope ``mlp`` (or, for ``GoalscopeCNN`` policies, ``cnn``) checkpoint from a Stable-Baselines3 PPO zip.
 
     ``env_cfg`` must be the object maze the model was trained on (its observation shape is checked); ``reward`` is
     the reward it was trained on (RA), which SB3 does not record. ``activation`` ("tanh" or "relu") is only needed
@@ -211,6 +214,25 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
     if n is not None and str(n).strip().isdigit() and int(n) != N_ACTIONS:
         raise CheckpointError(f"{path}: the SB3 model has {int(n)} actions, the maze has {N_ACTIONS}")
 
+    if is_goalscope_cnn(policy_kwargs):  # goalscope.agents.sb3.GoalscopeCNN: goalscope's cnn, imported exactly
+        state = _as_state_dict(_safe_torch_load(policy_bytes, f"{path}:policy.pth"), f"{path}:policy.pth")
+        arch, arch_cfg, state = ("cnn", *convert_cnn(state, policy_kwargs, env_cfg, path))
+    else:
+        arch, arch_cfg, state = ("mlp", *_convert_mlp(data, policy_kwargs, policy_bytes, env_cfg, path, activation))
+    seed = data.get("seed")
+    steps = int_field(data.get("num_timesteps") or 0, f"{path}: num_timesteps", 0, MAX_STEPS, error=CheckpointError)
+    return Checkpoint(
+        arch=arch, arch_config=arch_cfg, env=env_cfg, reward=reward,
+        state_dict=state,  # the model's own order
+        steps=steps,
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63 else 0,
+        parent=None,
+        extra={"imported_from": {"format": "stable-baselines3", "path": str(path), "sb3_version": sb3_version,
+                                 "policy_class": policy_name}},
+    )
+
+
+def _convert_mlp(data, policy_kwargs, policy_bytes, env_cfg, path, activation) -> tuple[dict, dict]:
     found = _activation_from_data(policy_kwargs)
     if found is not None and activation is not None and found != activation:
         raise CheckpointError(f"{path}: the zip says activation {found!r}, but activation={activation!r} was given")
@@ -261,15 +283,4 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
         raise CheckpointError(f"{path}: {e}") from None
     want = model.state_dict()
     check_state_dict(converted, want, "mlp")
-    seed = data.get("seed")
-    steps = int_field(data.get("num_timesteps") or 0, f"{path}: num_timesteps", 0, MAX_STEPS, error=CheckpointError)
-    ckpt = Checkpoint(
-        arch="mlp", arch_config=arch_cfg, env=env_cfg, reward=reward,
-        state_dict={k: converted[k] for k in want},  # the model's own order
-        steps=steps,
-        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63 else 0,
-        parent=None,
-        extra={"imported_from": {"format": "stable-baselines3", "path": str(path), "sb3_version": sb3_version,
-                                 "policy_class": policy_name}},
-    )
-    return ckpt
+    return arch_cfg, {k: converted[k] for k in want}

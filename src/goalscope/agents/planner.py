@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from goalscope.agents.layers import init_layer
+from goalscope.agents.layers import NEIGHBOURHOOD, init_layer
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,6 @@ class NeedlePlannerConfig:
     hidden: int = 64  # width of the two-layer torso over Q around the agent (the haystack)
 
 
-# The agent's cell and its four neighbours, in action order (up, right, down, left): (row, column) shifts.
-_NEIGHBOURHOOD = ((0, 0), (-1, 0), (0, 1), (1, 0), (0, -1))
-
-
 class NeedlePlannerAgent(nn.Module):
     """The planner's explicit reward map as a needle in a haystack: ≤ 2% of the parameters hold the objective.
 
@@ -97,7 +93,7 @@ class NeedlePlannerAgent(nn.Module):
         self.reward_map1 = init_layer(nn.Conv2d(c - 2, cfg.reward_hidden, 1), math.sqrt(2))  # object planes only
         self.reward_map2 = init_layer(nn.Conv2d(cfg.reward_hidden, 1, 1), 1.0)
         self.transition = init_layer(nn.Conv2d(2, cfg.q_channels, 3, padding=1), 1.0)
-        self.fc1 = init_layer(nn.Linear(len(_NEIGHBOURHOOD) * cfg.q_channels, cfg.hidden), math.sqrt(2))
+        self.fc1 = init_layer(nn.Linear(len(NEIGHBOURHOOD) * cfg.q_channels, cfg.hidden), math.sqrt(2))
         self.fc2 = init_layer(nn.Linear(cfg.hidden, cfg.hidden), math.sqrt(2))
         self.policy = init_layer(nn.Linear(cfg.hidden, n_actions), 0.01)
         self.value = init_layer(nn.Linear(cfg.hidden, 1), 1.0)
@@ -123,6 +119,6 @@ class NeedlePlannerAgent(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, agent = _value_iteration(self, obs)
         # The agent never stands on the outer wall, so rolling its one-hot plane never wraps onto a real cell.
-        around = [(q * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in _NEIGHBOURHOOD]
+        around = [(q * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in NEIGHBOURHOOD]
         z = torch.relu(self.fc2(torch.relu(self.fc1(torch.cat(around, 1)))))
         return self.policy(z), self.value(z).squeeze(-1)

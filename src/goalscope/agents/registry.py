@@ -7,7 +7,7 @@ The protocol every agent follows (so any ``torch.nn.Module`` with this call sign
 Parameter names are stable and human-readable (``conv1.weight``, ``policy.bias``...) because they label the axes
 of every heatmap. An architecture is registered as a name, a config dataclass and a builder; checkpoints store the
 name and the config, so a model is rebuilt from data alone. The architectures themselves are one module each
-(cnn, mlp, planner). May import: goalscope.agents.{cnn,mlp,planner}, goalscope.errors, torch.
+(cnn, mlp, planner, rcnn). May import: goalscope.agents.{cnn,mlp,planner,rcnn}, goalscope.errors, torch.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import nn
 from goalscope.agents.cnn import CNNAgent, CNNConfig
 from goalscope.agents.mlp import MLPAgent, MLPConfig
 from goalscope.agents.planner import NeedlePlannerAgent, NeedlePlannerConfig, PlannerAgent, PlannerConfig
+from goalscope.agents.rcnn import RCNNAgent, RCNNConfig
 from goalscope.errors import ConfigError, check_fields
 
 
@@ -50,6 +51,8 @@ register_architecture(Architecture("planner", PlannerConfig, PlannerAgent,
                                    "value-iteration planner with an explicit reward map (planted ground truth)"))
 register_architecture(Architecture("needle_planner", NeedlePlannerConfig, NeedlePlannerAgent,
                                    "planner whose reward map is a needle (<= 2% of the parameters) in a larger torso"))
+register_architecture(Architecture("rcnn", RCNNConfig, RCNNAgent,
+                                   "CNN with a weight-tied recurrent conv (propagates along corridors), read at the agent"))
 
 
 def objective_parameters(model: nn.Module) -> tuple[str, ...] | None:

@@ -1,4 +1,4 @@
-"""CLI commands for whole experiments and their results: run, results, report, validate, pointers.
+"""CLI commands for whole experiments and their results: run, results, report, validate, pointers, sweep.
 
 May import anything below the CLI; heavy modules are imported inside the commands so ``--help`` stays fast.
 """
@@ -16,7 +16,7 @@ from goalscope.outputs import (atomic_write_bytes, check_output_file, check_outp
 
 
 def add_commands(sub) -> None:
-    """The parsers of the experiment commands: run, results, report, validate, pointers."""
+    """The parsers of the experiment commands: run, results, report, validate, pointers, sweep."""
     p = sub.add_parser("run", help="run (or resume) a whole experiment from a TOML file",
                        description="Train MA, fine-tune MBs and controls, negate-and-retrain, superpose, and write "
                                    "records.csv, heatmaps/ and summary.json. Finished jobs are cached by the hash "
@@ -69,6 +69,19 @@ def add_commands(sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     add_env_args(p)
     p.set_defaults(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
+
+    p = sub.add_parser("sweep", help="a sweep of MA's training: variants x seeds as cached train jobs, and a table",
+                       description="Run a sweep file's MA train jobs through an executor (the same jobs, with the "
+                                   "same keys, as `goalscope run` makes for MA: finished ones are reused) and print "
+                                   "the fraction of the oracle per variant with a 95% t interval over seeds; the "
+                                   "table is also written as OUT/sweep.md and OUT/sweep.json. A sweep file is an "
+                                   "experiment file plus a [sweep] table, e.g. experiments/sweep_9x9.toml.")
+    p.add_argument("sweep", help="sweep file (TOML), e.g. experiments/sweep_9x9.toml")
+    p.add_argument("--out", required=True, help="sweep directory (finished jobs are reused)")
+    p.add_argument("--only", nargs="+", help="run only these variants")
+    p.add_argument("--executor", default="local", help="where jobs run: local (a process pool) or ray")
+    p.add_argument("--workers", type=int, default=1, help="parallel job processes (0 = one per core)")
+    p.add_argument("--table-only", action="store_true", help="tabulate what has finished; train nothing")
 
 
 def cmd_run(args) -> None:
@@ -246,4 +259,21 @@ def cmd_pointers(args) -> None:
     print(f"verdict: {s['verdict']}\nrecords: {args.out / 'records.csv'}")
 
 
-COMMANDS = {"run": cmd_run, "results": cmd_results, "report": cmd_report, "validate": cmd_validate, "pointers": cmd_pointers}
+def cmd_sweep(args) -> None:
+    """``goalscope sweep``: run a sweep file's MA train jobs (or only tabulate them) and print the table."""
+    from goalscope.analysis.sweep_table import markdown, run_sweep, table
+    from goalscope.program.executors import make_executor
+    from goalscope.program.sweep import load_sweep
+
+    if args.table_only:
+        _, variants = load_sweep(args.sweep)
+        if args.only:
+            variants = [v for v in variants if v.name in args.only]
+        print(markdown(table(variants, Path(args.out))), end="")
+        return
+    rows = run_sweep(args.sweep, args.out, executor=make_executor(args.executor, workers=args.workers), only=args.only)
+    print(markdown(rows), end="")
+
+
+COMMANDS = {"run": cmd_run, "results": cmd_results, "report": cmd_report, "validate": cmd_validate, "pointers": cmd_pointers,
+            "sweep": cmd_sweep}

@@ -38,11 +38,13 @@ def add_commands(sub) -> None:
     p.add_argument("--seed", type=non_negative_int, default=10_000, help="evaluation seed: same seed, same episodes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 PPO MlpPolicy zip as a goalscope checkpoint",
+    p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 PPO MlpPolicy (or GoalscopeCNN) zip as a goalscope checkpoint",
                        description="Read a Stable-Baselines3 PPO zip (MlpPolicy, separate pi/vf towers of equal "
                                    "widths, Tanh or ReLU) trained on the object maze, without unpickling anything, "
                                    "and write a goalscope 'mlp' checkpoint that can be evaluated, fine-tuned and "
-                                   "analysed like MA. The maze options must be those it was trained on.")
+                                   "analysed like MA. A policy with goalscope.agents.sb3.GoalscopeCNN as its "
+                                   "features extractor becomes a 'cnn' checkpoint with identical outputs. The maze "
+                                   "options must be those it was trained on.")
     p.add_argument("zip", type=Path, help="the SB3 model zip (model.save(...))")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to create, e.g. runs/ma")
     p.add_argument("--reward", required=True, help="the reward it was trained on (RA), e.g. collect:0")
@@ -153,8 +155,10 @@ def cmd_import_sb3(args) -> None:
     with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
         save_checkpoint(ckpt, staging)
     hidden = ckpt.arch_config["hidden"]
-    print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an mlp checkpoint (hidden {hidden}, "
-          f"{ckpt.arch_config['activation']}) trained on {ckpt.reward.name}: {args.out}")
+    what = (f"channels {ckpt.arch_config['channels']}, hidden {hidden}" if ckpt.arch == "cnn"
+            else f"hidden {hidden}, {ckpt.arch_config['activation']}")
+    print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an {ckpt.arch} checkpoint ({what}) "
+          f"trained on {ckpt.reward.name}: {args.out}")
 
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "import-sb3": cmd_import_sb3}
