@@ -167,8 +167,8 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     if not directory.is_dir():
         hint = {".zip": f"; a Stable-Baselines3 model? import it first: goalscope import-sb3 {directory} --out DIR "
                         "--reward RA",
-                ".pt": "; a torch.save-d state dict? see goalscope.importers.load_torch_state_dict",
-                ".pth": "; a torch.save-d state dict? see goalscope.importers.load_torch_state_dict"}
+                ".pt": "; a torch.save-d state dict? see goalscope.agents.importers.load_torch_state_dict",
+                ".pth": "; a torch.save-d state dict? see goalscope.agents.importers.load_torch_state_dict"}
         raise CheckpointError(f"{directory} is a file; a checkpoint is a directory with {META} and {WEIGHTS}"
                               f"{hint.get(directory.suffix, '')}")
     meta_path, weights_path = directory / META, directory / WEIGHTS
