@@ -1,4 +1,4 @@
-"""The eight sections of the report page, each a question, its figures (from the ``figures_*`` modules, saved
+"""The sections of the report page, each a question, its figures (from the ``figures_*`` modules, saved
 through :meth:`goalscope.report.page.Page.figure`) and its tables.
 
 May import: goalscope.report (run, common, figures_*), goalscope.analysis.
@@ -14,6 +14,8 @@ import numpy as np
 
 from goalscope.program.runner import CONTROL_MODELS
 from goalscope.report.common import ci_text, esc, html_table, num, pct, write_csv
+from goalscope.report.figures_edits import CAPTIONS as EDITS_CAPTIONS
+from goalscope.report.figures_edits import found_parts as edits_parts
 from goalscope.report.figures_mazes import fig_mazes
 from goalscope.report.figures_negation import NEG_CONTROLS, fig_negation, negation_rows
 from goalscope.report.figures_signals import fig_cosine, frozen_units, heatmap_figures
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour profiles"),
             ("heatmaps", "3. Where the update signals live"), ("cosine", "4. Cosine similarity of update signals"),
             ("negation", "5. Negate and retrain"), ("mazes", "6. Maze pictures"), ("validation", "7. Validation"),
-            ("provenance", "8. Config and provenance")]
+            ("provenance", "8. Config and provenance"), ("edits", "9. Objective edits and decoding (issue 14)")]
 
 
 def _section_learning(run: Run, page: Page) -> None:
@@ -322,7 +324,18 @@ def _scalars(d, prefix="") -> list[tuple[str, object]]:
     return out
 
 
+def _section_edits(run: Run, page: Page) -> None:
+    found = edits_parts(run.path)
+    page.section("edits", SECTIONS[8][1], "Does negating Δ flip the objective (linearity)? Can an objective be written "
+                 "by arithmetic or a small edit? Can it be read back from the weights?")
+    if not found:
+        page.add("<p>Not run: <code>goalscope edits RUN</code> and <code>goalscope decode RUN</code>.</p>")
+        return
+    for part, fn, res in found:
+        page.figure(f"edits_{part}", fn(res), EDITS_CAPTIONS[part])
+
+
 # (anchor, writer) of each section, in page order: what the page calls.
 SECTION_WRITERS = [("learning", _section_learning), ("behaviour", _section_behaviour), ("heatmaps", _section_heatmaps),
                    ("cosine", _section_cosine), ("negation", _section_negation), ("mazes", _section_mazes),
-                   ("validation", _section_validation), ("provenance", _section_provenance)]
+                   ("validation", _section_validation), ("provenance", _section_provenance), ("edits", _section_edits)]

@@ -1,0 +1,65 @@
+"""Reward -> weights: write an objective into MA without training, and measure the seed's linear assumption (issue 14).
+
+Four measurements on a finished run, each cached and resumable, each in its own module:
+
+linearity   MA + t·Δ_i, before and after the negate stage's RA retrain (:mod:`~goalscope.analysis.edits_linearity`);
+arithmetic  scaling, seed means, transfer across MA seeds, MA + Δ_i + Δ_j against a real fine-tune on the pair
+            (:mod:`~goalscope.analysis.edits_arithmetic`);
+targeted    MA + the top-k% of Δ_i by a heatmap against |Δ|, random, Fisher and control-drift masks
+            (:mod:`~goalscope.analysis.edits_targeted`);
+dynamics    (by name only) the fine-tune MA -> MB_i rerun with snapshots (:mod:`~goalscope.analysis.edits_dynamics`).
+
+What they share (the run opened for edits, the profile cache, the metrics) is :mod:`~goalscope.analysis.edits_common`.
+This module is the entry point: :func:`run_edits` writes ``RUN/edits/<part>.json`` and ``RUN/edits/records.csv``;
+the names of the part modules are re-exported here.
+
+May import: goalscope.analysis (edits_*), goalscope.errors, goalscope.outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from goalscope.analysis.edits_arithmetic import arithmetic, pair_jobs, pair_rewards, profile_gap_closed
+from goalscope.analysis.edits_common import (DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, EDITS_DIR, METRICS, PARTS,
+                                             RANDOM_DIRECTIONS, SNAPSHOT_UPDATES, T_GRID, EditRun, json_default,
+                                             merge_records)
+from goalscope.analysis.edits_dynamics import dynamics
+from goalscope.analysis.edits_linearity import linearity, linearity_jobs
+from goalscope.analysis.edits_targeted import targeted
+from goalscope.errors import ConfigError
+from goalscope.outputs import atomic_write_bytes
+
+__all__ = ["DEFAULT_PAIRS", "DEFAULT_PARTS", "EDIT_FRACTIONS", "EDITS_DIR", "METRICS", "PARTS", "RANDOM_DIRECTIONS",
+           "SNAPSHOT_UPDATES", "T_GRID", "EditRun", "arithmetic", "dynamics", "linearity", "linearity_jobs",
+           "merge_records", "pair_jobs", "pair_rewards", "profile_gap_closed", "run_edits", "targeted"]
+
+
+def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None = None, workers: int = 1,
+              t_grid=T_GRID, retrain: bool = True, pairs=DEFAULT_PAIRS, fractions=EDIT_FRACTIONS,
+              heatmap: str = "ties", n_random: int = RANDOM_DIRECTIONS, log=print) -> dict:
+    """Run (or resume) the chosen parts on a finished run; writes RUN/edits/<part>.json and RUN/edits/records.csv."""
+    torch.set_num_threads(1)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ConfigError(f"unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
+    er = EditRun(run_dir, episodes, log)
+    results = {}
+    for part in parts:
+        if part == "linearity":
+            res, rows = linearity(er, t_grid, retrain, workers, n_random)
+        elif part == "arithmetic":
+            res, rows = arithmetic(er, pairs, workers, n_random=n_random)
+        elif part == "dynamics":
+            res, rows = dynamics(er)
+        else:
+            res, rows = targeted(er, fractions, heatmap)
+        res["episodes"] = er.episodes
+        atomic_write_bytes(er.out / f"{part}.json", json.dumps(res, indent=2, default=json_default).encode())
+        merge_records(er.out / "records.csv", part, rows)
+        results[part] = res
+        log(f"{part}: {len(rows)} records; {er.evaluated} evaluations run so far (the rest from the cache)")
+    return results
