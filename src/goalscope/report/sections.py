@@ -1,4 +1,4 @@
-"""The eight sections of the report page, each a question, its figures (from the ``figures_*`` modules, saved
+"""The sections of the report page, each a question, its figures (from the ``figures_*`` modules, saved
 through :meth:`goalscope.report.page.Page.figure`) and its tables.
 
 May import: goalscope.report (run, common, figures_*), goalscope.analysis.
@@ -17,6 +17,7 @@ from goalscope.report.common import ci_text, esc, html_table, num, pct, write_cs
 from goalscope.report.figures_mazes import fig_mazes
 from goalscope.report.figures_negation import NEG_CONTROLS, fig_negation, negation_rows
 from goalscope.report.figures_signals import fig_cosine, frozen_units, heatmap_figures
+from goalscope.report.figures_steering import fig_steering
 from goalscope.report.figures_training import behaviour_table, fig_behaviour, fig_learning_curves
 from goalscope.report.figures_validation import fig_validation
 from goalscope.report.run import SCORECARD, Run
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour profiles"),
             ("heatmaps", "3. Where the update signals live"), ("cosine", "4. Cosine similarity of update signals"),
             ("negation", "5. Negate and retrain"), ("mazes", "6. Maze pictures"), ("validation", "7. Validation"),
-            ("provenance", "8. Config and provenance")]
+            ("provenance", "8. Config and provenance"),
+            ("steering", "10. Steering vectors and shards")]
 
 
 def _section_learning(run: Run, page: Page) -> None:
@@ -310,6 +312,26 @@ def _section_provenance(run: Run, page: Page) -> None:
     page.add(f"<h3>Experiment config (experiment.json)</h3><pre>{esc(json.dumps(run.experiment, indent=2))}</pre>")
 
 
+def _section_steering(run: Run, page: Page) -> None:
+    """Reads RUN/steering/summary.json (written by `goalscope steer RUN`)."""
+    from goalscope.analysis.steering import STEER_DIR
+    from goalscope.analysis.steering_summary import summary_markdown
+
+    path = run.path / STEER_DIR / "summary.json"
+    page.section("steering", f"{dict(SECTIONS)['steering']} (activations beside weights)",
+                 "Does adding MB_i − MA's mean activation difference to MA move RB behaviour like grafting Δ_i does, "
+                 "at the same layer? Is the RB-specific change concentrated, and is MB's RB preference a reflex?")
+    if not path.exists():
+        page.add(f"<p>Not computed: run <code>goalscope steer {esc(run.path)}</code>.</p>")
+        return
+    s = json.loads(path.read_text())
+    fig = fig_steering(s)
+    page.figure("steering", fig, "Specific lean change relative to MA for activation (circles) and weight (squares) "
+                "interventions with Δ_i and its nulls, per site (patch: MB's own activation per observation, "
+                "input-dependent); right: MB's RB preference by distance.")
+    page.add(f"<pre>{esc(summary_markdown(s))}</pre>")
+
+
 def _scalars(d, prefix="") -> list[tuple[str, object]]:
     out = []
     if isinstance(d, dict):
@@ -325,4 +347,5 @@ def _scalars(d, prefix="") -> list[tuple[str, object]]:
 # (anchor, writer) of each section, in page order: what the page calls.
 SECTION_WRITERS = [("learning", _section_learning), ("behaviour", _section_behaviour), ("heatmaps", _section_heatmaps),
                    ("cosine", _section_cosine), ("negation", _section_negation), ("mazes", _section_mazes),
-                   ("validation", _section_validation), ("provenance", _section_provenance)]
+                   ("validation", _section_validation), ("provenance", _section_provenance),
+                   ("steering", _section_steering)]
