@@ -29,6 +29,7 @@ _API = {
     "update_signal": "goalscope.signals.delta", "topk_mask": "goalscope.signals.delta", "add_masked": "goalscope.signals.delta",
     "register_architecture": "goalscope.agents.registry", "build_agent": "goalscope.agents.registry",
     "GoalscopeError": "goalscope.errors",
+    "run_steering": "goalscope.analysis.steering",  # issue 17; hook points are the module goalscope.agents.hooks
 }
 # Only functions and classes: subpackages and modules are imported by their own paths (goalscope.signals.aggregators).
 __all__ = ["__version__", *_API]

@@ -25,7 +25,7 @@ def add_commands(sub) -> None:
     from goalscope.analysis.edits_common import DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, PARTS, RANDOM_DIRECTIONS, T_GRID
 
     p = sub.add_parser("edits", help="write objectives into MA without training: linearity curves, arithmetic, "
-                                     "targeted edits (issue 14)",
+                                     "targeted edits",
                        description="On a finished run: RB objects, specific lean and RA return along MA + t·Δ_i "
                                    "(without and with the negate stage's RA retrain); MA + Δ_i + Δ_j against a real "
                                    "fine-tune on the pair, transfer across fine-tune and MA seeds; MA + top-k% of Δ_i "
@@ -44,7 +44,7 @@ def add_commands(sub) -> None:
     p.add_argument("--episodes", type=positive_int, help="evaluation episodes (default: the run's)")
     p.add_argument("--workers", type=int, default=1, help="parallel training jobs (retrains, pair fine-tunes)")
 
-    p = sub.add_parser("decode", help="which RB does a fine-tuned checkpoint hold? rank rewards from weights (issue 14)",
+    p = sub.add_parser("decode", help="which RB does a fine-tuned checkpoint hold? rank rewards from weights",
                        description="With CHECKPOINT: rank the run's RBs for a checkpoint fine-tuned from one of its "
                                    "MAs, from its update signal alone. Without: held-out accuracy of the decoder "
                                    "(leave one fine-tune seed out, leave one MA seed out) against chance, with a "

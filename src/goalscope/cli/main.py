@@ -1,6 +1,6 @@
 """The ``goalscope`` command line: the parser and ``main``; the commands live in one module per group
 (:mod:`~goalscope.cli.train`, :mod:`~goalscope.cli.experiment`, :mod:`~goalscope.cli.signals`,
-:mod:`~goalscope.cli.edits`).
+:mod:`~goalscope.cli.edits`, :mod:`~goalscope.cli.steer`).
 
 Every user mistake (unknown reward, wrong vector length, missing or corrupt checkpoint, bad config...) ends as one
 line ``goalscope: error: ...`` and exit status 2; nothing is overwritten without ``--force``.
@@ -15,7 +15,7 @@ import os
 import sys
 
 from goalscope.errors import GoalscopeError
-from goalscope.cli import edits, experiment, signals, train
+from goalscope.cli import edits, experiment, signals, steer, train
 
 DESCRIPTION = """\
 goalscope finds where a reinforcement-learning agent's objective lives in its weights.
@@ -29,9 +29,10 @@ The experiment, step by step:
 Rewards are data: 'collect:0', 'avoid:2', '0.5*collect:0+collect:3', 'step:0.01', or a vector '1,0,-1,0'.
 """
 
-# The order of ``goalscope --help``: one model, whole experiments, signals by hand, edits and decoding (issue 14).
-GROUPS = (train, experiment, signals, edits)
-COMMANDS = {**train.COMMANDS, **experiment.COMMANDS, **signals.COMMANDS, **edits.COMMANDS}
+# The order of ``goalscope --help``: one model, whole experiments, signals by hand, edits and decoding,
+# activations of a finished run.
+GROUPS = (train, experiment, signals, edits, steer)
+COMMANDS = {**train.COMMANDS, **experiment.COMMANDS, **signals.COMMANDS, **edits.COMMANDS, **steer.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,6 +19,7 @@ from goalscope.report.figures_edits import found_parts as edits_parts
 from goalscope.report.figures_mazes import fig_mazes
 from goalscope.report.figures_negation import NEG_CONTROLS, fig_negation, negation_rows
 from goalscope.report.figures_signals import fig_cosine, frozen_units, heatmap_figures
+from goalscope.report.figures_steering import fig_steering
 from goalscope.report.figures_training import behaviour_table, fig_behaviour, fig_learning_curves
 from goalscope.report.figures_validation import fig_validation
 from goalscope.report.run import SCORECARD, Run
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour profiles"),
             ("heatmaps", "3. Where the update signals live"), ("cosine", "4. Cosine similarity of update signals"),
             ("negation", "5. Negate and retrain"), ("mazes", "6. Maze pictures"), ("validation", "7. Validation"),
-            ("provenance", "8. Config and provenance"), ("edits", "9. Objective edits and decoding (issue 14)")]
+            ("provenance", "8. Config and provenance"), ("edits", "9. Objective edits and decoding"),
+            ("steering", "10. Steering vectors and shards")]
 
 
 def _section_learning(run: Run, page: Page) -> None:
@@ -312,6 +314,26 @@ def _section_provenance(run: Run, page: Page) -> None:
     page.add(f"<h3>Experiment config (experiment.json)</h3><pre>{esc(json.dumps(run.experiment, indent=2))}</pre>")
 
 
+def _section_steering(run: Run, page: Page) -> None:
+    """Reads RUN/steering/summary.json (written by `goalscope steer RUN`)."""
+    from goalscope.analysis.steering import STEER_DIR
+    from goalscope.analysis.steering_summary import summary_markdown
+
+    path = run.path / STEER_DIR / "summary.json"
+    page.section("steering", f"{dict(SECTIONS)['steering']} (activations beside weights)",
+                 "Does adding MB_i − MA's mean activation difference to MA move RB behaviour like grafting Δ_i does, "
+                 "at the same layer? Is the RB-specific change concentrated, and is MB's RB preference a reflex?")
+    if not path.exists():
+        page.add(f"<p>Not computed: run <code>goalscope steer {esc(run.path)}</code>.</p>")
+        return
+    s = json.loads(path.read_text())
+    fig = fig_steering(s)
+    page.figure("steering", fig, "Specific lean change relative to MA for activation (circles) and weight (squares) "
+                "interventions with Δ_i and its nulls, per site (patch: MB's own activation per observation, "
+                "input-dependent); right: MB's RB preference by distance.")
+    page.add(f"<pre>{esc(summary_markdown(s))}</pre>")
+
+
 def _scalars(d, prefix="") -> list[tuple[str, object]]:
     out = []
     if isinstance(d, dict):
@@ -338,4 +360,5 @@ def _section_edits(run: Run, page: Page) -> None:
 # (anchor, writer) of each section, in page order: what the page calls.
 SECTION_WRITERS = [("learning", _section_learning), ("behaviour", _section_behaviour), ("heatmaps", _section_heatmaps),
                    ("cosine", _section_cosine), ("negation", _section_negation), ("mazes", _section_mazes),
-                   ("validation", _section_validation), ("provenance", _section_provenance), ("edits", _section_edits)]
+                   ("validation", _section_validation), ("provenance", _section_provenance), ("edits", _section_edits),
+                   ("steering", _section_steering)]

@@ -1,0 +1,205 @@
+"""Steering vectors from the experiment's own MA/MB pairs, side by side with weight-space edits of the same Δ_i.
+
+``goalscope steer RUN`` works on a finished run, per MA seed (the independent unit):
+
+1. An observation set: rollouts of MA, every MB_i and the RA-continuation control on episodes *disjoint* from the
+   evaluation episodes (seed ``eval_seed + 7919``). Every model is read on these identical observations.
+2. Per hook site (:func:`goalscope.agents.hooks.default_sites`), the steering vector ``v_i = mean(act_MB_i − act_MA)``
+   (full activation shape: a conv site's vector is a (C, H, W) map, like the cheese vector), and the control's
+   ``v_ctrl = mean(act_control − act_MA)``.
+3. Interventions, each evaluated as a behaviour profile on the run's paired evaluation episodes (same seed as every
+   other profile of the run), at scales c = +1 and −1:
+
+   - activation, ``Δ_i``: MA + c·v_i at one site (a fixed vector; also c = ±4, a dose); nulls: a random Gaussian
+     vector with ‖·‖ = ‖v_i‖ (also at ±4) and v_ctrl rescaled to ‖v_i‖;
+   - activation, ``patch``: MA's site moved by c times MB_i's *own* difference on each observation,
+     ``out + c·(act_MB(obs) − out)`` (c = +1 is activation patching; it carries everything MB changed upstream of
+     the site, and its mean shift is v_i); null: the same with the control (``control patch``);
+   - weight, ``Δ_i``: MA + c·Δ_i on the site's own parameters (site ``all``: the whole network, so c = +1 is MB_i
+     and c = −1 the negation MA − Δ_i before retraining); nulls: a random direction with Δ_i's per-tensor norms,
+     Δ_ctrl rescaled to them per tensor.
+
+4. Where: per (site, RB) the Spearman correlation over the site's units of |v_i| per channel with ‖Δ_i‖ of the
+   module's output rows (units line up: same MA), beside the same with the control drift.
+
+Shard diagnostics of the same models (:mod:`goalscope.analysis.shards`, :mod:`goalscope.analysis.shards_distance`)
+are computed in the same pass. Per-seed results are written atomically to ``RUN/steering/seed<S>.json`` under a key
+of everything they depend on, so a rerun (or a resumed, killed run) reuses finished seeds. The summary (t intervals
+over MA seeds, Holm within each family) goes to ``RUN/steering/summary.json``, tidy rows to
+``RUN/steering/records.csv`` and, as stages ``steering`` and ``shards``, into ``RUN/records.csv``.
+
+This module owns the orchestration: the tasks per seed, their cache, and the files written. The per-seed work is in
+:mod:`goalscope.analysis.steering_vectors`, the summary in :mod:`goalscope.analysis.steering_summary`, the figure in
+:mod:`goalscope.report.figures_steering` (passed in as ``figure``: the analysis does not draw) and the command in
+:mod:`goalscope.cli.steer`.
+
+May import: goalscope.analysis (steering_vectors, steering_summary, shards, shards_distance, records),
+goalscope.program, goalscope.outputs, goalscope.errors and below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.outputs import atomic_write_bytes
+from goalscope.program.jobs import job_status
+from goalscope.analysis.steering_summary import summarise, summarise_object_vector, summary_markdown
+from goalscope.analysis.steering_vectors import OBS_SEED_OFFSET, object_vector_seed, steer_seed
+
+VERSION = 1  # bump when steer_seed computes something new: cached seeds under another version are redone
+STEER_DIR = "steering"
+
+
+def _key(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole run
+
+
+def _run_config(run_dir: Path, plan=None):
+    """The run's experiment config and plan (role -> stage key); ``plan`` as given, or planned from the config."""
+    from goalscope.program.config import experiment_from_dict
+    from goalscope.program.runner import EXPERIMENT_FILE, plan_experiment
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
+    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
+        if not (run_dir / name).exists():
+            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
+                              "before steering")
+    try:
+        cfg = experiment_from_dict(json.loads((run_dir / EXPERIMENT_FILE).read_text()))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{run_dir}: corrupt JSON: {e}") from None
+    return cfg, (plan_experiment(cfg) if plan is None else plan)
+
+
+def steer_tasks(run_dir: Path, episodes: int | None = None, obs_episodes: int = 32, sites=None, seeds=None,
+                max_obs: int = 8192, threads: int = 1, plan=None):
+    """The run's config and one task per MA seed (its stage keys, settings and cache key); every stage it needs
+    must be finished. ``plan``: the run's roles (default: planned from its experiment.json)."""
+    cfg, plan = _run_config(run_dir, plan)
+    if not cfg.controls.continue_ra:
+        raise ConfigError(f"{run_dir}: steering compares with the RA-continuation control; this run has none "
+                          "(controls.continue_ra = false)")
+    seeds = list(cfg.seeds if seeds is None else seeds)
+    tasks = []
+    for s in seeds:
+        if s not in plan.ma:
+            raise ConfigError(f"{run_dir} has no MA seed {s} (seeds {cfg.seeds})")
+        keys = {"ma": plan.ma[s], "control": plan.control[s], "mb": {r.name: plan.mb[(s, r.name)] for r in cfg.rbs()}}
+        for k in [keys["ma"], keys["control"], *keys["mb"].values()]:
+            if (job_status(run_dir, k) or {}).get("status") != "ok":
+                raise GoalscopeError(f"{run_dir}: stage {k} (seed {s}) is not finished; run `goalscope run` first")
+        task = {"run_dir": str(run_dir), "seed": s, **keys, "episodes": episodes or cfg.evaluation.episodes,
+                "eval_seed": cfg.evaluation.seed, "obs_episodes": obs_episodes, "max_obs": max_obs,
+                "sites": list(sites) if sites else None, "threads": threads}
+        task["key"] = _key({**{k: v for k, v in task.items() if k not in ("run_dir", "threads")}, "version": VERSION})
+        tasks.append(task)
+    return cfg, tasks
+
+
+def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episodes: int = 32, sites=None,
+                 seeds=None, force: bool = False, log=print, threads: int = 1, plan=None,
+                 figure: Callable[[dict], object] | None = None) -> dict:
+    """Steer (cached per seed), summarise, write ``RUN/steering/`` and the ``steering``/``shards`` rows of
+    ``RUN/records.csv``. Returns the summary.
+
+    ``plan``: the run's roles (role -> stage key; default: planned from its experiment.json; ``goalscope steer``
+    passes the one :func:`goalscope.report.run.read_run` finds). ``figure``: a function of the summary returning a
+    matplotlib Figure, saved as ``RUN/steering/steering.png`` (``goalscope steer`` passes
+    :func:`goalscope.report.figures_steering.fig_steering`; without it no figure is written)."""
+    from goalscope.analysis.records import read_records, write_records
+
+    run_dir = Path(run_dir)
+    _cfg, tasks = steer_tasks(run_dir, episodes, obs_episodes, sites, seeds, threads=threads, plan=plan)
+    out = run_dir / STEER_DIR
+    out.mkdir(exist_ok=True)
+    per_seed = []
+    for t in tasks:
+        path = out / f"seed{t['seed']}.json"
+        if path.exists() and not force:
+            try:
+                cached = json.loads(path.read_text())
+                if cached.get("key") == t["key"]:
+                    log(f"steer seed {t['seed']}: reused {path}")
+                    per_seed.append(cached["result"])
+                    continue
+            except (json.JSONDecodeError, KeyError):
+                pass
+        log(f"steer seed {t['seed']}: running")
+        res = steer_seed(t, log=log)
+        atomic_write_bytes(path, json.dumps({"key": t["key"], "result": res}, default=_json_default).encode())
+        per_seed.append(res)
+    object_seeds = []
+    for t in tasks:
+        path = out / f"object_vector_seed{t['seed']}.json"
+        if path.exists() and not force:
+            try:
+                cached = json.loads(path.read_text())
+                if cached.get("key") == t["key"]:
+                    object_seeds.append(cached["result"])
+                    continue
+            except (json.JSONDecodeError, KeyError):
+                pass
+        log(f"object vector seed {t['seed']}: running")
+        res = object_vector_seed(t, log=log)
+        atomic_write_bytes(path, json.dumps({"key": t["key"], "result": res}, default=_json_default).encode())
+        object_seeds.append(res)
+    from goalscope.analysis import shards, shards_distance
+    from goalscope.analysis.shards import summarise_shards
+
+    summary, rows = summarise(per_seed)
+    shard_summary, shard_rows = summarise_shards(per_seed)
+    summary["shards"] = shard_summary
+    from goalscope.analysis.records import record as _rec
+
+    shard_summary["heatmaps"] = shards.heatmap_concentration(
+        run_dir, [t["seed"] for t in tasks], shard_rows, lambda *a, **k: _rec(*[math.nan if x is None else x for x in a], **k))
+    if all(r.get("tracking") for r in per_seed):
+        from goalscope.analysis.records import record as _record
+
+        summary["tracking"] = shards_distance.summarise_tracking(per_seed, rows, lambda *a, **k: _record(
+            *[math.nan if x is None else x for x in a], **k))
+    summary["settings"] = {k: tasks[0][k] for k in ("episodes", "eval_seed", "obs_episodes", "max_obs", "sites")}
+    summary["settings"]["obs_seed"] = tasks[0]["eval_seed"] + OBS_SEED_OFFSET
+    summary["settings"]["observations_per_seed"] = [r["observations"] for r in per_seed]
+    rows += shard_rows
+    summary["object_vector"] = summarise_object_vector(object_seeds, rows)
+    write_records(rows, out / "records.csv")
+    # Into the run's records.csv as stages "steering" and "shards" (replacing earlier ones): one table of results.
+    main = run_dir / "records.csv"
+    kept = [r for r in read_records(main) if r["stage"] not in ("steering", "shards")] if main.exists() else []
+    write_records(kept + rows, main)
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1, default=_json_default).encode())
+    try:
+        fig = figure(summary) if figure is not None else None
+        if fig is not None:
+            import io
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110)
+            atomic_write_bytes(out / "steering.png", buf.getvalue())
+    except ImportError:
+        log("steer: matplotlib is not installed; no figure")
+    atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
+    return summary
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
