@@ -73,6 +73,7 @@ def test_arithmetic_targeted_records_and_figures(edited):
     assert w["|Δ_i|"]["weight_fraction"][0][0] > w["random"]["weight_fraction"][0][0]
     rows = read_records(out / "edits" / "records.csv")
     assert {r["stage"] for r in rows} == {"linearity", "arithmetic", "targeted"}
+    assert {"linearity", "arithmetic", "targeted", "performance"} <= {r["stage"] for r in read_records(out / "records.csv")}
     names = write_figures(out)
     assert {n.rsplit("/", 1)[-1] for n in names} >= {"linearity.png", "arithmetic.png", "targeted.png"}
     assert "Linearity" in edits_markdown(res) and "\\|Δ_i\\|" in edits_markdown(res)
@@ -138,3 +139,17 @@ def test_dynamics_rerun_reproduces_mb_and_tracks_the_own_plane(edited):
     assert res["curves"]["collect:1"]["cosine_with_final"][last][0] == pytest.approx(1.0)
     assert "Dynamics" in edits_markdown({"dynamics": res})
     assert any(n.endswith("dynamics.png") for n in write_figures(out))
+
+
+def test_rerunning_the_experiment_keeps_the_edits_rows_of_records(edited):
+    from goalscope.analysis.records import read_records
+
+    out, _, _ = edited
+    def rows():  # as text: NaN bounds compare equal
+        return [tuple(map(str, r.values())) for r in read_records(out / "records.csv")]
+
+    before = rows()
+    run_experiment(experiment_from_dict(TINY), out, log=lambda *a: None)  # every stage cached: only the analysis reruns
+    after = rows()
+    mine = [r for r in before if r[0] in ("linearity", "arithmetic", "targeted")]
+    assert mine and all(r in after for r in mine) and len(after) == len(before)

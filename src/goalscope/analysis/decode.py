@@ -332,7 +332,8 @@ def run_decode(run_dir: str | Path, checkpoint: str | Path | None = None, n_perm
     import json
 
     from goalscope.agents.checkpoints import load_checkpoint
-    from goalscope.analysis.edits_common import EditRun, merge_records
+    from goalscope.analysis.edits_common import EditRun
+    from goalscope.analysis.records import merge_records
     from goalscope.outputs import atomic_write_bytes
 
     torch.set_num_threads(1)
@@ -341,5 +342,6 @@ def run_decode(run_dir: str | Path, checkpoint: str | Path | None = None, n_perm
         return rank_checkpoint(er, load_checkpoint(checkpoint))
     res, rows = evaluate_decoder(er, n_perm)
     atomic_write_bytes(er.out / "decode.json", json.dumps(res, indent=2).encode())
-    merge_records(er.out / "records.csv", "decode", rows)
+    merge_records(er.out / "records.csv", rows, "decode")
+    merge_records(er.path / "records.csv", rows, "decode")  # one table of the run's results
     return res

@@ -25,17 +25,17 @@ import torch
 
 from goalscope.analysis.edits_arithmetic import arithmetic, pair_jobs, pair_rewards, profile_gap_closed
 from goalscope.analysis.edits_common import (DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, EDITS_DIR, METRICS, PARTS,
-                                             RANDOM_DIRECTIONS, SNAPSHOT_UPDATES, T_GRID, EditRun, json_default,
-                                             merge_records)
+                                             RANDOM_DIRECTIONS, SNAPSHOT_UPDATES, T_GRID, EditRun, json_default)
 from goalscope.analysis.edits_dynamics import dynamics
 from goalscope.analysis.edits_linearity import linearity, linearity_jobs
 from goalscope.analysis.edits_targeted import targeted
+from goalscope.analysis.records import merge_records
 from goalscope.errors import ConfigError
 from goalscope.outputs import atomic_write_bytes
 
 __all__ = ["DEFAULT_PAIRS", "DEFAULT_PARTS", "EDIT_FRACTIONS", "EDITS_DIR", "METRICS", "PARTS", "RANDOM_DIRECTIONS",
            "SNAPSHOT_UPDATES", "T_GRID", "EditRun", "arithmetic", "dynamics", "linearity", "linearity_jobs",
-           "merge_records", "pair_jobs", "pair_rewards", "profile_gap_closed", "run_edits", "targeted"]
+           "pair_jobs", "pair_rewards", "profile_gap_closed", "run_edits", "targeted"]
 
 
 def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None = None, workers: int = 1,
@@ -59,7 +59,8 @@ def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None 
             res, rows = targeted(er, fractions, heatmap)
         res["episodes"] = er.episodes
         atomic_write_bytes(er.out / f"{part}.json", json.dumps(res, indent=2, default=json_default).encode())
-        merge_records(er.out / "records.csv", part, rows)
+        merge_records(er.out / "records.csv", rows, part)
+        merge_records(er.path / "records.csv", rows, part)  # one table of the run's results
         results[part] = res
         log(f"{part}: {len(rows)} records; {er.evaluated} evaluations run so far (the rest from the cache)")
     return results

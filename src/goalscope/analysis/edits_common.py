@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from goalscope.agents.checkpoints import load_checkpoint
-from goalscope.analysis.records import COLUMNS, read_records, write_records
 from goalscope.analysis.stats import t_interval
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
@@ -221,13 +220,6 @@ def mean_profile(profiles: list[Profile]) -> Profile:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Records and JSON
-
-
-def merge_records(path: Path, stage: str, rows: list[dict]) -> None:
-    """Replace the rows of ``stage`` in the edits' records file, keeping those of the other parts."""
-    old = [r for r in (read_records(path) if path.exists() else []) if r["stage"] != stage]
-    keep = [{k: r.get(k, "") for k in COLUMNS} for r in old]
-    write_records(keep + rows, path)
 
 
 def json_default(x):

@@ -31,9 +31,12 @@ from goalscope.analysis.competence import competence
 from goalscope.program.config import ExperimentConfig
 from goalscope.rl.evaluation import Profile, oracle_profile
 from goalscope.program.jobs import job_status, load_profile, stage_dir
-from goalscope.analysis.records import record, write_records
+from goalscope.analysis.records import merge_records, record
 from goalscope.analysis.superposition import seed_deltas, superpose
 from goalscope.analysis.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio, holm, seed_means, t_interval, t_test
+
+# The stages of records.csv this analysis writes (and replaces on every run); other commands own the rest.
+ANALYSIS_STAGES = ("performance", "signals", "negation", "superpose")
 
 
 def analyse(cfg: ExperimentConfig, plan, run_dir: Path, log=print) -> dict:
@@ -56,7 +59,8 @@ def analyse(cfg: ExperimentConfig, plan, run_dir: Path, log=print) -> dict:
     if cfg.negate.enabled:
         rows += negation_records(cfg, plan, run_dir, ok, summary)
     rows += superpose(cfg, plan, states, run_dir, summary)
-    write_records(rows, run_dir / "records.csv")
+    # Rows other commands added (edits, decode, steer) stay: they are derived from finished stages this rerun reuses.
+    merge_records(run_dir / "records.csv", rows, ANALYSIS_STAGES)
     log(f"analysis: {len(rows)} records -> {run_dir / 'records.csv'}")
     return summary
 

@@ -1,6 +1,8 @@
 """Tidy result records: one row per model x reward x seed x metric, saved as CSV.
 
-CSV rather than Parquet keeps the dependency list short; every analysis tool reads it.
+CSV rather than Parquet keeps the dependency list short; every analysis tool reads it. ``RUN/records.csv`` is one
+table for the whole run: each command that adds results (the run's analysis, ``edits``, ``decode``, ``steer``)
+replaces only the rows of its own stages, so rerunning one never drops another's.
 
 May import: goalscope.outputs.
 """
@@ -32,6 +34,15 @@ def write_records(rows: list[dict], path: Path) -> None:
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def merge_records(path: Path, rows: list[dict], stages) -> None:
+    """Write ``rows`` into the records file ``path``, replacing its rows of ``stages`` and keeping every other row
+    (what another command wrote there), atomically."""
+    stages = {stages} if isinstance(stages, str) else set(stages)
+    kept = [{k: r.get(k, "") for k in COLUMNS} for r in (read_records(path) if path.exists() else [])
+            if r["stage"] not in stages]
+    write_records(kept + rows, path)
 
 
 def read_records(path: Path) -> list[dict]:

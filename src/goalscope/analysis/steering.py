@@ -119,7 +119,7 @@ def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episod
     passes the one :func:`goalscope.report.run.read_run` finds). ``figure``: a function of the summary returning a
     matplotlib Figure, saved as ``RUN/steering/steering.png`` (``goalscope steer`` passes
     :func:`goalscope.report.figures_steering.fig_steering`; without it no figure is written)."""
-    from goalscope.analysis.records import read_records, write_records
+    from goalscope.analysis.records import merge_records, write_records
 
     run_dir = Path(run_dir)
     _cfg, tasks = steer_tasks(run_dir, episodes, obs_episodes, sites, seeds, threads=threads, plan=plan)
@@ -178,9 +178,7 @@ def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episod
     summary["object_vector"] = summarise_object_vector(object_seeds, rows)
     write_records(rows, out / "records.csv")
     # Into the run's records.csv as stages "steering" and "shards" (replacing earlier ones): one table of results.
-    main = run_dir / "records.csv"
-    kept = [r for r in read_records(main) if r["stage"] not in ("steering", "shards")] if main.exists() else []
-    write_records(kept + rows, main)
+    merge_records(run_dir / "records.csv", rows, ("steering", "shards"))
     atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1, default=_json_default).encode())
     try:
         fig = figure(summary) if figure is not None else None
