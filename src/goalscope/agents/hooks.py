@@ -44,9 +44,10 @@ DEFAULT_SITES: dict[str, tuple[str, ...]] = {
     "MLPAgent": ("fc1", "fc2", "fc3", "pi_fc1", "pi_fc2", "pi_fc3", "policy"),
     "PlannerAgent": ("reward_map1", "reward_map2", "transition", "policy"),
     "NeedlePlannerAgent": ("reward_map1", "reward_map2", "transition", "fc1", "fc2", "policy"),
+    "RCNNAgent": ("conv1", "conv2", "conv3", "inject", "recur", "fc", "policy"),
 }
-# Sites called more than once per forward pass in the built-in agents (value-iteration steps).
-REPEATED_SITES = {"PlannerAgent": ("transition",), "NeedlePlannerAgent": ("transition",)}
+# Sites called more than once per forward pass in the built-in agents (value-iteration steps, recurrent convs).
+REPEATED_SITES = {"PlannerAgent": ("transition",), "NeedlePlannerAgent": ("transition",), "RCNNAgent": ("recur",)}
 
 
 def all_sites(model: nn.Module) -> list[str]:
