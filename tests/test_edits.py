@@ -153,3 +153,12 @@ def test_rerunning_the_experiment_keeps_the_edits_rows_of_records(edited):
     after = rows()
     mine = [r for r in before if r[0] in ("linearity", "arithmetic", "targeted")]
     assert mine and all(r in after for r in mine) and len(after) == len(before)
+
+
+def test_a_resumed_arithmetic_still_has_its_pair_fine_tunes(edited):
+    from goalscope.analysis.edits import run_edits
+
+    out, _, res = edited
+    again = run_edits(out, parts=("arithmetic",), **KW)  # the pair fine-tunes are finished jobs now
+    assert "collect:1+collect:2" in again["arithmetic"]["targets"]
+    assert again["arithmetic"]["targets"] == res["arithmetic"]["targets"]

@@ -156,6 +156,7 @@ class EditRun:
 
         todo = [j for j in jobs if (job_status(self.path, j.key) or {}).get("status") != "ok"]
         self.log(f"{desc}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done")
+        self.ok.update({j.key for j in jobs} - {j.key for j in todo})  # finished by an earlier call: used on a resume
         if not todo:
             return
         with RunLock(self.path) as lock:
