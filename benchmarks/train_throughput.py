@@ -7,7 +7,7 @@ All in one process, one torch thread, CPU:
    layers and parameter count), on the same env through the Gymnasium API: ``make_vec_env(ObjectMazeEnv,
    n_envs, vec_env_cls=DummyVecEnv)`` -- what a user would do (each env Monitor-wrapped, stepped one by one).
    By default (``--sb3-env both``) it also runs SB3 on a thin SB3 ``VecEnv`` adapter over the native
-   ``MazeVecEnv`` (defined below) to separate SB3's algorithm overhead from its per-env stepping.
+   ``MazeVecEnv`` (``goalscope.agents.sb3.sb3_vec_env``) to separate SB3's algorithm overhead from its per-env stepping.
 3. The compute ceiling of that network: with no env and no PPO bookkeeping, (a) ``n_steps`` batched forward
    passes over ``n_envs`` observations plus action sampling, (b) ``epochs`` passes of forward + PPO loss +
    backward + grad-norm clip + Adam over the batch in pre-cut minibatches of ``minibatch`` rows.
@@ -77,63 +77,19 @@ def run_goalscope(arch: str, arch_cfg: dict, cfg: MazeConfig, reward, ppo: PPOCo
 # Stable-Baselines3
 
 
-def _sb3_native_vecenv(cfg: MazeConfig, reward_spec: str, n_envs: int, seed: int):
-    """A thin SB3 ``VecEnv`` over the native ``MazeVecEnv`` (one array step for all envs)."""
-    import gymnasium as gym
-    from stable_baselines3.common.vec_env import VecEnv
-
-    class MazeSB3VecEnv(VecEnv):
-        def __init__(self):
-            self.env = MazeVecEnv(cfg, parse_reward(reward_spec, cfg.n_types), n_envs, seed=seed)
-            self.render_mode = None
-            super().__init__(n_envs, gym.spaces.Box(0, 1, cfg.obs_shape, dtype=np.uint8), gym.spaces.Discrete(N_ACTIONS))
-            self._actions = None
-
-        def reset(self):
-            return self.env.reset(seed)
-
-        def step_async(self, actions):
-            self._actions = actions
-
-        def step_wait(self):
-            obs, reward, term, trunc, info = self.env.step(self._actions)
-            infos = [{} for _ in range(self.num_envs)]
-            if info:
-                for k, i in enumerate(info["done_idx"]):
-                    infos[i] = {"terminal_observation": info["final_obs"][k],
-                                "TimeLimit.truncated": bool(trunc[i]),
-                                "episode": {"r": float(info["returns"][k]), "l": int(info["steps"][k]), "t": 0.0}}
-            return obs, reward, term | trunc, infos
-
-        def close(self):
-            pass
-
-        def get_attr(self, attr_name, indices=None):
-            return [getattr(self, attr_name)] * len(self._get_indices(indices))
-
-        def set_attr(self, attr_name, value, indices=None):
-            setattr(self, attr_name, value)
-
-        def env_method(self, method_name, *args, indices=None, **kwargs):
-            return [getattr(self, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
-
-        def env_is_wrapped(self, wrapper_class, indices=None):
-            return [False] * len(self._get_indices(indices))
-
-    return MazeSB3VecEnv()
-
-
 def run_sb3(env_kind: str, cfg: MazeConfig, reward_spec: str, ppo: PPOConfig, seed: int) -> dict:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    from goalscope.agents.sb3 import sb3_ppo_kwargs, sb3_vec_env
+
     if env_kind == "dummy":
         venv = make_vec_env(ObjectMazeEnv, n_envs=ppo.n_envs, seed=seed, vec_env_cls=DummyVecEnv,
                             env_kwargs={"config": cfg, "reward": reward_spec})
     else:
-        venv = _sb3_native_vecenv(cfg, reward_spec, ppo.n_envs, seed)
+        venv = sb3_vec_env(cfg, reward_spec, ppo.n_envs, seed)
 
     class Timer(BaseCallback):
         def __init__(self):
@@ -150,9 +106,8 @@ def run_sb3(env_kind: str, cfg: MazeConfig, reward_spec: str, ppo: PPOConfig, se
         def _on_training_end(self) -> None:
             self.end = time.perf_counter()
 
-    model = PPO("MlpPolicy", venv, learning_rate=ppo.lr, n_steps=ppo.n_steps, batch_size=ppo.minibatch_size,
-                n_epochs=ppo.epochs, gamma=ppo.gamma, gae_lambda=ppo.gae_lambda, clip_range=ppo.clip,
-                ent_coef=ppo.ent_coef, vf_coef=ppo.vf_coef, max_grad_norm=ppo.max_grad_norm,
+    # sb3_ppo_kwargs: the same loss as goalscope's (SB3 halves nothing in its value loss, so vf_coef is halved there)
+    model = PPO("MlpPolicy", venv, **sb3_ppo_kwargs(ppo),
                 policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": nn.Tanh},
                 seed=seed, device="cpu", verbose=0)
     timer = Timer()

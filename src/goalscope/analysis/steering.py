@@ -125,37 +125,10 @@ def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episod
     _cfg, tasks = steer_tasks(run_dir, episodes, obs_episodes, sites, seeds, threads=threads, plan=plan)
     out = run_dir / STEER_DIR
     out.mkdir(exist_ok=True)
-    per_seed = []
-    for t in tasks:
-        path = out / f"seed{t['seed']}.json"
-        if path.exists() and not force:
-            try:
-                cached = json.loads(path.read_text())
-                if cached.get("key") == t["key"]:
-                    log(f"steer seed {t['seed']}: reused {path}")
-                    per_seed.append(cached["result"])
-                    continue
-            except (json.JSONDecodeError, KeyError):
-                pass
-        log(f"steer seed {t['seed']}: running")
-        res = steer_seed(t, log=log)
-        atomic_write_bytes(path, json.dumps({"key": t["key"], "result": res}, default=_json_default).encode())
-        per_seed.append(res)
-    object_seeds = []
-    for t in tasks:
-        path = out / f"object_vector_seed{t['seed']}.json"
-        if path.exists() and not force:
-            try:
-                cached = json.loads(path.read_text())
-                if cached.get("key") == t["key"]:
-                    object_seeds.append(cached["result"])
-                    continue
-            except (json.JSONDecodeError, KeyError):
-                pass
-        log(f"object vector seed {t['seed']}: running")
-        res = object_vector_seed(t, log=log)
-        atomic_write_bytes(path, json.dumps({"key": t["key"], "result": res}, default=_json_default).encode())
-        object_seeds.append(res)
+    per_seed = [_cached(out / f"seed{t['seed']}.json", t, steer_seed, force, log, f"steer seed {t['seed']}")
+                for t in tasks]
+    object_seeds = [_cached(out / f"object_vector_seed{t['seed']}.json", t, object_vector_seed, force, log,
+                            f"object vector seed {t['seed']}") for t in tasks]
     from goalscope.analysis import shards, shards_distance
     from goalscope.analysis.shards import summarise_shards
 
@@ -191,6 +164,22 @@ def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episod
         log("steer: matplotlib is not installed; no figure")
     atomic_write_bytes(out / "summary.md", summary_markdown(summary).encode())
     return summary
+
+
+def _cached(path: Path, task: dict, compute, force: bool, log, what: str):
+    """``compute(task)``'s result, from ``path`` when it holds one for the same task key (a damaged file is redone)."""
+    if path.exists() and not force:
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == task["key"]:
+                log(f"{what}: reused {path}")
+                return cached["result"]
+        except (json.JSONDecodeError, KeyError, AttributeError):
+            pass
+    log(f"{what}: running")
+    res = compute(task, log=log)
+    atomic_write_bytes(path, json.dumps({"key": task["key"], "result": res}, default=_json_default).encode())
+    return res
 
 
 def _json_default(o):
