@@ -26,7 +26,7 @@ os.environ.setdefault("GOALSCOPE_QUIET", "1")
 
 from goalscope.program.config import experiment_from_dict  # noqa: E402
 from goalscope.program.executors import LocalExecutor, RayExecutor  # noqa: E402
-from goalscope.program.runner import _JobRunner, plan_experiment  # noqa: E402
+from goalscope.program.runner import JobRunner, plan_experiment  # noqa: E402
 
 SWEEP = {
     "name": "sweep", "seeds": [0, 1],
@@ -64,7 +64,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        statuses = LocalExecutor(len(train)).run(_JobRunner(str(base)), train, "train")
+        statuses = LocalExecutor(len(train)).run(JobRunner(str(base)), train, "train")
         assert all(s["status"] == "ok" for s in statuses), statuses
         reference = None
         for name in ["local"] + (["ray"] if use_ray else []):
@@ -80,7 +80,7 @@ def main() -> None:
                 else:
                     executor = LocalExecutor(w)
                 t = time.perf_counter()
-                statuses = executor.run(_JobRunner(str(run_dir)), fine, "finetune")
+                statuses = executor.run(JobRunner(str(run_dir)), fine, "finetune")
                 wall = time.perf_counter() - t
                 if name == "ray":
                     ray.shutdown()

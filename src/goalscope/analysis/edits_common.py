@@ -152,7 +152,7 @@ class EditRun:
 
     def run_jobs(self, jobs: list[Job], workers: int = 1, desc: str = "edits") -> None:
         from goalscope.program.executors import LocalExecutor
-        from goalscope.program.runner import RunLock, _JobRunner
+        from goalscope.program.runner import RunLock, JobRunner
 
         todo = [j for j in jobs if (job_status(self.path, j.key) or {}).get("status") != "ok"]
         self.log(f"{desc}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done")
@@ -160,7 +160,7 @@ class EditRun:
         if not todo:
             return
         with RunLock(self.path) as lock:
-            statuses = LocalExecutor(workers).run(_JobRunner(str(self.path), lock.owner), todo, desc=desc)
+            statuses = LocalExecutor(workers).run(JobRunner(str(self.path), lock.owner), todo, desc=desc)
         for st in statuses:
             if st["status"] == "ok":
                 self.ok.add(st["key"])

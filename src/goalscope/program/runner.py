@@ -217,7 +217,7 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
             todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
             start = time.perf_counter()
             log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
-            statuses = executor.run(_JobRunner(str(run_dir), lock.owner), todo, desc=kind)
+            statuses = executor.run(JobRunner(str(run_dir), lock.owner), todo, desc=kind)
             for st in statuses:
                 if st["status"] != "ok":
                     first = (st.get("error") or "").strip().splitlines()[:1] or ["no error message"]
@@ -236,7 +236,7 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
     return summary
 
 
-class _JobRunner:
+class JobRunner:
     """A picklable ``job -> status`` for executors; ``owner`` is the run's lock, which a finished job must still
     see held before it puts its result in place (a worker orphaned by a killed run must not write)."""
 

@@ -22,7 +22,6 @@ goalscope.rl.evaluation.
 from __future__ import annotations
 
 import copy
-import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,13 +129,16 @@ def train_jobs(variant: Variant) -> list:
 def run_train_jobs(variants: list[Variant], out: str | Path, executor=None) -> list[dict]:
     """Run every (variant, seed) train job not yet finished in the sweep directory ``out``; their statuses."""
     from goalscope.program.executors import LocalExecutor
-    from goalscope.program.jobs import run_job
+    from goalscope.program.runner import JobRunner, RunLock
 
     out = Path(out)
     (out / "stages").mkdir(parents=True, exist_ok=True)
     jobs = [j for v in variants for j in train_jobs(v)]
     executor = executor or LocalExecutor(1)
-    return executor.run(functools.partial(run_job, run_dir=str(out)), jobs, "sweep")
+    # Locked like a run: two sweeps into one directory never train the same job twice, and a worker orphaned by a
+    # killed sweep does not put a result in place.
+    with RunLock(out) as lock:
+        return executor.run(JobRunner(str(out), lock.owner), jobs, "sweep")
 
 
 def seed_results(variant: Variant, out: Path) -> tuple[dict, list, list]:
