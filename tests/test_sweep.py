@@ -110,3 +110,11 @@ name = "two"
     assert main(["sweep", str(path), "--out", str(out), "--table-only"]) == 0  # `goalscope sweep`, nothing trained
     assert capsys.readouterr().out == table
     assert len(list(out.glob("stages/*/done.json"))) == 4
+
+    # A directory holding anything a sweep did not write is refused before any training, and keeps its content.
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("draft")
+    assert main(["sweep", str(path), "--out", str(mine)]) == 2
+    assert "chapter1.tex" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["chapter1.tex"]

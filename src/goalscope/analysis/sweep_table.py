@@ -2,7 +2,7 @@
 the fraction of the oracle per seed, its mean with a 95% t interval over seeds, steps and compute time per seed,
 written as ``sweep.json`` and ``sweep.md`` in the sweep directory. ``goalscope sweep FILE --out DIR`` runs this.
 
-May import: goalscope.analysis.stats, goalscope.program.
+May import: goalscope.analysis.stats, goalscope.outputs, goalscope.program.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.analysis.stats import t_interval
+from goalscope.outputs import atomic_write_bytes
 from goalscope.program.sweep import Variant, load_sweep, run_train_jobs, seed_results, select
 
 
@@ -23,8 +24,8 @@ def run_sweep(path: str | Path, out: str | Path, *, executor=None, only: list[st
     out = Path(out)
     run_train_jobs(variants, out, executor)
     rows = table(variants, out)
-    (out / "sweep.json").write_text(json.dumps(rows, indent=2))
-    (out / "sweep.md").write_text(markdown(rows))
+    atomic_write_bytes(out / "sweep.json", json.dumps(rows, indent=2).encode())
+    atomic_write_bytes(out / "sweep.md", markdown(rows).encode())
     return rows
 
 

@@ -15,7 +15,7 @@ sweep directory caches finished work, and adding a seed or a variant reruns noth
 from each job's evaluation profile (``evaluation.episodes`` paired episodes) as a fraction of the oracle; the table
 per variant, with a t interval over seeds, is :mod:`goalscope.analysis.sweep_table` (``goalscope sweep``).
 
-May import: goalscope.errors, goalscope.inputs, goalscope.program.{config,executors,jobs,runner},
+May import: goalscope.errors, goalscope.inputs, goalscope.outputs, goalscope.program.{config,executors,jobs,runner},
 goalscope.rl.evaluation.
 """
 
@@ -126,12 +126,31 @@ def train_jobs(variant: Variant) -> list:
     return [j for j in plan_experiment(variant.config).jobs() if j.kind == "train"]
 
 
+# What a sweep directory holds; anything else in --out is the user's, and a sweep never writes beside it.
+SWEEP_ENTRIES = {"stages", "sweep.json", "sweep.md", ".lock", ".goalscope"}
+
+
+def check_sweep_dir(out: str | Path) -> Path:
+    """``out`` as a sweep directory: new, empty, or an earlier sweep's; anything else is refused with one line."""
+    from goalscope.outputs import check_output_path
+
+    out = check_output_path(Path(out), "sweep directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out takes a sweep directory")
+    stranger = sorted(n for n in (p.name for p in out.iterdir()) if n not in SWEEP_ENTRIES
+                      and not n.startswith(".lock-")) if out.is_dir() else []
+    if stranger:
+        raise ConfigError(f"{out / stranger[0]} is not part of a goalscope sweep; choose a new --out (a sweep "
+                          "directory holds only stages/, sweep.json and sweep.md)")
+    return out
+
+
 def run_train_jobs(variants: list[Variant], out: str | Path, executor=None) -> list[dict]:
     """Run every (variant, seed) train job not yet finished in the sweep directory ``out``; their statuses."""
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import JobRunner, RunLock
 
-    out = Path(out)
+    out = check_sweep_dir(out)
     (out / "stages").mkdir(parents=True, exist_ok=True)
     jobs = [j for v in variants for j in train_jobs(v)]
     executor = executor or LocalExecutor(1)
