@@ -76,9 +76,9 @@ def test_force_on_a_directory_goalscope_did_not_make_is_refused(tmp_path, capsys
     thesis = tmp_path / "some_dir" / "data" / "thesis.tex"
     thesis.parent.mkdir(parents=True)
     thesis.write_text("\\chapter{Everything}")
-    for cmd in (["train", "--reward", "collect:0", "--steps", "512", *TINY],
+    for cmd in (["train", "--reward", "collect:0", "--steps", "512", *TINY, "--force"],
                 ["pointers", "--seeds", "0", "--base-steps", "512", "--finetune-steps", "512"]):
-        code, _, err = run(capsys, *cmd, "--out", tmp_path / "some_dir", "--force")
+        code, _, err = run(capsys, *cmd, "--out", tmp_path / "some_dir")
         one_line_exit_2(code, err, "not goalscope's")
     assert thesis.read_text() == "\\chapter{Everything}"
 

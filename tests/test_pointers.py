@@ -1,3 +1,4 @@
+import csv
 import json
 
 from goalscope.cli import main
@@ -20,5 +21,30 @@ def test_small_real_pointer_experiment(tmp_path, capsys):
         assert ci[1] <= ci[0] <= ci[2] and ci[0] > 0
     retarget = s["per_seed"][0]["retargeting"]
     assert [r["cue"] for r in retarget] == [0, 1] and all(r["chance"] == 0.5 for r in retarget)
-    assert "verdict" in capsys.readouterr().out
-    assert main(["pointers", "--out", str(out), "--seeds", "0"]) == 2  # never overwrites without --force
+    printed = capsys.readouterr().out
+    assert "verdict" in printed and "competence: MA_g" in printed
+    # The gate: MA_g at 4096 steps has not learned its cue, and the verdict says so.
+    gate = s["competence"]["MA_g"]
+    assert gate["bar"] == 0.9 and not gate["passes"] and "not learned to read its cue" in gate["verdict"]
+    assert "below its competence bar" in s["verdict"]
+    assert set(s["competence"]) == {"MA_g", "MB[reward changes, cue fixed]", "MB[cue changes with reward]"}
+    rows = list(csv.DictReader((out / "records.csv").open()))
+    assert {r["metric"] for r in rows} >= {"reached_cued_first", "competence_passes", "delta_l2_over_control"}
+
+    # Cached stages: the same command again (or a subset of its seeds) trains nothing and gives the same numbers.
+    stages = sorted(p.name for p in (out / "stages").iterdir())
+    assert len(stages) == 2 * 4  # per seed: MA_g and three fine-tunes
+    mtimes = {p: p.stat().st_mtime_ns for p in (out / "stages").glob("*/model.safetensors")}
+    assert main(["pointers", "--out", str(out), "--seeds", "0", "--base-steps", "4096", "--finetune-steps", "1024",
+                 "--episodes", "32", "--size", "5", "--n-types", "2", "--max-steps", "16"]) == 0
+    assert "train: 1 jobs, 1 already done" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in (out / "stages").glob("*/model.safetensors")} == mtimes
+    again = json.loads((out / "summary.json").read_text())
+    assert again["per_seed"][0] == s["per_seed"][0]
+
+
+def test_pointers_refuses_a_directory_it_did_not_make(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("keep")
+    assert main(["pointers", "--out", str(tmp_path), "--seeds", "0", "--base-steps", "512"]) == 2
+    assert "not goalscope's" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]

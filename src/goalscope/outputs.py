@@ -1,6 +1,6 @@
 """Where goalscope writes: output paths, the marker of what goalscope made, locks, and replace-after-success.
 
-Rules every command that writes follows (``train``, ``finetune``, ``import-sb3``, ``pointers``, ``superpose``,
+Rules every command that writes follows (``train``, ``finetune``, ``import-sb3``, ``superpose``,
 ``report``, ``run``):
 
 - an existing output is never replaced without ``--force``, and ``--force`` replaces only what goalscope made: a

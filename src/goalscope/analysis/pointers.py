@@ -13,36 +13,55 @@ weights (‖Δ_reward‖ well above the control). Retargeting measures the point
 j, how often is the first object collected of type j (among episodes that collect anything; chance 1/K), by
 distance from the start to the nearest one.
 
+The competence gate comes first: a goal-conditioned MA that has not learned to read its cue says nothing about
+pointers, so the summary states how often MA_g's first object is the cued type (over all episodes, t interval over
+seeds) against a bar (default 0.9), and how well each fine-tune does its reward (fraction of the oracle against
+0.8), and the verdict carries the warning when MA_g is below its bar.
+
+The trainings are cached jobs of the experiment machine (:mod:`goalscope.program.jobs`), in waves through an
+executor like ``goalscope run``: ``OUT/stages/<key>`` per job, so a killed or extended experiment (more seeds)
+retrains nothing that finished. ``OUT/records.csv`` and ``OUT/summary.json`` describe the last call.
+
 May import: goalscope.agents, goalscope.analysis.records, goalscope.analysis.stats, goalscope.envs,
-goalscope.errors, goalscope.outputs, goalscope.rl, goalscope.signals.
+goalscope.errors, goalscope.outputs, goalscope.program, goalscope.rl, goalscope.signals.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from goalscope.signals import delta as sig
-from goalscope.agents.checkpoints import save_checkpoint
-from goalscope.outputs import atomic_write_bytes
+from goalscope.agents.checkpoints import load_checkpoint
+from goalscope.analysis.competence import preference
+from goalscope.analysis.records import record, write_records
+from goalscope.analysis.stats import bootstrap_mean, t_interval
 from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import _distance_to
 from goalscope.envs.rewards import parse_reward
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.outputs import MARKER, atomic_write_bytes, check_output_path
+from goalscope.program.jobs import Job, job_status, load_profile, stage_dir
 from goalscope.rl.evaluation import model_policy
-from goalscope.analysis.records import record, write_records
-from goalscope.analysis.stats import bootstrap_mean
-from goalscope.rl.ppo import PPOConfig, finetune, train_new
+from goalscope.rl.ppo import PPOConfig
+from goalscope.signals import delta as sig
 
 DISTANCE_BINS = ((1, 3), (4, 6), (7, 10), (11, 99))
+VARIANTS = ("reward changes, cue fixed", "cue changes with reward", "control")
+ENTRIES = {"stages", "records.csv", "summary.json", ".lock", MARKER}  # what a pointers directory may hold
+CUE_BAR = 0.9  # MA_g must reach the cued type first in this fraction of episodes
+RB_BAR = 0.8  # each fine-tune's fraction of the oracle on its reward, as a run's evaluation.competence
+EVAL_SEED = 10_000
 
 
 def retargeting(model, cfg: MazeConfig, cue: int, episodes: int, seed: int) -> dict:
-    """With the cue fixed to ``cue``: fraction of episodes whose first collected object is of that type, overall
-    and by the shortest-path distance from the start to the nearest object of that type."""
+    """With the cue fixed to ``cue``: how often the first collected object is of that type, overall and by the
+    shortest-path distance from the start to the nearest object of that type. ``first_is_cued`` counts among
+    episodes that collect anything (a cue-blind agent scores 1/K); ``reached_cued_first`` among all episodes."""
     env = MazeVecEnv(dataclasses.replace(cfg, fixed_cue=cue).eval_config(), parse_reward("cued", cfg.n_types), episodes, seed)
     obs = env.reset(seed)
     g = env.grid_state()
@@ -53,11 +72,11 @@ def retargeting(model, cfg: MazeConfig, cue: int, episodes: int, seed: int) -> d
         obs, _, _, _, info = env.step(policy(obs, env))
         if info:
             first[info["done_idx"]] = info["first"]
-    # Among episodes where anything was collected, a cue-blind agent picks the cued type first 1/K of the time.
     any_ = first >= 0
     hit = (first == cue).astype(float)
     out = {"cue": cue, "first_is_cued": float(hit[any_].mean()) if any_.any() else float("nan"),
-           "collected_any": float(any_.mean()), "chance": 1.0 / cfg.n_types, "by_distance": {}}
+           "reached_cued_first": float(hit.mean()), "collected_any": float(any_.mean()),
+           "chance": 1.0 / cfg.n_types, "by_distance": {}}
     for lo, hi in DISTANCE_BINS:
         sel = (dist >= lo) & (dist <= hi) & any_
         if sel.any():
@@ -65,50 +84,150 @@ def retargeting(model, cfg: MazeConfig, cue: int, episodes: int, seed: int) -> d
     return out
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The jobs
+
+
+@dataclass
+class PointerPlan:
+    """The pointer experiment's jobs in waves, and the role of each: MA_g per seed, a fine-tune per (seed, variant)."""
+    waves: list[list[Job]] = field(default_factory=list)
+    ma: dict = field(default_factory=dict)  # seed -> key
+    ft: dict = field(default_factory=dict)  # (seed, variant) -> key
+    rewards: dict = field(default_factory=dict)  # variant -> Reward
+
+
+def plan_pointers(env: MazeConfig, arch: str, arch_config: dict, seeds, base_steps: int, finetune_steps: int,
+                  episodes: int, ppo: dict) -> PointerPlan:
+    """MA_g (reward ``cued``, a random cue per episode) per seed, then its three fine-tunes: the reward moves from
+    type i = 0 to j = 1 while the cue keeps showing i, the cue moves with it, and a control on its own task."""
+    i, j = 0, 1
+    k = env.n_types
+    plan = PointerPlan(rewards={VARIANTS[0]: parse_reward(f"collect:{j}", k), VARIANTS[1]: parse_reward(f"collect:{j}", k),
+                                VARIANTS[2]: parse_reward("cued", k)})
+    envs = {VARIANTS[0]: dataclasses.replace(env, fixed_cue=i), VARIANTS[1]: dataclasses.replace(env, fixed_cue=j),
+            VARIANTS[2]: env}
+    ev = {"episodes": episodes, "seed": EVAL_SEED}
+    wave1, wave2 = [], []
+    for s in seeds:
+        ma = Job("train", {"arch": arch, "arch_config": arch_config, "env": env.to_json(),
+                           "reward": plan.rewards["control"].to_json(),
+                           "ppo": PPOConfig(total_steps=base_steps, **ppo).to_json(), "seed": s, "evaluation": ev},
+                 f"MA_g seed {s}")
+        plan.ma[s] = ma.key
+        wave1.append(ma)
+        for name in VARIANTS:
+            job = Job("finetune", {"parent": ma.key, "env": envs[name].to_json(), "reward": plan.rewards[name].to_json(),
+                                   "ppo": PPOConfig(total_steps=finetune_steps, **ppo).to_json(), "seed": 1000 + s,
+                                   "evaluation": ev}, f"{name} seed {s}", (ma.key,))
+            plan.ft[(s, name)] = job.key
+            wave2.append(job)
+    plan.waves = [wave1, wave2]
+    return plan
+
+
+def check_pointers_dir(out: str | Path) -> Path:
+    """``out`` as a pointers directory: new, empty, or an earlier pointer experiment's; anything else is refused."""
+    out = check_output_path(Path(out), "pointers directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out takes a directory")
+    stranger = sorted(p.name for p in out.iterdir() if p.name not in ENTRIES and not p.name.startswith(".lock-")) \
+        if out.is_dir() else []
+    if stranger and (out / MARKER).exists():
+        raise ConfigError(f"{out} holds a pointer experiment of an older goalscope ({stranger[0]}), which this one "
+                          "does not resume; choose a new --out")
+    if stranger:
+        raise ConfigError(f"{out / stranger[0]} is not goalscope's (a pointers directory holds only stages/, "
+                          "records.csv and summary.json); choose a new --out")
+    return out
+
+
 def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, arch: str = "cnn",
-                           seeds=(0, 1, 2), base_steps: int = 200_000, finetune_steps: int = 50_000,
-                           episodes: int = 256, ppo: dict | None = None, log=print) -> dict:
-    """Train a goal-conditioned (cued) agent and compare update signals when the reward changes without the cue, with
-    it, and a control; measures retargeting by the cue. Writes records.csv and summary.json in ``out``; returns the
+                           arch_config: dict | None = None, seeds=(0, 1, 2), base_steps: int = 200_000,
+                           finetune_steps: int = 50_000, episodes: int = 256, ppo: dict | None = None,
+                           cue_bar: float = CUE_BAR, executor=None, log=print) -> dict:
+    """Train (or reuse) the goal-conditioned agents and their fine-tunes as cached jobs in ``out/stages``, then compare
+    their update signals and measure retargeting. Writes records.csv and summary.json in ``out``; returns the
     summary."""
-    out = Path(out)
-    env = env or MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
-    env = dataclasses.replace(env, cue=True, fixed_cue=-1)
+    from goalscope.program.executors import LocalExecutor
+    from goalscope.program.runner import JobRunner, RunLock
+
+    env = dataclasses.replace(env or MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2),
+                              cue=True, fixed_cue=-1)
     if env.n_types < 2:
         raise ConfigError("the pointer experiment needs at least 2 object types")
-    ppo = ppo or {}
-    i, j = 0, 1  # the cue keeps showing i while the reward moves to j
-    rows, summary = [], {"env": env.to_json(), "arch": arch, "seeds": list(seeds), "per_seed": []}
-    norms = {"reward changes, cue fixed": [], "cue changes with reward": [], "control": []}
+    if not 0 < cue_bar <= 1:
+        raise ConfigError(f"the competence bar must be in (0, 1], got {cue_bar}")
+    out = check_pointers_dir(out)
+    plan = plan_pointers(env, arch, arch_config or {}, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
+    executor = executor or LocalExecutor(0)
+    with RunLock(out) as lock:
+        for wave, what in zip(plan.waves, ("train", "finetune")):
+            todo = [j for j in wave if (job_status(out, j.key) or {}).get("status") != "ok"]
+            log(f"pointers: {what}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
+            for st in executor.run(JobRunner(str(out), lock.owner), todo, desc=what):
+                if st["status"] != "ok":
+                    first = (st.get("error") or "no error message").strip().splitlines()[0]
+                    log(f"  job {st['label']} failed: {first}  (details: {out / 'stages' / st['key'] / 'done.json'})")
+        failed = [j.label for j in plan.waves[0] + plan.waves[1] if (job_status(out, j.key) or {}).get("status") != "ok"]
+        if failed:
+            raise GoalscopeError(f"{len(failed)} pointer jobs did not finish ({failed[0]}, ...); rerun the same "
+                                 "command to retry them (finished jobs are reused)")
+        summary, rows = analyse_pointers(out, plan, env, episodes, cue_bar, log)
+        write_records(rows, out / "records.csv")
+        atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The analysis
+
+
+def analyse_pointers(out: Path, plan: PointerPlan, env: MazeConfig, episodes: int, cue_bar: float, log=print):
+    """(summary, records rows) of a pointer experiment whose jobs all finished."""
+    seeds = list(plan.ma)
+    rows, summary = [], {"env": env.to_json(), "seeds": seeds, "per_seed": []}
+    norms = {name: [] for name in VARIANTS}
+    reached, rb_fraction, rb_pref = [], {n: [] for n in VARIANTS[:2]}, {n: [] for n in VARIANTS[:2]}
     for s in seeds:
-        log(f"pointers: seed {s}: training the goal-conditioned MA")
-        ma = train_new(arch, {}, env, parse_reward("cued", env.n_types), PPOConfig(total_steps=base_steps, **ppo), s)
-        save_checkpoint(ma, out / f"seed{s}" / "ma")
-        model = ma.build()
-        retarget = [retargeting(model, env, c, episodes, 10_000 + s) for c in range(env.n_types)]
-        ft = PPOConfig(total_steps=finetune_steps, **ppo)
-        variants = {
-            "reward changes, cue fixed": (parse_reward(f"collect:{j}", env.n_types), dataclasses.replace(env, fixed_cue=i)),
-            "cue changes with reward": (parse_reward(f"collect:{j}", env.n_types), dataclasses.replace(env, fixed_cue=j)),
-            "control": (parse_reward("cued", env.n_types), env),
-        }
-        seed_out = {"seed": s, "ma_fraction_of_oracle": ma.extra["final_eval"]["fraction_of_oracle"], "retargeting": retarget}
-        for name, (reward, env_v) in variants.items():
-            log(f"pointers: seed {s}: fine-tune '{name}'")
-            mb = finetune(ma, reward, ft, 1000 + s, env_cfg=env_v)
+        ma = load_checkpoint(stage_dir(out, plan.ma[s]))
+        summary["arch"] = ma.arch
+        retarget = [retargeting(ma.build(), env, c, episodes, EVAL_SEED + s) for c in range(env.n_types)]
+        reached.append(float(np.mean([r["reached_cued_first"] for r in retarget])))
+        seed_out = {"seed": s, "ma_fraction_of_oracle": ma.extra["final_eval"]["fraction_of_oracle"],
+                    "reached_cued_first": reached[-1], "retargeting": retarget}
+        for name in VARIANTS:
+            key = plan.ft[(s, name)]
+            mb = load_checkpoint(stage_dir(out, key))
             delta = sig.update_signal(ma.state_dict, mb.state_dict)
             norm = float(sig.flatten(delta).norm())
             norms[name].append(norm)
-            seed_out[name] = {"delta_l2": norm, "rb_fraction_of_oracle": mb.extra["final_eval"]["fraction_of_oracle"],
+            frac = mb.extra["final_eval"]["fraction_of_oracle"]
+            seed_out[name] = {"delta_l2": norm, "rb_fraction_of_oracle": frac,
                               "layer_l2": {r["layer"]: r["l2"] for r in sig.per_layer(delta)}}
+            reward = plan.rewards[name]
+            if name in rb_fraction:
+                rb_fraction[name].append(frac)
+                rb_pref[name].append(float(np.mean(preference(load_profile(out, key).counts, reward))))
             rows.append(record("pointers", name, reward.name, s, "delta_l2", norm))
+            rows.append(record("pointers", name, reward.name, s, "fraction_of_oracle", frac))
             for r in sig.per_layer(delta):
                 rows.append(record("pointers", name, reward.name, s, "layer_l2", r["l2"], detail=r["layer"]))
+        rows.append(record("pointers", "MA_g", "cued", s, "reached_cued_first", reached[-1],
+                           detail=f"mean over cues; chance {1 / env.n_types:.3f} if it always collects"))
         for r in retarget:
             rows.append(record("pointers", "MA_g", f"cue:{r['cue']}", s, "first_is_cued", r["first_is_cued"], detail=f"chance {r['chance']:.3f}"))
             for b, v in r["by_distance"].items():
                 rows.append(record("pointers", "MA_g", f"cue:{r['cue']}", s, "first_is_cued_by_distance", v["first_is_cued"], detail=f"distance {b}, n={v['episodes']}"))
         summary["per_seed"].append(seed_out)
+
+    gate = {"MA_g": cue_gate(reached, cue_bar, env.n_types)}
+    for name in rb_fraction:
+        gate[f"MB[{name}]"] = rb_gate(rb_fraction[name], rb_pref[name])
+    for model, g in gate.items():
+        log(f"pointers: competence: {model}: {g['verdict']}")
+        rows.append(record("pointers", model, "", None, "competence_passes", float(g["passes"]), detail=g["verdict"]))
+    summary["competence"] = gate
 
     control = np.array(norms["control"])
     ratios = {name: bootstrap_mean((np.array(v) / control)[:, None], 1000) for name, v in norms.items() if name != "control"}
@@ -117,9 +236,32 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
     summary["delta_l2_over_control"] = {k: [round(x, 4) for x in v] for k, v in ratios.items()}
     summary["retargeting_first_is_cued"] = float(np.mean([r["first_is_cued"] for s in summary["per_seed"] for r in s["retargeting"]]))
     summary["verdict"] = pointer_verdict(ratios["cue changes with reward"], ratios["reward changes, cue fixed"])
-    write_records(rows, out / "records.csv")
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
-    return summary
+    if not gate["MA_g"]["passes"]:
+        summary["verdict"] += ("; but MA_g is below its competence bar (it does not follow its cue), so this says "
+                               "little about objectives as pointers")
+    return summary, rows
+
+
+def cue_gate(reached: list[float], bar: float, n_types: int) -> dict:
+    """The gate on MA_g: the fraction of episodes whose first object is the cued type, per seed, against ``bar``."""
+    m, lo, hi = t_interval(reached)
+    ci = f" [{lo:.0%}, {hi:.0%}]" if math.isfinite(lo) else " (one seed, no interval)"
+    passes = bool(m >= bar)
+    words = (f"reaches the cued type first in {m:.0%}{ci} of episodes (bar {bar:.0%}, a cue-blind agent "
+             f"{1 / n_types:.0%} at most)")
+    if not passes:
+        words += ": it has not learned to read its cue"
+    return {"reached_cued_first": [m, lo, hi], "bar": bar, "passes": passes, "verdict": words}
+
+
+def rb_gate(fractions: list[float], prefs: list[float]) -> dict:
+    """The gate on a fine-tune: its fraction of the oracle on its reward (mean over seeds) against :data:`RB_BAR`."""
+    from goalscope.analysis.competence import verdict
+
+    m = float(np.mean(fractions))
+    passes, words = verdict(m, t_interval(prefs), RB_BAR)
+    return {"fraction_of_oracle": m, "preference": list(t_interval(prefs)), "bar": RB_BAR, "passes": passes,
+            "verdict": words}
 
 
 def pointer_verdict(cue_ratio, reward_ratio) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from goalscope.cli.common import add_env_args, env_config, fmt_ci, non_negative_int, positive_int
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
-from goalscope.outputs import (atomic_write_bytes, check_output_file, check_output_path, foreign_entry, replace_dir,
+from goalscope.outputs import (atomic_write_bytes, check_output_file, check_output_path, foreign_entry,
                                write_marker)
 
 
@@ -60,13 +60,22 @@ def add_commands(sub) -> None:
     p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
                        description="Train a goal-conditioned agent (the rewarded type is cued in the observation), "
                                    "then compare update signals when the reward changes but the cue does not, when "
-                                   "the cue changes with it, and a control; measure retargeting by the cue.")
-    p.add_argument("--out", type=Path, required=True, help="output directory")
+                                   "the cue changes with it, and a control; measure retargeting by the cue. "
+                                   "MA_g's competence (how often its first object is the cued type) is stated first "
+                                   "and the verdict is marked when it is below --competence. The trainings are "
+                                   "cached jobs in OUT/stages, run in parallel like `goalscope run`: rerunning "
+                                   "(after a kill, or with more seeds) retrains nothing that finished.")
+    p.add_argument("--out", type=Path, required=True,
+                   help="pointers directory (finished jobs are reused; records.csv and summary.json describe the "
+                        "last call)")
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--base-steps", type=positive_int, default=200_000, help="env steps of the goal-conditioned agent")
     p.add_argument("--finetune-steps", type=positive_int, default=50_000, help="env steps of each fine-tune")
     p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
-    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.add_argument("--competence", type=float, default=0.9,
+                   help="the bar on MA_g: fraction of episodes whose first object is the cued type")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="parallel job processes (0 = one per core)")
+    p.add_argument("--executor", default="local", help="where jobs run: local (a process pool) or ray")
     add_env_args(p)
     p.set_defaults(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2)
 
@@ -248,10 +257,11 @@ def cmd_validate(args) -> None:
 def cmd_pointers(args) -> None:
     """``goalscope pointers``: the objectives-as-pointers experiment."""
     from goalscope.analysis.pointers import run_pointer_experiment
+    from goalscope.program.executors import make_executor
 
-    with replace_dir(args.out, args.force, "output directory", "pointers") as staging:
-        s = run_pointer_experiment(staging, env=env_config(args), seeds=args.seeds, base_steps=args.base_steps,
-                                   finetune_steps=args.finetune_steps, episodes=args.episodes)
+    s = run_pointer_experiment(args.out, env=env_config(args), seeds=args.seeds, base_steps=args.base_steps,
+                               finetune_steps=args.finetune_steps, episodes=args.episodes, cue_bar=args.competence,
+                               executor=make_executor(args.executor, workers=args.workers))
     print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
           f"(chance {1 / args.n_types:.1%})")
     for name, ci in s["delta_l2_over_control"].items():

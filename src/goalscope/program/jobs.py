@@ -9,6 +9,7 @@ directory either exists whole or not at all.
 Kinds:
     train      MA: a fresh agent trained on RA                       -> checkpoint + profile
     finetune   MB: a parent fine-tuned on a reward (also controls)   -> checkpoint + profile
+               (optionally in another env of the parent's family, e.g. a fixed cue)
     negate     MB*: MA - alpha*direction, evaluated, retrained on RA -> checkpoint + profile before/after retrain
 
 May import: goalscope.agents, goalscope.envs, goalscope.errors, goalscope.inputs, goalscope.outputs, goalscope.rl,
@@ -168,10 +169,13 @@ def _train(spec: dict, run_dir: Path, out: Path, label: str = "MA") -> None:
 def _finetune(spec: dict, run_dir: Path, out: Path, label: str = "MB") -> None:
     parent = load_checkpoint(stage_dir(run_dir, spec["parent"]))
     reward = Reward.from_json(spec["reward"])
+    # An "env" in the spec fine-tunes in another env of the same family (the pointer experiment fixes the cue);
+    # specs without one, as every run's, keep their keys.
+    env = env_from_json(spec["env"]) if "env" in spec else parent.env
     ckpt = finetune(parent, reward, _ppo(spec), spec["seed"], parent_path=spec["parent"], log_dir=out,
-                    resume_dir=out / RESUME, name=label)
+                    resume_dir=out / RESUME, name=label, env_cfg=env)
     save_checkpoint(ckpt, out)
-    _save_profile(_evaluate(ckpt.build(), spec, parent.env, reward), out)
+    _save_profile(_evaluate(ckpt.build(), spec, env, reward), out)
 
 
 def _negate(spec: dict, run_dir: Path, out: Path, label: str = "MB*") -> None:
