@@ -22,7 +22,7 @@ The trainings are cached jobs of the experiment machine (:mod:`goalscope.program
 executor like ``goalscope run``: ``OUT/stages/<key>`` per job, so a killed or extended experiment (more seeds)
 retrains nothing that finished. ``OUT/records.csv`` and ``OUT/summary.json`` describe the last call.
 
-May import: goalscope.agents, goalscope.analysis.records, goalscope.analysis.stats, goalscope.envs,
+May import: goalscope.agents, goalscope.analysis (competence, records, stats), goalscope.envs,
 goalscope.errors, goalscope.outputs, goalscope.program, goalscope.rl, goalscope.signals.
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.agents.checkpoints import load_checkpoint
-from goalscope.analysis.competence import preference
+from goalscope.analysis.competence import preference, verdict
 from goalscope.analysis.records import record, write_records
 from goalscope.analysis.stats import bootstrap_mean, t_interval
 from goalscope.envs.maze import MazeConfig, MazeVecEnv
@@ -256,8 +256,6 @@ def cue_gate(reached: list[float], bar: float, n_types: int) -> dict:
 
 def rb_gate(fractions: list[float], prefs: list[float]) -> dict:
     """The gate on a fine-tune: its fraction of the oracle on its reward (mean over seeds) against :data:`RB_BAR`."""
-    from goalscope.analysis.competence import verdict
-
     m = float(np.mean(fractions))
     passes, words = verdict(m, t_interval(prefs), RB_BAR)
     return {"fraction_of_oracle": m, "preference": list(t_interval(prefs)), "bar": RB_BAR, "passes": passes,
