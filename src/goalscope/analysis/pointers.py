@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.agents.checkpoints import load_checkpoint
+from goalscope.agents.registry import arch_config as arch_config_of, arch_config_to_json
 from goalscope.analysis.competence import preference, verdict
 from goalscope.analysis.records import record, write_records
 from goalscope.analysis.stats import bootstrap_mean, t_interval
@@ -158,8 +159,9 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
         raise ConfigError("the pointer experiment needs at least 2 object types")
     if not 0 < cue_bar <= 1:
         raise ConfigError(f"the competence bar must be in (0, 1], got {cue_bar}")
+    arch_json = arch_config_to_json(arch_config_of(arch, arch_config))  # a bad name or option fails here, not in a job
     out = check_pointers_dir(out)
-    plan = plan_pointers(env, arch, arch_config or {}, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
+    plan = plan_pointers(env, arch, arch_json, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
     executor = executor or LocalExecutor(0)
     with RunLock(out) as lock:
         for wave, what in zip(plan.waves, ("train", "finetune")):

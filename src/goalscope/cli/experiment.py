@@ -72,6 +72,7 @@ def add_commands(sub) -> None:
     p.add_argument("--base-steps", type=positive_int, default=200_000, help="env steps of the goal-conditioned agent")
     p.add_argument("--finetune-steps", type=positive_int, default=50_000, help="env steps of each fine-tune")
     p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--arch", default="cnn", help="a registered architecture (its default options), e.g. rcnn")
     p.add_argument("--competence", type=float, default=0.9,
                    help="the bar on MA_g: fraction of episodes whose first object is the cued type")
     p.add_argument("--workers", type=non_negative_int, default=0, help="parallel job processes (0 = one per core)")
@@ -259,7 +260,7 @@ def cmd_pointers(args) -> None:
     from goalscope.analysis.pointers import run_pointer_experiment
     from goalscope.program.executors import make_executor
 
-    s = run_pointer_experiment(args.out, env=env_config(args), seeds=args.seeds, base_steps=args.base_steps,
+    s = run_pointer_experiment(args.out, env=env_config(args), arch=args.arch, seeds=args.seeds, base_steps=args.base_steps,
                                finetune_steps=args.finetune_steps, episodes=args.episodes, cue_bar=args.competence,
                                executor=make_executor(args.executor, workers=args.workers))
     print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
