@@ -8,6 +8,8 @@ from goalscope.analysis.pointers import pointer_verdict
 def test_pointer_verdict_words():
     assert pointer_verdict((1.0, 0.9, 1.1), (3.0, 2.5, 3.5)).startswith("distinguishable")
     assert pointer_verdict((1.0, 0.9, 1.1), (1.05, 0.95, 1.2)).startswith("not distinguishable")
+    nan = float("nan")
+    assert pointer_verdict((1.0, nan, nan), (3.0, nan, nan)).startswith("undecided")  # one seed: no interval
 
 
 def test_small_real_pointer_experiment(tmp_path, capsys):
@@ -25,7 +27,7 @@ def test_small_real_pointer_experiment(tmp_path, capsys):
     assert "verdict" in printed and "competence: MA_g" in printed
     # The gate: MA_g at 4096 steps has not learned its cue, and the verdict says so.
     gate = s["competence"]["MA_g"]
-    assert gate["bar"] == 0.9 and not gate["passes"] and "not learned to read its cue" in gate["verdict"]
+    assert gate["bar"] == 0.9 and not gate["passes"] and "does not reliably follow its cue" in gate["verdict"]
     assert "below its competence bar" in s["verdict"]
     assert set(s["competence"]) == {"MA_g", "MB[reward changes, cue fixed]", "MB[cue changes with reward]"}
     rows = list(csv.DictReader((out / "records.csv").open()))
@@ -41,6 +43,7 @@ def test_small_real_pointer_experiment(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in (out / "stages").glob("*/model.safetensors")} == mtimes
     again = json.loads((out / "summary.json").read_text())
     assert again["per_seed"][0] == s["per_seed"][0]
+    assert again["verdict"].startswith("undecided")  # one seed has no interval to decide on
 
 
 def test_pointers_refuses_a_directory_it_did_not_make(tmp_path, capsys):

@@ -233,6 +233,8 @@ def analyse_pointers(out: Path, plan: PointerPlan, env: MazeConfig, episodes: in
 
     control = np.array(norms["control"])
     ratios = {name: bootstrap_mean((np.array(v) / control)[:, None], 1000) for name, v in norms.items() if name != "control"}
+    if len(seeds) < 2:  # a bootstrap over one seed is a point, not an interval: no verdict from it
+        ratios = {k: (v[0], math.nan, math.nan) for k, v in ratios.items()}
     for name, ci in ratios.items():
         rows.append(record("pointers", name, "", None, "delta_l2_over_control", *ci, detail="CI over seeds"))
     summary["delta_l2_over_control"] = {k: [round(x, 4) for x in v] for k, v in ratios.items()}
@@ -252,7 +254,7 @@ def cue_gate(reached: list[float], bar: float, n_types: int) -> dict:
     words = (f"reaches the cued type first in {m:.0%}{ci} of episodes (bar {bar:.0%}, a cue-blind agent "
              f"{1 / n_types:.0%} at most)")
     if not passes:
-        words += ": it has not learned to read its cue"
+        words += ": it does not reliably follow its cue"
     return {"reached_cued_first": [m, lo, hi], "bar": bar, "passes": passes, "verdict": words}
 
 
@@ -266,6 +268,9 @@ def rb_gate(fractions: list[float], prefs: list[float]) -> dict:
 
 def pointer_verdict(cue_ratio, reward_ratio) -> str:
     """Do the update signals tell 'the cue moved' apart from 'the objective moved'? (ratios to control drift)"""
+    if not (math.isfinite(reward_ratio[1]) and math.isfinite(cue_ratio[2])):
+        return (f"undecided: cue change {cue_ratio[0]:.2f}x, reward change {reward_ratio[0]:.2f}x the control drift, "
+                "with no interval (one seed); run two or more")
     if reward_ratio[1] > cue_ratio[2]:
         return ("distinguishable: following a new cue moves the weights less than overriding it with a new reward "
                 f"({cue_ratio[0]:.2f}x vs {reward_ratio[0]:.2f}x the control drift)")
