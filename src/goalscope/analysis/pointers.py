@@ -151,7 +151,7 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
     their update signals and measure retargeting. Writes records.csv and summary.json in ``out``; returns the
     summary."""
     from goalscope.program.executors import LocalExecutor
-    from goalscope.program.runner import JobRunner, RunLock
+    from goalscope.program.runner import RunLock, run_wave
 
     env = dataclasses.replace(env or MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=32, loop_prob=0.2),
                               cue=True, fixed_cue=-1)
@@ -164,14 +164,9 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
     plan = plan_pointers(env, arch, arch_json, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
     executor = executor or LocalExecutor(0)
     with RunLock(out) as lock:
-        for wave, what in zip(plan.waves, ("train", "finetune")):
-            todo = [j for j in wave if (job_status(out, j.key) or {}).get("status") != "ok"]
-            log(f"pointers: {what}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
-            for st in executor.run(JobRunner(str(out), lock.owner), todo, desc=what):
-                if st["status"] != "ok":
-                    first = (st.get("error") or "no error message").strip().splitlines()[0]
-                    log(f"  job {st['label']} failed: {first}  (details: {out / 'stages' / st['key'] / 'done.json'})")
-        failed = [j.label for j in plan.waves[0] + plan.waves[1] if (job_status(out, j.key) or {}).get("status") != "ok"]
+        for wave in plan.waves:
+            run_wave(out, wave, executor, lock.owner, log)
+        failed = [j.label for wave in plan.waves for j in wave if (job_status(out, j.key) or {}).get("status") != "ok"]
         if failed:
             raise GoalscopeError(f"{len(failed)} pointer jobs did not finish ({failed[0]}, ...); rerun the same "
                                  "command to retry them (finished jobs are reused)")
@@ -260,10 +255,9 @@ def cue_gate(reached: list[float], bar: float, n_types: int) -> dict:
 
 def rb_gate(fractions: list[float], prefs: list[float]) -> dict:
     """The gate on a fine-tune: its fraction of the oracle on its reward (mean over seeds) against :data:`RB_BAR`."""
-    m = float(np.mean(fractions))
-    passes, words = verdict(m, t_interval(prefs), RB_BAR)
-    return {"fraction_of_oracle": m, "preference": list(t_interval(prefs)), "bar": RB_BAR, "passes": passes,
-            "verdict": words}
+    m, pref = float(np.mean(fractions)), t_interval(prefs)
+    passes, words = verdict(m, pref, RB_BAR)
+    return {"fraction_of_oracle": m, "preference": list(pref), "bar": RB_BAR, "passes": passes, "verdict": words}
 
 
 def pointer_verdict(cue_ratio, reward_ratio) -> str:

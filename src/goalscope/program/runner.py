@@ -214,14 +214,8 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
             log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
         for wave in plan.waves:
             kind = wave[0].kind
-            todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
             start = time.perf_counter()
-            log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
-            statuses = executor.run(JobRunner(str(run_dir), lock.owner), todo, desc=kind)
-            for st in statuses:
-                if st["status"] != "ok":
-                    first = (st.get("error") or "").strip().splitlines()[:1] or ["no error message"]
-                    log(f"  job {st['label']} failed: {first[0]}  (details: {run_dir / 'stages' / st['key'] / 'done.json'})")
+            run_wave(run_dir, wave, executor, lock.owner, log)
             timings[kind] = round(time.perf_counter() - start, 2)
             if kind == "train" and not any((job_status(run_dir, k) or {}).get("status") == "ok" for k in plan.ma.values()):
                 first = job_status(run_dir, next(iter(plan.ma.values())))
@@ -234,6 +228,20 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
         summary["job_wall_s"] = _job_times(run_dir, plan)
         atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+def run_wave(run_dir: Path, wave: list[Job], executor, owner: str, log=print) -> list[dict]:
+    """Run the jobs of ``wave`` (one kind) not yet finished in ``run_dir`` through ``executor``, as the holder
+    ``owner`` of the run's lock; one line per failed job with the path of its full record. Their statuses."""
+    kind = wave[0].kind
+    todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
+    log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
+    statuses = executor.run(JobRunner(str(run_dir), owner), todo, desc=kind)
+    for st in statuses:
+        if st["status"] != "ok":
+            first = (st.get("error") or "").strip().splitlines()[:1] or ["no error message"]
+            log(f"  job {st['label']} failed: {first[0]}  (details: {Path(run_dir) / 'stages' / st['key'] / 'done.json'})")
+    return statuses
 
 
 class JobRunner:
