@@ -1,6 +1,7 @@
 import csv
 import json
 
+from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.cli import main
 from goalscope.analysis.pointers import pointer_verdict
 
@@ -33,6 +34,10 @@ def test_small_real_pointer_experiment(tmp_path, capsys):
     rows = list(csv.DictReader((out / "records.csv").open()))
     assert {r["metric"] for r in rows} >= {"reached_cued_first", "competence_passes", "delta_l2_over_control"}
 
+    # Each fine-tune ran in its own env: the cue fixed to the old type, moved to the new one, or random (control).
+    cues = sorted(load_checkpoint(p).env.fixed_cue for p in (out / "stages").glob("finetune-*"))
+    assert cues == [-1, -1, 0, 0, 1, 1]
+
     # Cached stages: the same command again (or a subset of its seeds) trains nothing and gives the same numbers.
     stages = sorted(p.name for p in (out / "stages").iterdir())
     assert len(stages) == 2 * 4  # per seed: MA_g and three fine-tunes
@@ -51,3 +56,5 @@ def test_pointers_refuses_a_directory_it_did_not_make(tmp_path, capsys):
     assert main(["pointers", "--out", str(tmp_path), "--seeds", "0", "--base-steps", "512"]) == 2
     assert "not goalscope's" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+    assert main(["pointers", "--out", str(tmp_path / "new"), "--arch", "nope"]) == 2  # checked before any write
+    assert "unknown architecture 'nope'" in capsys.readouterr().err and not (tmp_path / "new").exists()
