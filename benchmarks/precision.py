@@ -12,6 +12,7 @@ Two measurements, both with one torch thread per process:
     .venv/bin/python benchmarks/precision.py                       # about 6 min on 2 cores
     .venv/bin/python benchmarks/precision.py --seeds 0 1 2 3 4 --steps 150000
     .venv/bin/python benchmarks/precision.py --skip-curves         # throughput only, about 1 min
+    python benchmarks/precision.py --skip-curves --device cuda --experiment experiments/maze9.toml  # on a GPU box
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from goalscope.analysis.stats import t_interval
 from goalscope.rl.ppo import train
 
 
-def _setting():
-    cfg = load_experiment("experiments/default.toml")
-    return cfg, cfg.ppo_config(cfg.base.steps)
+def _setting(experiment: str = "experiments/default.toml", device: str = "cpu"):
+    cfg = load_experiment(experiment)
+    return cfg, dataclasses.replace(cfg.ppo_config(cfg.base.steps), device=device)
 
 
-def _throughput(mode: str, steps: int, repeats: int) -> list[float]:
-    cfg, ppo = _setting()
+def _throughput(mode: str, steps: int, repeats: int, experiment: str, device: str) -> list[float]:
+    cfg, ppo = _setting(experiment, device)
     ppo = dataclasses.replace(ppo, total_steps=steps, eval_episodes=8, anneal_lr=False,
                               precision="bf16" if "bf16" in mode else "fp32")
     rates = []
@@ -52,10 +53,10 @@ def _throughput(mode: str, steps: int, repeats: int) -> list[float]:
     return rates[1:] if "compile" in mode else rates
 
 
-def _learn(task: tuple[str, int, int]) -> float:
-    precision, seed, steps = task
+def _learn(task: tuple[str, int, int, str, str]) -> float:
+    precision, seed, steps, experiment, device = task
     torch.set_num_threads(1)
-    cfg, ppo = _setting()
+    cfg, ppo = _setting(experiment, device)
     ppo = dataclasses.replace(ppo, total_steps=steps, precision=precision)
     torch.manual_seed(seed)
     model = build_agent(cfg.agent.arch, cfg.env.obs_shape, cfg.env.n_actions, cfg.agent.config)
@@ -73,21 +74,25 @@ def main() -> None:
                                                "experiment's base.steps)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip-curves", action="store_true")
+    p.add_argument("--experiment", default="experiments/default.toml", help="whose MA setting to train")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (ppo.device; the envs stay on the CPU)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    cfg, ppo = _setting()
+    cfg, ppo = _setting(args.experiment, args.device)
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
     print(f"machine: {os.cpu_count()} cores, bf16 units: {', '.join(units) or 'none'}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
-    print(f"setting: experiments/default.toml MA ({cfg.agent.arch} {cfg.agent.config}, {cfg.env.size}x{cfg.env.size} "
+    gpu = torch.cuda.get_device_name(ppo.device) if ppo.device != "cpu" else "none used"
+    print(f"device: {ppo.device} (GPU: {gpu})")
+    print(f"setting: {args.experiment} MA ({cfg.agent.arch} {cfg.agent.config}, {cfg.env.size}x{cfg.env.size} "
           f"maze, n_envs {ppo.n_envs} x n_steps {ppo.n_steps}, {ppo.epochs} epochs, minibatch {ppo.minibatch_size})")
 
     rates: dict[str, list[float]] = {m: [] for m in args.modes}
     for _ in range(args.repeats):  # interleaved, so drifting load hits every mode alike
         for mode in args.modes:
             try:
-                rates[mode] += _throughput(mode, args.throughput_steps, 1)
+                rates[mode] += _throughput(mode, args.throughput_steps, 1, args.experiment, args.device)
             except Exception as e:  # torch.compile needs a working C++ toolchain; report, do not hide
                 rates[mode] = [float("nan")]
                 print(f"  {mode}: failed ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
@@ -101,10 +106,10 @@ def main() -> None:
     if args.skip_curves:
         return
     steps = args.steps or cfg.base.steps
-    tasks = [(prec, s, steps) for s in args.seeds for prec in ("fp32", "bf16")]
+    tasks = [(prec, s, steps, args.experiment, args.device) for s in args.seeds for prec in ("fp32", "bf16")]
     start = time.perf_counter()
     out = LocalExecutor(args.workers).run(_learn, tasks, desc="fp32 vs bf16")
-    got = {(prec, s): f for (prec, s, _), f in zip(tasks, out)}
+    got = {(prec, s): f for (prec, s, *_), f in zip(tasks, out)}
     fp32 = np.array([got[("fp32", s)] for s in args.seeds])
     bf16 = np.array([got[("bf16", s)] for s in args.seeds])
     print(f"\nequivalence: MA trained {steps:,} steps per seed, fraction of oracle on 256 paired episodes "

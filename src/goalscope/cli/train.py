@@ -63,6 +63,8 @@ def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: network passes under bfloat16 autocast (faster on CPUs with AMX and on GPUs; weights "
                         "stay fp32); fp32 is bit-reproducible")
+    g.add_argument("--device", default="cpu",
+                   help="where the network runs: cpu, cuda or cuda:N (the envs stay on the CPU; cpu is bit-reproducible)")
     g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")
     g.add_argument("--out", required=True, type=Path, help="run directory to create")
     g.add_argument("--force", action="store_true", help="replace an existing run directory")
@@ -73,7 +75,7 @@ def _ppo_config(args):
     from goalscope.rl.ppo import PPOConfig
 
     return PPOConfig(total_steps=args.steps, n_envs=args.n_envs, lr=args.lr, eval_every=args.eval_every,
-                     precision=args.precision)
+                     precision=args.precision, device=args.device)
 
 
 def cmd_train(args) -> None:

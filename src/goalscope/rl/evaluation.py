@@ -81,11 +81,12 @@ def oracle_policy(obs: np.ndarray, env) -> np.ndarray:
 
 def model_policy(model: torch.nn.Module, seed: int = 0, greedy: bool = False) -> Policy:
     """Sample (or take the argmax of) the model's action distribution, with its own seeded generator."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU wherever the model runs: the same draws on any device
+    device = next(model.parameters()).device
 
     @torch.inference_mode()
     def act(obs: np.ndarray, env) -> np.ndarray:
-        logits, _ = model(torch.from_numpy(obs))
+        logits = model(torch.from_numpy(obs).to(device))[0].float().cpu()
         if greedy:
             return logits.argmax(-1).numpy()
         return torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1).numpy()

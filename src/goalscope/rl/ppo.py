@@ -61,6 +61,10 @@ class PPOConfig:
     # bf16 and on GPUs); weights, Adam state, losses and everything saved stay fp32. "fp32" (default) is
     # bit-reproducible; bf16 is deterministic on one machine too, but its numbers differ from fp32's.
     precision: str = "fp32"
+    # Where the network's passes and updates run: "cpu", "cuda" or "cuda:N". The envs, rollout buffers, GAE and
+    # action sampling stay on the CPU (same generator, same draws), so only the passes move. Not bit-reproducible
+    # on a GPU (cuDNN picks kernels at run time); cpu stays the default.
+    device: str = "cpu"
 
     def __post_init__(self):
         for f in fields(self):
@@ -82,10 +86,13 @@ class PPOConfig:
                 raise ConfigError(f"ppo.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"ppo.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        kind, _, index = self.device.partition(":") if isinstance(self.device, str) else ("", "", "")
+        if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
+            raise ConfigError(f"ppo.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
 
-    def autocast(self, device: str = "cpu"):
+    def autocast(self):
         """The context the network's passes run in: bf16 autocast, or nothing for fp32."""
-        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return torch.autocast(self.device.partition(":")[0], dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @property
     def batch_size(self) -> int:
@@ -96,7 +103,10 @@ class PPOConfig:
         return PPOConfig(**check_fields(PPOConfig, d, "ppo"))
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["device"] == "cpu":  # left out at its default, so runs and snapshots made before it keep their keys
+            del d["device"]
+        return d
 
 
 @dataclass
@@ -145,8 +155,13 @@ def train(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     torch.set_num_threads(ppo.threads)
+    if ppo.device != "cpu" and not torch.cuda.is_available():
+        raise ConfigError(f"ppo.device is {ppo.device!r} but this torch sees no CUDA device; use device = \"cpu\"")
     torch.manual_seed(seed)
     start = time.perf_counter()
+    home = next(model.parameters()).device  # the model goes back there afterwards, whatever ppo.device is
+    dev = torch.device(ppo.device)
+    model.to(dev)
     env = env_cfg.make(reward, ppo.n_envs, seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=ppo.lr, eps=1e-5)
     oracle = oracle_profile(env_cfg, reward, ppo.eval_episodes)
@@ -183,8 +198,8 @@ def train(
                 for t in range(T):
                     obs_buf[t] = obs
                     with ppo.autocast():
-                        logits, value = model(obs)
-                    logits, value = logits.float(), value.float()
+                        logits, value = model(obs.to(dev))
+                    logits, value = logits.float().cpu(), value.float().cpu()
                     if not torch.isfinite(logits).all():
                         raise TrainingDiverged(f"training diverged at step {step}: the policy outputs NaN/inf")
                     action = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(-1)
@@ -199,7 +214,7 @@ def train(
                         ep_lengths.extend(info["steps"].tolist())
                     obs = torch.from_numpy(next_obs)
                 with ppo.autocast():
-                    next_value = model(obs)[1].float()
+                    next_value = model(obs.to(dev))[1].float().cpu()
 
                 # 2. Generalised advantage estimation, backwards through the rollout.
                 adv = torch.zeros((T, N))
@@ -214,11 +229,12 @@ def train(
             step += ppo.batch_size
 
             # 3. Clipped-objective updates on shuffled minibatches.
-            b_obs, b_act, b_logp = obs_buf.flatten(0, 1), act_buf.flatten(), logp_buf.flatten()
-            b_adv, b_ret = adv.flatten(), ret.flatten()
+            b_obs, b_act, b_logp = obs_buf.flatten(0, 1).to(dev), act_buf.flatten().to(dev), logp_buf.flatten().to(dev)
+            b_adv, b_ret = adv.flatten().to(dev), ret.flatten().to(dev)
             stats = []
             for _ in range(ppo.epochs):
-                for idx in torch.randperm(ppo.batch_size).split(ppo.minibatch_size):
+                for idx in torch.randperm(ppo.batch_size).split(ppo.minibatch_size):  # drawn on the CPU, as before
+                    idx = idx.to(dev)
                     with ppo.autocast():
                         logits, value = model(b_obs[idx])
                     logits, value = logits.float(), value.float()  # losses in fp32 whatever the passes ran in
@@ -242,8 +258,8 @@ def train(
                                               approx_kl, clipfrac]))
             _check_finite(model, torch.stack(stats).sum(), step)
             s = torch.stack(stats).mean(0).tolist()
-            var_ret = float(b_ret.var())  # how much of the return the value head explains (1 = all, <= 0 = none)
-            explained = 1.0 - float((b_ret - val_buf.flatten()).var()) / var_ret if var_ret > 0 else float("nan")
+            var_ret = float(ret.flatten().var())  # how much of the return the value head explains (1 = all, <= 0 = none)
+            explained = 1.0 - float((ret.flatten() - val_buf.flatten()).var()) / var_ret if var_ret > 0 else float("nan")
             row = {"losses/total": s[0], "losses/policy": s[1], "losses/value": s[2], "losses/entropy": s[3],
                    "losses/approx_kl": s[4], "losses/clipfrac": s[5], "losses/explained_variance": explained,
                    "charts/lr": optimizer.param_groups[0]["lr"],
@@ -269,6 +285,7 @@ def train(
         log.write(step, eval_scalars(final))
         return TrainResult(step, log.rows, final, time.perf_counter() - start)
     finally:  # on divergence or a kill too: flush the logs, release the env's resources
+        model.to(home)
         log.close()
         getattr(env, "close", lambda: None)()
 
@@ -301,7 +318,7 @@ def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, p
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _extra(result: TrainResult, ppo: PPOConfig) -> dict:
