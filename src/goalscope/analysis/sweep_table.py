@@ -17,9 +17,11 @@ from goalscope.outputs import atomic_write_bytes
 from goalscope.program.sweep import Variant, load_sweep, run_train_jobs, seed_results, select
 
 
-def run_sweep(path: str | Path, out: str | Path, *, executor=None, only: list[str] | None = None) -> list[dict]:
-    """Run every (variant, seed) train job not yet finished in ``out``; return and write the table rows."""
-    _, variants = load_sweep(path)
+def run_sweep(path: str | Path, out: str | Path, *, executor=None, only: list[str] | None = None,
+              device: str | None = None) -> list[dict]:
+    """Run every (variant, seed) train job not yet finished in ``out``; return and write the table rows.
+    ``device`` overrides every variant's ``ppo.device``."""
+    _, variants = load_sweep(path, device=device)
     variants = select(variants, only)
     out = Path(out)
     run_train_jobs(variants, out, executor)

@@ -32,6 +32,7 @@ def add_commands(sub) -> None:
                                       "ray://HOST:10001 (default: start Ray on this machine). On several nodes, --out "
                                       "must be on a filesystem every node sees")
     p.add_argument("--quick", action="store_true", help="a tiny version of the experiment (small budgets, 1 seed) to try things out")
+    _add_device_arg(p)
 
     p = sub.add_parser("results", help="print the summary tables of a finished run",
                        description="Print the tables `goalscope run` printed at the end (MA and MB competence, update-"
@@ -92,6 +93,12 @@ def add_commands(sub) -> None:
     p.add_argument("--executor", default="local", help="where jobs run: local (a process pool) or ray")
     p.add_argument("--workers", type=int, default=1, help="parallel job processes (0 = one per core)")
     p.add_argument("--table-only", action="store_true", help="tabulate what has finished; train nothing")
+    _add_device_arg(p)
+
+
+def _add_device_arg(p) -> None:
+    p.add_argument("--device", help="where the networks run, overriding the file's ppo.device: cpu, cuda or cuda:N "
+                                    "(not part of a job's identity: finished jobs are reused whatever device made them)")
 
 
 def cmd_run(args) -> None:
@@ -103,6 +110,8 @@ def cmd_run(args) -> None:
     from goalscope.analysis.experiment import run_experiment
 
     cfg = load_experiment(args.experiment)
+    if args.device is not None:
+        cfg = replace(cfg, ppo={**cfg.ppo, "device": args.device}).validate()
     if args.quick:
         cfg = quick(cfg)
     if args.workers is not None:
@@ -282,7 +291,8 @@ def cmd_sweep(args) -> None:
             variants = [v for v in variants if v.name in args.only]
         print(markdown(table(variants, Path(args.out))), end="")
         return
-    rows = run_sweep(args.sweep, args.out, executor=make_executor(args.executor, workers=args.workers), only=args.only)
+    rows = run_sweep(args.sweep, args.out, executor=make_executor(args.executor, workers=args.workers), only=args.only,
+                     device=args.device)
     print(markdown(rows), end="")
 
 

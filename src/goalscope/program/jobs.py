@@ -54,10 +54,11 @@ class Job:
 
     @property
     def key(self) -> str:
-        # How often training snapshots itself changes nothing in the result, so it must not change the key.
-        # Nor does a setting at the value it had before the setting existed (fp32), so old runs keep their keys.
+        # How often training snapshots itself changes nothing in the result, so it must not change the key; nor
+        # does where the network ran (a sweep begun on a GPU box is finished on a laptop, a CPU result is reused by a
+        # GPU rerun). A setting at the value it had before the setting existed (fp32) keeps old runs' keys.
         spec = {**self.spec, "ppo": {k: v for k, v in self.spec["ppo"].items()
-                                     if k != "save_every" and (k, v) != ("precision", "fp32")}}
+                                     if k not in ("save_every", "device") and (k, v) != ("precision", "fp32")}}
         blob = json.dumps({"kind": self.kind, "spec": spec}, sort_keys=True).encode()
         return f"{self.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
 

@@ -165,6 +165,9 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
         old = experiment_from_dict(old).to_json()
     except GoalscopeError:
         pass
+    for d in (old, new):  # where the network runs is not what the experiment computes
+        if isinstance(d.get("ppo"), dict):
+            d["ppo"].pop("device", None)
     if old != new and not reconfigure:
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
         raise ConfigError(f"{run_dir} was run with a different experiment ({diff!r} differs); use another --out, or "

@@ -99,12 +99,15 @@ def expand(data: dict) -> tuple[list[int], list[Variant]]:
     return seeds, out
 
 
-def load_sweep(path: str | Path) -> tuple[list[int], list[Variant]]:
-    """(seeds, variants) of the sweep file at ``path`` (see :func:`expand`)."""
+def load_sweep(path: str | Path, device: str | None = None) -> tuple[list[int], list[Variant]]:
+    """(seeds, variants) of the sweep file at ``path`` (see :func:`expand`); ``device`` overrides ``ppo.device``."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"sweep file {str(path)!r} does not exist")
-    return expand(read_toml(path))
+    data = read_toml(path)
+    if device is not None:
+        data.setdefault("ppo", {})["device"] = device
+    return expand(data)
 
 
 def select(variants: list[Variant], only: list[str] | None) -> list[Variant]:

@@ -182,7 +182,8 @@ def train(
         ep_lengths: list[float] = []  # not in snapshots: a resumed run's first length average covers fewer episodes
         next_eval = ppo.eval_every or None
         step, first_update = 0, 0
-        fingerprint = {"ppo": ppo.to_json(), "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
+        # Without the device: a snapshot taken on a GPU continues on a CPU (and back).
+        fingerprint = {"ppo": {k: v for k, v in ppo.to_json().items() if k != "device"}, "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
         snapshots = Snapshots(resume_dir, fingerprint, ppo.save_every, env)
         resumed = snapshots.resume(model, optimizer, env, log, ep_returns)
         if resumed is not None:
