@@ -19,6 +19,8 @@ weight: SB3's ``vf_coef`` is half of goalscope's because SB3's value loss has no
     .venv/bin/python benchmarks/sb3_cnn.py                                   # ~25 min on a busy 2-core machine
     .venv/bin/python benchmarks/sb3_cnn.py --skip-curves                     # throughput only, ~3 min
     .venv/bin/python benchmarks/sb3_cnn.py --channels 16 16 16 16 --budget 1000000 --target 0.9
+    # the competent recipe (experiments/maze9.toml's rcnn), both curves at once on 2 cores, ~40 min:
+    .venv/bin/python benchmarks/sb3_cnn.py --arch rcnn --skip-throughput --budget 1200000 --eval-every 100000 --workers 2
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ def _ppo(args, steps: int, precision: str = "fp32") -> PPOConfig:
 
 
 def _arch(args) -> dict:
-    return {"channels": list(args.channels), "hidden": args.hidden}
+    channels = list(args.channels or ((16,) if args.arch == "rcnn" else (16, 32)))
+    if args.arch == "rcnn":
+        return {"channels": channels, "width": args.width, "iterations": args.iterations, "hidden": args.hidden}
+    return {"channels": channels, "hidden": args.hidden}
 
 
 def _sb3_model(args, env_kind: str, ppo: PPOConfig, seed: int):
@@ -61,14 +66,15 @@ def _sb3_model(args, env_kind: str, ppo: PPOConfig, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from goalscope.envs.gym import ObjectMazeEnv
-    from goalscope.agents.sb3 import policy_kwargs, sb3_ppo_kwargs, sb3_vec_env
+    from goalscope.agents.sb3 import policy_kwargs, rcnn_policy_kwargs, sb3_ppo_kwargs, sb3_vec_env
 
     if env_kind == "dummy":
         venv = make_vec_env(ObjectMazeEnv, n_envs=ppo.n_envs, seed=seed, vec_env_cls=DummyVecEnv,
                             env_kwargs={"config": ENV, "reward": REWARD})
     else:
         venv = sb3_vec_env(ENV, REWARD, ppo.n_envs, seed)
-    return PPO("MlpPolicy", venv, policy_kwargs=policy_kwargs(args.channels, args.hidden), seed=seed, device="cpu",
+    kwargs = rcnn_policy_kwargs(**_arch(args)) if args.arch == "rcnn" else policy_kwargs(**_arch(args))
+    return PPO("MlpPolicy", venv, policy_kwargs=kwargs, seed=seed, device="cpu",
                verbose=0, **sb3_ppo_kwargs(ppo))
 
 
@@ -79,7 +85,7 @@ def _sb3_model(args, env_kind: str, ppo: PPOConfig, seed: int):
 def goalscope_sps(args, precision: str, seed: int = 0) -> float:
     ppo = _ppo(args, args.throughput_steps, precision)
     torch.manual_seed(seed)
-    model = build_agent("cnn", ENV.obs_shape, N_ACTIONS, _arch(args))
+    model = build_agent(args.arch, ENV.obs_shape, N_ACTIONS, _arch(args))
     rows = [r for r in train(model, ENV, parse_reward(REWARD, ENV.n_types), ppo, seed).history
             if "charts/steps_per_s" in r]
     elapsed = [r["step"] / r["charts/steps_per_s"] for r in rows]
@@ -144,7 +150,7 @@ class _Curve:
 def goalscope_curve(args, seed: int) -> list[dict]:
     ppo = _ppo(args, args.budget)
     torch.manual_seed(seed)
-    model = build_agent("cnn", ENV.obs_shape, N_ACTIONS, _arch(args))
+    model = build_agent(args.arch, ENV.obs_shape, N_ACTIONS, _arch(args))
     curve = _Curve(args)
     train(model, ENV, curve.reward, ppo, seed, callbacks=[lambda step, row, m: not curve.maybe_eval(step, m)])
     return curve.points
@@ -177,13 +183,31 @@ def sb3_curve(args, seed: int, env_kind: str = "native") -> list[dict]:
     return curve.points
 
 
+CURVES = {"goalscope fp32": lambda args: goalscope_curve(args, args.seed),
+          "SB3, native VecEnv adapter": lambda args: sb3_curve(args, args.seed),
+          "SB3, DummyVecEnv": lambda args: sb3_curve(args, args.seed, "dummy")}
+TRAINERS = {"goalscope": "goalscope fp32", "sb3": "SB3, native VecEnv adapter", "sb3-dummy": "SB3, DummyVecEnv"}
+
+
+def _curve_task(task) -> list[dict]:
+    """One trainer's curve in its own process (one torch thread), so trainers run side by side under one load."""
+    name, args = task
+    torch.set_num_threads(1)
+    print(f"  {name}: started", flush=True)
+    return CURVES[name](args)
+
+
 def first_at(points: list[dict], level: float) -> dict | None:
     return next((p for p in points if p["fraction"] >= level), None)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--channels", type=int, nargs="+", default=[16, 32])
+    p.add_argument("--arch", choices=["cnn", "rcnn"], default="cnn", help="goalscope's cnn, or the recurrent rcnn "
+                                                                           "(experiments/maze9.toml's)")
+    p.add_argument("--channels", type=int, nargs="+", help="input conv channels (default: 16 32 for cnn, 16 for rcnn)")
+    p.add_argument("--width", type=int, default=8, help="rcnn: recurrent channels")
+    p.add_argument("--iterations", type=int, default=0, help="rcnn: recurrent steps (0 = twice the side)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--gamma", type=float, default=0.95)
     p.add_argument("--throughput-steps", type=int, default=16_384)
@@ -191,6 +215,9 @@ def main(argv=None) -> None:
     p.add_argument("--eval-every", type=int, default=50_000)
     p.add_argument("--target", type=float, default=0.9, help="fraction of the oracle")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trainers", nargs="+", choices=list(TRAINERS), default=["goalscope", "sb3"],
+                   help="whose curves to run")
+    p.add_argument("--workers", type=int, default=1, help="curves run in this many processes at once")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--skip-curves", action="store_true")
     p.add_argument("--json", help="write the results here")
@@ -201,13 +228,13 @@ def main(argv=None) -> None:
     print(f"machine: {os.cpu_count()} cores, bf16 units: {', '.join(units) or 'none'}, load average "
           f"{os.getloadavg()[0]:.2f}; torch {torch.__version__}, 1 thread")
     print(f"env: {ENV.size}x{ENV.size} maze, {ENV.n_types} types x {ENV.n_per_type}, {ENV.max_steps} steps, "
-          f"loop_prob {ENV.loop_prob}; RA {REWARD}; cnn {_arch(args)}; gamma {args.gamma}")
+          f"loop_prob {ENV.loop_prob}; RA {REWARD}; {args.arch} {_arch(args)}; gamma {args.gamma}")
     out: dict = {"args": vars(args)}
     if not args.skip_throughput:
         from train_throughput import ceiling
 
         ppo = _ppo(args, args.throughput_steps)
-        ceil = ceiling("cnn", _arch(args), ENV, parse_reward(REWARD, ENV.n_types), ppo, 0, 3)["steps_per_s"]
+        ceil = ceiling(args.arch, _arch(args), ENV, parse_reward(REWARD, ENV.n_types), ppo, 0, 3)["steps_per_s"]
         rates = {"goalscope fp32": goalscope_sps(args, "fp32"), "goalscope bf16": goalscope_sps(args, "bf16"),
                  "SB3, native VecEnv adapter": sb3_sps(args, "native"), "SB3, DummyVecEnv": sb3_sps(args, "dummy")}
         base = rates["goalscope fp32"]
@@ -219,11 +246,10 @@ def main(argv=None) -> None:
         out["throughput"] = {**rates, "ceiling": ceil}
     if not args.skip_curves:
         print(f"\ntime to {args.target:.0%} of the oracle (budget {args.budget:,} steps, eval every {args.eval_every:,})")
-        curves = {}
-        for name, fn in (("goalscope fp32", lambda: goalscope_curve(args, args.seed)),
-                         ("SB3, native VecEnv adapter", lambda: sb3_curve(args, args.seed))):
-            print(f"  {name}:", flush=True)
-            curves[name] = fn()
+        from goalscope.program.executors import LocalExecutor
+
+        names = [TRAINERS[t] for t in args.trainers]
+        curves = dict(zip(names, LocalExecutor(args.workers).run(_curve_task, [(n, args) for n in names], "curves")))
         out["curves"] = curves
         common = min(max(p["fraction"] for p in c) for c in curves.values())
         levels = [args.target] + ([] if common >= args.target else [np.floor(common * 100) / 100])

@@ -42,6 +42,29 @@ def test_extractor_is_goalscopes_trunk(channels, relative):
     assert ext.features_dim == 24
 
 
+def test_rcnn_extractor_is_goalscopes_trunk_and_sb3_trains_it():
+    import gymnasium as gym
+
+    from goalscope.agents.rcnn import RCNNAgent, RCNNConfig
+    from goalscope.agents.sb3 import GoalscopeRCNN, rcnn_policy_kwargs
+
+    space = gym.spaces.Box(0, 1, ENV.obs_shape, dtype=np.uint8)
+    ext = GoalscopeRCNN(space, channels=(8,), width=4, iterations=3, hidden=24)
+    agent = RCNNAgent(ENV.obs_shape, 4, RCNNConfig((8,), 4, 3, 24))
+    missing, unexpected = agent.load_state_dict(ext.state_dict(), strict=False)
+    assert sorted(missing) == ["policy.bias", "policy.weight", "value.bias", "value.weight"] and not unexpected
+    x = _obs()
+    torch.testing.assert_close(ext(x), agent.features(x), rtol=0, atol=0)
+    ppo = PPOConfig(n_envs=4, n_steps=16, epochs=1, minibatch_size=32, total_steps=128)
+    model = sb3.PPO("MlpPolicy", sb3_vec_env(ENV, "collect:0", 4, seed=0), seed=0, device="cpu",
+                    policy_kwargs=rcnn_policy_kwargs((8,), 4, 3, 24), **sb3_ppo_kwargs(ppo))
+    before = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    model.learn(128)  # two rollouts: the annealed lr of the last update of a run is 0
+    assert any(not torch.equal(before[k], v) for k, v in model.policy.state_dict().items())
+    logits, value = SB3Policy(model.policy)(x)
+    assert logits.shape == (len(x), 4) and value.shape == (len(x),)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     torch.set_num_threads(1)

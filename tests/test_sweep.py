@@ -118,3 +118,20 @@ name = "two"
     assert main(["sweep", str(path), "--out", str(mine)]) == 2
     assert "chapter1.tex" in capsys.readouterr().err
     assert sorted(p.name for p in mine.iterdir()) == ["chapter1.tex"]
+
+
+def test_device_override_reaches_every_variant_and_keeps_the_keys(tmp_path):
+    """`goalscope sweep --device`: every variant's PPO runs there; the job keys (what `--table-only` and a rerun on
+    another machine look up) do not change."""
+    from goalscope.program.sweep import load_sweep
+
+    path = tmp_path / "s.toml"
+    path.write_text('[env]\nsize = 5\nn_types = 2\nn_per_type = 1\nmax_steps = 16\npool_size = 16\n'
+                    '[agent]\narch = "cnn"\n[base]\nsteps = 256\n[sweep]\nseeds = [0, 1]\n'
+                    '[[sweep.variant]]\nname = "a"\n[[sweep.variant]]\nname = "b"\n"ppo.ent_coef" = 0.001\n')
+    _, plain = load_sweep(path)
+    _, moved = load_sweep(path, device="cuda:0")
+    assert all(v.config.ppo_config(256).device == "cuda:0" for v in moved)
+    assert [j.key for v in plain for j in train_jobs(v)] == [j.key for v in moved for j in train_jobs(v)]
+    with pytest.raises(ConfigError, match="ppo.device"):
+        load_sweep(path, device="tpu")

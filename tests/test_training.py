@@ -115,3 +115,42 @@ def test_weights_and_biases_logging_when_enabled(tiny_cfg, tmp_path, monkeypatch
     train(build_agent("mlp", tiny_cfg.obs_shape, 4), tiny_cfg, parse_reward("collect:0", 2), ppo, seed=0, name="MB x")
     assert inits[0]["name"].startswith("object_maze__MB_x__0__")
     assert any(isinstance(e, tuple) and "losses/policy" in e[1] for e in logged) and logged[-1] == "finished"
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", 3])
+def test_bad_device_names_the_field(device):
+    with pytest.raises(ConfigError, match="ppo.device"):
+        PPOConfig(device=device)
+
+
+def test_device_is_where_a_job_runs_not_what_it_computes():
+    """At cpu the JSON has no device (old runs keep their keys); at cuda it does, but a job's key is the same, so a
+    sweep begun on a GPU box is finished, and its CPU results reused, anywhere."""
+    from goalscope.program.jobs import Job
+
+    assert "device" not in PPOConfig().to_json()
+    assert PPOConfig(device="cuda:1").to_json()["device"] == "cuda:1"
+    assert PPOConfig.from_json(PPOConfig(device="cuda").to_json()).device == "cuda"
+    spec = {"arch": "cnn", "seed": 0}
+    keys = {Job("train", {**spec, "ppo": PPOConfig(device=d).to_json()}, "MA").key for d in ("cpu", "cuda", "cuda:1")}
+    assert len(keys) == 1
+    assert Job("train", {**spec, "ppo": PPOConfig(device="cuda", lr=2e-3).to_json()}, "MA").key not in keys
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error(tiny_cfg):
+    model = build_agent("cnn", tiny_cfg.obs_shape, 4)
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        train(model, tiny_cfg, parse_reward("collect:0", tiny_cfg.n_types),
+              PPOConfig(total_steps=64, n_envs=4, n_steps=16, device="cuda"), seed=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_on_cuda_returns_a_cpu_checkpoint_and_the_model_where_it_was(tiny_cfg):
+    reward = parse_reward("collect:0", tiny_cfg.n_types)
+    ppo = PPOConfig(total_steps=4096, n_envs=16, n_steps=32, eval_episodes=32, device="cuda")
+    ckpt = train_new("rcnn", {}, tiny_cfg, reward, ppo, seed=0)
+    assert all(v.device.type == "cpu" for v in ckpt.state_dict.values())
+    model = build_agent("cnn", tiny_cfg.obs_shape, 4)
+    result = train(model, tiny_cfg, reward, ppo, seed=0)
+    assert next(model.parameters()).device.type == "cpu" and result.final_eval["episodes"] == 32

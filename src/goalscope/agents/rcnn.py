@@ -59,6 +59,11 @@ class RCNNAgent(nn.Module):
         self.value = init_layer(nn.Linear(cfg.hidden, 1), 1.0)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.features(obs)
+        return self.policy(y), self.value(y).squeeze(-1)
+
+    def features(self, obs: torch.Tensor) -> torch.Tensor:
+        """The hidden layer the heads read (also SB3's features extractor: :mod:`goalscope.agents.sb3`)."""
         x = obs.float()
         agent = x[:, 1:2]  # one-hot; the agent never stands on the outer wall, so rolls never wrap onto it
         for i in range(self.n_conv):
@@ -68,6 +73,5 @@ class RCNNAgent(nn.Module):
         for _ in range(self.iterations):
             h = torch.relu(self.recur(h) + z)
         around = [(h * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in NEIGHBOURHOOD]
-        y = torch.relu(self.fc(torch.cat(around, 1)))
-        return self.policy(y), self.value(y).squeeze(-1)
+        return torch.relu(self.fc(torch.cat(around, 1)))
 

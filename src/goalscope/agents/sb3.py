@@ -21,7 +21,10 @@ goalscope's for the same objective; :func:`sb3_ppo_kwargs` does this (and the li
 Needs ``stable-baselines3`` (not a dependency of goalscope). Nothing in goalscope imports this module; import it
 yourself.
 
-May import: goalscope.agents.cnn, goalscope.envs, goalscope.errors (and stable-baselines3, gymnasium, torch).
+The recurrent ``rcnn`` (the architecture that meets the 9x9 competence bar) works the same way:
+``policy_kwargs=rcnn_policy_kwargs()`` (no importer for it yet).
+
+May import: goalscope.agents.cnn, goalscope.agents.rcnn, goalscope.envs, goalscope.errors (and stable-baselines3, gymnasium, torch).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from goalscope.agents.cnn import CNNAgent, CNNConfig
+from goalscope.agents.rcnn import RCNNAgent, RCNNConfig
 from goalscope.envs.maze import N_ACTIONS, MazeConfig, MazeVecEnv
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
@@ -65,6 +69,34 @@ class GoalscopeCNN(BaseFeaturesExtractor):
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return CNNAgent.features(self, observations)
+
+
+class GoalscopeRCNN(BaseFeaturesExtractor):
+    """goalscope's ``rcnn`` trunk (input convs, the weight-tied recurrent conv, the readout at the agent's cell and
+    its hidden layer) as an SB3 features extractor (``features_dim = hidden``)."""
+
+    def __init__(self, observation_space: gym.spaces.Box, channels=(16,), width: int = 8, iterations: int = 0,
+                 hidden: int = 128):
+        if len(observation_space.shape) != 3:
+            raise ConfigError(f"GoalscopeRCNN needs (C, H, W) observations, got shape {observation_space.shape}")
+        cfg = RCNNConfig(tuple(int(c) for c in channels), int(width), int(iterations), int(hidden))
+        super().__init__(observation_space, features_dim=cfg.hidden)
+        ref = RCNNAgent(tuple(observation_space.shape), N_ACTIONS, cfg)
+        self.iterations, self.n_conv = ref.iterations, ref.n_conv
+        for name in [f"conv{i + 1}" for i in range(ref.n_conv)] + ["inject", "recur", "fc"]:
+            self.add_module(name, getattr(ref, name))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return RCNNAgent.features(self, observations)
+
+
+def rcnn_policy_kwargs(channels=(16,), width: int = 8, iterations: int = 0, hidden: int = 128) -> dict:
+    """``policy_kwargs`` for SB3's ``PPO("MlpPolicy", ...)`` with goalscope's ``rcnn`` trunk and nothing between it
+    and the heads."""
+    return {"features_extractor_class": GoalscopeRCNN,
+            "features_extractor_kwargs": {"channels": list(channels), "width": width, "iterations": iterations,
+                                          "hidden": hidden},
+            "net_arch": [], "normalize_images": False}
 
 
 def policy_kwargs(channels=(16, 32), hidden: int = 128, relative_coords: bool = True) -> dict:
@@ -145,4 +177,4 @@ class SB3Policy(nn.Module):
         return self.policy.action_net(latent_pi), self.policy.value_net(latent_vf).squeeze(-1)
 
 
-__all__ = ["GoalscopeCNN", "policy_kwargs", "sb3_ppo_kwargs", "MazeSB3VecEnv", "sb3_vec_env", "SB3Policy"]
+__all__ = ["GoalscopeCNN", "GoalscopeRCNN", "policy_kwargs", "rcnn_policy_kwargs", "sb3_ppo_kwargs", "MazeSB3VecEnv", "sb3_vec_env", "SB3Policy"]

@@ -188,6 +188,7 @@ def train(
         resumed = snapshots.resume(model, optimizer, env, log, ep_returns)
         if resumed is not None:
             first_update, step, next_eval, obs = resumed
+        resumed_at = step  # this process's speed counts only the steps it ran
         bar = progress_bar(n_updates * ppo.batch_size, progress, f"PPO {reward.name}")
         bar.update(step)
         for update in range(first_update, n_updates):
@@ -264,7 +265,7 @@ def train(
             row = {"losses/total": s[0], "losses/policy": s[1], "losses/value": s[2], "losses/entropy": s[3],
                    "losses/approx_kl": s[4], "losses/clipfrac": s[5], "losses/explained_variance": explained,
                    "charts/lr": optimizer.param_groups[0]["lr"],
-                   "charts/steps_per_s": step / (time.perf_counter() - start)}
+                   "charts/steps_per_s": (step - resumed_at) / (time.perf_counter() - start)}
             if ep_returns:
                 row["charts/episode_return"] = float(np.mean(ep_returns))
                 row["charts/episode_length"] = float(np.mean(ep_lengths)) if ep_lengths else float("nan")
