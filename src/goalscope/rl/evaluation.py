@@ -82,7 +82,7 @@ def oracle_policy(obs: np.ndarray, env) -> np.ndarray:
 def model_policy(model: torch.nn.Module, seed: int = 0, greedy: bool = False) -> Policy:
     """Sample (or take the argmax of) the model's action distribution, with its own seeded generator."""
     gen = torch.Generator().manual_seed(seed)  # on the CPU wherever the model runs: the same draws on any device
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # a model without parameters runs on the CPU
 
     @torch.inference_mode()
     def act(obs: np.ndarray, env) -> np.ndarray:
