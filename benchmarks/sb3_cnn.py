@@ -124,7 +124,8 @@ def sb3_sps(args, env_kind: str, seed: int = 0) -> float:
 class _Curve:
     """Evaluations at fixed step marks, with the training wall time (evaluations excluded) at each."""
 
-    def __init__(self, args):
+    def __init__(self, args, name: str = ""):
+        self.name = name
         self.reward = parse_reward(REWARD, ENV.n_types)
         self.oracle = oracle_profile(ENV, self.reward, 256, 10_000)
         self.every, self.target = args.eval_every, args.target
@@ -140,7 +141,7 @@ class _Curve:
         t0 = time.perf_counter()
         frac = summarise(evaluate(model, ENV, self.reward, 256, 10_000), self.reward, self.oracle)["fraction_of_oracle"]
         self.points.append({"step": step, "train_s": t0 - self.start - self.paused, "fraction": frac})
-        print(f"    {step:>9,} steps  {t0 - self.start - self.paused:7.1f} s  {frac:.3f} of oracle", flush=True)
+        print(f"    {self.name}: {step:>9,} steps  {t0 - self.start - self.paused:7.1f} s  {frac:.3f} of oracle", flush=True)
         self.paused += time.perf_counter() - t0
         while self.next <= step:
             self.next += self.every
@@ -151,7 +152,7 @@ def goalscope_curve(args, seed: int) -> list[dict]:
     ppo = _ppo(args, args.budget)
     torch.manual_seed(seed)
     model = build_agent(args.arch, ENV.obs_shape, N_ACTIONS, _arch(args))
-    curve = _Curve(args)
+    curve = _Curve(args, "goalscope")
     train(model, ENV, curve.reward, ppo, seed, callbacks=[lambda step, row, m: not curve.maybe_eval(step, m)])
     return curve.points
 
@@ -163,7 +164,7 @@ def sb3_curve(args, seed: int, env_kind: str = "native") -> list[dict]:
 
     ppo = _ppo(args, args.budget)
     model = _sb3_model(args, env_kind, ppo, seed)
-    curve = _Curve(args)
+    curve = _Curve(args, f"SB3 {env_kind}")
     wrapped = SB3Policy(model.policy)
 
     class Eval(BaseCallback):
