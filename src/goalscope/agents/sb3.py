@@ -24,7 +24,8 @@ yourself.
 The recurrent ``rcnn`` (the architecture that meets the 9x9 competence bar) works the same way:
 ``policy_kwargs=rcnn_policy_kwargs()`` (no importer for it yet).
 
-May import: goalscope.agents.cnn, goalscope.agents.rcnn, goalscope.envs, goalscope.errors (and stable-baselines3, gymnasium, torch).
+May import: goalscope.agents.cnn, goalscope.agents.rcnn, goalscope.envs, goalscope.errors (and stable-baselines3,
+gymnasium, torch).
 """
 
 from __future__ import annotations
@@ -177,4 +178,5 @@ class SB3Policy(nn.Module):
         return self.policy.action_net(latent_pi), self.policy.value_net(latent_vf).squeeze(-1)
 
 
-__all__ = ["GoalscopeCNN", "GoalscopeRCNN", "policy_kwargs", "rcnn_policy_kwargs", "sb3_ppo_kwargs", "MazeSB3VecEnv", "sb3_vec_env", "SB3Policy"]
+__all__ = ["GoalscopeCNN", "GoalscopeRCNN", "policy_kwargs", "rcnn_policy_kwargs", "sb3_ppo_kwargs", "MazeSB3VecEnv",
+           "sb3_vec_env", "SB3Policy"]

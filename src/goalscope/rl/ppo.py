@@ -104,7 +104,7 @@ class PPOConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        if d["device"] == "cpu":  # left out at its default, so runs and snapshots made before it keep their keys
+        if d["device"] == "cpu":  # left out at its default: what runs recorded before it existed reads the same
             del d["device"]
         return d
 
@@ -156,7 +156,8 @@ def train(
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     torch.set_num_threads(ppo.threads)
     if ppo.device != "cpu" and not torch.cuda.is_available():
-        raise ConfigError(f"ppo.device is {ppo.device!r} but this torch sees no CUDA device; use device = \"cpu\"")
+        raise ConfigError(f"ppo.device is {ppo.device!r} but this torch sees no CUDA device; "
+                          "use device = \"cpu\"")
     torch.manual_seed(seed)
     start = time.perf_counter()
     home = next(model.parameters()).device  # the model goes back there afterwards, whatever ppo.device is
@@ -183,7 +184,8 @@ def train(
         next_eval = ppo.eval_every or None
         step, first_update = 0, 0
         # Without the device: a snapshot taken on a GPU continues on a CPU (and back).
-        fingerprint = {"ppo": {k: v for k, v in ppo.to_json().items() if k != "device"}, "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
+        fingerprint = {"ppo": {k: v for k, v in ppo.to_json().items() if k != "device"}, "seed": seed,
+                       "reward": reward.to_json(), "env": env_cfg.to_json()}
         snapshots = Snapshots(resume_dir, fingerprint, ppo.save_every, env)
         resumed = snapshots.resume(model, optimizer, env, log, ep_returns)
         if resumed is not None:
@@ -260,8 +262,9 @@ def train(
                                               approx_kl, clipfrac]))
             _check_finite(model, torch.stack(stats).sum(), step)
             s = torch.stack(stats).mean(0).tolist()
-            var_ret = float(ret.flatten().var())  # how much of the return the value head explains (1 = all, <= 0 = none)
-            explained = 1.0 - float((ret.flatten() - val_buf.flatten()).var()) / var_ret if var_ret > 0 else float("nan")
+            # How much of the return the value head explains (1 = all, <= 0 = none).
+            var_ret, flat_ret = float(ret.flatten().var()), ret.flatten()
+            explained = 1.0 - float((flat_ret - val_buf.flatten()).var()) / var_ret if var_ret > 0 else float("nan")
             row = {"losses/total": s[0], "losses/policy": s[1], "losses/value": s[2], "losses/entropy": s[3],
                    "losses/approx_kl": s[4], "losses/clipfrac": s[5], "losses/explained_variance": explained,
                    "charts/lr": optimizer.param_groups[0]["lr"],

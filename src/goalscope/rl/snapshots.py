@@ -61,7 +61,7 @@ def _save_snapshot(directory: Path, fingerprint: dict, model, optimizer, env, ob
     arrays, rng_state = env.get_state()
     tensors = {f"model/{k}": v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     for i, state in optimizer.state_dict()["state"].items():
-        tensors.update({f"adam/{i}/{k}": v.detach().cpu().clone().reshape(-1) if v.dim() == 0 else v.detach().cpu().clone()
+        tensors.update({f"adam/{i}/{k}": v.detach().cpu().clone().reshape(-1 if v.dim() == 0 else v.shape)
                         for k, v in state.items()})
     tensors["torch_rng"] = torch.get_rng_state()
     tensors["obs"] = obs.clone().contiguous()
