@@ -306,3 +306,18 @@ def test_cli_one_line_errors_for_damaged_runs(tmp_path, capsys):
     assert err.count("goalscope: error:") == 4 and "Traceback" not in err
     with pytest.raises(SystemExit):
         main(["train", "--reward", "collect:0", "--out", str(tmp_path / "x"), "--seed", "-1"])
+
+
+def test_a_run_moved_to_another_device_keeps_that_device(tmp_path):
+    """Resuming a run with `--device` passes the config check (the device is not what it computes) and its jobs
+    still carry the device asked for; a real change is still refused."""
+    from goalscope.program.runner import EXPERIMENT_FILE, _check_same_experiment
+
+    cfg = load_experiment("experiments/default.toml")
+    (tmp_path / EXPERIMENT_FILE).write_text(json.dumps(cfg.to_json()))
+    moved = replace(cfg, ppo={**cfg.ppo, "device": "cuda:0"})
+    _check_same_experiment(tmp_path, moved, reconfigure=False)
+    assert moved.ppo["device"] == "cuda:0"
+    assert {j.spec["ppo"]["device"] for j in plan_experiment(moved).jobs()} == {"cuda:0"}
+    with pytest.raises(ConfigError, match="different experiment"):
+        _check_same_experiment(tmp_path, replace(moved, ppo={**moved.ppo, "lr": 5e-4}), reconfigure=False)

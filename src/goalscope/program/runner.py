@@ -165,9 +165,9 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
         old = experiment_from_dict(old).to_json()
     except GoalscopeError:
         pass
-    for d in (old, new):  # where the network runs is not what the experiment computes
-        if isinstance(d.get("ppo"), dict):
-            d["ppo"].pop("device", None)
+    # Where the network runs is not what the experiment computes. Copies: cfg.to_json() shares cfg's own ppo dict.
+    old, new = ({**d, "ppo": {k: v for k, v in d["ppo"].items() if k != "device"}}
+                if isinstance(d.get("ppo"), dict) else d for d in (old, new))
     if old != new and not reconfigure:
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
         raise ConfigError(f"{run_dir} was run with a different experiment ({diff!r} differs); use another --out, or "
