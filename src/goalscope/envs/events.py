@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import json
 import os
 import sys
@@ -59,10 +60,14 @@ class GymEventsConfig:
             raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
         if not isinstance(self.kwargs, dict):
             raise ConfigError(f"env.kwargs must be a table, got {self.kwargs!r}")
+        if self.events not in EVENT_SOURCES or self.obs not in OBS_ADAPTERS:
+            import_env_module(self.id)  # the user's module may register its own event source or adapter
         if self.events not in EVENT_SOURCES:
-            raise ConfigError(f"env.events {self.events!r} is unknown (known: {', '.join(sorted(EVENT_SOURCES))})")
+            raise ConfigError(f"env.events {self.events!r} is unknown (known: {', '.join(sorted(EVENT_SOURCES))})"
+                              f"{_untrusted_hint(self.id)}")
         if self.obs not in OBS_ADAPTERS:
-            raise ConfigError(f"env.obs {self.obs!r} is unknown (known: {', '.join(sorted(OBS_ADAPTERS))})")
+            raise ConfigError(f"env.obs {self.obs!r} is unknown (known: {', '.join(sorted(OBS_ADAPTERS))})"
+                              f"{_untrusted_hint(self.id)}")
         if not isinstance(self.event_types, list) or not all(isinstance(t, str) for t in self.event_types):
             raise ConfigError(f"env.event_types must be a list of strings, got {self.event_types!r}")
         if self.events != "info" and len(self.event_types) != self.n_types:
@@ -123,11 +128,41 @@ def check_importable(env_id: str) -> None:
     if ":" not in env_id:
         return  # registered ids resolve through gymnasium's registry: code that is already imported
     module = env_id.split(":", 1)[0]
-    trusted = set(os.environ.get(TRUST_ENV, "").split(","))
-    if module in sys.modules or module in trusted or module.split(".")[0] in trusted:
+    if _trusted(module):
         return
     raise ConfigError(f"env.id {env_id!r} would import the module {module!r}, and goalscope never imports code "
                       f"that a file names; if you trust it, pass --trust-module {module} (or set {TRUST_ENV}={module})")
+
+
+def _trusted(module: str) -> bool:
+    trusted = set(os.environ.get(TRUST_ENV, "").split(","))
+    return module in sys.modules or module in trusted or module.split(".")[0] in trusted
+
+
+def import_env_module(env_id: str) -> None:
+    """Import the ``module`` of an env id ``module:Env-v0`` if it is trusted (see :func:`trust_modules`), so that
+    the event sources and observation adapters it registers exist before the env config is checked.
+
+    An untrusted module is left alone (the config then fails on the names it would have registered, with a hint
+    to trust it); a trusted one that cannot be imported is a ConfigError naming it."""
+    if ":" not in env_id:
+        return
+    module = env_id.split(":", 1)[0]
+    if module in sys.modules or not _trusted(module):
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"env.id {env_id!r}: cannot import the module {module!r} ({e}); put the directory that "
+                          f"holds it on PYTHONPATH (e.g. PYTHONPATH=. goalscope ...) or install it") from None
+
+
+def _untrusted_hint(env_id: str) -> str:
+    if ":" not in env_id or _trusted(env_id.split(":", 1)[0]):
+        return ""
+    module = env_id.split(":", 1)[0]
+    return (f"; the env id names the module {module!r}, which may register it: if you trust it, pass "
+            f"--trust-module {module} (Python: load_run(path, trust_modules=[{module!r}]))")
 
 
 @functools.lru_cache(maxsize=16)

@@ -266,8 +266,18 @@ class RunView:
         return read_json(path) if path.exists() else None
 
 
-def load_run(path: str | Path) -> RunView:
-    """A finished run directory (``goalscope run EXPERIMENT --out PATH``) for use from Python."""
+def load_run(path: str | Path, trust_modules: list[str] | tuple[str, ...] = ()) -> RunView:
+    """A finished run directory (``goalscope run EXPERIMENT --out PATH``) for use from Python.
+
+    A run whose env id is ``module:Env-v0`` names code; a run directory is data, so that module is imported (to
+    register its env, event source or observation adapter) only once it is trusted: ``trust_modules=["module"]``
+    (as ``goalscope --trust-module module`` does on the command line)."""
+    if isinstance(trust_modules, str):
+        trust_modules = [trust_modules]
+    if trust_modules:
+        from goalscope.envs.events import trust_modules as trust
+
+        trust(list(trust_modules))
     return RunView(path)
 
 
