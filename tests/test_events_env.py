@@ -117,3 +117,71 @@ def test_events_config_errors_name_the_field():
         GymEventsConfig(id="MiniGrid-Fetch-5x5-N2-v0", n_types=1, events="minigrid", event_types=["dragon"]).make_single()
     with pytest.raises(ConfigError, match="set env.obs to an adapter"):  # a Dict observation without an adapter
         GymEventsConfig(id="MiniGrid-Empty-5x5-v0", n_types=1, events="minigrid", event_types=["goal"]).obs_shape
+
+
+def _stock_and_wrapped(env_id, types, **kwargs):
+    import gymnasium as gym
+
+    cfg = GymEventsConfig(id=env_id, n_types=len(types), max_steps=10_000, events="minigrid", event_types=types,
+                          obs="minigrid", kwargs=kwargs)
+    return gym.make(env_id, **kwargs), cfg.make_single()
+
+
+@pytest.mark.parametrize("env_id, types", [("MiniGrid-DoorKey-5x5-v0", ["key", "door", "goal", "drop:key"]),
+                                           ("MiniGrid-KeyCorridorS3R1-v0", ["key", "ball", "door"]),
+                                           ("MiniGrid-Fetch-5x5-N2-v0", ["key", "ball"])])
+def test_event_source_observes_and_never_changes_the_env(env_id, types):
+    """Issue 27: the minigrid source used to set env.carrying = None on every pickup, so a key vanished and its
+    door never opened. The wrapped env must follow the stock env step for step."""
+    stock, wrapped = _stock_and_wrapped(env_id, types)
+    rng = np.random.default_rng(0)
+    o1, _ = stock.reset(seed=3)
+    o2, _ = wrapped.reset(seed=3)
+    total = np.zeros(len(types), int)
+    for step in range(400):
+        np.testing.assert_array_equal(o2, np.moveaxis(o1["image"], -1, 0), err_msg=f"{env_id}, step {step}")
+        assert (stock.unwrapped.carrying is None) == (wrapped.unwrapped.carrying is None), (env_id, step)
+        a = int(rng.integers(stock.action_space.n))
+        o1, r1, t1, u1, _ = stock.step(a)
+        o2, r2, t2, u2, info = wrapped.step(a)
+        assert (r1, t1, u1) == (r2, t2, u2), (env_id, step)
+        total += info["events"]
+        if t1 or u1:
+            o1, _ = stock.reset()
+            o2, _ = wrapped.reset()
+    assert total.sum() > 0
+    assert total[0] > 0  # keys are picked up (and, on DoorKey, put down again: drop:key)
+
+
+def test_doorkey_through_the_wrapper_opens_doors_and_reaches_goals_at_the_stock_rates():
+    """A random policy on DoorKey-5x5, 64 episodes through goalscope's vectorised env against 64 on the stock env
+    (counted from its own state): before the fix the wrapper gave keys but never a door or a goal."""
+    import gymnasium as gym
+
+    types = ["key", "door", "goal"]
+    cfg = GymEventsConfig(id="MiniGrid-DoorKey-5x5-v0", n_types=3, max_steps=250, events="minigrid",
+                          event_types=types, obs="minigrid")
+    venv = cfg.make(parse_reward("collect:goal", 3, names=types), 8, seed=1)
+    rng, ours, episodes = np.random.default_rng(1), np.zeros(3), 0
+    while episodes < 64:
+        _, _, _, _, info = venv.step(rng.integers(7, size=8))
+        if info:
+            ours += info["counts"].sum(0)
+            episodes += len(info["done_idx"])
+    venv.close()
+
+    env, rng, stock, episodes = gym.make("MiniGrid-DoorKey-5x5-v0"), np.random.default_rng(2), np.zeros(3), 0
+    env.reset(seed=2)
+    u = env.unwrapped
+    while episodes < 64:
+        carried = u.carrying
+        door = next(c for c in u.grid.grid if c is not None and c.type == "door")
+        was_open = door.is_open
+        _, r, term, trunc, _ = env.step(int(rng.integers(7)))
+        stock += [u.carrying is not None and u.carrying is not carried, door.is_open and not was_open, term and r > 0]
+        if term or trunc:
+            env.reset()
+            episodes += 1
+    assert (ours > 0).all() and (stock > 0).all(), (ours, stock)
+    for k, name in enumerate(types):  # per-episode rates agree within sampling noise (Poisson, ~4 s.d.)
+        assert abs(ours[k] - stock[k]) <= 4 * np.sqrt(ours[k] + stock[k]) + 2, (name, ours, stock)

@@ -23,12 +23,24 @@ def test_parse(spec, weights, cost):
     ("eat:1", "cannot read term"),
     ("1,0,0", "3 weights but the env has 4"),
     ("", "non-empty"),
-    ("collect:x", "cannot read term"),
+    ("collect:x", "does not name its event types"),
+    ("step:x", "cost per step"),
     ("1,a,0,0", "comma-separated"),
 ])
 def test_parse_errors_name_the_problem(spec, match):
     with pytest.raises(ConfigError, match=match):
         parse_reward(spec, 4)
+
+
+def test_rewards_name_event_types_where_the_env_names_them():
+    """Issue 27: `--reward collect:goal` was "cannot read term"; an env that names its types is rewarded by name."""
+    names = ["key", "door", "goal", "ball:red"]
+    assert parse_reward("collect:goal", 4, names).weights == (0, 0, 1, 0)
+    r = parse_reward("0.5*collect:key+collect:door", 4, names)
+    assert r.weights == (0.5, 1, 0, 0) and r.name == "0.5*collect:key+collect:door"
+    assert parse_reward("avoid:ball:red+collect:0+step:0.01", 4, names).weights == (1, 0, 0, -1)
+    with pytest.raises(ConfigError, match="no event type 'lava' .*key, door, goal, ball:red"):
+        parse_reward("collect:lava", 4, names)
 
 
 def test_score_is_a_dot_product_minus_step_cost():

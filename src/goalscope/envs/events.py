@@ -45,6 +45,7 @@ class GymEventsConfig:
     # "minigrid": pickups, door openings, reaching the goal), with one descriptor per event type ("key",
     # "ball:red", "door", "goal"...), and an observation adapter in OBS_ADAPTERS ("minigrid": the image of a Dict
     # observation, channels first).
+    # With events = "info", event_types may still name the env's K types (rewards such as "collect:apple").
     events: str = "info"
     event_types: list = field(default_factory=list)
     obs: str = "array"
@@ -70,8 +71,16 @@ class GymEventsConfig:
                               f"{_untrusted_hint(self.id)}")
         if not isinstance(self.event_types, list) or not all(isinstance(t, str) for t in self.event_types):
             raise ConfigError(f"env.event_types must be a list of strings, got {self.event_types!r}")
-        if self.events != "info" and len(self.event_types) != self.n_types:
+        if (self.events != "info" or self.event_types) and len(self.event_types) != self.n_types:
             raise ConfigError(f"env.event_types lists {len(self.event_types)} types but env.n_types = {self.n_types}")
+        dup = sorted({t for t in self.event_types if self.event_types.count(t) > 1})
+        if dup:
+            raise ConfigError(f"env.event_types lists {dup[0]!r} twice; each event type needs its own name")
+
+    @property
+    def event_names(self) -> list[str] | None:
+        """The event types' names (``env.event_types``), by which rewards, tables and figures name them."""
+        return list(self.event_types) or None
 
     def make_single(self) -> gym.Env:
         if self.id == MINIGRID_ID:
@@ -286,41 +295,59 @@ class InfoEvents:
 
 class MiniGridEvents:
     """Events of a MiniGrid env, one type per descriptor: ``KIND`` or ``KIND:COLOUR`` for picking up an object
-    (key, ball, box), ``door``/``door:COLOUR`` for opening a door, ``goal`` for reaching the goal square.
+    (key, ball, box), ``drop:KIND`` or ``drop:KIND:COLOUR`` for putting one down, ``door``/``door:COLOUR`` for
+    opening a door, ``goal`` for reaching the goal square.
 
-    A picked-up object is taken out of the agent's hands (as if consumed), so pickups can repeat in one episode.
+    The source only observes: every event is read from the env's state before and after the step (what the agent
+    carries, whether the door in front of it is open, the cell it stands on), and nothing in the env is changed,
+    so the env's dynamics are MiniGrid's own (a key picked up stays in the agent's hands and can open its door).
     """
 
-    TOGGLE = 5  # MiniGrid's action index for toggle
+    KINDS = ("key", "ball", "box", "door", "goal", "drop")
+    CARRIED = ("key", "ball", "box")
 
     def __init__(self, types):
-        self.types = [tuple(t.split(":", 1)) if ":" in t else (t, None) for t in types]
+        self.types = []
+        for t in types:
+            parts = t.split(":")
+            kind = parts[0]
+            if kind not in self.KINDS:
+                raise ConfigError(f"env.event_types: {kind!r} is not a MiniGrid event ({', '.join(self.KINDS)})")
+            if kind == "drop":
+                if len(parts) not in (2, 3) or parts[1] not in self.CARRIED:
+                    raise ConfigError(f"env.event_types: {t!r}: a drop is 'drop:KIND' or 'drop:KIND:COLOUR' with "
+                                      f"KIND one of {', '.join(self.CARRIED)}")
+                self.types.append(("drop", parts[1], parts[2] if len(parts) == 3 else None))
+            else:
+                if len(parts) > 2:
+                    raise ConfigError(f"env.event_types: {t!r} is not KIND or KIND:COLOUR")
+                self.types.append(("get", kind, parts[1] if len(parts) == 2 else None))
         self.n_types = len(self.types)
-        for kind, _ in self.types:
-            if kind not in ("key", "ball", "box", "door", "goal"):
-                raise ConfigError(f"env.event_types: {kind!r} is not a MiniGrid event (key, ball, box, door, goal)")
 
-    def _type_of(self, kind: str, colour: str) -> int | None:
-        return next((i for i, (k, c) in enumerate(self.types) if k == kind and c in (None, colour)), None)
+    def _type_of(self, what: str, kind: str, colour: str) -> int | None:
+        return next((i for i, (w, k, c) in enumerate(self.types) if w == what and k == kind and c in (None, colour)),
+                    None)
 
     def before(self, env):
         front = env.grid.get(*env.front_pos)
-        return env.carrying, front if front is not None and front.type == "door" and not front.is_open else None
+        door = front if front is not None and front.type == "door" else None
+        return env.carrying, door, door is not None and door.is_open
 
     def __call__(self, env, action, memo, terminated):
         events = np.zeros(self.n_types, dtype=np.int64)
-        carried, closed_door = memo
+        carried, door, was_open = memo
         hit = []
         if env.carrying is not None and env.carrying is not carried:
-            hit.append((env.carrying.type, env.carrying.color))
-            env.carrying = None
-        if action == self.TOGGLE and closed_door is not None and closed_door.is_open:
-            hit.append(("door", closed_door.color))
+            hit.append(("get", env.carrying.type, env.carrying.color))
+        if carried is not None and env.carrying is not carried:
+            hit.append(("drop", carried.type, carried.color))
+        if door is not None and door.is_open and not was_open:
+            hit.append(("get", "door", door.color))
         cell = env.grid.get(*env.agent_pos)
         if terminated and cell is not None and cell.type == "goal":
-            hit.append(("goal", cell.color))
-        for kind, colour in hit:
-            t = self._type_of(kind, colour)
+            hit.append(("get", "goal", cell.color))
+        for what, kind, colour in hit:
+            t = self._type_of(what, kind, colour)
             if t is not None:
                 events[t] += 1
         return events

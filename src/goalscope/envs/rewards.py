@@ -7,6 +7,7 @@ from short strings that name their meaning:
     collect:0                 +1 per type-0 object collected
     avoid:2                   -1 per type-2 object
     0.5*collect:0+collect:3   weighted sum of terms
+    collect:goal              by name, in an env that names its event types (``env.event_types``)
     step:0.01                 a cost of 0.01 per step (added as a term)
     1,0,-1,0                  a raw weight vector (must have one entry per object type)
     cued                      +1 for the type the observation cues (envs with ``cue = true``)
@@ -24,7 +25,8 @@ import numpy as np
 
 from goalscope.errors import ConfigError
 
-_TERM = re.compile(r"^\s*(?:(?P<coef>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*\*\s*)?(?P<verb>collect|avoid|step):(?P<arg>[-+]?\d*\.?\d+(?:e[-+]?\d+)?)\s*$")
+_NUMBER = r"[-+]?\d*\.?\d+(?:e[-+]?\d+)?"
+_TERM = re.compile(rf"^\s*(?:(?P<coef>{_NUMBER})\s*\*\s*)?(?P<verb>collect|avoid|step):(?P<arg>{_NUMBER}|[A-Za-z_][\w.:-]*)\s*$")
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ class Reward:
                       bool(d.get("cued", False)))
 
 
-def parse_reward(spec: str, n_types: int) -> Reward:
-    """Parse a reward string (see module docstring) for an env with ``n_types`` object types."""
+def parse_reward(spec: str, n_types: int, names=None) -> Reward:
+    """Parse a reward string (see module docstring) for an env with ``n_types`` object types; ``names`` (one per
+    type, e.g. ``["key", "door", "goal"]``) lets terms name a type instead of giving its index."""
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"reward must be a non-empty string such as 'collect:0', got {spec!r}")
     text = spec.strip()
@@ -103,12 +106,31 @@ def parse_reward(spec: str, n_types: int) -> Reward:
         coef = float(m["coef"]) if m["coef"] else 1.0
         verb, arg = m["verb"], m["arg"]
         if verb == "step":
+            if not re.fullmatch(_NUMBER, arg):
+                raise ConfigError(f"reward {spec!r}: 'step:' takes a cost per step, e.g. 'step:0.01', got {arg!r}")
             step_cost += coef * float(arg)
             continue
-        if not re.fullmatch(r"\d+", arg) or int(arg) >= n_types:
-            raise ConfigError(f"reward {spec!r}: object type {arg!r} does not exist (the env has types 0..{n_types - 1})")
-        weights[int(arg)] += coef if verb == "collect" else -coef
+        weights[_type_index(spec, arg, n_types, names)] += coef if verb == "collect" else -coef
     return Reward(text.replace(" ", ""), tuple(float(w) for w in weights), step_cost)
+
+
+def _type_index(spec: str, arg: str, n_types: int, names) -> int:
+    if re.fullmatch(r"\d+", arg) and int(arg) < n_types:
+        return int(arg)
+    if names and arg in names:
+        return list(names).index(arg)
+    if re.fullmatch(_NUMBER, arg):
+        raise ConfigError(f"reward {spec!r}: object type {arg!r} does not exist (the env has types 0..{n_types - 1})")
+    if not names:
+        raise ConfigError(f"reward {spec!r}: this env does not name its event types, so {arg!r} means nothing; use "
+                          f"an index 0..{n_types - 1} (or name the types with env.event_types)")
+    raise ConfigError(f"reward {spec!r}: the env has no event type {arg!r} (its types: {', '.join(names)})")
+
+
+def type_names(env) -> list[str] | None:
+    """The names an env config gives its K event types (``env.event_names``), or None when it gives none."""
+    names = getattr(env, "event_names", None)
+    return list(names) if names else None
 
 
 # Reward families: named generators of RB lists, the registry experiments draw from.

@@ -16,11 +16,11 @@ from pathlib import Path
 from goalscope.agents.registry import arch_config, arch_config_to_json, build_agent
 from goalscope.envs import ENV_FAMILIES, env_from_json
 from goalscope.envs.maze import MazeConfig
-from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward
+from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward, type_names
 from goalscope.envs.events import trust_modules
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import MAX_STEPS, check_model_size, int_field, read_toml
-from goalscope.rl.ppo import PPOConfig
+from goalscope.rl.ppo import PPOConfig, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class ExperimentConfig:
     # -- derived values ----------------------------------------------------------------------------------------
     @property
     def ra(self) -> Reward:
-        return parse_reward(self.base.reward, self.env.n_types)
+        return parse_reward(self.base.reward, self.env.n_types, type_names(self.env))
 
     def rbs(self) -> list[Reward]:
         out: list[Reward] = []
@@ -112,7 +112,7 @@ class ExperimentConfig:
             elif spec == "composite":
                 out += composite_family(self.ra, self.env.n_types)
             else:
-                out.append(parse_reward(spec, self.env.n_types))
+                out.append(parse_reward(spec, self.env.n_types, type_names(self.env)))
         names = [r.name for r in out]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -252,5 +252,17 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 
 
 def experiment_from_dict(data: dict) -> ExperimentConfig:
-    """An ExperimentConfig from plain data (a parsed TOML or experiment.json), validated."""
-    return _section(ExperimentConfig, data, "").validate()
+    """An ExperimentConfig from plain data (a parsed TOML or experiment.json), validated, with ``ppo.precision =
+    "auto"`` resolved for this machine: the concrete precision is what job keys hash and experiment.json records,
+    so a run never mixes precisions without saying so."""
+    return with_ppo(_section(ExperimentConfig, data, ""))
+
+
+def with_ppo(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
+    """``cfg`` with ``overrides`` of its PPO settings (``device=``, ``precision=``), ``auto`` resolved, validated."""
+    from dataclasses import replace
+
+    ppo = {**cfg.ppo, **overrides}
+    if ppo.get("precision") == "auto":
+        ppo["precision"] = resolve_precision("auto", str(ppo.get("device", "cpu")).partition(":")[0])
+    return replace(cfg, ppo=ppo).validate()
