@@ -112,10 +112,10 @@ def experiment_toml(tmp_path, module):
         n_steps = 16
         minibatch_size = 32
         [base]
-        reward = "collect:0"
+        reward = "collect:apple"
         steps = 256
         [finetune]
-        rewards = ["collect:1"]
+        rewards = ["collect:pear"]
         steps = 128
         [negate]
         alphas = [1.0]
@@ -156,9 +156,17 @@ def test_event_source_and_adapter_of_the_users_module_from_the_cli(user_module, 
 
     forget(user_module)
     assert main(["--trust-module", user_module, "report", str(run)]) == 0, capsys.readouterr().err
+    # Events by name end to end (issue 27, case 3): rewards, tables, figures; no maze pictures for a corridor.
+    page = (run / "report" / "index.html").read_text(encoding="utf-8")
+    assert "collect:apple" in page and "MB[collect:pear]" in page
+    assert "Maze pictures" not in page and "href='#mazes'" not in page and "Events of each type" in page
+    behaviour = (run / "report" / "behaviour.csv").read_text()
+    assert "apple (RA)" in behaviour and "pear (collect:pear)" in behaviour and "type 0" not in behaviour
     forget(user_module)
     stage = run / "stages" / view.stage_key("MA", 0)
-    assert main(["--trust-module", user_module, "eval", str(stage), "--episodes", "4"]) == 0, capsys.readouterr().err
+    assert main(["--trust-module", user_module, "eval", str(stage), "--episodes", "4", "--reward", "collect:pear"]) == 0
+    out = capsys.readouterr().out
+    assert "events per episode  apple:" in out and "pear:" in out and "under collect:pear" in out
     forget(user_module)
     assert main(["--trust-module", user_module, "validate", str(run), "--episodes", "4"]) == 0, capsys.readouterr().err
     assert (run / "scorecard.json").exists()

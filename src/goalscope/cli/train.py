@@ -107,40 +107,44 @@ def cmd_train(args) -> None:
 def cmd_finetune(args) -> None:
     """``goalscope finetune``: fine-tune a checkpoint on another reward and save the result."""
     from goalscope.agents.checkpoints import load_checkpoint, save_checkpoint
-    from goalscope.envs.rewards import parse_reward
+    from goalscope.envs.rewards import parse_reward, type_names
     from goalscope.rl.ppo import finetune
 
     parent = load_checkpoint(args.checkpoint)
-    reward = parse_reward(args.reward, parent.env.n_types)
+    reward = parse_reward(args.reward, parent.env.n_types, type_names(parent.env))
     ppo = _ppo_config(args)
     with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
         ckpt = finetune(parent, reward, ppo, args.seed, parent_path=str(args.checkpoint), log_dir=staging,
                         progress=not args.quiet)
         save_checkpoint(ckpt, staging)
-    _print_summary(ckpt.extra["final_eval"], f"fine-tuned {args.checkpoint} on {reward.name} -> {args.out}")
+    _print_summary(ckpt.extra["final_eval"], f"fine-tuned {args.checkpoint} on {reward.name} -> {args.out}", ckpt.env)
 
 
 def cmd_eval(args) -> None:
     """``goalscope eval``: print a checkpoint's behaviour profile and return under a reward."""
     from goalscope.agents.checkpoints import load_checkpoint
-    from goalscope.envs.rewards import parse_reward
+    from goalscope.envs.rewards import parse_reward, type_names
     from goalscope.rl.evaluation import evaluate, oracle_profile, summarise
 
     ckpt = load_checkpoint(args.checkpoint)
-    reward = parse_reward(args.reward, ckpt.env.n_types) if args.reward else ckpt.reward
+    reward = parse_reward(args.reward, ckpt.env.n_types, type_names(ckpt.env)) if args.reward else ckpt.reward
     profile = evaluate(ckpt.build(), ckpt.env, reward, args.episodes, args.seed)
     s = summarise(profile, reward, oracle_profile(ckpt.env, reward, args.episodes, args.seed))
     s["trained_on"] = ckpt.reward.name
     if args.json:
         print(json.dumps(s))
     else:
-        _print_summary(s, f"{args.checkpoint} (trained on {ckpt.reward.name}, {ckpt.steps} steps)")
+        _print_summary(s, f"{args.checkpoint} (trained on {ckpt.reward.name}, {ckpt.steps} steps)", ckpt.env)
 
 
-def _print_summary(s: dict, title: str) -> None:
+def _print_summary(s: dict, title: str, env=None) -> None:
+    from goalscope.envs.rewards import type_names
+
     print(title)
-    counts = "  ".join(f"type {i}: {c:.2f}" for i, c in enumerate(s["counts_mean"]))
-    print(f"  objects collected per episode  {counts}")
+    names = type_names(env) or [f"type {i}" for i in range(len(s["counts_mean"]))]
+    counts = "  ".join(f"{name}: {c:.2f}" for name, c in zip(names, s["counts_mean"]))
+    word = "objects collected" if getattr(env, "family", "object_maze") == "object_maze" else "events"
+    print(f"  {word} per episode  {counts}")
     oracle = (f"  = {s['fraction_of_oracle']:.1%} of the oracle's {s['oracle_return']:.3f}"
               if s["oracle_return"] == s["oracle_return"] else "  (no oracle for this env)")
     print(f"  return under {s['reward']}: {s['return_mean']:.3f} ± {s['return_sem']:.3f} (s.e.){oracle}"

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from goalscope.report.common import esc, pct, save_figure
 from goalscope.report.run import SCORECARD, Run, read_run
-from goalscope.report.sections import SECTION_WRITERS, SECTIONS
+from goalscope.report.sections import SECTION_WRITERS, SECTIONS, applies
 
 REPORT_DIR = "report"
 
@@ -133,7 +133,7 @@ def _header(run: Run, page: Page) -> None:
              "(MB* = MA − αΔ retrained on RA, against controls), and superposes them into per-parameter heatmaps.</p>")
     card_path = run.path / SCORECARD
     page.add(answer_cards(run, json.loads(card_path.read_text()) if card_path.exists() else None))
-    page.add("<nav>" + "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in SECTIONS) + "</nav>")
+    page.add("<nav>" + "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in SECTIONS if applies(run, a)) + "</nav>")
     if s.get("failed_jobs"):
         page.add(f"<p class='err'>{len(s['failed_jobs'])} jobs failed and are left out: "
                  f"{esc(', '.join(s['failed_jobs'][:10]))}{' …' if len(s['failed_jobs']) > 10 else ''}</p>")

@@ -66,12 +66,22 @@ class Run:
     def stage(self, key: str) -> Path:
         return self.path / "stages" / key
 
+    def type_name(self, k: int) -> str:
+        """Event type ``k`` by the env's own name for it (``env.event_types``), else ``type k``."""
+        names = getattr(self.cfg.env, "event_names", None)
+        return names[k] if names and k < len(names) else f"type {k}"
+
+    @property
+    def event_word(self) -> str:
+        """What the env's events are: objects collected in the maze, events anywhere else."""
+        return "objects" if getattr(self.cfg.env, "family", "object_maze") == "object_maze" else "events"
+
     def type_label(self, k: int) -> str:
         tags = []
         if k in set(self.ra.rewarded_types().tolist()):
             tags.append("RA")
         tags += [rb.name for rb in self.rbs if len(rb.rewarded_types()) == 1 and rb.rewarded_types()[0] == k]
-        return f"type {k}" + (f" ({', '.join(tags)})" if tags else "")
+        return self.type_name(k) + (f" ({', '.join(tags)})" if tags else "")
 
     def models(self) -> list[tuple[str, str, int, str, str]]:
         """(group, model label, seed, job key, profile file) of every model, in display order, finished ones only."""

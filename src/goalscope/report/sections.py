@@ -52,7 +52,8 @@ def _section_behaviour(run: Run, page: Page) -> None:
     rows = behaviour_table(run)
     write_csv(page.out, "behaviour.csv", rows)
     page.figure("behaviour", fig_behaviour(run, page.out, rows),
-                "Objects of each type collected per evaluation episode (paired start states across models).",
+                (f"Objects of each type collected per evaluation episode" if run.event_word == "objects" else
+                 "Events of each type per evaluation episode") + " (paired start states across models).",
                 ["behaviour.csv"])
     s = run.summary
     perf = {}
@@ -72,8 +73,8 @@ def _section_behaviour(run: Run, page: Page) -> None:
     if comp:
         rows = [[esc(m), esc(c["reward"]), ci_text(*c["preference"], fmt="+.2f"), c["seeds"],
                  esc(("" if c["passes"] else "below the bar: ") + c["verdict"])] for m, c in comp.items()]
-        page.add("<h3>Competence: does each model prefer what it is rewarded for?</h3><p>Preference: objects of "
-                 "the rewarded types minus the mean of the other types, per episode, with a t interval over training "
+        page.add("<h3>Competence: does each model prefer what it is rewarded for?</h3><p>Preference: "
+                 f"{run.event_word} of the rewarded types minus the mean of the other types, per episode, with a t interval over training "
                  "seeds. The oracle decides where the env has one (bar: "
                  f"{run.cfg.evaluation.competence:.0%} of its return).</p>"
                  + html_table(["model", "reward", "preference [95% CI]", "seeds", "verdict"], rows, {2, 3}))
@@ -186,15 +187,22 @@ def _section_negation(run: Run, page: Page) -> None:
                        "p (Holm)", "RA return", "verdict"], trs, {1, 3, 4, 5, 6, 7}))
 
 
+def applies(run: Run, anchor: str) -> bool:
+    """Whether a section has anything to say about this run: the maze pictures draw the object maze's grid, so
+    they are left out (from the page and its contents) for any other env."""
+    if anchor == "mazes":
+        return getattr(run.cfg.env, "family", "object_maze") == "object_maze"
+    return True
+
+
 def _section_mazes(run: Run, page: Page) -> None:
+    if not applies(run, "mazes"):
+        return
     page.section("mazes", SECTIONS[5][1], "What do the models do in the maze? The same start state for MA, an MB "
                  "and its negation MB*, each rolled out from its checkpoint.")
     fig = fig_mazes(run, page.out)
     if fig is None:
-        family = getattr(run.cfg.env, "family", "object_maze")
-        page.add("<p class='note'>" + ("No finished MA checkpoint to roll out." if family == "object_maze" else
-                 f"Maze pictures draw the object maze's grid; this run's env ({esc(family)}: "
-                 f"{esc(getattr(run.cfg.env, 'id', ''))}) has none.") + "</p>")
+        page.add("<p class='note'>No finished MA checkpoint to roll out.</p>")
         return
     page.figure("mazes", fig, "Walls dark, objects as numbered discs (faded once collected, with the step), the "
                 "path from the green square to the red cross.", ["maze_trajectories.csv"])
