@@ -23,7 +23,8 @@ from goalscope.rl.ppo import PPOConfig, finetune
 sb3 = pytest.importorskip("stable_baselines3", reason="stable-baselines3 is not installed (it is in the test extra)")
 
 ENV = MazeConfig(size=5, n_types=2, n_per_type=1, max_steps=16)
-ENV_ARGS = ["--size", "5", "--n-types", "2", "--n-per-type", "1", "--max-steps", "16"]
+ENV_ARGS = ["--size", "5", "--n-types", "2", "--n-per-type", "1", "--max-steps", "16", "--layout", "maze",
+            "--loop-prob", "0.1"]
 
 
 class Marker:
@@ -237,6 +238,40 @@ def test_cli_import_sb3(trained, tmp_path, capsys):
     assert "--force" in capsys.readouterr().err
     assert main(["import-sb3", str(path), "--out", str(tmp_path / "x"), "--reward", "collect:0", "--size", "7"]) == 2
     assert "observation shape mismatch" in capsys.readouterr().err
+    assert load_checkpoint(out).env == ENV  # every setting the model was trained with, none of the CLI's defaults
+
+
+def test_cli_import_sb3_records_only_the_env_it_checked(tmp_path, capsys):
+    """Issue 27, case 6: a model trained on gym.make("goalscope/ObjectMaze-v0", size=7) (4 types x 2, 48 steps)
+    was refused under the CLI's defaults, and with --n-types 4 imported with n_per_type 1 and max_steps 32 in
+    meta.json, which `eval` then used. SB3 stores the observation shape (size, n_types) and nothing else."""
+    import gymnasium as gym
+
+    env = gym.make("goalscope/ObjectMaze-v0", size=7)
+    sb3.PPO("MlpPolicy", env, n_steps=64, batch_size=64, seed=0, device="cpu").save(tmp_path / "m.zip")
+    trained_on = env.unwrapped.cfg
+    assert (trained_on.n_types, trained_on.n_per_type, trained_on.max_steps) == (4, 2, 48)
+    base = ["import-sb3", str(tmp_path / "m.zip"), "--reward", "collect:0"]
+
+    for extra in ([], ["--n-types", "4"]):
+        assert main([*base, "--out", str(tmp_path / "refused"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "does not store the maze's n_per_type, max_steps, layout, loop_prob" in err and "--env-kwargs" in err
+        assert not (tmp_path / "refused").exists()
+    assert main([*base, "--out", str(tmp_path / "x"), "--n-types", "5", "--n-per-type", "2"]) == 2
+    assert "n_types = 4, but --n-types 5" in capsys.readouterr().err
+
+    assert main([*base, "--out", str(tmp_path / "a"), "--env-kwargs", '{"size": 7}']) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--n-per-type", "2", "--max-steps", "48", "--layout", "maze",
+                 "--loop-prob", "0.1"]) == 0
+    capsys.readouterr()
+    for name in ("a", "b"):
+        ckpt = load_checkpoint(tmp_path / name)
+        assert ckpt.env == trained_on, name
+        assert "n_per_type" not in ckpt.extra["imported_from"]["env_settings"].get("from the zip", [])
+    assert load_checkpoint(tmp_path / "b").extra["imported_from"]["env_settings"]["from the zip"] == ["n_types", "size"]
+    assert main(["eval", str(tmp_path / "a"), "--episodes", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps_mean"] == 48  # eval runs the env it was trained on
 
 
 @pytest.mark.parametrize("edit, fragment", [

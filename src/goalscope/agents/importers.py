@@ -163,21 +163,14 @@ def _sb3_policy_name(policy_class) -> str | None:
     return m.group(1) if m else None
 
 
-def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
-               activation: str | None = None) -> Checkpoint:
-    """A goalscope ``mlp`` (or, for ``GoalscopeCNN`` policies, ``cnn``) checkpoint from a Stable-Baselines3 PPO zip.
-
-    ``env_cfg`` must be the object maze the model was trained on (its observation shape is checked); ``reward`` is
-    the reward it was trained on (RA), which SB3 does not record. ``activation`` ("tanh" or "relu") is only needed
-    when the zip does not say in readable form; if both say, they must agree.
-    """
-    path = Path(zip_path)
+def _read_zip(path: Path, policy: bool = True) -> tuple[dict, bytes | None, str | None]:
+    """(``data`` parsed as JSON, ``policy.pth``'s bytes, the SB3 version) of an SB3 zip, bounded and checked."""
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist or is not a file")
     try:
         with zipfile.ZipFile(path) as z:
             data_bytes = _read_member(z, "data", path)
-            policy_bytes = _read_member(z, "policy.pth", path)
+            policy_bytes = _read_member(z, "policy.pth", path) if policy else None
             sb3_version = z.read("_stable_baselines3_version").decode(errors="replace").strip() \
                 if "_stable_baselines3_version" in z.namelist() else None
     except zipfile.BadZipFile as e:
@@ -191,6 +184,43 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
     check_structure(data, f"{path}:data", CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: 'data' is not a JSON object")
+    return data, policy_bytes, sb3_version
+
+
+def _obs_shape(data: dict, path: Path) -> tuple[int, ...] | None:
+    obs_shape = _readable(data.get("observation_space"), "_shape")
+    if obs_shape is not None and (not isinstance(obs_shape, list) or not all(isinstance(d, int) for d in obs_shape)):
+        raise CheckpointError(f"{path}: observation_space._shape must be a list of integers, got {obs_shape!r:.60}")
+    return None if obs_shape is None else tuple(obs_shape)
+
+
+# The object maze's settings an SB3 zip records: its observation space's shape, (2 + K, size, size) for a maze
+# with K types, a full view and no cue. Nothing else about the env is stored (SB3 saves the spaces, not the env).
+SB3_STORES = ("size", "n_types")
+SB3_DOES_NOT_STORE = ("n_per_type", "max_steps", "layout", "loop_prob")
+
+
+def sb3_maze_settings(zip_path: str | Path) -> dict:
+    """The maze settings an SB3 zip records, read from its observation shape: ``{"size", "n_types"}`` for a full-
+    view maze without cue (``{}`` when the zip has no readable shape or another one). Nothing is unpickled."""
+    path = Path(zip_path)
+    data, _, _ = _read_zip(path, policy=False)
+    shape = _obs_shape(data, path)
+    if shape is None or len(shape) != 3 or shape[1] != shape[2] or shape[0] < 3:
+        return {}
+    return {"size": shape[1], "n_types": shape[0] - 2}
+
+
+def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
+               activation: str | None = None) -> Checkpoint:
+    """A goalscope ``mlp`` (or, for ``GoalscopeCNN`` policies, ``cnn``) checkpoint from a Stable-Baselines3 PPO zip.
+
+    ``env_cfg`` must be the object maze the model was trained on (its observation shape is checked); ``reward`` is
+    the reward it was trained on (RA), which SB3 does not record. ``activation`` ("tanh" or "relu") is only needed
+    when the zip does not say in readable form; if both say, they must agree.
+    """
+    path = Path(zip_path)
+    data, policy_bytes, sb3_version = _read_zip(path)
 
     if isinstance(reward, str):
         reward = parse_reward(reward, env_cfg.n_types)
@@ -204,9 +234,7 @@ def import_sb3(zip_path: str | Path, env_cfg: MazeConfig, reward: Reward | str,
                               f"(ActorCriticPolicy) maps onto goalscope's mlp{hint}")
     policy_kwargs = data.get("policy_kwargs")
     _check_policy_kwargs(policy_kwargs, path)
-    obs_shape = _readable(data.get("observation_space"), "_shape")
-    if obs_shape is not None and (not isinstance(obs_shape, list) or not all(isinstance(d, int) for d in obs_shape)):
-        raise CheckpointError(f"{path}: observation_space._shape must be a list of integers, got {obs_shape!r:.60}")
+    obs_shape = _obs_shape(data, path)
     if obs_shape is not None and tuple(obs_shape) != tuple(env_cfg.obs_shape):
         raise CheckpointError(f"{path}: observation shape mismatch: the SB3 model saw {tuple(obs_shape)}, "
                               f"this maze gives {tuple(env_cfg.obs_shape)} (size, n_types and cue must match)")

@@ -44,14 +44,27 @@ def add_commands(sub) -> None:
                                    "and write a goalscope 'mlp' checkpoint that can be evaluated, fine-tuned and "
                                    "analysed like MA. A policy with goalscope.agents.sb3.GoalscopeCNN as its "
                                    "features extractor becomes a 'cnn' checkpoint with identical outputs. The maze "
-                                   "options must be those it was trained on.")
+                                   "options must be those it was trained on: size and n_types are read from the "
+                                   "zip's observation shape; SB3 stores nothing else about the env, so give the "
+                                   "rest (--n-per-type, --max-steps, --layout, --loop-prob) or --env-kwargs, the "
+                                   "keyword arguments it was made with (gym.make('goalscope/ObjectMaze-v0', ...)). "
+                                   "Nothing is assumed.")
     p.add_argument("zip", type=Path, help="the SB3 model zip (model.save(...))")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory to create, e.g. runs/ma")
     p.add_argument("--reward", required=True, help="the reward it was trained on (RA), e.g. collect:0")
     p.add_argument("--activation", choices=["tanh", "relu"],
                    help="only if the zip does not say in readable form (SB3 writes it for its own models)")
     p.add_argument("--force", action="store_true", help="replace an existing checkpoint directory")
-    add_env_args(p)
+    g = p.add_argument_group("environment (object maze): what the SB3 model was trained on")
+    g.add_argument("--env-kwargs", metavar="JSON",
+                   help='the keyword arguments of gym.make("goalscope/ObjectMaze-v0", ...) it was trained with, e.g. '
+                        "'{\"size\": 7}'; every setting not named takes that env's own default")
+    g.add_argument("--size", type=int, help="grid side (default: read from the zip)")
+    g.add_argument("--n-types", type=int, help="object types K (default: read from the zip)")
+    g.add_argument("--n-per-type", type=int, help="objects of each type per episode (required without --env-kwargs)")
+    g.add_argument("--max-steps", type=int, help="episode step limit (required without --env-kwargs)")
+    g.add_argument("--layout", choices=["maze", "open"], help="(required without --env-kwargs)")
+    g.add_argument("--loop-prob", type=float, help="(required without --env-kwargs)")
 
 
 def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
@@ -157,7 +170,9 @@ def cmd_import_sb3(args) -> None:
     from goalscope.agents.importers import import_sb3
 
     check_replaceable(args.out, args.force, "checkpoint directory")  # before reading the zip
-    ckpt = import_sb3(args.zip, env_config(args), args.reward, activation=args.activation)
+    env_cfg, settings = _sb3_env(args)
+    ckpt = import_sb3(args.zip, env_cfg, args.reward, activation=args.activation)
+    ckpt.extra["imported_from"]["env_settings"] = settings  # where each recorded setting came from
     with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
         save_checkpoint(ckpt, staging)
     hidden = ckpt.arch_config["hidden"]
@@ -165,6 +180,45 @@ def cmd_import_sb3(args) -> None:
             else f"hidden {hidden}, {ckpt.arch_config['activation']}")
     print(f"imported {args.zip} ({ckpt.steps:,} SB3 steps) as an {ckpt.arch} checkpoint ({what}) "
           f"trained on {ckpt.reward.name}: {args.out}")
+
+
+def _sb3_env(args):
+    """The maze an SB3 zip was trained on, and where each setting came from; only settings that the zip records,
+    the user gave, or ``gym.make("goalscope/ObjectMaze-v0", **env_kwargs)`` itself defaults to are ever used."""
+    from goalscope.agents.importers import SB3_DOES_NOT_STORE, sb3_maze_settings
+    from goalscope.envs.gym import _config
+
+    flags = ("size", "n_types", "n_per_type", "max_steps", "layout", "loop_prob")
+    given = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
+    if args.env_kwargs is not None:
+        try:
+            kwargs = json.loads(args.env_kwargs)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--env-kwargs is not valid JSON: {e}") from None
+        if not isinstance(kwargs, dict):
+            raise ConfigError("--env-kwargs must be a JSON object of gym.make keyword arguments")
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("reward", "render_mode")}
+        cfg = _config(kwargs.pop("config", None), {**kwargs, **given})  # as ObjectMazeEnv builds it
+        from_defaults = sorted(set(cfg.to_json()) - set(kwargs) - set(given))
+        return cfg, {"given": sorted({*kwargs, *given}), "gym.make default": from_defaults}
+    stored = sb3_maze_settings(args.zip)  # the import checks the whole observation shape against the config
+    for k, v in stored.items():
+        if k in given and given[k] != v:
+            raise ConfigError(f"{args.zip}: observation shape mismatch: the SB3 model saw a maze with {k} = {v}, "
+                              f"but --{k.replace('_', '-')} {given[k]} was given")
+    missing = [k for k in SB3_DOES_NOT_STORE if k not in given]
+    missing += [k for k in ("size", "n_types") if k not in given and k not in stored]
+    if missing:
+        raise ConfigError(f"{args.zip}: SB3 does not store the maze's {', '.join(missing)} (it saves the spaces, not "
+                          f"the env), and goalscope records no setting it did not check: pass "
+                          f"{' '.join('--' + k.replace('_', '-') + ' ...' for k in missing)}, or --env-kwargs with "
+                          "the keyword arguments it was made with (e.g. '{\"size\": 7}' for "
+                          "gym.make(\"goalscope/ObjectMaze-v0\", size=7))")
+    from goalscope.envs.maze import MazeConfig
+
+    cfg = MazeConfig.from_json({**stored, **given})
+    return cfg, {"from the zip": sorted(set(stored) - set(given)), "given": sorted(given),
+                 "gym.make default": sorted(set(cfg.to_json()) - set(stored) - set(given))}
 
 
 COMMANDS = {"train": cmd_train, "finetune": cmd_finetune, "eval": cmd_eval, "import-sb3": cmd_import_sb3}
