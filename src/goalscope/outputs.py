@@ -10,7 +10,12 @@ Rules every command that writes follows (``train``, ``finetune``, ``import-sb3``
 - the new result is built beside the old one (``.NAME.new-PID``) and swapped in only when complete, so a crash or a
   diverged retrain leaves the old result as it was;
 - one writer at a time: a lock file whose holder is identified by pid *and* process start time, so a stale lock
-  from a killed run (even one whose pid was reused) is recognised.
+  from a killed run (even one whose pid was reused) is recognised;
+- a run directory (or a report, sweep or pointers directory) someone else made is data, never a write path: every
+  command that writes into one first *confines* itself to it (:func:`confine`), which refuses a symbolic link
+  anywhere inside it, and every write below a confined root (:func:`guard`, called by :func:`atomic_write_bytes`
+  and :func:`make_dir`) checks each path component again with ``lstat`` and that its real path is inside the
+  root's real path, so nothing is written through a planted link, file or directory.
 
 This module may import only :mod:`goalscope.errors` and the standard library.
 """
@@ -20,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,6 +50,115 @@ def check_output_path(out: Path, what: str) -> Path:
     if resolved == cwd or resolved in cwd.parents:
         raise ConfigError(f"{out} is the working directory or one of its parents; name a new directory for the {what}")
     return out
+
+
+def check_no_link_in_path(out: Path, what: str) -> None:
+    """Refuse ``out`` when any component of it, as written, is a symbolic link: what ``--force`` replaces must be
+    reached without following one (``p1/plink/new`` would replace a directory somewhere else)."""
+    out = Path(out)
+    path = Path(out.anchor) if out.is_absolute() else Path()
+    for part in out.parts[1:] if out.is_absolute() else out.parts:
+        path = path / part
+        if part not in (".", "..") and path.is_symlink():
+            raise ConfigError(f"{path} is a symbolic link; goalscope replaces a {what} only at a path without one "
+                              f"(name the real path: {out.resolve()})")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Confinement: writes into a run directory never follow a symbolic link and never leave its real path
+
+_ROOTS: list[Path] = []  # absolute (not resolved) roots this process writes into now
+_ROOTS_LOCK = threading.Lock()
+
+
+def _abs(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def find_link(root: Path) -> Path | None:
+    """The first symbolic link anywhere inside ``root`` (walked without following links), or None."""
+    root = Path(root)
+    if not root.is_dir() or root.is_symlink():
+        return None
+    for top, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs + files):
+            p = Path(top) / name
+            if p.is_symlink():
+                return p
+    return None
+
+
+class UnsafePathError(GoalscopeError):
+    """A write refused by the output policy (a symbolic link on the way, or a path outside the run): never caught
+    and turned into a note, always the command's one-line error."""
+
+
+def _link_error(link: Path, root: Path) -> GoalscopeError:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    return UnsafePathError(f"{link} is a symbolic link (to {target}); goalscope never writes through a symbolic link "
+                          f"inside {root}: remove it, or copy the run")
+
+
+def guard(path: Path, root: Path | None = None) -> Path:
+    """``path`` if goalscope may write there: below every confined root (or ``root``) it lies under, no component
+    is a symbolic link and its real path is inside the root's real path. Raises naming the link otherwise."""
+    path = _abs(path)
+    with _ROOTS_LOCK:
+        roots = list(_ROOTS)
+    if root is not None:
+        roots.append(_abs(root))
+    for r in roots:
+        if path != r and r not in path.parents:
+            continue
+        current = r
+        for part in path.relative_to(r).parts:
+            current = current / part
+            try:
+                mode = os.lstat(current).st_mode
+            except FileNotFoundError:
+                break  # what does not exist yet is made by goalscope, below checked components
+            except OSError:
+                break
+            if stat.S_ISLNK(mode):
+                raise _link_error(current, r)
+        real_root, real = os.path.realpath(r), os.path.realpath(path)
+        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            raise UnsafePathError(f"{path} resolves to {real}, outside {r}; goalscope writes only inside the run's "
+                                 "real path")
+    return Path(path)
+
+
+def make_dir(path: Path, root: Path | None = None) -> Path:
+    """``mkdir -p path`` after :func:`guard` (so no component is followed through a link)."""
+    guard(path, root)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
+
+
+def remove_tree(path: Path, root: Path | None = None) -> None:
+    """``rm -rf path`` after :func:`guard` (never deletes through a link to somewhere else)."""
+    guard(path, root)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def confine(root: Path):
+    """Write only inside ``root`` for the duration: refuse now if a symbolic link is planted anywhere inside it, and
+    make :func:`guard` check every later write below it."""
+    root = _abs(root)
+    link = find_link(root)
+    if link is not None:
+        raise _link_error(link, root)
+    with _ROOTS_LOCK:
+        _ROOTS.append(root)
+    try:
+        yield root
+    finally:
+        with _ROOTS_LOCK:
+            _ROOTS.remove(root)
 
 
 def _marker_entries(directory: Path) -> set[str] | None:
@@ -85,6 +201,7 @@ def check_replaceable(out: Path, force: bool, what: str) -> bool:
         return False
     if not force:
         raise ConfigError(f"{out} already exists; pass --force to replace it")
+    check_no_link_in_path(out, what)
     stranger = foreign_entry(out)
     if stranger is not None:
         raise ConfigError(f"--force replaces only what goalscope made, and {out / stranger} is not goalscope's; "
@@ -95,7 +212,8 @@ def check_replaceable(out: Path, force: bool, what: str) -> bool:
 def write_marker(directory: Path, kind: str) -> None:
     """Mark ``directory`` as goalscope's, listing what is in it now (``--force`` may later replace exactly that)."""
     entries = sorted(p.name for p in Path(directory).iterdir() if p.name != MARKER)
-    (Path(directory) / MARKER).write_text(json.dumps({"made_by": "goalscope", "kind": kind, "entries": entries}))
+    atomic_write_bytes(Path(directory) / MARKER,
+                       json.dumps({"made_by": "goalscope", "kind": kind, "entries": entries}).encode())
 
 
 @contextmanager
@@ -147,6 +265,7 @@ def check_output_file(out: Path, force: bool, what: str, is_ours) -> None:
     if out.exists():
         if not force:
             raise ConfigError(f"{out} already exists; pass --force to replace it")
+        check_no_link_in_path(out, what)
         if not is_ours(out):
             raise ConfigError(f"--force replaces only a {what} goalscope wrote, and {out} is not one; choose another --out")
 
@@ -203,12 +322,17 @@ class Lock:
     a live process that is not goalscope is reported with the command that clears it, never waited on.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, reentrant: bool = False):
         self.path = Path(path)
         self.owner = lock_owner()
+        self.reentrant = reentrant
+        self.nested = False
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.reentrant and holds_lock(self.path, self.owner):  # held by this process already (an analysis
+            self.nested = True                                     # running its jobs): entered again, kept on exit
+            return self
         mine = self.path.with_name(f"{self.path.name}-{os.getpid()}")
         mine.write_text(self.owner)
         try:
@@ -243,14 +367,66 @@ class Lock:
                              "wait for it or point --out elsewhere")
 
     def __exit__(self, *exc):
-        if holds_lock(self.path, self.owner):
+        if not self.nested and holds_lock(self.path, self.owner):
             self.path.unlink(missing_ok=True)
+
+
+def check_unlocked(run_dir: Path) -> None:
+    """Refuse to read a run that a live goalscope process holds locked: it has not finished."""
+    lock = Lock(Path(run_dir) / ".lock")
+    if not lock.path.exists() or holds_lock(lock.path, lock.owner):
+        return
+    try:
+        lock._raise_if_live()
+    except GoalscopeError:
+        raise GoalscopeError(f"{run_dir} is locked by a goalscope process that is still running: the run has not "
+                             "finished; wait for it") from None
+
+
+@contextmanager
+def analysing(run_dir: Path):
+    """An analysis command writing into a finished run: confined to it (:func:`confine`) and holding its lock for
+    the whole call, so it refuses a run that a live process is still writing (and two analyses never interleave)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():  # not a run: the command says so in its own words
+        yield run_dir
+        return
+    with confine(run_dir):
+        lock = Lock(run_dir / ".lock")
+        try:
+            lock.__enter__()
+        except GoalscopeError as e:
+            if "in use by another goalscope process" in str(e):
+                raise GoalscopeError(f"{run_dir} is locked by a goalscope process that is still running: the run "
+                                     "has not finished (or another analysis is writing it); wait for it") from None
+            raise
+        try:
+            yield run_dir
+        finally:
+            lock.__exit__(None, None, None)
+
+
+def remove_stale_tmp(directory: Path) -> int:
+    """Remove the ``.NAME.*.tmp`` files a killed :func:`atomic_write_bytes` left in ``directory``; how many."""
+    n = 0
+    directory = Path(directory)
+    if not directory.is_dir() or directory.is_symlink():
+        return 0
+    for p in directory.glob(".*.tmp"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a fsynced temporary file renamed into place: readers see the old file or
-    the whole new one, never a part (a full disk leaves the previous file readable)."""
+    the whole new one, never a part (a full disk leaves the previous file readable). Never through a symbolic link
+    (:func:`guard`), nor over one."""
     path = Path(path)
+    guard(path)
+    if path.is_symlink():
+        raise UnsafePathError(f"{path} is a symbolic link; goalscope never writes through or over one")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -336,12 +336,15 @@ def run_decode(run_dir: str | Path, checkpoint: str | Path | None = None, n_perm
     from goalscope.analysis.records import merge_records
     from goalscope.outputs import atomic_write_bytes
 
+    from goalscope.outputs import analysing
+
     torch.set_num_threads(1)
-    er = EditRun(run_dir, log=log)
-    if checkpoint is not None:
-        return rank_checkpoint(er, load_checkpoint(checkpoint))
-    res, rows = evaluate_decoder(er, n_perm)
-    atomic_write_bytes(er.out / "decode.json", json.dumps(res, indent=2).encode())
-    merge_records(er.out / "records.csv", rows, "decode")
-    merge_records(er.path / "records.csv", rows, "decode")  # one table of the run's results
+    with analysing(run_dir):
+        er = EditRun(run_dir, log=log)
+        if checkpoint is not None:
+            return rank_checkpoint(er, load_checkpoint(checkpoint))
+        res, rows = evaluate_decoder(er, n_perm)
+        atomic_write_bytes(er.out / "decode.json", json.dumps(res, indent=2).encode())
+        merge_records(er.out / "records.csv", rows, "decode")
+        merge_records(er.path / "records.csv", rows, "decode")  # one table of the run's results
     return res

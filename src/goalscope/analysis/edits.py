@@ -31,7 +31,7 @@ from goalscope.analysis.edits_linearity import linearity, linearity_jobs
 from goalscope.analysis.edits_targeted import targeted
 from goalscope.analysis.records import merge_records
 from goalscope.errors import ConfigError
-from goalscope.outputs import atomic_write_bytes
+from goalscope.outputs import analysing, atomic_write_bytes, remove_stale_tmp
 
 __all__ = ["DEFAULT_PAIRS", "DEFAULT_PARTS", "EDIT_FRACTIONS", "EDITS_DIR", "METRICS", "PARTS", "RANDOM_DIRECTIONS",
            "SNAPSHOT_UPDATES", "T_GRID", "EditRun", "arithmetic", "dynamics", "linearity", "linearity_jobs",
@@ -46,7 +46,14 @@ def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None 
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise ConfigError(f"unknown part {unknown[0]!r}; choose from {', '.join(PARTS)}")
+    with analysing(run_dir):
+        return _run_edits(run_dir, parts, episodes, workers, t_grid, retrain, pairs, fractions, heatmap, n_random, log)
+
+
+def _run_edits(run_dir, parts, episodes, workers, t_grid, retrain, pairs, fractions, heatmap, n_random, log) -> dict:
     er = EditRun(run_dir, episodes, log)
+    for d in (er.out, er.out / "profiles"):  # what a killed call left half-written
+        remove_stale_tmp(d)
     results = {}
     for part in parts:
         if part == "linearity":

@@ -159,7 +159,7 @@ class EditRun:
         self.ok.update({j.key for j in jobs} - {j.key for j in todo})  # finished by an earlier call: used on a resume
         if not todo:
             return
-        with RunLock(self.path) as lock:
+        with RunLock(self.path, reentrant=True) as lock:  # held by run_edits for the whole call
             statuses = LocalExecutor(workers).run(JobRunner(str(self.path), lock.owner), todo, desc=desc)
         for st in statuses:
             if st["status"] == "ok":

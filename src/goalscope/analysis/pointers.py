@@ -45,7 +45,7 @@ from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import _distance_to
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.outputs import MARKER, atomic_write_bytes, check_output_path
+from goalscope.outputs import MARKER, atomic_write_bytes, check_output_path, confine
 from goalscope.program.jobs import Job, job_status, load_profile, stage_dir
 from goalscope.rl.evaluation import model_policy
 from goalscope.rl.ppo import PPOConfig
@@ -163,7 +163,7 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
     out = check_pointers_dir(out)
     plan = plan_pointers(env, arch, arch_json, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
     executor = executor or LocalExecutor(0)
-    with RunLock(out) as lock:
+    with confine(out), RunLock(out) as lock:  # never through a link planted in the directory
         for wave in plan.waves:
             run_wave(out, wave, executor, lock.owner, log)
         failed = [j.label for wave in plan.waves for j in wave if (job_status(out, j.key) or {}).get("status") != "ok"]

@@ -119,12 +119,20 @@ def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episod
     passes the one :func:`goalscope.report.run.read_run` finds). ``figure``: a function of the summary returning a
     matplotlib Figure, saved as ``RUN/steering/steering.png`` (``goalscope steer`` passes
     :func:`goalscope.report.figures_steering.fig_steering`; without it no figure is written)."""
-    from goalscope.analysis.records import merge_records, write_records
+    from goalscope.outputs import analysing
 
-    run_dir = Path(run_dir)
+    with analysing(run_dir):
+        return _run_steering(Path(run_dir), episodes, obs_episodes, sites, seeds, force, log, threads, plan, figure)
+
+
+def _run_steering(run_dir: Path, episodes, obs_episodes, sites, seeds, force, log, threads, plan, figure) -> dict:
+    from goalscope.analysis.records import merge_records, write_records
+    from goalscope.outputs import make_dir, remove_stale_tmp
+
     _cfg, tasks = steer_tasks(run_dir, episodes, obs_episodes, sites, seeds, threads=threads, plan=plan)
     out = run_dir / STEER_DIR
-    out.mkdir(exist_ok=True)
+    make_dir(out)
+    remove_stale_tmp(out)
     per_seed = [_cached(out / f"seed{t['seed']}.json", t, steer_seed, force, log, f"steer seed {t['seed']}")
                 for t in tasks]
     object_seeds = [_cached(out / f"object_vector_seed{t['seed']}.json", t, object_vector_seed, force, log,

@@ -13,21 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.analysis.stats import t_interval
-from goalscope.outputs import atomic_write_bytes
+from goalscope.outputs import atomic_write_bytes, confine
 from goalscope.program.sweep import Variant, load_sweep, run_train_jobs, seed_results, select
 
 
 def run_sweep(path: str | Path, out: str | Path, *, executor=None, only: list[str] | None = None,
-              device: str | None = None) -> list[dict]:
+              device: str | None = None, precision: str | None = None) -> list[dict]:
     """Run every (variant, seed) train job not yet finished in ``out``; return and write the table rows.
-    ``device`` overrides every variant's ``ppo.device``."""
-    _, variants = load_sweep(path, device=device)
+    ``device`` and ``precision`` override the file's ``ppo.device`` and ``ppo.precision``."""
+    _, variants = load_sweep(path, device=device, precision=precision)
     variants = select(variants, only)
     out = Path(out)
     run_train_jobs(variants, out, executor)
     rows = table(variants, out)
-    atomic_write_bytes(out / "sweep.json", json.dumps(rows, indent=2).encode())
-    atomic_write_bytes(out / "sweep.md", markdown(rows).encode())
+    with confine(out):  # never through a link planted in the sweep directory
+        atomic_write_bytes(out / "sweep.json", json.dumps(rows, indent=2).encode())
+        atomic_write_bytes(out / "sweep.md", markdown(rows).encode())
     return rows
 
 

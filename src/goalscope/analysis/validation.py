@@ -199,11 +199,17 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
 def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None = None, log=print) -> dict:
     """Validate a finished run: graft and ablation tests per seed (through ``executor``), localisation, stability and
     verdicts against the nulls; writes scorecard.json, scorecard.md and validation.csv, returns the scorecard."""
+    from goalscope.outputs import analysing
+
+    with analysing(run_dir):
+        return _run_validation(cfg, Path(run_dir), executor, episodes, log)
+
+
+def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
 
     torch.set_num_threads(1)  # deterministic reductions, as in the analysis
-    run_dir = Path(run_dir)
     plan = plan_experiment(cfg)
     missing = [j.label for j in plan.jobs() if j.kind != "negate" and (job_status(run_dir, j.key) or {}).get("status") != "ok"]
     if missing:

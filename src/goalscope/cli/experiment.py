@@ -136,7 +136,10 @@ def quick(cfg):
 
 def cmd_results(args) -> None:
     """``goalscope results``: print a finished run's tables from its summary.json."""
+    from goalscope.outputs import check_unlocked
+
     path = args.run / "summary.json"
+    check_unlocked(args.run)  # a run a live process is writing has not finished
     if not path.exists():
         raise ConfigError(f"{args.run} has no summary.json; run `goalscope run EXPERIMENT --out {args.run}` first")
     rewrite = f"rewrite it with `goalscope run EXPERIMENT --out {args.run}` (finished stages are reused)"

@@ -36,7 +36,7 @@ from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
 from goalscope.rl.evaluation import Profile, evaluate
 from goalscope.inputs import read_json
-from goalscope.outputs import holds_lock
+from goalscope.outputs import guard, holds_lock
 from goalscope.rl.ppo import PPOConfig, finetune, train_new
 
 KINDS = ("train", "finetune", "negate")
@@ -111,9 +111,11 @@ def run_job(job: Job, run_dir: str | Path, lock_owner: str | None = None) -> dic
         return done
     torch.set_num_threads(1)
     final = stage_dir(run_dir, job.key)
+    tmp = partial_dir(run_dir, job.key)
+    for p in (final, tmp):  # in a worker too: nothing is written or removed through a link planted in the run
+        guard(p, run_dir)
     if done is not None:  # a failed attempt is retried (a fixed bug or input); a deterministic failure recurs
         shutil.rmtree(final, ignore_errors=True)
-    tmp = partial_dir(run_dir, job.key)
     tmp.mkdir(parents=True, exist_ok=True)  # may hold a killed attempt's snapshot, which training continues
     start = time.perf_counter()
     status = {"key": job.key, "kind": job.kind, "label": job.label, "spec": job.spec}
@@ -134,6 +136,7 @@ def run_job(job: Job, run_dir: str | Path, lock_owner: str | None = None) -> dic
     if lock_owner is not None and not holds_lock(Path(run_dir) / ".lock", lock_owner):
         status.update(status="failed", error="its run ended before it finished; the next run resumes it")
         return status
+    guard(final, run_dir)
     if final.exists():  # another process finished the same job first; its result is identical by construction
         shutil.rmtree(tmp, ignore_errors=True)
     else:

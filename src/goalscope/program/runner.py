@@ -26,7 +26,7 @@ from goalscope.program.config import ExperimentConfig, experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.program.jobs import KINDS, Job, job_status, run_job
-from goalscope.outputs import Lock, check_output_path
+from goalscope.outputs import Lock, check_output_path, confine, remove_tree
 
 EXPERIMENT_FILE = "experiment.json"
 CONTROL_MODELS = ("control: MA on RA", "control: MA retrained")
@@ -145,9 +145,10 @@ def plan_experiment(cfg: ExperimentConfig) -> Plan:
 # Run directory: lock, config check, forced stages
 
 
-def RunLock(run_dir: Path) -> Lock:  # noqa: N802 (reads as the class it was)
-    """An exclusive lock on a run directory, so two runs cannot interleave their writes."""
-    return Lock(Path(run_dir) / ".lock")
+def RunLock(run_dir: Path, reentrant: bool = False) -> Lock:  # noqa: N802 (reads as the class it was)
+    """An exclusive lock on a run directory, so two runs cannot interleave their writes (``reentrant``: taken
+    again by the analysis that already holds it, :func:`goalscope.outputs.analysing`)."""
+    return Lock(Path(run_dir) / ".lock", reentrant=reentrant)
 
 
 def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bool) -> None:
@@ -169,9 +170,18 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
     old, new = ({**d, "ppo": {k: v for k, v in d["ppo"].items() if k != "device"}}
                 if isinstance(d.get("ppo"), dict) else d for d in (old, new))
     if old != new and not reconfigure:
+        was, now = (d["ppo"].get("precision", "fp32") if isinstance(d.get("ppo"), dict) else None for d in (old, new))
+        if None not in (was, now) and was != now and _without_precision(old) == _without_precision(new):  # ppo.precision = "auto", another CPU
+            emulated = " (emulated on this CPU: about half as fast)" if was == "bf16" else ""
+            raise ConfigError(f"{run_dir} computed in {was} and ppo.precision resolves to {now} here; continue it in "
+                              f"{was} with `--precision {was}`{emulated}, or use another --out")
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
         raise ConfigError(f"{run_dir} was run with a different experiment ({diff!r} differs); use another --out, or "
                           "--reconfigure to reuse its finished stages with the new config")
+
+
+def _without_precision(d: dict) -> dict:
+    return {**d, "ppo": {k: v for k, v in d["ppo"].items() if k != "precision"}}
 
 
 def _check_force(kind: str | None) -> None:
@@ -187,7 +197,7 @@ def _force(run_dir: Path, plan: Plan, kind: str) -> int:
     n = 0
     for job in plan.jobs():
         if job.kind in doomed and (run_dir / "stages" / job.key).exists():
-            shutil.rmtree(run_dir / "stages" / job.key)
+            remove_tree(run_dir / "stages" / job.key)
             n += 1
     return n
 
@@ -207,12 +217,12 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
     _check_same_experiment(run_dir, cfg, reconfigure)
     plan = plan_experiment(cfg)
     timings = {}
-    with RunLock(run_dir) as lock:
+    with confine(run_dir), RunLock(run_dir) as lock:
         atomic_write_bytes(run_dir / EXPERIMENT_FILE, json.dumps(cfg.to_json(), indent=2).encode())
         keys = {j.key for j in plan.jobs()}
         for leftover in (run_dir / "stages").glob(".partial-*") if (run_dir / "stages").exists() else []:
             if leftover.name[len(".partial-"):] not in keys:  # a killed job of another config: never resumed
-                shutil.rmtree(leftover, ignore_errors=True)
+                remove_tree(leftover)
         if force:
             log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
         for wave in plan.waves:

@@ -99,14 +99,16 @@ def expand(data: dict) -> tuple[list[int], list[Variant]]:
     return seeds, out
 
 
-def load_sweep(path: str | Path, device: str | None = None) -> tuple[list[int], list[Variant]]:
-    """(seeds, variants) of the sweep file at ``path`` (see :func:`expand`); ``device`` overrides ``ppo.device``."""
+def load_sweep(path: str | Path, device: str | None = None, precision: str | None = None) -> tuple[list[int], list[Variant]]:
+    """(seeds, variants) of the sweep file at ``path`` (see :func:`expand`); ``device`` and ``precision`` override
+    the file's ``ppo.device`` and ``ppo.precision``."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"sweep file {str(path)!r} does not exist")
     data = read_toml(path)
-    if device is not None:
-        data.setdefault("ppo", {})["device"] = device
+    for key, value in (("device", device), ("precision", precision)):
+        if value is not None:
+            data.setdefault("ppo", {})[key] = value
     return expand(data)
 
 
@@ -153,14 +155,17 @@ def run_train_jobs(variants: list[Variant], out: str | Path, executor=None) -> l
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import JobRunner, RunLock
 
+    from goalscope.outputs import confine, make_dir
+
     out = check_sweep_dir(out)
-    (out / "stages").mkdir(parents=True, exist_ok=True)
     jobs = [j for v in variants for j in train_jobs(v)]
     executor = executor or LocalExecutor(1)
     # Locked like a run: two sweeps into one directory never train the same job twice, and a worker orphaned by a
-    # killed sweep does not put a result in place.
-    with RunLock(out) as lock:
-        return executor.run(JobRunner(str(out), lock.owner), jobs, "sweep")
+    # killed sweep does not put a result in place. Confined: nothing is written through a link planted in it.
+    with confine(out):
+        make_dir(out / "stages")
+        with RunLock(out) as lock:
+            return executor.run(JobRunner(str(out), lock.owner), jobs, "sweep")
 
 
 def seed_results(variant: Variant, out: Path) -> tuple[dict, list, list]:

@@ -1,7 +1,8 @@
 """Small helpers shared by the figure modules and the page: a Figure on the Agg canvas, the save helper that writes
 PNG/SVG for the page, CSV writing, colours, number and HTML formatting.
 
-May import: numpy, matplotlib (inside the functions). Nothing from goalscope.
+May import: numpy, matplotlib (inside the functions), goalscope.outputs (every file is written through its
+atomic, link-refusing writer).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from goalscope.outputs import atomic_write_bytes
 
 DPI = 110
 
@@ -32,8 +35,10 @@ def save_figure(fig, out: Path, name: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, facecolor="white")
     png = buf.getvalue()
-    (out / f"{name}.png").write_bytes(png)
-    fig.savefig(out / f"{name}.svg", format="svg", facecolor="white")
+    atomic_write_bytes(out / f"{name}.png", png)
+    svg = io.BytesIO()
+    fig.savefig(svg, format="svg", facecolor="white")
+    atomic_write_bytes(out / f"{name}.svg", svg.getvalue())
     return png
 
 
@@ -43,11 +48,12 @@ def write_csv(out: Path | None, name: str, rows: list[dict], columns: list[str] 
         return
     path = out / name
     columns = columns or (list(rows[0]) if rows else ["empty"])
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, columns, lineterminator="\n", extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_bytes(path, f.getvalue().encode())
 
 
 def type_colors(k: int) -> list:

@@ -181,16 +181,24 @@ FIGURES = (("linearity", fig_linearity), ("arithmetic", fig_arithmetic), ("targe
 
 
 def write_figures(run_dir) -> list[str]:
-    """Write RUN/edits/<part>.png for every part that has a result; returns their paths."""
+    """Write RUN/edits/<part>.png for every part that has a result; returns their paths. Confined to the run
+    (never through a symbolic link planted in it)."""
+    import io
+
+    from goalscope.outputs import atomic_write_bytes, confine
+
     out = []
-    for part, fn in FIGURES:
-        res = _load(run_dir, part)
-        if res is None:
-            continue
-        fig = fn(res)
-        path = Path(run_dir) / EDITS_DIR / f"{part}.png"
-        fig.savefig(path)
-        out.append(str(path))
+    with confine(Path(run_dir) / EDITS_DIR):
+        for part, fn in FIGURES:
+            res = _load(run_dir, part)
+            if res is None:
+                continue
+            fig = fn(res)
+            path = Path(run_dir) / EDITS_DIR / f"{part}.png"
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+            atomic_write_bytes(path, buf.getvalue())
+            out.append(str(path))
     return out
 
 

@@ -97,23 +97,35 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, stri
     A section that fails to draw is replaced by an error note (the rest of the report is still written) unless
     ``strict``, when the error is raised.
     """
+    from goalscope.outputs import check_unlocked, confine, make_dir
+
+    check_unlocked(run_dir)  # a run still being written by a live process has not finished
     run = read_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    with confine(out):  # nothing is written through a link planted in the report directory
+        make_dir(out)
+        return _write_page(run, out, strict, log)
+
+
+def _write_page(run, out: Path, strict: bool, log) -> Path:
+    from goalscope.outputs import atomic_write_bytes
+
     page = Page(out)
     _header(run, page)
     for anchor, fn in SECTION_WRITERS:
         try:
             fn(run, page)
         except Exception as e:
-            if strict:
+            from goalscope.outputs import UnsafePathError
+
+            if strict or isinstance(e, UnsafePathError):
                 raise
             log(f"report: section {anchor} failed: {type(e).__name__}: {e}")
             page.add(f"<div class='err'>This section could not be drawn: {esc(type(e).__name__)}: {esc(e)}"
                      f"<pre>{esc(traceback.format_exc())}</pre></div>")
     page.add("</body></html>")
     index = out / "index.html"
-    index.write_text("".join(page.parts), encoding="utf-8")
+    atomic_write_bytes(index, "".join(page.parts).encode("utf-8"))
     return index
 
 
