@@ -5,10 +5,11 @@ and returns the results in order. The embedded default is a pool of local proces
 small networks gain nothing from a second thread and lose badly when cores are shared, so parallelism comes from
 running jobs side by side. Register another executor (a cluster, a queue) in ``EXECUTORS``.
 
-``RayExecutor`` (``--executor ray``) runs each job as a Ray task with one CPU, on a local Ray instance or on a
-cluster (``--address auto`` or ``ray://HOST:10001``). Ray is optional: ``pip install 'goalscope[ray]'``. Jobs read
-their parents' checkpoints from the run directory, so on a multi-node cluster it must be on a filesystem that
-every node sees.
+``RayExecutor`` (``--executor ray``) runs each job as a Ray task with one CPU, on a private local Ray instance
+(no ``--address``: started for this run and stopped with it, beside any cluster the machine runs, which it never
+joins) or on a cluster (``--address auto``, ``HOST:PORT`` or ``ray://HOST:10001``). Ray is optional:
+``pip install 'goalscope[ray]'``. Jobs read their parents' checkpoints from the run directory, so on a multi-node
+cluster it must be on a filesystem that every node sees.
 
 May import: goalscope.errors.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import inspect
 import multiprocessing
 import os
+import socket
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Callable, Protocol
 
@@ -104,12 +106,80 @@ def _ray_task(fn: Callable, item):
     return fn(item)
 
 
+# How long the reachability check of a cluster address may wait for a TCP connection. A dead address (a cluster
+# that crashed or was killed without `ray stop`) is refused at once on the same machine; an unroutable host takes the
+# full timeout. Without this check Ray itself retries a dead GCS address for minutes, printing only warnings.
+RAY_PROBE_TIMEOUT_S = 10.0
+
+
+def _ray_address_file() -> str:
+    """Where ``ray start`` records the cluster that ``ray.init("auto")`` joins: ``$RAY_TMPDIR/ray/ray_current_cluster``
+    (``/tmp/ray/...`` by default). Ray's own helper where it has one, else the same rule."""
+    try:
+        from ray._common.utils import get_ray_address_file
+        return get_ray_address_file(None)
+    except Exception:  # another Ray version: Ray's documented default
+        root = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+        return os.path.join(root, "ray", "ray_current_cluster")
+
+
+def _resolve_ray_address(address: str) -> tuple[str | None, str | None]:
+    """The address that ``ray.init(address)`` will dial (``None`` where Ray will find a cluster some other way: a
+    running GCS process found by ``auto``) and, for ``auto``, where it came from: ``"RAY_ADDRESS"`` or the path of
+    the ``ray_current_cluster`` file."""
+    if address != "auto":
+        return address, None
+    env = os.environ.get("RAY_ADDRESS", "")
+    if env and env != "auto":
+        return env, "RAY_ADDRESS"
+    path = _ray_address_file()
+    try:
+        with open(path) as f:
+            found = f.read().strip()
+    except OSError:
+        return None, None
+    return (found or None), path
+
+
+def _probe(target: str, timeout_s: float) -> str | None:
+    """``None`` if a TCP connection to ``target`` (``HOST:PORT`` or ``ray://HOST:PORT``) opens within ``timeout_s``,
+    else why not. An address that is not ``HOST:PORT`` is left to Ray."""
+    hostport = target.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        return str(e) or type(e).__name__
+    return None
+
+
+def _unreachable(target: str, source: str | None, why: str) -> GoalscopeError:
+    """The one-line error for a cluster address that did not answer, naming where the address came from."""
+    hint = "is the cluster up (`ray status`)? Pass --address of a live cluster"
+    if source == "RAY_ADDRESS":
+        target += ", the address in the RAY_ADDRESS environment variable"
+    elif source is not None:  # the ray_current_cluster file
+        target += f", the address --address auto read from {source}"
+        hint = (f"{source} is stale, left by a Ray cluster that stopped without `ray stop`; remove it (`rm {source}`, "
+                "or `ray stop`, which also stops every Ray process on this machine), start that cluster again, or "
+                "pass --address HOST:PORT of a live cluster")
+    return GoalscopeError(f"could not reach the Ray cluster at {target} ({why}): {hint}, or leave --address out to "
+                          "run on a private local Ray instance")
+
+
 class RayExecutor:
     """Each item is a Ray task with ``num_cpus=1``; results come back in order, progress as tasks finish.
 
-    ``address=None`` starts a local Ray instance with ``workers`` CPUs (0: all of them), unless this process is
-    already connected to Ray (then that cluster is used as it is); ``"auto"`` joins the cluster this node belongs
-    to; ``"ray://HOST:10001"`` connects through Ray Client. Ray is started on the first ``run``, not here.
+    ``address=None`` starts a private local Ray instance with ``workers`` CPUs (0: all of them), whatever the machine
+    runs already: a live ``ray start`` cluster, a stale ``ray_current_cluster`` file and ``RAY_ADDRESS`` are all
+    ignored (it is ``ray.init(address="local")``). If this process is already connected to Ray, that connection is
+    used as it is. ``"auto"`` joins the cluster this node belongs to (``RAY_ADDRESS``, else the cluster the last
+    ``ray start`` recorded, as ``ray.init("auto")`` finds it); ``"HOST:PORT"`` joins that cluster's GCS;
+    ``"ray://HOST:10001"`` connects through Ray Client. A cluster address is first checked with a TCP connection
+    (``RAY_PROBE_TIMEOUT_S``): a dead one is a :class:`GoalscopeError` naming where the address came from, rather
+    than Ray's minutes of retries. Ray is started on the first ``run``, not here.
     ``workers > 0`` also caps the tasks in flight, so at most ``workers`` jobs run at once on any cluster.
     """
 
@@ -124,15 +194,24 @@ class RayExecutor:
     def _connect(self):
         ray = _import_ray()
         if not ray.is_initialized():
-            kwargs = dict(address=self.address, ignore_reinit_error=True, log_to_driver=False)
-            if self.address is None and not os.environ.get("RAY_ADDRESS"):
-                # Starting a fresh local instance: these only apply there (Ray refuses them when joining a cluster).
-                kwargs.update(num_cpus=self.workers or None, include_dashboard=False)
+            if self.address is None:
+                # "local", not None: None would join RAY_ADDRESS or the cluster in ray_current_cluster (alive or
+                # long dead) and then refuse num_cpus. These options only apply to an instance we start.
+                kwargs = dict(address="local", num_cpus=self.workers or None, include_dashboard=False)
+                where = "a private local Ray instance"
+            else:
+                target, source = _resolve_ray_address(self.address)
+                if target is not None:
+                    why = _probe(target, RAY_PROBE_TIMEOUT_S)
+                    if why is not None:
+                        raise _unreachable(target, source, why)
+                kwargs = dict(address=self.address)
+                where = f"the Ray cluster at {self.address!r}"
             try:
-                ray.init(**kwargs)
+                ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
             except Exception as e:  # Ray raises bare Exception for some start failures
-                where = f"the Ray cluster at {self.address!r}" if self.address else "a local Ray instance"
-                raise GoalscopeError(f"could not start or reach {where}: {e}") from None
+                msg = " ".join(str(e).split())  # one line
+                raise GoalscopeError(f"could not start or reach {where}: {msg}") from None
         if self._remote is None:
             self._remote = ray.remote(num_cpus=1)(_ray_task)
         return ray
