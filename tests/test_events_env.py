@@ -127,7 +127,8 @@ def _stock_and_wrapped(env_id, types, **kwargs):
     return gym.make(env_id, **kwargs), cfg.make_single()
 
 
-@pytest.mark.parametrize("env_id, types", [("MiniGrid-DoorKey-5x5-v0", ["key", "door", "goal", "drop:key"]),
+@pytest.mark.parametrize("env_id, types", [("MiniGrid-DoorKey-5x5-v0", ["key", "door", "goal"]),
+                                           ("MiniGrid-DoorKey-5x5-v0", ["key", "drop:key"]),
                                            ("MiniGrid-KeyCorridorS3R1-v0", ["key", "ball", "door"]),
                                            ("MiniGrid-Fetch-5x5-N2-v0", ["key", "ball"])])
 def test_event_source_observes_and_never_changes_the_env(env_id, types):
@@ -150,7 +151,9 @@ def test_event_source_observes_and_never_changes_the_env(env_id, types):
             o1, _ = stock.reset()
             o2, _ = wrapped.reset()
     assert total.sum() > 0
-    assert total[0] > 0  # keys are picked up (and, on DoorKey, put down again: drop:key)
+    assert total[0] > 0  # keys are picked up
+    if "drop:key" in types:
+        assert total[types.index("drop:key")] > 0  # and put down again
 
 
 def test_doorkey_through_the_wrapper_opens_doors_and_reaches_goals_at_the_stock_rates():
@@ -161,7 +164,7 @@ def test_doorkey_through_the_wrapper_opens_doors_and_reaches_goals_at_the_stock_
     types = ["key", "door", "goal"]
     cfg = GymEventsConfig(id="MiniGrid-DoorKey-5x5-v0", n_types=3, max_steps=250, events="minigrid",
                           event_types=types, obs="minigrid")
-    venv = cfg.make(parse_reward("collect:goal", 3, names=types), 8, seed=1)
+    venv = cfg.make(parse_reward("collect:2", 3), 8, seed=1)
     rng, ours, episodes = np.random.default_rng(1), np.zeros(3), 0
     while episodes < 64:
         _, _, _, _, info = venv.step(rng.integers(7, size=8))

@@ -157,8 +157,9 @@ def test_cli_imports_a_goalscope_cnn_zip(trained, tmp_path, capsys):
     from goalscope.cli import main
 
     out = tmp_path / "ma"
-    args = ["--size", "5", "--n-types", "2", "--n-per-type", "1", "--max-steps", "16"]
+    args = ["--env-kwargs", json.dumps(ENV.to_json())]  # pool_size too: no CLI flag says it, the zip does not store it
     rc = main(["import-sb3", str(trained[1]), "--out", str(out), "--reward", "collect:0", *args])
     assert rc == 0, capsys.readouterr().err
     assert "cnn checkpoint" in capsys.readouterr().out
     assert load_checkpoint(out).arch_config["channels"] == [8, 16]
+    assert load_checkpoint(out).env == ENV
