@@ -99,19 +99,23 @@ def add_commands(sub) -> None:
 def _add_device_arg(p) -> None:
     p.add_argument("--device", help="where the networks run, overriding the file's ppo.device: cpu, cuda or cuda:N "
                                     "(not part of a job's identity: finished jobs are reused whatever device made them)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="what the network's passes compute in, overriding the file's ppo.precision (auto: bf16 on a "
+                        "CPU with bf16 matrix units, fp32 elsewhere; part of every job's key)")
 
 
 def cmd_run(args) -> None:
     """``goalscope run``: run (or resume) an experiment and print its results."""
     from dataclasses import replace
 
-    from goalscope.program.config import load_experiment
+    from goalscope.program.config import load_experiment, with_ppo
     from goalscope.program.executors import make_executor
     from goalscope.analysis.experiment import run_experiment
 
     cfg = load_experiment(args.experiment)
-    if args.device is not None:
-        cfg = replace(cfg, ppo={**cfg.ppo, "device": args.device}).validate()
+    overrides = {k: v for k, v in (("device", args.device), ("precision", args.precision)) if v is not None}
+    if overrides:
+        cfg = with_ppo(cfg, **overrides)
     if args.quick:
         cfg = quick(cfg)
     if args.workers is not None:
@@ -295,7 +299,7 @@ def cmd_sweep(args) -> None:
         print(markdown(table(variants, Path(args.out))), end="")
         return
     rows = run_sweep(args.sweep, args.out, executor=make_executor(args.executor, workers=args.workers), only=args.only,
-                     device=args.device)
+                     device=args.device, precision=args.precision)
     print(markdown(rows), end="")
 
 

@@ -73,9 +73,10 @@ def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g.add_argument("--seed", type=non_negative_int, default=0, help="seed for weights, envs and sampling")
     g.add_argument("--n-envs", type=positive_int, default=64, help="parallel envs")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: network passes under bfloat16 autocast (faster on CPUs with AMX and on GPUs; weights "
-                        "stay fp32); fp32 is bit-reproducible")
+    g.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                   help="bf16: network passes under bfloat16 autocast (~1.6x faster on CPUs with bf16 matrix units, "
+                        "~0.5x where emulated; weights stay fp32); auto: bf16 where the CPU has those units, fp32 "
+                        "elsewhere; fp32 is bit-reproducible")
     g.add_argument("--device", default="cpu",
                    help="where the network runs: cpu, cuda or cuda:N (the envs stay on the CPU; cpu is bit-reproducible)")
     g.add_argument("--eval-every", type=int, default=0, help="env steps between evaluations (default: only at the end)")

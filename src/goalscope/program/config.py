@@ -20,7 +20,7 @@ from goalscope.envs.rewards import Reward, composite_family, one_hot_family, par
 from goalscope.envs.events import trust_modules
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import MAX_STEPS, check_model_size, int_field, read_toml
-from goalscope.rl.ppo import PPOConfig
+from goalscope.rl.ppo import PPOConfig, resolve_precision
 
 
 @dataclass(frozen=True)
@@ -252,5 +252,17 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
 
 
 def experiment_from_dict(data: dict) -> ExperimentConfig:
-    """An ExperimentConfig from plain data (a parsed TOML or experiment.json), validated."""
-    return _section(ExperimentConfig, data, "").validate()
+    """An ExperimentConfig from plain data (a parsed TOML or experiment.json), validated, with ``ppo.precision =
+    "auto"`` resolved for this machine: the concrete precision is what job keys hash and experiment.json records,
+    so a run never mixes precisions without saying so."""
+    return with_ppo(_section(ExperimentConfig, data, ""))
+
+
+def with_ppo(cfg: ExperimentConfig, **overrides) -> ExperimentConfig:
+    """``cfg`` with ``overrides`` of its PPO settings (``device=``, ``precision=``), ``auto`` resolved, validated."""
+    from dataclasses import replace
+
+    ppo = {**cfg.ppo, **overrides}
+    if ppo.get("precision") == "auto":
+        ppo["precision"] = resolve_precision("auto", str(ppo.get("device", "cpu")).partition(":")[0])
+    return replace(cfg, ppo=ppo).validate()

@@ -34,7 +34,36 @@ from goalscope.rl.logs import ScalarLog, eval_scalars, progress_bar, run_name
 from goalscope.rl.snapshots import Snapshots
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 in hardware
+
+
+def bf16_units(cpuinfo: str | None = None) -> list[str]:
+    """The bf16 matrix-unit flags this CPU reports (``amx_bf16``, ``avx512_bf16``); empty where it has none or
+    the platform does not say (no ``/proc/cpuinfo``)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return []
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def resolve_precision(precision: str, device: str = "cpu", units: list[str] | None = None) -> str:
+    """``auto`` made concrete for ``device``: bf16 on a CPU with bf16 matrix units, fp32 elsewhere.
+
+    Without the units autocast emulates bf16 at about half fp32's speed; with them the whole trainer runs ~1.6x
+    faster (benchmarks/README.md, "precision.py"). On a GPU ``auto`` is fp32: these small networks are launch-bound
+    there and bf16 measured 0.85-1.00x of fp32 on an H200. ``fp32`` and ``bf16`` are returned as they are."""
+    if precision != "auto":
+        return precision
+    if device != "cpu":
+        return "fp32"
+    return "bf16" if (bf16_units() if units is None else units) else "fp32"
 
 
 @dataclass(frozen=True)
@@ -57,9 +86,10 @@ class PPOConfig:
     eval_episodes: int = 256
     threads: int = 1
     save_every: int = 100_000  # env steps between resumable snapshots (needs a resume_dir; 0 = never)
-    # "bf16": forward and backward passes under torch.autocast in bfloat16 (~2x faster on CPUs with AMX/AVX-512
-    # bf16 and on GPUs); weights, Adam state, losses and everything saved stay fp32. "fp32" (default) is
-    # bit-reproducible; bf16 is deterministic on one machine too, but its numbers differ from fp32's.
+    # "bf16": forward and backward passes under torch.autocast in bfloat16 (~1.6x faster for the whole trainer on
+    # CPUs with bf16 matrix units, ~0.5x where it is emulated); weights, Adam state, losses and everything saved
+    # stay fp32. "fp32" (default) is bit-reproducible; bf16 is deterministic on one machine too, but its numbers
+    # differ from fp32's. "auto" is resolved on construction (:func:`resolve_precision`), so a config never holds it.
     precision: str = "fp32"
     # Where the network's passes and updates run: "cpu", "cuda" or "cuda:N". The envs, rollout buffers, GAE and
     # action sampling stay on the CPU (same generator, same draws), so only the passes move. Not bit-reproducible
@@ -89,6 +119,7 @@ class PPOConfig:
         kind, _, index = self.device.partition(":") if isinstance(self.device, str) else ("", "", "")
         if kind not in ("cpu", "cuda") or (index and (kind == "cpu" or not index.isdigit())):
             raise ConfigError(f"ppo.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        object.__setattr__(self, "precision", resolve_precision(self.precision, kind))
 
     def autocast(self):
         """The context the network's passes run in: bf16 autocast, or nothing for fp32."""
