@@ -169,13 +169,16 @@ def test_paired_verdict_needs_every_null():
         return {"auroc": [float(np.mean(xs)), 0, 1], "per_seed_auroc": list(xs)}
 
     by = {planted.SINGLE: {4: e(0.40, 0.42, 0.41)}, planted.RANDOM: {4: e(0.50, 0.49, 0.51)},
-          planted.FISHER: {4: e(0.60, 0.62, 0.61)},
+          planted.FISHER: {4: e(0.60, 0.62, 0.61)}, planted.CONTROL: {4: e(0.30, 0.31, 0.29)},
           "good": {4: e(0.80, 0.83, 0.81)}, "fisher_like": {4: e(0.55, 0.60, 0.64)},
           "below_chance": {4: e(0.45, 0.46, 0.45)}}
     assert _loc_verdict(by, "good", 4).startswith("localises")
     assert _loc_verdict(by, "fisher_like", 4).startswith("above |Δ| (one RB)")
     assert "not above Fisher alone" in _loc_verdict(by, "fisher_like", 4)
-    assert _loc_verdict(by, "below_chance", 4) == "above |Δ| (one RB); not above Fisher alone (MA), random"
+    assert _loc_verdict(by, "below_chance", 4).startswith("above |Δ| (one RB), control drift |Δ_ctrl|; not above "
+                                                          "Fisher alone (MA), random (one-sided paired t over 3 seeds")
+    del by[planted.CONTROL]  # a null that was not run is "not tested", never passed
+    assert _loc_verdict(by, "good", 4).startswith("above |Δ| (one RB), Fisher alone (MA), random; not tested: control")
 
 
 def test_goal_reports_plainly_when_not_met():

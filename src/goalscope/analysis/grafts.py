@@ -65,10 +65,14 @@ def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(np.asarray(labels, bool).ravel()[top].mean())
 
 
-def graft_area(recovered) -> float:
-    """Mean recovery over the k grid (GRAFT_FRACTIONS, roughly log-spaced): 1 = everything recovered at the
-    smallest k, 0 = nothing recovered before k = 100%."""
-    return float(np.mean(recovered))
+def graft_area(recovered, fractions=GRAFT_FRACTIONS) -> float:
+    """Mean recovery over the k grid's points below 100% (roughly log-spaced): 1 = everything recovered at the
+    smallest k, 0 = nothing recovered before k = 100%. The k = 100% point is MB itself for every ranking, so it
+    would only add the same constant to every area."""
+    r = np.asarray(recovered, float)
+    if len(r) != len(fractions):
+        raise ValueError(f"{len(r)} recoveries for {len(fractions)} graft fractions")
+    return float(np.mean(r[np.asarray(fractions, float) < 1]))
 
 
 def smallest_k(fractions, recovered, level: float = 0.9) -> float:
@@ -77,6 +81,11 @@ def smallest_k(fractions, recovered, level: float = 0.9) -> float:
         if r >= level:
             return k
     return math.nan
+
+
+def _mean(rows) -> np.ndarray:
+    """Column means over the masks of one ranking (a single mask's own values; NaN stays NaN)."""
+    return np.mean(np.asarray(rows, dtype=np.float64), axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -97,6 +106,8 @@ def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra
     episodes; ``targets``: RB -> (its object type, the other non-RA types); ``ra_return``: Profile -> RA return.
     Recovery is measured on the specific lean, (lean(graft) - lean(MA)) / (lean(MB) - lean(MA)), with the raw RB
     count's recovery and RA return (relative to MA) beside it. Grafting 100% of Δ is MB itself, so it is not rerun.
+    A ranking given as a list of scores is a null made of several masks (another RB's mask: each other RB's):
+    its graft and ablation numbers are the means over them.
     """
     p_ma = evaluate(ma)
     ra_ma = ra_return(p_ma)
@@ -111,25 +122,47 @@ def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra
         ra_mb = ra_return(p_mb)
         g = {"gain": gain, "raw_gain": raw_gain, "lean": {}, "raw": {}, "ra": {}}
         abl = {}
+
+        def recovered(p):  # lean and raw-RB recovery, RA return relative to MA
+            return ((specific_lean(p, i_rb, others) - base) / gain if gain > 0 else math.nan,
+                    (float(np.mean(p.counts[:, i_rb])) - raw_base) / raw_gain if raw_gain > 0 else math.nan,
+                    ra_return(p) / ra_ma if ra_ma > 0 else math.nan)
+
+        def lost(p):  # lean lost and RA return kept by an ablation
+            return ((gain + base - specific_lean(p, i_rb, others)) / gain if gain > 0 else math.nan,
+                    ra_return(p) / ra_mb if ra_mb > 0 else math.nan)
+
         for name, scores in rankings[rb].items():
-            lean, raw, ra = [], [], []
-            for k in graft_fractions:
-                p = p_mb if k >= 1 else evaluate(sig.add_masked(ma, delta, sig.topk_mask(scores, k)))
-                lean.append((specific_lean(p, i_rb, others) - base) / gain if gain > 0 else math.nan)
-                raw.append((float(np.mean(p.counts[:, i_rb])) - raw_base) / raw_gain if raw_gain > 0 else math.nan)
-                ra.append(ra_return(p) / ra_ma if ra_ma > 0 else math.nan)
-            g["lean"][name], g["raw"][name], g["ra"][name] = lean, raw, ra
+            masks = scores if isinstance(scores, list) else [scores]
+            curve = [_mean([recovered(p_mb)]) if k >= 1 else
+                     _mean([recovered(evaluate(sig.add_masked(ma, delta, sig.topk_mask(s, k)))) for s in masks])
+                     for k in graft_fractions]
+            g["lean"][name], g["raw"][name], g["ra"][name] = ([float(c[j]) for c in curve] for j in range(3))
             rows = []
             for k in ablation_fractions:
-                mask = sig.topk_mask(scores, k)
-                p = evaluate({n: torch.where(mask[n], ma[n], v) for n, v in mb.items()})
-                rows.append({"k": k,
-                             "lean_lost": (gain + base - specific_lean(p, i_rb, others)) / gain if gain > 0 else math.nan,
-                             "ra_kept": ra_return(p) / ra_mb if ra_mb > 0 else math.nan})
+                lean_lost, ra_kept = _mean([lost(evaluate({n: torch.where(mask[n], ma[n], v) for n, v in mb.items()}))
+                                            for mask in (sig.topk_mask(s, k) for s in masks)])
+                rows.append({"k": k, "lean_lost": float(lean_lost), "ra_kept": float(ra_kept)})
             abl[name] = rows
         out["graft"][rb] = g
         out["ablation"][rb] = abl
     return out
+
+
+def null_rankings(rb: str, deltas: dict, controls: list, fisher: dict, gen: torch.Generator) -> dict:
+    """|Δ_i| and the nulls it is judged against, for RB ``rb`` of one MA (pure). A null that cannot be built here
+    (no RA control; a single RB, so no other RB) is left out, and its verdict says "not tested".
+
+    Another RB's mask is a list, one |Δ_j| per other RB, graded as the mean over them: where fine-tuning on *some*
+    other objective writes, not on whichever RB happens to follow in the config."""
+    r = {PER_RB: {k: v.abs() for k, v in deltas[rb].items()}, RANDOM: sig.random_scores_like(deltas[rb], gen),
+         FISHER_NULL: fisher}
+    if controls:
+        r[CONTROL_NULL] = {k: v.abs() for k, v in controls[0].items()}
+    others = [o for o in deltas if o != rb]
+    if others:
+        r[OTHER_RB_NULL] = [{k: v.abs() for k, v in deltas[o].items()} for o in others]
+    return r
 
 
 def validate_seed(task: dict) -> dict:
@@ -164,15 +197,10 @@ def validate_seed(task: dict) -> dict:
     rankings, targets = {}, {}
     n_types = len(ma.reward.weights)
     ra_types = set(ma.reward.rewarded_types().tolist())
-    for idx, rb in enumerate(names):
+    for rb in names:
         i_rb = mbs[rb].reward.target_type(ma.reward)
         targets[rb] = (i_rb, [k for k in range(n_types) if k != i_rb and k not in ra_types])
-        r = {PER_RB: {k: v.abs() for k, v in deltas[rb].items()}, RANDOM: sig.random_scores_like(deltas[rb], gen),
-             FISHER_NULL: fisher}
-        if controls:
-            r[CONTROL_NULL] = {k: v.abs() for k, v in controls[0].items()}
-        if len(names) > 1:  # the next RB's mask: where fine-tuning on some other objective writes
-            r[OTHER_RB_NULL] = {k: v.abs() for k, v in deltas[names[(idx + 1) % len(names)]].items()}
+        r = null_rankings(rb, deltas, controls, fisher, gen)
         held = {m + HELD_OUT: h for m in methods if len(names) > 1
                 and (h := heat(m, [o for o in names if o != rb])) is not None}
         rankings[rb] = {**r, **held}

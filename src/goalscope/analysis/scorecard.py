@@ -59,15 +59,22 @@ def scorecard_markdown(card: dict) -> str:
     lines += ["", f"Reference: {g['reference']}.", ""]
     for f_name in ("graft", "ablation"):
         info = fam.get(f_name, {})
-        lines += [f"## Verdicts: {f_name} family ({info.get('tests')} tests, {info.get('correction')}, "
-                  f"{info.get('seeds')} MA seeds; {info.get('test')})", ""]
+        lines += [f"## Verdicts: {f_name} ({info.get('claims')} claims, {info.get('correction')}: up to "
+                  f"{info.get('family_size')} tests each; {info.get('seeds')} MA seeds; {info.get('test')}; "
+                  "beaten = Holm-adjusted p < 0.05)", ""]
         for n, v in card["verdicts"].items():
             lines.append(f"- **{n}**: {v[f_name]}")
-        lines += ["", "| ranking | null | difference [95% t CI] | p | p (Holm) | beaten |", "|---|---|---|---|---|---|"]
+        lines += ["", "| ranking | null | difference [95% t CI] | p | p (Holm within the claim) | beaten |",
+                  "|---|---|---|---|---|---|"]
         for t in card["tests"][f_name]:
-            d = t["diff"]
-            lines.append(f"| {t['ranking']} | {t['null']} | {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] | {t['p']:.3g} | "
-                         f"{t['p_holm']:.3g} | {'yes' if t['beaten'] else 'no'} |")
+            lines.append(f"| {t['ranking']} | {t['null']} | {_diff(t['diff'])} | {t['p']:.3g} | "
+                         f"{t['p_holm']:.3g} (of {t.get('family_size')}) | {'yes' if t['beaten'] else 'no'} |")
+        lines.append("")
+    if card.get("exploratory"):
+        lines += ["## Exploratory comparisons (not pre-registered: unadjusted one-sided p, no verdict)", "",
+                  "| ranking | against | measure | difference [95% t CI] | p (unadjusted) |", "|---|---|---|---|---|"]
+        lines += [f"| {t['ranking']} | {t['null']} | {t['measure']} | {_diff(t['diff'])} | {t['p']:.3g} |"
+                  for t in card["exploratory"]]
         lines.append("")
     ab = card["ablation"]
     lines += ["## Ablation: MB with its top-k% reset to MA (mean over k = "
@@ -87,3 +94,7 @@ def scorecard_markdown(card: dict) -> str:
         lines.append(f"- {'ok' if c['ok'] else '**WENT THE WRONG WAY**'}: {c['check']} ({c['detail']})")
     lines.append("")
     return "\n".join(lines)
+
+
+def _diff(d) -> str:
+    return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"

@@ -73,6 +73,14 @@ def bootstrap_ratio(num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: 
 
 MIN_SEEDS = 3  # below this a verdict says "underpowered" rather than "no effect"
 LEVEL = 0.95
+ALPHA = 0.05  # family-wise level of every Holm family
+# The largest standardised effect a verdict counts on: per-seed differences whose mean is this many of their own
+# standard deviations (d_z). A one-sided t test over n seeds then has t ≈ d_z·√n (the median of the noncentral t),
+# so an effect this large passes about half the time exactly when d_z·√n reaches the critical t. 4 is a very large
+# effect; it is a design constant, fixed before looking at data, so "underpowered" depends only on the seed count and
+# the family size: at 3 seeds a claim can be Holm-tested against up to 4 nulls (critical t/√3 = 3.58 at α/4) but
+# not the 32-36 comparisons one family once held (critical t 17.8-18.9, i.e. d_z 10.3-10.9).
+LARGEST_EFFECT = 4.0
 
 
 def _betacf(a: np.ndarray, b: np.ndarray, x: np.ndarray, iters: int = 300) -> np.ndarray:
@@ -212,3 +220,32 @@ def spearman(a, b) -> float:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
     return float((ra * rb).sum() / den) if den > 0 else math.nan
+
+
+def smallest_reachable_p(n_seeds: int, effect: float = LARGEST_EFFECT) -> float:
+    """The one-sided p an effect of ``effect`` seed SDs gives at ``n_seeds`` seeds (t = effect·√n on n − 1 df):
+    the smallest p a comparison can be counted on to reach at this seed count. 1 below 2 seeds (no t test)."""
+    if n_seeds < 2:
+        return 1.0
+    return float(1 - t_cdf(effect * math.sqrt(n_seeds), n_seeds - 1))
+
+
+def holm_reachable(n_seeds: int, m: int, alpha: float = ALPHA, effect: float = LARGEST_EFFECT) -> bool:
+    """Whether a Holm family of ``m`` one-sided t tests over ``n_seeds`` seeds can pass at all: its smallest p must
+    fall below alpha/m (Holm's first step), and every later step is easier. Never below MIN_SEEDS seeds."""
+    return n_seeds >= MIN_SEEDS and m >= 1 and smallest_reachable_p(n_seeds, effect) < alpha / m
+
+
+def seeds_needed(m: int, alpha: float = ALPHA, effect: float = LARGEST_EFFECT, most: int = 1000) -> int:
+    """The fewest seeds at which a Holm family of ``m`` one-sided t tests can pass (see :func:`holm_reachable`)."""
+    for n in range(MIN_SEEDS, most + 1):
+        if holm_reachable(n, m, alpha, effect):
+            return n
+    return most
+
+
+def family_power(n_seeds: int, m: int, alpha: float = ALPHA) -> dict:
+    """Can a family of ``m`` tests over ``n_seeds`` seeds decide? The plain numbers a verdict quotes when it cannot."""
+    return {"seeds": n_seeds, "tests": m, "threshold": alpha / max(m, 1), "smallest_p": smallest_reachable_p(n_seeds),
+            "reachable": holm_reachable(n_seeds, m, alpha), "seeds_needed": seeds_needed(max(m, 1), alpha),
+            "effect": LARGEST_EFFECT}

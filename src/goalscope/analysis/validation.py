@@ -8,15 +8,20 @@ Run on a finished experiment (``goalscope validate runs/NAME``):
   lean* (RB objects minus the mean of the other non-RA types) recovered, with the raw RB count and RA return
   beside it. A graft carries Δ_i's own values, so any mask over behaviour-sensitive parameters recovers much of
   the behaviour: every ranking is therefore compared with nulls that match sensitivity but know nothing of RB_i
-  (random; the RA-control drift |Δ_ctrl|; MA's Fisher alone; another RB's mask, top-k of Δ_j grafting Δ_i);
+  (random; the RA-control drift |Δ_ctrl|; MA's Fisher alone; another RB's mask, top-k of Δ_j grafting Δ_i,
+  averaged over every other RB j). The area leaves out k = 100%, which is MB itself for every ranking;
 - **ablation**: MB_i with its top-k% parameters reset to MA: specific lean lost vs RA skill kept, same nulls;
 - **held-out reward**: heatmaps are judged on RBs they were built without;
 - **stability**: top-1% overlap only where units line up (fine-tune seeds of one MA), each beside a
   tensor-stratified chance level; across MA seeds only tensor-level summaries.
 
-Verdicts rest on one-sided paired t tests over MA seeds (the independent units), Holm-Bonferroni within each
-family (graft, ablation), and say "underpowered" below ``stats.MIN_SEEDS`` seeds. Vocabulary: RB-specific /
-generic fine-tuning locus / sensitivity only / no better than random, always with the nulls beaten and not beaten.
+Verdicts rest on one-sided paired t tests over MA seeds (the independent units). Each claim (a ranking on one
+measure: graft area, ablation lean lost, localisation AUROC) is pre-registered as one primary comparison per null,
+with Holm-Bonferroni over those few; a null is beaten when its Holm-adjusted p < 0.05, nothing more. Everything
+else is shown as exploratory (unadjusted p, no verdict). A claim whose family cannot pass at this seed count (see
+:func:`goalscope.analysis.stats.holm_reachable`; always below ``stats.MIN_SEEDS``) says "underpowered at N seeds,
+K would do"; a null that was not run is "not tested", never passed. Vocabulary: RB-specific / generic fine-tuning
+locus / sensitivity only / no better than random, always with the nulls beaten, not beaten and not tested.
 
 This module runs validation over a run and judges it (:func:`run_validation`); the per-seed tests and the
 localisation are in :mod:`goalscope.analysis.grafts`, the checks and scorecard.md in
@@ -45,10 +50,10 @@ from goalscope.analysis.grafts import (ABLATION_FRACTIONS, CONTROL_NULL, FISHER_
                                       graft_area, localisation, smallest_k, validate_seed)
 from goalscope.analysis.records import record, write_records
 from goalscope.analysis.scorecard import built_in_checks, scorecard_markdown
-from goalscope.analysis.stats import MIN_SEEDS, holm, spearman, t_interval, t_test
+from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, spearman, t_interval, t_test
 
 
-def per_seed_scores(per_seed: list[dict]) -> dict:
+def per_seed_scores(per_seed: list[dict], fractions=GRAFT_FRACTIONS) -> dict:
     """ranking -> {"graft": [area per seed], "ablation": [lean lost per seed], "raw": [...], "ra": [...]}.
 
     Each seed's value is the mean over its RBs (RBs whose MB gained no specific lean are left out): seeds, not RBs
@@ -64,8 +69,8 @@ def per_seed_scores(per_seed: list[dict]) -> dict:
                 curves = np.array([g["lean"][name] for g in gs], dtype=float)
                 d["curve"].append(np.nanmean(curves, axis=0))
                 d["ra_curve"].append(np.nanmean(np.array([g["ra"][name] for g in gs], dtype=float), axis=0))
-                d["graft"].append(float(np.nanmean([graft_area(c) for c in curves])))
-                d["raw"].append(float(np.nanmean([graft_area(g["raw"][name]) for g in gs])))
+                d["graft"].append(float(np.nanmean([graft_area(c, fractions) for c in curves])))
+                d["raw"].append(float(np.nanmean([graft_area(g["raw"][name], fractions) for g in gs])))
                 d["ra"].append(float(np.nanmean([np.mean(g["ra"][name]) for g in gs])))
                 abl = [np.mean([row["lean_lost"] for row in a[name]]) for a in res["ablation"].values() if name in a]
                 d["ablation"].append(float(np.nanmean(abl)) if abl else math.nan)
@@ -73,65 +78,118 @@ def per_seed_scores(per_seed: list[dict]) -> dict:
     return out
 
 
-def compare_family(scores: dict, test: str, judged: list[str], nulls=NULLS) -> list[dict]:
-    """Every (ranking, null) comparison of one family, with a one-sided paired t test over seeds (ranking > null)
-    and Holm-Bonferroni across the family."""
-    tests = []
-    for name in judged:
-        for null in nulls:
-            if name not in scores or null not in scores or null == name:
-                continue
-            a, b = np.asarray(scores[name][test], float), np.asarray(scores[null][test], float)
-            d = (a - b)[np.isfinite(a) & np.isfinite(b)]
-            tests.append({"ranking": name, "null": null, "seeds": int(len(d)), "diff": [round(x, 4) for x in t_interval(d)],
-                          "p": t_test(d, "greater") if len(d) else math.nan})
-    for t, adj in zip(tests, holm([t["p"] for t in tests])):
-        t["p_holm"] = float(adj)
-        t["beaten"] = bool(np.isfinite(adj) and adj < 0.05 and t["diff"][1] > 0)
+def paired_test(a, b) -> dict:
+    """One-sided paired t over seeds that ``a`` exceeds ``b`` (per-seed values; seeds missing on either side are
+    left out), with the difference's mean and two-sided 95% t interval for display."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    return {"seeds": int(len(d)), "diff": [round(x, 4) for x in t_interval(d)],
+            "p": t_test(d, "greater") if len(d) else math.nan}
+
+
+def holm_claim(tests: list[dict]) -> list[dict]:
+    """Holm over one claim's primary comparisons (one per null). ``beaten`` is exactly the documented rule: the
+    Holm-adjusted one-sided p below ALPHA, over at least MIN_SEEDS seeds (a spread estimated from two seeds is
+    not one to rest a verdict on); the two-sided interval beside it is for reading, not a second gate."""
+    adjusted = holm([t["p"] for t in tests])
+    m = int(np.isfinite(adjusted).sum())
+    for t, adj in zip(tests, adjusted):
+        t.update(p_holm=float(adj), family_size=m, role="primary",
+                 beaten=bool(np.isfinite(adj) and adj < ALPHA and t["seeds"] >= MIN_SEEDS))
     return tests
 
 
-def locus_verdict(tests: list[dict], ranking: str, family_size: int, test_name: str = "graft") -> str:
+def compare_family(scores: dict, test: str, judged: list[str], nulls=NULLS) -> list[dict]:
+    """The primary comparisons of every judged ranking on one measure (``test``: graft area or ablation lean lost).
+
+    Each (ranking, measure) is one claim, pre-registered as one comparison per null, and Holm runs over that claim's
+    nulls only: a family of every ranking against every null (32-36 tests) could not pass at 3 seeds whatever the
+    effect (see :func:`goalscope.analysis.stats.holm_reachable`). A null missing from ``scores`` is not compared."""
+    tests = []
+    for name in judged:
+        claim = [{"ranking": name, "null": null, **paired_test(scores[name][test], scores[null][test])}
+                 for null in nulls if name in scores and null in scores and null != name]
+        tests += holm_claim(claim)
+    return tests
+
+
+def exploratory_tests(scores: dict, judged: list[str], fractions=GRAFT_FRACTIONS, nulls=NULLS) -> list[dict]:
+    """Comparisons outside the pre-registered claims, shown with their unadjusted p and never turned into a
+    verdict: |Δ_i| against each null at each graft point below 100%, and each held-out heatmap against |Δ_i|
+    (graft area and ablation: baselines first)."""
+    out = []
+    if PER_RB in scores:
+        for null in (n for n in nulls if n in scores):
+            for j, k in enumerate(fractions):
+                if k >= 1:
+                    continue
+                a, b = ([c[j] for c in scores[x]["curve"]] for x in (PER_RB, null))
+                out.append({"ranking": PER_RB, "null": null, "measure": f"graft recovery at k={k:g}", **paired_test(a, b)})
+        for name in (n for n in judged if n.endswith(HELD_OUT)):
+            for test, measure in (("graft", "graft area"), ("ablation", "ablation lean lost")):
+                out.append({"ranking": name, "null": PER_RB, "measure": measure,
+                            **paired_test(scores[name][test], scores[PER_RB][test])})
+    return [{**t, "role": "exploratory"} for t in out]
+
+
+# The verdict ladder: the first rung whose null is not beaten names the verdict. A rung whose null was not run
+# stops the climb as "not tested" (a missing null is never passed).
+LADDER = ((VERDICTS[3], (RANDOM,), "not tested against random"),
+          (VERDICTS[2], (FISHER_NULL,), "above random; sensitivity not tested"),
+          (VERDICTS[1], (CONTROL_NULL, OTHER_RB_NULL), "above sensitivity; RB-specificity not tested"))
+
+
+def ladder_label(beaten: list[str], not_beaten: list[str], ranking: str = "") -> str:
+    """The plain-words verdict of a claim from which nulls it beat; any null in neither list was not tested."""
+    for failed, nulls, untested in LADDER:
+        if any(k in not_beaten for k in nulls):
+            return failed
+        if any(k not in beaten for k in nulls):
+            return untested
+    return VERDICTS[0] if not ranking.endswith(HELD_OUT) else "objective locus shared across RBs (held-out)"
+
+
+def underpowered_text(power: dict) -> str:
+    """'underpowered at N seeds, K would do': the label when a family cannot pass at this seed count."""
+    return f"underpowered at {power['seeds']} seeds, {power['seeds_needed']} would do"
+
+
+def power_detail(power: dict) -> str:
+    return (f"Holm over {power['tests']} needs p < {power['threshold']:.3g}; an effect of {power['effect']:g} seed SDs "
+            f"reaches p = {power['smallest_p']:.2g} at {power['seeds']} seeds")
+
+
+def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft") -> str:
     """Which nulls a ranking beats, in plain words: RB-specific (every null, another RB's mask included) / generic
     fine-tuning locus (random and Fisher alone, but not the control drift or another RB's mask) / sensitivity only
-    (random, not Fisher alone) / no better than random; "underpowered" below MIN_SEEDS seeds."""
+    (random, not Fisher alone) / no better than random; "not tested" where a null that decides was not run;
+    "underpowered at N seeds, K would do" when this claim's Holm family cannot pass at N seeds."""
     mine = {t["null"]: t for t in tests if t["ranking"] == ranking}
     if not mine:
         return "not measurable"
     n = min(t["seeds"] for t in mine.values())
-    how = f"one-sided t over {n} MA seeds, Holm over {family_size} {test_name} tests"
-    if n < MIN_SEEDS:
-        return f"underpowered ({n} seeds, fewer than {MIN_SEEDS}; {how})"
+    how = f"one-sided t over {n} MA seeds, Holm over its {len(mine)} primary {test_name} comparisons"
     beaten = [k for k in NULLS if k in mine and mine[k]["beaten"]]
     not_beaten = [k for k in NULLS if k in mine and not mine[k]["beaten"]]
-    if RANDOM not in beaten:
-        label = VERDICTS[3]
-    elif FISHER_NULL in not_beaten:
-        label = VERDICTS[2]
-    elif CONTROL_NULL in not_beaten or OTHER_RB_NULL in not_beaten:
-        label = VERDICTS[1]
-    else:
-        label = VERDICTS[0] if not ranking.endswith(HELD_OUT) else "objective locus shared across RBs (held-out)"
+    untested = [k for k in NULLS if k not in mine]
+    power = family_power(n, len(mine))
     parts = [f"beats {', '.join(beaten)}" if beaten else "beats no null"]
     if not_beaten:
         parts.append(f"not {', '.join(not_beaten)}")
-    return f"{label} ({'; '.join(parts)}; {how})"
+    if untested:
+        parts.append(f"not tested: {', '.join(untested)}")
+    if not power["reachable"]:
+        return f"{underpowered_text(power)} ({'; '.join(parts)}; {power_detail(power)}; {how})"
+    return f"{ladder_label(beaten, not_beaten, ranking)} ({'; '.join(parts)}; {how})"
 
 
-def verdict(method: list[float], abs_delta: list[float], random: list[float]) -> str:
-    """Compare per-seed scores of a method with |Δ| and random (higher = better): one-sided t over seeds, Holm over
-    the two comparisons; "underpowered" below MIN_SEEDS seeds."""
-    m, d, r = (np.asarray(x, float) for x in (method, abs_delta, random))
-    if len(m) == 0 or not np.isfinite(m).any():
-        return "not measurable"
-    if len(m) < MIN_SEEDS:
-        return f"underpowered ({len(m)} seeds, fewer than {MIN_SEEDS})"
-    p_d, p_r = holm([t_test(m - d, "greater"), t_test(m - r, "greater")])
-    if p_d < 0.05:
-        return "localises (beats |Δ| and random)" if p_r < 0.05 else "beats |Δ| but not random"
-    if p_r < 0.05:
-        return "no better than |Δ|"
-    return "no better than random"
+def family_info(tests: list[dict], n_seeds: int) -> dict:
+    """How one measure's verdicts were corrected: Holm within each claim (ranking), one primary test per null."""
+    size = max((t["family_size"] for t in tests), default=0)
+    return {"tests": len(tests), "claims": len({t["ranking"] for t in tests}), "family_size": size,
+            "correction": "Holm-Bonferroni within each claim, over its nulls (one primary comparison per null)",
+            "level": ALPHA, "seeds": n_seeds, "test": "one-sided paired t over per-seed means (ranking > null)",
+            "min_seeds": MIN_SEEDS, "power": family_power(n_seeds, size)}
 
 
 def _json_default(x):
@@ -142,15 +200,17 @@ def _json_default(x):
 
 def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | None = None,
                          fractions=GRAFT_FRACTIONS) -> dict:
-    """Curves, per-seed areas, the graft and ablation families with Holm, and one verdict per judged ranking.
+    """Curves, per-seed areas, the primary graft and ablation comparisons (Holm within each claim), one verdict per
+    judged ranking and measure, and the exploratory comparisons (unadjusted, no verdict).
 
     Judged: |Δ_i| (a per-RB ranking) and every heatmap on held-out RBs (built without the RB it is scored on).
     Any other ranking present (e.g. in tests) is shown for reference, without a verdict."""
     rows = rows if rows is not None else []
-    scores = per_seed_scores(per_seed)
+    scores = per_seed_scores(per_seed, fractions)
     judged = [n for n in [PER_RB, *(m + HELD_OUT for m in methods)] if n in scores]
     families = {t: compare_family(scores, t, judged) for t in ("graft", "ablation")}
-    verdicts = {n: {t: locus_verdict(families[t], n, len(families[t]), t) for t in families} for n in judged}
+    verdicts = {n: {t: locus_verdict(families[t], n, t) for t in families} for n in judged}
+    exploratory = exploratory_tests(scores, judged, fractions)
     roles = {n: "null" if n in NULLS else ("judged" if n in judged else "reference") for n in scores}
     gains = {}
     for res in per_seed:
@@ -187,12 +247,12 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
     for fam, tests in families.items():
         for t in tests:
             rows.append(record("validation", t["ranking"], "", None, f"{fam}_minus_{t['null']}", *t["diff"],
-                               detail=f"p={t['p']:.4g} holm={t['p_holm']:.4g} of {len(tests)}"))
-    n_seeds = len(per_seed)
-    return {"graft": graft, "ablation": ablation, "tests": families, "verdicts": verdicts,
-            "families": {f: {"tests": len(t), "correction": "Holm-Bonferroni", "level": 0.05, "seeds": n_seeds,
-                             "test": "one-sided paired t over per-seed means (ranking > null)",
-                             "min_seeds": MIN_SEEDS} for f, t in families.items()},
+                               detail=f"primary; p={t['p']:.4g} holm={t['p_holm']:.4g} of {t['family_size']}"))
+    for t in exploratory:
+        rows.append(record("validation", t["ranking"], "", None, f"exploratory: {t['measure']} minus {t['null']}",
+                           *t["diff"], detail=f"exploratory, unadjusted; p={t['p']:.4g}"))
+    return {"graft": graft, "ablation": ablation, "tests": families, "verdicts": verdicts, "exploratory": exploratory,
+            "families": {f: family_info(t, len(per_seed)) for f, t in families.items()},
             "held_out_graft_area": {n[:-len(HELD_OUT)]: graft["area"][n] for n in judged if n.endswith(HELD_OUT)}}
 
 
@@ -248,22 +308,32 @@ def _finite_mean(xs) -> float | None:
 
 
 def _loc_verdict(by_method: dict, m: str, n: int) -> str:
-    """AUROC of ``m`` with ``n`` RBs against every null present (single-RB |Δ|, control drift, Fisher alone,
-    random): "localises" needs the lower 95% t bound of the paired per-seed difference above 0 for each of them."""
-    from goalscope.analysis.planted import NULLS, paired_lower
+    """AUROC of ``m`` with ``n`` RBs against each planted-truth null (single-RB |Δ|, control drift, Fisher alone,
+    random): one primary one-sided paired t over seeds per null, Holm over them. "localises" needs every null run
+    and beaten; a null that was not run is "not tested"; a family that cannot pass at this seed count (always below
+    MIN_SEEDS) is "underpowered at N seeds, K would do"."""
+    from goalscope.analysis.planted import NULLS
 
     if not np.isfinite(by_method[m][n]["auroc"][0]):
         return "not measurable"
-    if len(by_method[m][n].get("per_seed_auroc", [])) < 2:
-        return "not testable with one seed"
-    nulls = [b for b in NULLS if b in by_method and n in by_method[b]]
-    beaten = [b for b in nulls if paired_lower(by_method, m, b, n) > 0]
-    if beaten == nulls:
-        return f"localises (AUROC above {', '.join(nulls)}; paired t over seeds)"
-    missing = [b for b in nulls if b not in beaten]
-    if beaten:
-        return f"above {', '.join(beaten)}; not above {', '.join(missing)}"
-    return "no better than any null (" + ", ".join(nulls) + ")"
+    mine = by_method[m][n].get("per_seed_auroc", [])
+    runs = [b for b in NULLS if b in by_method and n in by_method[b]
+            and len(by_method[b][n].get("per_seed_auroc", [])) == len(mine)]
+    tests = holm_claim([{"ranking": m, "null": b, **paired_test(mine, by_method[b][n]["per_seed_auroc"])} for b in runs])
+    beaten = [t["null"] for t in tests if t["beaten"]]
+    not_beaten = [t["null"] for t in tests if not t["beaten"]]
+    untested = [b for b in NULLS if b not in runs]
+    power = family_power(len(mine), len(runs))
+    how = f"one-sided paired t over {len(mine)} seeds, Holm over {len(runs)} nulls"
+    parts = ([f"above {', '.join(beaten)}"] if beaten else []) + ([f"not above {', '.join(not_beaten)}"] if not_beaten else [])
+    parts += [f"not tested: {', '.join(untested)}"] if untested else []
+    if not power["reachable"]:
+        return f"{underpowered_text(power)} ({'; '.join(parts + [power_detail(power), how])})"
+    if not not_beaten and not untested:
+        return f"localises (AUROC above {', '.join(beaten)}; {how})"
+    if not beaten and not untested:
+        return f"no better than any null ({', '.join(not_beaten)}; {how})"
+    return f"{'; '.join(parts)} ({how})"
 
 
 def stability(cfg, plan, run_dir: Path, rows: list) -> dict:

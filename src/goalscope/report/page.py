@@ -31,6 +31,7 @@ import base64
 import datetime as _dt
 import json
 import math
+import re
 import traceback
 from pathlib import Path
 
@@ -185,11 +186,30 @@ def _ma_seed_range(run: Run) -> str:
 def _family_text(card: dict | None, summary: dict) -> str:
     fams = []
     for name, info in ((card or {}).get("families") or {}).items():
-        fams.append(f"{name} ({info.get('tests')} tests)")
+        if "claims" in info:  # one Holm family per claim (a ranking on this measure), one test per null
+            fams.append(f"{name} ({info['claims']} claims of up to {info['family_size']} tests)")
+        else:
+            fams.append(f"{name} ({info.get('tests')} tests)")
     neg = summary.get("negation_family")
     if neg:
         fams.append(f"negation ({neg.get('tests')} tests)")
     return ", ".join(fams)
+
+
+def _undecided(card: dict | None) -> list[str]:
+    """'ranking (measure): underpowered at N seeds, K would do' / '... not tested' for every verdict that could not
+    decide, so the card says so rather than leaving a negative-sounding label to stand for it."""
+    out = []
+    verdicts = (card or {}).get("verdicts") or {}
+    items = [(f"{n} ({f})", v) for n, by in verdicts.items() if isinstance(by, dict) for f, v in by.items()]
+    items += [(f"{m} (localisation)", v) for m, v in ((card or {}).get("localisation_verdicts") or {}).items()]
+    for what, v in items:
+        label = str(v).split(" (")[0]
+        if label.startswith("underpowered") or "not tested" in label:
+            out.append(f"{what}: {label}")
+        elif m := re.search(r"not tested: (.*?)(?:; | \(one-sided|\)$)", str(v)):
+            out.append(f"{what}: {m.group(1)} not tested")
+    return out
 
 
 def answer_cards(run: Run, card: dict | None) -> str:
@@ -235,10 +255,17 @@ def answer_cards(run: Run, card: dict | None) -> str:
     sure.append(f"{n_seeds} MA seeds, {run.cfg.finetune.seeds_per_ma} fine-tune seed(s) per RB per MA, "
                 f"{run.cfg.negate.random_directions if run.cfg.negate.random_control else 0} random directions per "
                 "(seed, RB, α). Verdicts rest on a t test over per-seed means (the bootstrap over 3–5 seeds is close to a "
-                f"min/max rule and under-covers); below {MIN_SEEDS} seeds a verdict says “underpowered”.")
+                f"min/max rule and under-covers); where a claim's family cannot pass at this seed count (always below "
+                f"{MIN_SEEDS}) its verdict says “underpowered at N seeds” and how many would do, and a null that was "
+                "not run is “not tested”, never passed.")
     fam = _family_text(card, s)
     if fam:
-        sure.append(f"Holm–Bonferroni within each family of verdicts: {esc(fam)}; α = 0.05 family-wise.")
+        sure.append(f"Holm–Bonferroni within each family of verdicts: {esc(fam)}; α = 0.05 family-wise. A graft or "
+                    "ablation claim is one ranking against its nulls, one pre-registered comparison per null; the "
+                    "other comparisons are shown as exploratory, unadjusted.")
+    undecided = _undecided(card)
+    if undecided:
+        sure.append("Verdicts this run cannot give: " + "; ".join(esc(x) for x in undecided) + ".")
     if card:
         sure.append("Nulls every graft and ablation is compared with: random, MA's Fisher alone (sensitivity, no RB "
                     "information), the RA-control drift |Δ<sub>ctrl</sub>| (where MA moves with no RB), and another RB's "

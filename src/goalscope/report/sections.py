@@ -241,10 +241,17 @@ def _section_validation(run: Run, page: Page) -> None:
         page.add(f"<p class='note'>Localisation: {esc(loc)}</p>")
     rest = {k: v for k, v in card.items() if k not in ("graft", "localisation", "verdicts", "held_out_graft_area",
                                                       "localisation_verdicts", "tests", "families", "stability",
-                                                      "ablation", "checks")}
+                                                      "ablation", "checks", "exploratory")}
     scalars = _scalars(rest)
     if scalars:
         page.add("<h3>Other scorecard entries</h3>" + html_table(["entry", "value"], [[esc(k), num(v)] for k, v in scalars], {1}))
+
+
+def _family_words(name: str, info: dict) -> str:
+    if "claims" not in info:  # an older scorecard: Holm over every test of the measure
+        return f"{name}: {info.get('tests')} tests, {info.get('correction')}, {info.get('seeds')} MA seeds"
+    return (f"{name}: {info['claims']} claims of up to {info['family_size']} primary tests each, Holm within each "
+            f"claim, {info.get('seeds')} MA seeds")
 
 
 def _validation_details(run: Run, card: dict, page: Page) -> None:
@@ -256,9 +263,11 @@ def _validation_details(run: Run, card: dict, page: Page) -> None:
     verdicts = {n: v if isinstance(v, dict) else {"graft": v} for n, v in (card.get("verdicts") or {}).items()}
     if verdicts:
         page.add("<h3>Verdicts (graft and ablation families)</h3><p>Each ranking against random, MA's Fisher alone, "
-                 "the RA-control drift and another RB's mask; " + esc("; ".join(
-                     f"{f}: {i.get('tests')} tests, {i.get('correction')}, {i.get('seeds')} MA seeds"
-                     for f, i in fams.items())) + ". Heatmaps are judged on held-out RBs.</p>"
+                 "the RA-control drift and another RB's mask; " + esc("; ".join(_family_words(f, i)
+                                                                           for f, i in fams.items()))
+                 + ". A null is beaten when its Holm-adjusted p < 0.05; a null that was not run is “not tested”; a "
+                 "claim that cannot pass at this seed count is “underpowered at N seeds” with the seeds that would do. "
+                 "Heatmaps are judged on held-out RBs.</p>"
                  + html_table(["ranking", "graft verdict", "ablation verdict"],
                           [[esc(n), esc(v.get("graft")), esc(v.get("ablation"))] for n, v in verdicts.items()]))
     g = card.get("graft") or {}
@@ -273,10 +282,18 @@ def _validation_details(run: Run, card: dict, page: Page) -> None:
         page.add(f"<p>MB's specific-lean gain per RB: {esc(g.get('rb_gain'))}; raw RB objects: {esc(g.get('rb_gain_raw'))} "
                  f"(the difference is collecting of every type rising, not a lean). |Δ<sub>i</sub>| is {esc(PER_RB)}.</p>")
     for fam, tests in (card.get("tests") or {}).items():
-        page.add(f"<h3>Every {esc(fam)} comparison (one-sided paired t over seeds, Holm over {len(tests)})</h3>" + html_table(
+        holm_over = (f"Holm within each claim, over its {fams[fam]['family_size']} nulls" if "family_size" in fams.get(fam, {})
+                     else f"Holm over {len(tests)}")  # an older scorecard: one family per measure
+        page.add(f"<h3>Primary {esc(fam)} comparisons (one-sided paired t over seeds, {esc(holm_over)})</h3>" + html_table(
             ["ranking", "null", "difference [95% t CI]", "p", "p (Holm)", "beaten"],
             [[esc(t["ranking"]), esc(t["null"]), ci_text(*t["diff"]), num(t["p"]), num(t["p_holm"]),
               "yes" if t["beaten"] else "no"] for t in tests], {2, 3, 4}))
+    if card.get("exploratory"):
+        page.add("<h3>Exploratory comparisons</h3><p>Not pre-registered: one-sided paired t over seeds, unadjusted, "
+                 "never a verdict.</p>" + html_table(
+                     ["ranking", "against", "measure", "difference [95% t CI]", "p (unadjusted)"],
+                     [[esc(t["ranking"]), esc(t["null"]), esc(t["measure"]), ci_text(*t["diff"]), num(t["p"])]
+                      for t in card["exploratory"]], {3, 4}))
     st = card.get("stability") or {}
     if st.get("within_ma"):
         page.add("<h3>Stability where units line up</h3><p>Top-1% |Δ| sets compared between fine-tune seeds of the "
