@@ -6,7 +6,6 @@ import sys
 import textwrap
 import uuid
 
-import numpy as np
 import pytest
 
 import goalscope
