@@ -262,6 +262,7 @@ def test_underpowered_says_at_n_seeds_and_how_many_would_do():
     two = {PER_RB: {"graft": [0.9, 0.8]}, RANDOM: {"graft": [0.1, 0.2]}, FISHER_NULL: {"graft": [0.5, 0.5]}}
     v = locus_verdict(compare_family(two, "graft", [PER_RB], nulls=(RANDOM, FISHER_NULL)), PER_RB)
     assert v.startswith("underpowered at 2 seeds, 3 would do (") and "needs p < 0.025" in v
+    assert f"undecided: {RANDOM}, {FISHER_NULL}" in v and "not random" not in v  # not beaten is not a finding here
 
 
 def test_a_missing_null_is_not_tested_never_passed(planted):

@@ -91,10 +91,9 @@ def holm_claim(tests: list[dict]) -> list[dict]:
     """Holm over one claim's primary comparisons (one per null). ``beaten`` is exactly the documented rule: the
     Holm-adjusted one-sided p below ALPHA, over at least MIN_SEEDS seeds (a spread estimated from two seeds is
     not one to rest a verdict on); the two-sided interval beside it is for reading, not a second gate."""
-    adjusted = holm([t["p"] for t in tests])
-    m = int(np.isfinite(adjusted).sum())
+    adjusted = holm([t["p"] for t in tests])  # a NaN p (under 2 seeds) stays NaN and out of Holm's count
     for t, adj in zip(tests, adjusted):
-        t.update(p_holm=float(adj), family_size=m, role="primary",
+        t.update(p_holm=float(adj), family_size=len(tests), role="primary",
                  beaten=bool(np.isfinite(adj) and adj < ALPHA and t["seeds"] >= MIN_SEEDS))
     return tests
 
@@ -149,14 +148,21 @@ def ladder_label(beaten: list[str], not_beaten: list[str], ranking: str = "") ->
     return VERDICTS[0] if not ranking.endswith(HELD_OUT) else "objective locus shared across RBs (held-out)"
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
+
+
 def underpowered_text(power: dict) -> str:
     """'underpowered at N seeds, K would do': the label when a family cannot pass at this seed count."""
-    return f"underpowered at {power['seeds']} seeds, {power['seeds_needed']} would do"
+    return f"underpowered at {_seeds(power['seeds'])}, {power['seeds_needed']} would do"
 
 
 def power_detail(power: dict) -> str:
+    """Why a family cannot pass, in numbers: Holm's first threshold against the p a large effect reaches."""
+    if power["seeds"] < 2:
+        return "a t test needs 2 seeds"
     return (f"Holm over {power['tests']} needs p < {power['threshold']:.3g}; an effect of {power['effect']:g} seed SDs "
-            f"reaches p = {power['smallest_p']:.2g} at {power['seeds']} seeds")
+            f"reaches p = {power['smallest_p']:.2g} at {_seeds(power['seeds'])}")
 
 
 def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft") -> str:
@@ -168,14 +174,14 @@ def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft") -> 
     if not mine:
         return "not measurable"
     n = min(t["seeds"] for t in mine.values())
-    how = f"one-sided t over {n} MA seeds, Holm over its {len(mine)} primary {test_name} comparisons"
+    how = f"one-sided t over {n} MA seed{'s' if n != 1 else ''}, Holm over its {len(mine)} primary {test_name} comparisons"
     beaten = [k for k in NULLS if k in mine and mine[k]["beaten"]]
     not_beaten = [k for k in NULLS if k in mine and not mine[k]["beaten"]]
     untested = [k for k in NULLS if k not in mine]
     power = family_power(n, len(mine))
     parts = [f"beats {', '.join(beaten)}" if beaten else "beats no null"]
-    if not_beaten:
-        parts.append(f"not {', '.join(not_beaten)}")
+    if not_beaten:  # in a family that cannot pass, a null not beaten is undecided, not a finding
+        parts.append(f"{'not' if power['reachable'] else 'undecided:'} {', '.join(not_beaten)}")
     if untested:
         parts.append(f"not tested: {', '.join(untested)}")
     if not power["reachable"]:
@@ -324,8 +330,9 @@ def _loc_verdict(by_method: dict, m: str, n: int) -> str:
     not_beaten = [t["null"] for t in tests if not t["beaten"]]
     untested = [b for b in NULLS if b not in runs]
     power = family_power(len(mine), len(runs))
-    how = f"one-sided paired t over {len(mine)} seeds, Holm over {len(runs)} nulls"
-    parts = ([f"above {', '.join(beaten)}"] if beaten else []) + ([f"not above {', '.join(not_beaten)}"] if not_beaten else [])
+    how = f"one-sided paired t over {_seeds(len(mine))}, Holm over {len(runs)} nulls"
+    not_above = "not above" if power["reachable"] else "undecided:"  # a family that cannot pass finds nothing absent
+    parts = ([f"above {', '.join(beaten)}"] if beaten else []) + ([f"{not_above} {', '.join(not_beaten)}"] if not_beaten else [])
     parts += [f"not tested: {', '.join(untested)}"] if untested else []
     if not power["reachable"]:
         return f"{underpowered_text(power)} ({'; '.join(parts + [power_detail(power), how])})"
