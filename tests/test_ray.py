@@ -8,6 +8,7 @@ Every Ray test here is isolated from whatever Ray the machine runs: Ray's temp d
 
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -48,19 +49,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ray_vars(ray_tmp: Path) -> dict:
+    """Ray's environment for a test: its own temp dir, and token authentication (Ray's default for a new cluster
+    since 2.5x) with its own token, so that neither the machine's ~/.ray/auth_token nor its absence changes what a
+    test sees, and no test writes one."""
+    token = ray_tmp / "auth_token"
+    if not token.exists():
+        token.write_text(secrets.token_hex(32))
+    return {"RAY_TMPDIR": str(ray_tmp), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
 def _isolated_env(ray_tmp: Path) -> dict:
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "GOALSCOPE_QUIET": "1"}
-    env.pop("RAY_ADDRESS", None)
+    env = {**os.environ, **_ray_vars(ray_tmp), "GOALSCOPE_QUIET": "1"}
+    for var in ["RAY_ADDRESS", "RAY_AUTH_TOKEN"]:
+        env.pop(var, None)
     return env
 
 
 @pytest.fixture(scope="module")
 def ray_tmp():
-    """This module's Ray temp dir: ``RAY_TMPDIR`` for the test process and for the ``ray start`` cluster below."""
+    """This module's Ray temp dir, ``RAY_TMPDIR`` for the test process and for the ``ray start`` cluster below."""
     path = _ray_tmpdir()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RAY_TMPDIR", str(path))
-        mp.delenv("RAY_ADDRESS", raising=False)
+        for var, value in _ray_vars(path).items():
+            mp.setenv(var, value)
+        for var in ["RAY_ADDRESS", "RAY_AUTH_TOKEN"]:
+            mp.delenv(var, raising=False)
         yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -258,3 +272,20 @@ def test_a_real_cluster_joined_with_address_gives_results_identical_to_local(liv
     finally:
         ray.shutdown()
     _assert_identical(local_run, tmp_path / "ray")
+
+
+def test_a_refused_join_says_how_to_send_the_token(monkeypatch):
+    from goalscope.program.executors import _auth_hint
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    try:  # what ray.init raises for an explicit address to a cluster with token authentication, after ~20 s
+        try:
+            raise RuntimeError("Failed to connect to GCS. Unauthenticated: RPC error: InvalidAuthToken")
+        except RuntimeError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as e:
+        hint = _auth_hint(e)
+    assert "refused this process's credentials" in hint and "RAY_AUTH_MODE=token" in hint and "auto" in hint
+    assert "if the cluster uses" in _auth_hint(ConnectionError("ray client connection timeout"))
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    assert _auth_hint(ConnectionError("anything")) == ""

@@ -169,6 +169,22 @@ def _unreachable(target: str, source: str | None, why: str) -> GoalscopeError:
                           "run on a private local Ray instance")
 
 
+def _auth_hint(error: BaseException) -> str:
+    """What to add to a failed join: Ray (2.5x and later) turns token authentication on for a ``ray start``
+    cluster wherever a token exists (``~/.ray/auth_token``, which any ``ray.init`` writes), and a driver that joins
+    by an explicit address does not send it unless ``RAY_AUTH_MODE=token``. ``auto`` sends it."""
+    if os.environ.get("RAY_AUTH_MODE"):
+        return ""
+    chain, seen = [], error
+    while seen is not None and len(chain) < 8:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    said = "the cluster refused this process's credentials" if any("uthenticat" in c for c in chain) else \
+        "if the cluster uses Ray's token authentication"
+    return (f" ({said}: set RAY_AUTH_MODE=token, with the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
+            "RAY_AUTH_TOKEN_PATH, or on the cluster's head node use --address auto)")
+
+
 class RayExecutor:
     """Each item is a Ray task with ``num_cpus=1``; results come back in order, progress as tasks finish.
 
@@ -211,6 +227,8 @@ class RayExecutor:
                 ray.init(ignore_reinit_error=True, log_to_driver=False, **kwargs)
             except Exception as e:  # Ray raises bare Exception for some start failures
                 msg = " ".join(str(e).split())  # one line
+                if self.address is not None:
+                    msg += _auth_hint(e)
                 raise GoalscopeError(f"could not start or reach {where}: {msg}") from None
         if self._remote is None:
             self._remote = ray.remote(num_cpus=1)(_ray_task)
