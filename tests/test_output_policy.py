@@ -225,3 +225,243 @@ def _write_toml(path: Path, cfg: dict) -> None:
         if isinstance(v, dict):
             lines += [f"[{k}]", *(f"{kk} = {json.dumps(vv)}" for kk, vv in v.items())]
     path.write_text("\n".join(lines) + "\n")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 2. Analysis commands refuse a run a live process holds (it has not finished); edits took it only for its jobs
+
+
+@pytest.fixture
+def held(shared):
+    """The run locked by a live process (as `goalscope run` holds it while it works)."""
+    run_dir, _ = shared
+    proc = subprocess.Popen(["sleep", "120"])
+    try:
+        (run_dir / ".lock").write_text(f"{proc.pid} {_start_time(proc.pid)}")
+        yield run_dir
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("argv", [
+    ["edits", "{run}", "--parts", "targeted", "--fractions", "0.05", "--random-directions", "1", "--episodes", "4"],
+    ["decode", "{run}"],
+    ["steer", "{run}", "--obs-episodes", "2", "--episodes", "4", "--sites", "policy"],
+    ["validate", "{run}", "--episodes", "4"],
+    ["report", "{run}"],
+    ["results", "{run}"],
+])
+def test_analysis_commands_refuse_a_run_that_is_still_being_written(held, capsys, argv):
+    before = tree(held)
+    code, _, err = run(capsys, *[a.format(run=held) for a in argv])
+    one_line_exit_2(code, err, "has not finished")
+    assert tree(held) == before
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 3. Size fields are bounded before anything is allocated, with the limit named
+
+
+@pytest.mark.parametrize("section, key, value, fragment", [
+    ("ppo", "n_envs", 10**8, "ppo.n_envs must be between 1 and 16,384"),
+    ("ppo", "n_steps", 10**8, "ppo.n_steps must be between 1 and 100,000"),
+    ("ppo", None, {"n_envs": 64, "n_steps": 100_000}, "more than the rollout buffer limit of 268,435,456"),
+    ("ppo", "epochs", 10**9, "ppo.epochs must be between 1 and 1,000"),
+    ("negate", "random_directions", 10**6, "negate.random_directions must be between 1 and 100"),
+    ("finetune", "seeds_per_ma", 10**5, "finetune.seeds_per_ma must be between 1 and 100"),
+    ("env", "max_steps", 10**9, "env.max_steps must be an integer in 1..100000"),
+])
+def test_size_fields_are_bounded_with_the_limit_named(section, key, value, fragment):
+    from goalscope.errors import ConfigError
+    from goalscope.program.config import experiment_from_dict
+
+    cfg = json.loads(json.dumps(CFG))
+    cfg[section].update(value if key is None else {key: value})
+    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(")):
+        experiment_from_dict(cfg)
+
+
+def test_a_huge_size_is_one_line_before_anything_runs(tmp_path, capsys):
+    exp = tmp_path / "exp.toml"
+    _write_toml(exp, {**CFG, "ppo": {"n_envs": 16, "n_steps": 10**8}})
+    code, _, err = run(capsys, "run", exp, "--out", tmp_path / "run")
+    one_line_exit_2(code, err, "ppo.n_steps must be between 1 and 100,000")
+    assert not (tmp_path / "run").exists()
+    code, _, err = run(capsys, "train", "--reward", "collect:0", "--n-envs", "100000000", "--out", tmp_path / "ma")
+    one_line_exit_2(code, err, "ppo.n_envs must be between 1 and 16,384")
+    assert not (tmp_path / "ma").exists()
+
+
+def test_a_sweep_variant_with_a_huge_size_is_refused(tmp_path):
+    from goalscope.errors import ConfigError
+    from goalscope.program.sweep import load_sweep
+
+    sweep = tmp_path / "sweep.toml"
+    _write_toml(sweep, CFG)
+    sweep.write_text(sweep.read_text() + '[sweep]\nseeds = [0]\n[[sweep.variant]]\nname = "big"\n'
+                                         '"ppo.n_envs" = 100000000\n')
+    with pytest.raises(ConfigError, match="n_envs must be between 1 and 16,384"):
+        load_sweep(sweep)
+
+
+def test_pointers_seeds_beyond_32_bits_are_refused(tmp_path, capsys):
+    code, _, err = run(capsys, "pointers", "--out", tmp_path / "pt", "--seeds", "99999999999999999999")
+    assert code == 2 and "from 0 to 4,294,967,295" in err and "Traceback" not in err
+    assert not (tmp_path / "pt").exists()
+
+
+def test_import_sb3_is_bounded_by_the_total_it_would_expand(tmp_path):
+    import zipfile
+
+    from goalscope.agents.importers import import_sb3
+    from goalscope.envs.maze import MazeConfig
+    from goalscope.errors import CheckpointError
+
+    policy = tmp_path / "policy.pth"
+    with zipfile.ZipFile(policy, "w", zipfile.ZIP_DEFLATED) as z:  # 300 MB of zeros, a few hundred KB zipped
+        with z.open("archive/data/0", "w") as f:
+            for _ in range(300):
+                f.write(bytes(1 << 20))
+    model = tmp_path / "model.zip"
+    with zipfile.ZipFile(model, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("data", json.dumps({"policy_class": {}}))
+        z.write(policy, "policy.pth")
+    assert model.stat().st_size < 2 << 20
+    with pytest.raises(CheckpointError, match="more than the 268,435,456 goalscope expands"):
+        import_sb3(model, MazeConfig(size=5, n_types=2), "collect:0")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 4. Tracebacks that became one line (or a correct result)
+
+
+def test_decode_on_a_one_seed_run(shared, capsys):
+    run_dir, _ = shared
+    code, out, err = run(capsys, "decode", run_dir, "--permutations", "10")
+    assert code == 0, err
+    assert "Decode" in out and (run_dir / "edits" / "decode.json").exists()
+
+
+def _damage_records(kind):
+    def damage(run_dir: Path):
+        p = run_dir / "records.csv"
+        text = p.read_text()
+        if kind == "random bytes":
+            p.write_bytes(bytes(range(256)) * 8)
+        elif kind == "non-numeric value":
+            lines = text.splitlines(keepends=True)
+            cells = lines[1].split(",")
+            cells[5] = "lots"
+            p.write_text(lines[0] + ",".join(cells) + "".join(lines[2:]))
+        elif kind == "missing header":
+            p.write_text(text.split("\n", 1)[1])
+        elif kind == "cut mid-line":
+            p.write_text(text[: len(text) // 2 + 3].rstrip("\n") + "x")
+        elif kind == "empty":
+            p.write_text("")
+    return damage
+
+
+RECORDS_DAMAGE = [("random bytes", "not UTF-8"), ("non-numeric value", "is not a number"),
+                  ("missing header", "the header lacks"), ("cut mid-line", "ends mid-line"), ("empty", "is empty")]
+
+
+@pytest.mark.parametrize("command", ["report", "results", "validate"])
+@pytest.mark.parametrize("kind, fragment", RECORDS_DAMAGE)
+def test_damaged_records_are_one_line(shared, capsys, command, kind, fragment):
+    run_dir, _ = shared
+    _damage_records(kind)(run_dir)
+    extra = ["--episodes", "4"] if command == "validate" else []
+    code, _, err = run(capsys, command, run_dir, *extra)
+    one_line_exit_2(code, err, fragment)
+    assert "records.csv" in err
+
+
+def test_report_on_a_deeply_nested_experiment_json_is_one_line(shared, capsys):
+    run_dir, _ = shared
+    (run_dir / "experiment.json").write_text("[" * 200_000 + "]" * 200_000)
+    code, _, err = run(capsys, "report", run_dir)
+    one_line_exit_2(code, err, "nested")
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda d: _edit_json(d / "summary.json", competence=["a", "list"]), "'competence' is a list"),
+    (lambda d: _edit_json(d / "summary.json", competence={"MA": "passes"}), "an entry of 'competence'"),
+    (lambda d: _edit_json(d / "summary.json", rbs=7), "'rbs' is a int"),
+])
+@pytest.mark.parametrize("command", ["report", "results"])
+def test_damaged_run_json_is_one_line(shared, capsys, damage, fragment, command):
+    run_dir, _ = shared
+    damage(run_dir)
+    code, _, err = run(capsys, command, run_dir)
+    one_line_exit_2(code, err, fragment)
+
+
+def _edit_json(path: Path, **fields):
+    data = json.loads(path.read_text())
+    data.update(fields)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def steered(finished, tmp_path_factory):
+    """The finished run, steered once on one site (about 20 s)."""
+    from goalscope.analysis.steering import run_steering
+
+    out = tmp_path_factory.mktemp("steered") / "run"
+    shutil.copytree(finished, out)
+    run_steering(out, episodes=4, obs_episodes=2, sites=["policy"], log=lambda *a: None)
+    return out
+
+
+def test_steer_on_a_truncated_heatmap_is_one_line(steered, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(steered, run_dir)
+    heat = run_dir / "heatmaps" / "ties.safetensors"
+    heat.write_bytes(heat.read_bytes()[:300])
+    code, _, err = run(capsys, "steer", run_dir, "--obs-episodes", "2", "--episodes", "4", "--sites", "policy")
+    one_line_exit_2(code, err, "ties.safetensors cannot be read as safetensors")
+
+
+def test_a_damaged_steering_cache_entry_is_recomputed(steered, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(steered, run_dir)
+    seed0 = run_dir / "steering" / "seed0.json"
+    data = json.loads(seed0.read_text())
+    del data["result"]["targets"]
+    data.pop("digest", None)  # as an older goalscope wrote it
+    seed0.write_text(json.dumps(data))
+    code, out, err = run(capsys, "steer", run_dir, "--obs-episodes", "2", "--episodes", "4", "--sites", "policy")
+    assert code == 0, err
+    assert "targets" in json.loads(seed0.read_text())["result"]
+    # A file damaged inside but still carrying its checksum is recomputed too.
+    data = json.loads(seed0.read_text())
+    data["result"]["targets"] = "damaged"
+    seed0.write_text(json.dumps(data))
+    code, out, err = run(capsys, "steer", run_dir, "--obs-episodes", "2", "--episodes", "4", "--sites", "policy")
+    assert code == 0, err
+    assert json.loads(seed0.read_text())["result"]["targets"] != "damaged"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# 5. Silent damage and litter
+
+
+def test_edits_checks_its_pairs_before_working(shared, capsys):
+    run_dir, _ = shared  # three object types: the default pair collect:3+collect:4 does not exist
+    code, _, err = run(capsys, "edits", run_dir, "--t", "1", "--random-directions", "1", "--episodes", "4")
+    one_line_exit_2(code, err, "'collect:3+collect:4'")
+    assert not (run_dir / "edits").exists()  # refused before the first evaluation
+
+
+def test_edits_removes_what_a_killed_call_left(shared, capsys):
+    run_dir, _ = shared
+    profiles = run_dir / "edits" / "profiles"
+    profiles.mkdir(parents=True)
+    stale = profiles / ".0123456789abcdef0123.json.k3j4h5.tmp"
+    stale.write_text('{"half": ')
+    code, _, err = run(capsys, "edits", run_dir, "--parts", "targeted", "--fractions", "0.05",
+                       "--random-directions", "1", "--episodes", "4")
+    assert code == 0, err
+    assert not stale.exists() and not list(run_dir.rglob("*.tmp"))

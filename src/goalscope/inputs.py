@@ -28,6 +28,15 @@ MAX_DEPTH = 24
 MAX_NODES = 200_000
 MAX_STEPS = 10**10  # env steps in one training job: ~weeks of CPU time, far above any sensible budget
 MAX_PARAMETERS = 50_000_000  # goalscope's agents are small; this is ~200 MB of fp32 weights per copy
+MAX_RANDOM_DIRECTIONS = 100  # random directions per negation or edit: each is a retrain or an evaluation
+MAX_SEEDS_PER_MA = 100  # fine-tune seeds of one MA: each is a fine-tune per RB
+MAX_EPISODE_STEPS = 100_000  # env.max_steps: one episode's step limit
+MAX_N_ENVS = 16_384  # parallel envs of one PPO job
+MAX_N_STEPS = 100_000  # rollout length per env
+MAX_EPOCHS = 1_000  # PPO epochs per rollout
+MAX_ROLLOUT_VALUES = 1 << 28  # n_envs x n_steps x obs size: 1 GiB of float32 observations in one rollout buffer
+MAX_JOBS = 100_000  # jobs one experiment plans
+MAX_SEED = 2**32 - 1  # seeds are 32-bit (numpy's generators refuse more)
 
 
 def check_structure(data, where: str, error=GoalscopeError) -> None:
@@ -108,6 +117,23 @@ def int_field(value, name: str, lo: int = 0, hi: int = MAX_STEPS, error=ConfigEr
     return value
 
 
+def check_ppo_sizes(ppo, obs_shape, where: str = "ppo", error=ConfigError) -> None:
+    """The sizes of a PPO job, bounded before anything is allocated: ``n_envs``, ``n_steps``, ``epochs`` and the
+    rollout buffer (``n_envs x n_steps x`` observation size), each with the limit named. ``ppo``: a PPOConfig or
+    its JSON dict."""
+    get = ppo.get if isinstance(ppo, dict) else lambda k, d=None: getattr(ppo, k, d)
+    n_envs = int_field(get("n_envs", 1), f"{where}.n_envs", 1, MAX_N_ENVS, error)
+    n_steps = int_field(get("n_steps", 1), f"{where}.n_steps", 1, MAX_N_STEPS, error)
+    int_field(get("epochs", 1), f"{where}.epochs", 1, MAX_EPOCHS, error)
+    int_field(get("minibatch_size", 1), f"{where}.minibatch_size", 1, MAX_ROLLOUT_VALUES, error)
+    obs = math.prod(int(d) for d in obs_shape)
+    values = n_envs * n_steps * obs
+    if values > MAX_ROLLOUT_VALUES:
+        raise error(f"{where}: n_envs x n_steps x observation size = {n_envs:,} x {n_steps:,} x {obs:,} = {values:,} "
+                    f"values, more than the rollout buffer limit of {MAX_ROLLOUT_VALUES:,} (1 GiB of float32); "
+                    "use fewer envs or a shorter rollout")
+
+
 def finite_float(value, name: str, error=ConfigError) -> float:
     """``value`` as a float, or ``error`` naming ``name`` when it is not a finite number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -138,3 +164,19 @@ def check_model_size(build, where: str, error=ConfigError) -> int:
         raise error(f"{where}: the network would have {n:,} parameters, more than goalscope's limit of "
                     f"{MAX_PARAMETERS:,}; use smaller widths")
     return n
+
+
+MAX_TENSOR_FILE_BYTES = 8 << 30  # heatmaps and weights of goalscope's agents are far smaller
+
+
+def read_safetensors(path, advice: str = "", error=GoalscopeError) -> dict:
+    """The tensors of a safetensors file (a heatmap, say), bounded; a truncated or damaged one is a one-line
+    ``error`` naming it, followed by ``advice``."""
+    from safetensors.torch import load
+
+    raw = _read_bytes(path, MAX_TENSOR_FILE_BYTES, error)
+    try:
+        return load(raw)
+    except Exception as e:  # SafetensorError, or what a damaged header makes torch raise
+        tail = f"; {advice}" if advice else ""
+        raise error(f"{path} cannot be read as safetensors (truncated or damaged: {str(e)[:120]}){tail}") from None

@@ -49,6 +49,9 @@ from goalscope.inputs import MAX_STEPS, check_structure, int_field
 ACTIVATIONS = {"Tanh": "tanh", "ReLU": "relu"}  # SB3 class name -> goalscope MLPConfig.activation
 SB3_DEFAULT_ACTIVATION = "tanh"  # ActorCriticPolicy's default activation_fn is nn.Tanh
 MAX_MEMBER_BYTES = 1 << 30  # refuse absurd zip members before reading them into memory
+# Everything one import may expand, counted before it is: the zip's members goalscope reads plus the members of
+# policy.pth (itself a zip that torch.load expands). Goalscope's policies are a few MB.
+MAX_EXPANDED_BYTES = 256 << 20
 
 
 def _safe_torch_load(data: bytes | Path, what: str):
@@ -102,6 +105,12 @@ def _read_member(z: zipfile.ZipFile, name: str, path: Path) -> bytes:
     if info.file_size > MAX_MEMBER_BYTES:
         raise CheckpointError(f"{path}: {name!r} is {info.file_size:,} bytes; too large for a policy")
     return z.read(name)
+
+
+def _check_expanded(total: int, path: Path) -> None:
+    if total > MAX_EXPANDED_BYTES:
+        raise CheckpointError(f"{path} would expand to {total:,} bytes, more than the {MAX_EXPANDED_BYTES:,} goalscope "
+                              "expands for one import (a policy is a few MB)")
 
 
 def _readable(entry, key: str):
@@ -169,12 +178,20 @@ def _read_zip(path: Path, policy: bool = True) -> tuple[dict, bytes | None, str 
         raise CheckpointError(f"{path} does not exist or is not a file")
     try:
         with zipfile.ZipFile(path) as z:
+            names = ["data", *(["policy.pth"] if policy else []), "_stable_baselines3_version"]
+            _check_expanded(sum(z.getinfo(n).file_size for n in names if n in z.namelist()), path)
             data_bytes = _read_member(z, "data", path)
             policy_bytes = _read_member(z, "policy.pth", path) if policy else None
             sb3_version = z.read("_stable_baselines3_version").decode(errors="replace").strip() \
                 if "_stable_baselines3_version" in z.namelist() else None
     except zipfile.BadZipFile as e:
         raise CheckpointError(f"{path} is not a Stable-Baselines3 zip: {e}") from None
+    if policy_bytes is not None:  # torch.load expands policy.pth's own members: counted before it does
+        try:
+            with zipfile.ZipFile(io.BytesIO(policy_bytes)) as inner:
+                _check_expanded(len(data_bytes) + len(policy_bytes) + sum(i.file_size for i in inner.infolist()), path)
+        except zipfile.BadZipFile:
+            pass  # a legacy (non-zip) torch pickle: its size is what was read
     try:
         data = json.loads(data_bytes)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

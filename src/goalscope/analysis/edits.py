@@ -13,7 +13,7 @@ What they share (the run opened for edits, the profile cache, the metrics) is :m
 This module is the entry point: :func:`run_edits` writes ``RUN/edits/<part>.json`` and ``RUN/edits/records.csv``;
 the names of the part modules are re-exported here.
 
-May import: goalscope.analysis (edits_*), goalscope.errors, goalscope.outputs.
+May import: goalscope.analysis (edits_*), goalscope.errors, goalscope.inputs, goalscope.outputs.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from goalscope.analysis.edits_linearity import linearity, linearity_jobs
 from goalscope.analysis.edits_targeted import targeted
 from goalscope.analysis.records import merge_records
 from goalscope.errors import ConfigError
+from goalscope.inputs import MAX_RANDOM_DIRECTIONS, finite_float, int_field
 from goalscope.outputs import analysing, atomic_write_bytes, remove_stale_tmp
 
 __all__ = ["DEFAULT_PAIRS", "DEFAULT_PARTS", "EDIT_FRACTIONS", "EDITS_DIR", "METRICS", "PARTS", "RANDOM_DIRECTIONS",
@@ -52,7 +53,16 @@ def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None 
 
 def _run_edits(run_dir, parts, episodes, workers, t_grid, retrain, pairs, fractions, heatmap, n_random, log) -> dict:
     er = EditRun(run_dir, episodes, log)
-    for d in (er.out, er.out / "profiles"):  # what a killed call left half-written
+    # Every argument is checked before the first evaluation (a bad pair used to surface after the linearity part).
+    if "arithmetic" in parts and pairs:
+        pair_rewards(er, pairs)
+    int_field(n_random, "--random-directions", 0, MAX_RANDOM_DIRECTIONS)
+    for name, values in (("--t", t_grid), ("--fractions", fractions)):
+        for v in values:
+            finite_float(v, name)
+    if any(not 0 < k <= 1 for k in fractions):
+        raise ConfigError(f"--fractions must lie in (0, 1], got {list(fractions)}")
+    for d in (er.out, er.out / "profiles", er.out / "fisher"):  # what a killed call left half-written
         remove_stale_tmp(d)
     results = {}
     for part in parts:

@@ -25,14 +25,14 @@ from goalscope.signals import delta as sig
 def targeted(er: EditRun, fractions=EDIT_FRACTIONS, heatmap: str = "ties") -> tuple[dict, list[dict]]:
     """MA + top-k% of Δ_i by each ranking, per MA seed and RB; each heatmap judged against every null: (result,
     records)."""
-    from safetensors.torch import load_file
-
     from goalscope.analysis.validation import compare_family
+    from goalscope.inputs import read_safetensors
     from goalscope.signals import aggregators as agg
 
     cfg, ra = er.cfg, er.cfg.ra
     heat_path = er.path / "heatmaps" / f"{heatmap}.safetensors"
-    heat_file = load_file(heat_path) if heat_path.exists() else {}
+    heat_file = read_safetensors(heat_path, "recompute the heatmaps with `goalscope run EXPERIMENT --out RUN --force "
+                                            "analysis`") if heat_path.exists() else {}
     names = {"heatmap": f"heatmap {heatmap} (all RBs)", "held": f"heatmap {heatmap} (without RB_i)",
              "abs": "|Δ_i|", "random": "random", "fisher": "Fisher alone (MA)", "control": "|Δ_ctrl| (RA control drift)"}
     res: dict = {}  # (ranking, rb, k) -> {"recovered": {s}, "ra_kept": {s}, "weight_fraction": {s}, ...}
@@ -133,13 +133,17 @@ def targeted(er: EditRun, fractions=EDIT_FRACTIONS, heatmap: str = "ties") -> tu
 
 
 def _cached_fisher(er: EditRun, ma_ck, s: int) -> dict:
-    from safetensors.torch import load_file, save
+    from safetensors.torch import save
 
     from goalscope.analysis.superposition import ma_fisher
+    from goalscope.inputs import read_safetensors
 
     path = er.out / "fisher" / f"{er.plan.ma[s]}-{er.cfg.superpose.fisher_samples}.safetensors"
     if path.exists():
-        return load_file(path)
+        try:
+            return read_safetensors(path)
+        except GoalscopeError:
+            pass  # a damaged cache entry is missing: computed again below
     f = ma_fisher(ma_ck, er.cfg.superpose.fisher_samples, s)
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in f.items()}))
     return f

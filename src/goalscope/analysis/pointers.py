@@ -45,6 +45,7 @@ from goalscope.envs.maze import MazeConfig, MazeVecEnv
 from goalscope.envs.oracle import _distance_to
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import check_ppo_sizes
 from goalscope.outputs import MARKER, atomic_write_bytes, check_output_path, confine
 from goalscope.program.jobs import Job, job_status, load_profile, stage_dir
 from goalscope.rl.evaluation import model_policy
@@ -162,6 +163,8 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
     arch_json = arch_config_to_json(arch_config_of(arch, arch_config))  # a bad name or option fails here, not in a job
     out = check_pointers_dir(out)
     plan = plan_pointers(env, arch, arch_json, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
+    for job in (j for wave in plan.waves for j in wave):  # sizes bounded before any job allocates a rollout
+        check_ppo_sizes(job.spec["ppo"], env.obs_shape)
     executor = executor or LocalExecutor(0)
     with confine(out), RunLock(out) as lock:  # never through a link planted in the directory
         for wave in plan.waves:

@@ -222,11 +222,11 @@ def heatmap_concentration(run_dir, seeds: list, rows: list, record) -> dict:
     """PR/N and Gini of per-unit mass of each of the run's heatmaps (per MA seed, t over seeds)."""
     from pathlib import Path
 
-    from safetensors.torch import load_file
+    from goalscope.inputs import read_safetensors
 
     out = {}
     for path in sorted((Path(run_dir) / "heatmaps").glob("*.safetensors")):
-        data = load_file(path)
+        data = read_safetensors(path, "recompute the heatmaps with `goalscope run EXPERIMENT --out RUN --force analysis`")
         per = {"pr": [], "gini": []}
         for s_ in seeds:
             heat = {k.split("/", 1)[1]: v for k, v in data.items() if k.startswith(f"seed{s_}/")}

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import read_json
 from goalscope.outputs import atomic_write_bytes
 from goalscope.program.jobs import job_status
 from goalscope.analysis.steering_summary import summarise, summarise_object_vector, summary_markdown
@@ -121,15 +122,28 @@ def run_steering(run_dir: str | Path, *, episodes: int | None = None, obs_episod
     :func:`goalscope.report.figures_steering.fig_steering`; without it no figure is written)."""
     from goalscope.outputs import analysing
 
+    args = (Path(run_dir), episodes, obs_episodes, sites, seeds)
     with analysing(run_dir):
-        return _run_steering(Path(run_dir), episodes, obs_episodes, sites, seeds, force, log, threads, plan, figure)
+        try:
+            return _steer_once(*args, force, log, threads, plan, figure)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            if force:
+                raise
+            # A cached seed file that parses but is damaged inside (a hand edit, an old format): treated as missing.
+            log(f"steer: a cached result in {Path(run_dir) / STEER_DIR} is damaged ({type(e).__name__}: {e}); "
+                "recomputing every seed")
+            return _steer_once(*args, True, log, threads, plan, figure)
 
 
-def _run_steering(run_dir: Path, episodes, obs_episodes, sites, seeds, force, log, threads, plan, figure) -> dict:
+def _steer_once(run_dir: Path, episodes, obs_episodes, sites, seeds, force, log, threads, plan, figure) -> dict:
     from goalscope.analysis.records import merge_records, write_records
     from goalscope.outputs import make_dir, remove_stale_tmp
 
+    from goalscope.inputs import read_safetensors
+
     _cfg, tasks = steer_tasks(run_dir, episodes, obs_episodes, sites, seeds, threads=threads, plan=plan)
+    for path in sorted((run_dir / "heatmaps").glob("*.safetensors")):  # read at the end: checked before the work
+        read_safetensors(path, "recompute the heatmaps with `goalscope run EXPERIMENT --out RUN --force analysis`")
     out = run_dir / STEER_DIR
     make_dir(out)
     remove_stale_tmp(out)
@@ -178,16 +192,22 @@ def _cached(path: Path, task: dict, compute, force: bool, log, what: str):
     """``compute(task)``'s result, from ``path`` when it holds one for the same task key (a damaged file is redone)."""
     if path.exists() and not force:
         try:
-            cached = json.loads(path.read_text())
-            if cached.get("key") == task["key"]:
+            cached = read_json(path)
+            digest = cached.get("digest")
+            if cached.get("key") == task["key"] and (digest is None or digest == _digest(cached["result"])):
                 log(f"{what}: reused {path}")
                 return cached["result"]
-        except (json.JSONDecodeError, KeyError, AttributeError):
-            pass
+        except (GoalscopeError, KeyError, AttributeError, TypeError, ValueError):
+            pass  # damaged: computed again
     log(f"{what}: running")
-    res = compute(task, log=log)
-    atomic_write_bytes(path, json.dumps({"key": task["key"], "result": res}, default=_json_default).encode())
+    res = json.loads(json.dumps(compute(task, log=log), default=_json_default))  # as a reuse would read it
+    atomic_write_bytes(path, json.dumps({"key": task["key"], "digest": _digest(res), "result": res}).encode())
     return res
+
+
+def _digest(result) -> str:
+    """A checksum of a cached result, so a file damaged inside (yet still JSON) is recomputed, not trusted."""
+    return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
 
 
 def _json_default(o):

@@ -272,8 +272,12 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
 
 
 def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
+    from goalscope.analysis.records import read_records
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
+
+    if (run_dir / "records.csv").exists():
+        read_records(run_dir / "records.csv")  # a truncated or damaged run is said before an hour of grafts
 
     torch.set_num_threads(1)  # deterministic reductions, as in the analysis
     plan = plan_experiment(cfg)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from goalscope.inputs import MAX_STEPS
+from goalscope.inputs import MAX_SEED, MAX_STEPS
 
 
 def positive_int(text: str) -> int:
@@ -35,13 +35,13 @@ def add_env_args(p: argparse.ArgumentParser) -> None:
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
+    """argparse type: an integer from 0 to MAX_SEED (seeds are 32-bit; nothing else needs more)."""
     try:
-        v = int(text)
+        v = int(text.replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_SEED:,}, got {text!r}")
     return v
 
 

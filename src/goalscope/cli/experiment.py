@@ -149,7 +149,12 @@ def cmd_results(args) -> None:
     rewrite = f"rewrite it with `goalscope run EXPERIMENT --out {args.run}` (finished stages are reused)"
     if args.parquet:  # refused before anything is printed or written
         _check_parquet_out(args.parquet, args.force)
-    summary = read_json(path, advice=rewrite)
+    from goalscope.analysis.records import read_records
+    from goalscope.report.run import check_summary
+
+    summary = check_summary(read_json(path, advice=rewrite), path, rewrite)
+    if (args.run / "records.csv").exists():
+        read_records(args.run / "records.csv")  # a truncated or damaged table is said, not printed as a path
     try:
         print_results(args.run, summary)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from goalscope.cli.common import add_env_args, env_config, non_negative_int, positive_int
 from goalscope.errors import ConfigError
+from goalscope.inputs import check_ppo_sizes
 from goalscope.outputs import check_replaceable, replace_dir
 
 
@@ -111,6 +112,7 @@ def cmd_train(args) -> None:
     arch_cfg = arch_config_to_json(arch_config(args.arch, cfg_values))
     ppo = _ppo_config(args)
     env = env_cfg
+    check_ppo_sizes(ppo, env.obs_shape)
     check_model_size(lambda: build_agent(args.arch, env.obs_shape, env.n_actions, arch_cfg), f"--arch {args.arch}")
     with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
         ckpt = train_new(args.arch, arch_cfg, env_cfg, reward, ppo, args.seed, log_dir=staging, progress=not args.quiet)
@@ -127,6 +129,7 @@ def cmd_finetune(args) -> None:
     parent = load_checkpoint(args.checkpoint)
     reward = parse_reward(args.reward, parent.env.n_types, type_names(parent.env))
     ppo = _ppo_config(args)
+    check_ppo_sizes(ppo, parent.env.obs_shape)
     with replace_dir(args.out, args.force, "checkpoint directory", "checkpoint") as staging:
         ckpt = finetune(parent, reward, ppo, args.seed, parent_path=str(args.checkpoint), log_dir=staging,
                         progress=not args.quiet)

@@ -15,7 +15,7 @@ collects it (it disappears) and pays the reward's weight for its type.
 The state is a handful of flat arrays indexed by env; ``step`` is pure array arithmetic with no Python loop over
 envs. The observation buffer is updated in place (only the cells that changed), which is what makes the env fast.
 
-May import: goalscope.envs.rewards, goalscope.errors.
+May import: goalscope.envs.rewards, goalscope.errors, goalscope.inputs (its bounds).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, check_fields
+from goalscope.inputs import MAX_EPISODE_STEPS
 
 N_ACTIONS = 4
 
@@ -68,7 +69,7 @@ class MazeConfig:
             raise ConfigError(f"env.size must be odd for layout 'maze', got {self.size}")
         integer("n_types", 1, 16)
         integer("n_per_type", 1)
-        integer("max_steps", 1)
+        integer("max_steps", 1, MAX_EPISODE_STEPS)
         integer("pool_size", 1, 1_000_000)
         integer("layout_seed", 0)
         integer("fixed_cue", -1, self.n_types - 1)

@@ -19,7 +19,8 @@ from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward, type_names
 from goalscope.envs.events import trust_modules
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.inputs import MAX_STEPS, check_model_size, int_field, read_toml
+from goalscope.inputs import (MAX_EPISODE_STEPS, MAX_JOBS, MAX_RANDOM_DIRECTIONS, MAX_SEEDS_PER_MA, MAX_STEPS,
+                              check_model_size, check_ppo_sizes, int_field, read_toml)
 from goalscope.rl.ppo import PPOConfig, resolve_precision
 
 
@@ -182,7 +183,19 @@ class ExperimentConfig:
             raise ConfigError(f"evaluation.competence must be a fraction of the oracle in (0, 2], got {self.evaluation.competence}")
         if len(self.rbs()) > 1000:
             raise ConfigError(f"finetune.rewards gives {len(self.rbs())} rewards; at most 1000 are supported")
+        int_field(self.finetune.seeds_per_ma, "finetune.seeds_per_ma", 1, MAX_SEEDS_PER_MA)
+        int_field(self.negate.random_directions, "negate.random_directions", 1, MAX_RANDOM_DIRECTIONS)
+        int_field(getattr(self.env, "max_steps", 1), "env.max_steps", 1, MAX_EPISODE_STEPS)
+        int_field(len(self.negate.alphas), "number of negate.alphas", 0, 1000)
         env = self.env
+        check_ppo_sizes(self.ppo_config(self.base.steps), env.obs_shape)  # before any rollout buffer is allocated
+        n, rbs = len(self.seeds), len(self.rbs())
+        n_random = self.negate.random_directions if self.negate.random_control else 0
+        jobs = (n * (1 + bool(self.controls.other_seed)) + n * self.finetune.seeds_per_ma * (rbs + 1)
+                + (n * (1 + rbs * len(self.negate.alphas) * (1 + n_random)) if self.negate.enabled else 0))
+        if jobs > MAX_JOBS:
+            raise ConfigError(f"the experiment would plan {jobs:,} jobs, more than the limit of {MAX_JOBS:,}; use fewer "
+                              "seeds, rewards, alphas or random directions")
         make = lambda: build_agent(self.agent.arch, env.obs_shape, env.n_actions, self.agent.config)  # noqa: E731
         check_model_size(make, f"agent (architecture {self.agent.arch!r})")
 

@@ -196,7 +196,11 @@ def write_figures(run_dir) -> list[str]:
             fig = fn(res)
             path = Path(run_dir) / EDITS_DIR / f"{part}.png"
             buf = io.BytesIO()
-            fig.savefig(buf, format="png")
+            try:
+                fig.savefig(buf, format="png")
+            except ValueError as e:  # e.g. a log axis over a tiny run's all-zero values: the table still stands
+                out.append(f"{path} not drawn ({e})")
+                continue
             atomic_write_bytes(path, buf.getvalue())
             out.append(str(path))
     return out

@@ -35,6 +35,7 @@ import re
 import traceback
 from pathlib import Path
 
+from goalscope.errors import GoalscopeError
 from goalscope.report.common import esc, pct, save_figure
 from goalscope.report.run import SCORECARD, Run, read_run
 from goalscope.report.sections import SECTION_WRITERS, SECTIONS, applies
@@ -112,7 +113,11 @@ def _write_page(run, out: Path, strict: bool, log) -> Path:
     from goalscope.outputs import atomic_write_bytes
 
     page = Page(out)
-    _header(run, page)
+    try:
+        _header(run, page)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:  # fields of the wrong shape
+        raise GoalscopeError(f"{run.path / 'summary.json'} is damaged ({type(e).__name__}: {e}); rewrite it with "
+                             f"`goalscope run EXPERIMENT --out {run.path}` (finished stages are reused)") from None
     for anchor, fn in SECTION_WRITERS:
         try:
             fn(run, page)

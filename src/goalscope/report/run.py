@@ -19,7 +19,6 @@ model. May import: goalscope.analysis, goalscope.program and below.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.inputs import read_json
 
 ROLES = ("MA", "MA'", "MB", "control", "retrain_control", "MB*")
 SCORECARD = "scorecard.json"
@@ -101,18 +101,20 @@ def read_run(run_dir: str | Path) -> Run:
         if not (run_dir / name).exists():
             raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
                               "before writing its report")
-    try:
-        experiment = json.loads((run_dir / EXPERIMENT_FILE).read_text())
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{run_dir}: corrupt JSON: {e}") from None
+    rewrite = f"rewrite it with `goalscope run EXPERIMENT --out {run_dir}` (finished stages are reused)"
+    experiment = read_json(run_dir / EXPERIMENT_FILE, advice="restore it from a backup", error=ConfigError)
+    if not isinstance(experiment, dict):
+        raise ConfigError(f"{run_dir / EXPERIMENT_FILE} is damaged (not a table); restore it from a backup")
+    summary = check_summary(read_json(run_dir / "summary.json", advice=rewrite), run_dir / "summary.json", rewrite)
     cfg = experiment_from_dict(experiment)
     found = {}
     for done in sorted((run_dir / "stages").glob("*/done.json")) if (run_dir / "stages").is_dir() else []:
         try:
-            found[done.parent.name] = {**json.loads(done.read_text()), "_mtime": done.stat().st_mtime}
-        except json.JSONDecodeError:
-            continue
+            status = read_json(done)
+        except GoalscopeError:
+            continue  # damaged: that stage counts as not finished
+        if isinstance(status, dict):
+            found[done.parent.name] = {**status, "_mtime": done.stat().st_mtime}
     plan = plan_experiment(cfg)
     if not all(j.key in found for j in plan.jobs()):
         # The run's stage keys are hashes of job specs written by the goalscope that ran it; a later version (a new
@@ -123,6 +125,32 @@ def read_run(run_dir: str | Path) -> Run:
     status = {k: found[k] for k in keys if k in found}
     ok = {k for k, st in status.items() if st.get("status") == "ok"}
     return Run(run_dir, cfg, plan, experiment, summary, read_records(run_dir / "records.csv"), status, ok)
+
+
+# The types of summary.json's fields that the report and `goalscope results` read (a field may be absent).
+SUMMARY_TYPES = {"experiment": str, "ra": str, "rbs": list, "seeds": list, "competence": dict, "cosine": dict,
+                 "negation": list, "heatmaps": dict, "heatmap_errors": dict, "failed_jobs": list, "stage_wall_s": dict,
+                 "job_wall_s": dict}
+SUMMARY_ITEM_TYPES = {"competence": dict, "negation": dict, "heatmaps": dict}  # the type of each entry
+
+
+def check_summary(summary, path: Path, advice: str) -> dict:
+    """``summary`` if its fields have the types the readers expect; one-line GoalscopeError naming the field."""
+    if not isinstance(summary, dict):
+        raise GoalscopeError(f"{path} is damaged (not a table); {advice}")
+    for key, kind in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind):
+            raise GoalscopeError(f"{path} is damaged: {key!r} is a {type(value).__name__}, not a "
+                                 f"{kind.__name__}; {advice}")
+        item = SUMMARY_ITEM_TYPES.get(key)
+        if item is not None:
+            items = value.values() if isinstance(value, dict) else value
+            if not all(isinstance(v, item) for v in items):
+                raise GoalscopeError(f"{path} is damaged: an entry of {key!r} is not a {item.__name__}; {advice}")
+    return summary
 
 
 def roles_from_stages(cfg, found: dict[str, dict]):
