@@ -4,7 +4,9 @@ cluster (live, or dead with its ``ray_current_cluster`` file left behind) neithe
 dead addresses and a missing Ray fail with one clear line.
 
 Every Ray test here is isolated from whatever Ray the machine runs: Ray's temp dir (``RAY_TMPDIR``, where
-``ray_current_cluster`` lives) is a fresh one and ``RAY_ADDRESS`` is unset; the private instances take free ports."""
+``ray_current_cluster`` lives) is a fresh one, ``RAY_ADDRESS`` is unset, the auth token is the test's own and every
+port is a free one. The ``ray start`` cluster is stopped by signalling its own ``--block`` process, never with
+``ray stop`` (which would stop every Ray process on the machine)."""
 
 import importlib.util
 import os
@@ -50,8 +52,8 @@ def _free_port() -> int:
 
 
 def _ray_vars(ray_tmp: Path) -> dict:
-    """Ray's environment for a test: its own temp dir, and token authentication (Ray's default for a new cluster
-    since 2.5x) with its own token, so that neither the machine's ~/.ray/auth_token nor its absence changes what a
+    """Ray's environment for a test: its own temp dir, and token authentication (on by default for a new cluster
+    in Ray 2.60) with its own token, so that neither the machine's ~/.ray/auth_token nor its absence changes what a
     test sees, and no test writes one."""
     token = ray_tmp / "auth_token"
     if not token.exists():
@@ -111,11 +113,9 @@ def live_cluster(ray_tmp):
 
 @pytest.fixture(scope="module")
 def ray_cluster(ray_tmp, live_cluster):
-    """This process on a private local Ray instance (2 CPUs) started beside the live ``ray start`` cluster, as
-    ``--executor ray`` without ``--address`` does on a machine that runs one."""
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    """This process on the private local Ray instance (2 CPUs) that ``--executor ray`` without ``--address``
+    starts, here beside the live ``ray start`` cluster (before: Ray's "num_cpus and num_gpus must not be provided")."""
+    ray = RayExecutor(workers=2)._connect()
     assert ray.get_runtime_context().gcs_address != live_cluster
     yield ray
     ray.shutdown()

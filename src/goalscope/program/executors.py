@@ -163,7 +163,7 @@ def _unreachable(target: str, source: str | None, why: str) -> GoalscopeError:
     elif source is not None:  # the ray_current_cluster file
         target += f", the address --address auto read from {source}"
         hint = (f"{source} is stale, left by a Ray cluster that stopped without `ray stop`; remove it (`rm {source}`, "
-                "or `ray stop`, which also stops every Ray process on this machine), start that cluster again, or "
+                "or `ray stop`, which also stops every Ray process on this machine), start that cluster again, "
                 "pass --address HOST:PORT of a live cluster")
     return GoalscopeError(f"could not reach the Ray cluster at {target} ({why}): {hint}, or leave --address out to "
                           "run on a private local Ray instance")
@@ -182,7 +182,7 @@ def _auth_hint(error: BaseException) -> str:
     said = "the cluster refused this process's credentials" if any("uthenticat" in c for c in chain) else \
         "if the cluster uses Ray's token authentication"
     return (f" ({said}: set RAY_AUTH_MODE=token, with the cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or "
-            "RAY_AUTH_TOKEN_PATH, or on the cluster's head node use --address auto)")
+            "RAY_AUTH_TOKEN_PATH, or on a node of the cluster use --address auto)")
 
 
 class RayExecutor:
