@@ -173,7 +173,11 @@ def test_cli_diff_superpose_negate_results(tiny_run, capsys):
     assert text.index("competence") < text.index("negate and retrain")  # how good the agents are comes first
     comp = summary["competence"]
     assert set(comp) == {"MA", "MB[collect:1]", "MB[collect:2]"} and comp["MA"]["seeds"] == 2
-    assert all(c["passes"] == (c["fraction_of_oracle"] >= 0.8) for c in comp.values())
+    # MA has its own bar (0.9 by default), each MB the MB bar (0.85); each fraction comes with its interval
+    assert comp["MA"]["bar"] == 0.9 and all(c["bar"] == 0.85 for m, c in comp.items() if m != "MA")
+    assert all(c["passes"] == (c["fraction_of_oracle"] >= c["bar"]) for c in comp.values())
+    assert all(c["fraction_of_oracle_ci"][1] - 1e-4 <= c["fraction_of_oracle"] <= c["fraction_of_oracle_ci"][2] + 1e-4
+               for c in comp.values())  # (the interval is rounded to 4 places)
     assert main(["results", str(out / "nope")]) == 2
 
 

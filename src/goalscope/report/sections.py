@@ -76,7 +76,8 @@ def _section_behaviour(run: Run, page: Page) -> None:
         page.add("<h3>Competence: does each model prefer what it is rewarded for?</h3><p>Preference: "
                  f"{run.event_word} of the rewarded types minus the mean of the other types, per episode, with a t interval over training "
                  "seeds. The oracle decides where the env has one (bar: "
-                 f"{run.cfg.evaluation.competence:.0%} of its return).</p>"
+                 f"{run.cfg.evaluation.competence:.0%} of its return for MA, "
+                 f"{run.cfg.evaluation.competence_mb:.0%} for each MB).</p>"
                  + html_table(["model", "reward", "preference [95% CI]", "seeds", "verdict"], rows, {2, 3}))
     if s.get("ma_fraction_of_oracle") is not None:
         page.add(f"<p>MA reaches <b>{pct(s['ma_fraction_of_oracle'])}</b> of the oracle on RA.</p>")
