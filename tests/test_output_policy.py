@@ -465,3 +465,144 @@ def test_edits_removes_what_a_killed_call_left(shared, capsys):
                        "--random-directions", "1", "--episodes", "4")
     assert code == 0, err
     assert not stale.exists() and not list(run_dir.rglob("*.tmp"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# A hostile run directory, fuzzed: random damage, symbolic links and deep nesting applied to a tiny real run, then
+# every read command. Pass: one line and exit 2, or exit 0; no traceback; not a byte outside the run changed.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_FILES = ["experiment.json", "summary.json", "records.csv", "heatmaps/mean.safetensors", "heatmaps/ties.safetensors",
+          "signals/cosine.json", "stages/*/done.json", "stages/*/profile.json", "stages/*/meta.json",
+          "stages/*/model.safetensors", "stages/*/train_log.csv"]
+_DIRS = ["report", "edits", "steering", "stages", "heatmaps", "signals", "stages/*"]
+_damage = st.one_of(
+    st.tuples(st.just("truncate"), st.sampled_from(_FILES), st.floats(0, 1)),
+    st.tuples(st.just("random bytes"), st.sampled_from(_FILES), st.binary(max_size=64)),
+    st.tuples(st.just("delete"), st.sampled_from(_FILES), st.none()),
+    st.tuples(st.just("nest"), st.sampled_from(_FILES), st.integers(30, 100_000)),
+    st.tuples(st.just("field"), st.sampled_from(["summary.json", "experiment.json", "stages/*/done.json"]),
+              st.tuples(st.sampled_from(["competence", "rbs", "seeds", "ra", "negation", "heatmaps", "cosine",
+                                         "status", "experiment", "failed_jobs", "env", "ppo"]),
+                        st.one_of(st.none(), st.integers(-3, 3), st.text(max_size=4), st.lists(st.integers(), max_size=2),
+                                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2)))),
+    st.tuples(st.just("file link"), st.sampled_from(_FILES + ["report/index.html", "report/cosine.csv",
+                                                              "scorecard.md", "edits/records.csv"]), st.none()),
+    st.tuples(st.just("dir link"), st.sampled_from(_DIRS), st.none()),
+    st.tuples(st.just("dir instead"), st.sampled_from(_FILES), st.none()),
+)
+
+
+def _pick(run_dir: Path, pattern: str, rnd: int) -> Path:
+    found = sorted(run_dir.glob(pattern)) or [run_dir / pattern.replace("*", "x")]
+    return found[rnd % len(found)]
+
+
+def _apply(run_dir: Path, home: Path, op, pattern, arg, rnd: int) -> None:
+    path = _pick(run_dir, pattern, rnd)
+    if path.is_symlink() or (path.exists() and path.is_dir() and op not in ("dir link",)):
+        return
+    if op == "truncate" and path.is_file():
+        data = path.read_bytes()
+        path.write_bytes(data[: int(len(data) * arg)])
+    elif op == "random bytes":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(arg)
+    elif op == "delete" and path.is_file():
+        path.unlink()
+    elif op == "nest":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("[" * arg + "]" * arg)
+    elif op == "field" and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            data[arg[0]] = arg[1]
+            path.write_text(json.dumps(data))
+    elif op == "file link":
+        target = home / f"file{rnd}"
+        target.write_text("the user's")
+        if path.exists():
+            path.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target)
+    elif op == "dir link":
+        target = home / f"dir{rnd}"
+        if path.is_dir():
+            shutil.move(path, target)
+        else:
+            target.mkdir()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to(target, target_is_directory=True)
+    elif op == "dir instead" and path.is_file():
+        path.unlink()
+        path.mkdir()
+
+
+def _hostile_run(finished, tmp_path_factory, damages):
+    base = tmp_path_factory.mktemp("hostile")
+    run_dir, home = base / "run", base / "home"
+    shutil.copytree(finished, run_dir)
+    home.mkdir()
+    for i, (op, pattern, arg) in enumerate(damages):
+        _apply(run_dir, home, op, pattern, arg, i)
+    return run_dir, home
+
+
+def _read_commands(run_dir: Path, capsys):
+    from goalscope.errors import GoalscopeError
+    from goalscope.report.run import load_run
+
+    for argv in (["results", run_dir], ["report", run_dir]):
+        code, _, err = run(capsys, *argv)
+        assert code in (0, 2), err
+        if code == 2:
+            one_line_exit_2(code, err)
+    try:  # the Python API reads the same files: a damaged one is a GoalscopeError, never another exception
+        view = load_run(run_dir)
+        view.records, view.scorecard
+    except GoalscopeError as e:
+        assert str(e) and "\n" not in str(e)
+
+
+def _fuzz(finished, tmp_path_factory, capsys, damages):
+    run_dir, home = _hostile_run(finished, tmp_path_factory, damages)
+    outside = tree(home)
+    _read_commands(run_dir, capsys)
+    assert tree(home) == outside, "a byte outside the run changed"
+
+
+@pytest.fixture
+def quick_report(monkeypatch):
+    """The report without its figure sections (each is already drawn inside its own error note): the reading,
+    the header, the answer cards and every write stay; a minute of figures per example does not."""
+    import goalscope.report.page as page
+
+    monkeypatch.setattr(page, "SECTION_WRITERS", [])
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(damages=st.lists(_damage, min_size=1, max_size=3))
+def test_hostile_run_directories(finished, tmp_path_factory, capsys, quick_report, damages):
+    _fuzz(finished, tmp_path_factory, capsys, damages)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(damages=st.lists(_damage, min_size=1, max_size=5))
+def test_hostile_run_directories_many(finished, tmp_path_factory, capsys, quick_report, damages):
+    _fuzz(finished, tmp_path_factory, capsys, damages)
+
+
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(damages=st.lists(_damage, min_size=1, max_size=3))
+def test_hostile_run_directories_full_report(finished, tmp_path_factory, capsys, damages):
+    _fuzz(finished, tmp_path_factory, capsys, damages)  # every figure section drawn: about a minute an example
