@@ -467,6 +467,22 @@ def test_edits_removes_what_a_killed_call_left(shared, capsys):
     assert not stale.exists() and not list(run_dir.rglob("*.tmp"))
 
 
+
+def test_run_and_analyses_remove_what_a_killed_call_left(shared, tmp_path, capsys):
+    run_dir, _ = shared
+    stale = [run_dir / ".records.csv.a1b2c3.tmp", run_dir / "heatmaps" / ".ties.safetensors.d4e5.tmp",
+             run_dir / "signals" / ".cosine.json.f6g7.tmp"]
+    for p in stale:
+        p.write_text("half")
+    code, _, err = run(capsys, "decode", run_dir, "--permutations", "10")
+    assert code == 0, err
+    assert not stale[0].exists()
+    exp = tmp_path / "exp.toml"
+    _write_toml(exp, CFG)
+    code, _, err = run(capsys, "run", exp, "--out", run_dir)
+    assert code == 0, err
+    assert not any(p.exists() for p in stale)
+
 # ------------------------------------------------------------------------------------------------------------------
 # A hostile run directory, fuzzed: random damage, symbolic links and deep nesting applied to a tiny real run, then
 # every read command. Pass: one line and exit 2, or exit 0; no traceback; not a byte outside the run changed.

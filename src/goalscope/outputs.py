@@ -304,6 +304,7 @@ def analysing(run_dir: Path):
                                      "has not finished (or another analysis is writing it); wait for it") from None
             raise
         try:
+            remove_stale_tmp(run_dir)  # what a killed command left half-written, now that nobody else writes here
             yield run_dir
         finally:
             lock.__exit__(None, None, None)

@@ -26,7 +26,7 @@ from goalscope.program.config import ExperimentConfig, experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.program.jobs import KINDS, Job, job_status, run_job
-from goalscope.outputs import Lock, check_output_path, confine, remove_tree
+from goalscope.outputs import Lock, check_output_path, confine, remove_stale_tmp, remove_tree
 
 EXPERIMENT_FILE = "experiment.json"
 CONTROL_MODELS = ("control: MA on RA", "control: MA retrained")
@@ -218,6 +218,8 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
     plan = plan_experiment(cfg)
     timings = {}
     with confine(run_dir), RunLock(run_dir) as lock:
+        for d in (run_dir, run_dir / "heatmaps", run_dir / "signals"):  # what a killed run left half-written
+            remove_stale_tmp(d)
         atomic_write_bytes(run_dir / EXPERIMENT_FILE, json.dumps(cfg.to_json(), indent=2).encode())
         keys = {j.key for j in plan.jobs()}
         for leftover in (run_dir / "stages").glob(".partial-*") if (run_dir / "stages").exists() else []:
