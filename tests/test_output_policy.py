@@ -483,6 +483,15 @@ def test_run_and_analyses_remove_what_a_killed_call_left(shared, tmp_path, capsy
     assert code == 0, err
     assert not any(p.exists() for p in stale)
 
+
+@pytest.mark.parametrize("content", ["{half", "[1, 2]", '{"t": "x", "paths": 3}'])
+def test_a_damaged_edits_result_is_no_figure_not_a_traceback(shared, capsys, content):
+    run_dir, _ = shared
+    (run_dir / "edits").mkdir()
+    (run_dir / "edits" / "linearity.json").write_text(content)  # left by an earlier call, damaged since
+    code, out, err = run(capsys, "decode", run_dir, "--permutations", "10")
+    assert code == 0, err  # decode draws every edits figure: the damaged one is left out, not a traceback
+
 # ------------------------------------------------------------------------------------------------------------------
 # A hostile run directory, fuzzed: random damage, symbolic links and deep nesting applied to a tiny real run, then
 # every read command. Pass: one line and exit 2, or exit 0; no traceback; not a byte outside the run changed.

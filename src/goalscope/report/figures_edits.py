@@ -4,12 +4,12 @@ Each figure is drawn from the part's JSON, so the report and ``goalscope edits``
 drawn whether its result is positive or not. The report's section 9 (:mod:`goalscope.report.sections`) shows
 :func:`found_parts` with their ``CAPTIONS``.
 
-May import: goalscope.analysis (edits_common, planted), matplotlib (inside the functions).
+May import: goalscope.analysis (edits_common, planted), the core helpers (errors, inputs, outputs), matplotlib (inside
+the functions).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,17 @@ def _fig(w, h):
 
 
 def _load(run_dir: Path, part: str) -> dict | None:
+    from goalscope.errors import GoalscopeError
+    from goalscope.inputs import read_json
+
     p = Path(run_dir) / EDITS_DIR / f"{part}.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        res = read_json(p)
+    except GoalscopeError:
+        return None  # damaged: no figure, as if that part had not run (rerunning it rewrites the file)
+    return res if isinstance(res, dict) else None
 
 
 def fig_linearity(res: dict):
@@ -193,13 +202,13 @@ def write_figures(run_dir) -> list[str]:
             res = _load(run_dir, part)
             if res is None:
                 continue
-            fig = fn(res)
             path = Path(run_dir) / EDITS_DIR / f"{part}.png"
             buf = io.BytesIO()
             try:
-                fig.savefig(buf, format="png")
-            except ValueError as e:  # e.g. a log axis over a tiny run's all-zero values: the table still stands
-                out.append(f"{path} not drawn ({e})")
+                fn(res).savefig(buf, format="png")
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+                # a log axis over a tiny run's all-zero values, or a part's JSON damaged inside: the rest stands
+                out.append(f"{path} not drawn ({type(e).__name__}: {e})")
                 continue
             atomic_write_bytes(path, buf.getvalue())
             out.append(str(path))
