@@ -424,6 +424,17 @@ def test_steer_on_a_truncated_heatmap_is_one_line(steered, tmp_path, capsys):
     one_line_exit_2(code, err, "ties.safetensors cannot be read as safetensors")
 
 
+def test_load_run_heatmap_of_a_truncated_file_is_one_error(shared):
+    from goalscope.errors import GoalscopeError
+    from goalscope.report.run import load_run
+
+    run_dir, _ = shared
+    heat = run_dir / "heatmaps" / "ties.safetensors"
+    heat.write_bytes(heat.read_bytes()[:300])
+    with pytest.raises(GoalscopeError, match="cannot be read as safetensors"):
+        load_run(run_dir).heatmap("ties")
+
+
 def test_a_damaged_steering_cache_entry_is_recomputed(steered, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(steered, run_dir)

@@ -283,14 +283,15 @@ class RunView:
 
     def heatmap(self, method: str, seed: int | None = None) -> dict[str, torch.Tensor]:
         """An aggregator's heatmap: the seed mean, or one seed's."""
-        from safetensors.torch import load_file
+        from goalscope.inputs import read_safetensors
 
         path = self.path / "heatmaps" / f"{method}.safetensors"
         if not path.exists():
             have = sorted(p.stem for p in (self.path / "heatmaps").glob("*.safetensors"))
             raise ConfigError(f"no heatmap {method!r} in {self.path / 'heatmaps'} (have: {', '.join(have)})")
         prefix = "mean/" if seed is None else f"seed{seed}/"
-        heat = {k[len(prefix):]: v for k, v in load_file(path).items() if k.startswith(prefix)}
+        data = read_safetensors(path, "recompute the heatmaps with `goalscope run EXPERIMENT --out RUN --force analysis`")
+        heat = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
         if not heat:
             raise ConfigError(f"{path} has no entries for {'the seed mean' if seed is None else f'seed {seed}'}")
         return heat
