@@ -291,8 +291,8 @@ def analysing(run_dir: Path):
     """An analysis command writing into a finished run: confined to it (:func:`confine`) and holding its lock for
     the whole call, so it refuses a run that a live process is still writing (and two analyses never interleave)."""
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():  # not a run: the command says so in its own words
-        yield run_dir
+    if not (run_dir / "experiment.json").is_file():  # not a run: the command says so in its own words (and
+        yield run_dir                                 # nobody's home directory is walked or locked first)
         return
     with confine(run_dir):
         lock = Lock(run_dir / ".lock")
