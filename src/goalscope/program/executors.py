@@ -170,7 +170,7 @@ def _unreachable(target: str, source: str | None, why: str) -> GoalscopeError:
 
 
 def _auth_hint(error: BaseException) -> str:
-    """What to add to a failed join: Ray (2.5x and later) turns token authentication on for a ``ray start``
+    """What to add to a failed join: Ray (2.60 at least) turns token authentication on for a ``ray start``
     cluster wherever a token exists (``~/.ray/auth_token``, which any ``ray.init`` writes), and a driver that joins
     by an explicit address does not send it unless ``RAY_AUTH_MODE=token``. ``auto`` sends it."""
     if os.environ.get("RAY_AUTH_MODE"):
