@@ -311,6 +311,19 @@ def test_pointers_seeds_beyond_32_bits_are_refused(tmp_path, capsys):
     assert not (tmp_path / "pt").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["eval", "{run}/stages/x", "--episodes", "10000000000"],
+    ["edits", "{run}", "--episodes", "10000000000"],
+    ["decode", "{run}", "--permutations", "10000000000"],
+    ["validate", "{run}", "--episodes", "10000000000"],
+    ["steer", "{run}", "--obs-episodes", "10000000000"],
+    ["pointers", "--out", "{run}/pt", "--episodes", "10000000000"],
+])
+def test_episode_counts_on_the_command_line_are_bounded(tmp_path, capsys, argv):
+    code, _, err = run(capsys, *[a.format(run=tmp_path) for a in argv])
+    assert code == 2 and "from 1 to 100,000" in err and "Traceback" not in err
+
+
 def test_import_sb3_is_bounded_by_the_total_it_would_expand(tmp_path):
     import zipfile
 

@@ -22,6 +22,21 @@ def positive_int(text: str) -> int:
     return v
 
 
+MAX_EPISODES = 100_000  # evaluation episodes, as evaluation.episodes in an experiment file
+
+
+def bounded_int(hi: int):
+    """argparse type: an integer from 1 to ``hi`` (a count that sizes memory: episodes, samples, permutations)."""
+    def parse(text: str) -> int:
+        v = positive_int(text)
+        if v > hi:
+            raise argparse.ArgumentTypeError(f"expected an integer from 1 to {hi:,}, got {text!r}")
+        return v
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def add_env_args(p: argparse.ArgumentParser) -> None:
     # Defaults are those of experiments/default.toml, so `train` makes the MA the default experiment would.
     """The object-maze options (--size, --n-types, ...), with the default experiment's values."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from goalscope.cli.common import positive_int
+from goalscope.cli.common import MAX_EPISODES, bounded_int
 from goalscope.errors import ConfigError
 
 
@@ -41,7 +41,7 @@ def add_commands(sub) -> None:
     p.add_argument("--fractions", default=",".join(f"{k:g}" for k in EDIT_FRACTIONS), help="targeted: the k grid")
     p.add_argument("--heatmap", default="ties", help="targeted: the aggregator whose heatmap picks the top-k%%")
     p.add_argument("--random-directions", type=int, default=RANDOM_DIRECTIONS, help="random directions per edit")
-    p.add_argument("--episodes", type=positive_int, help="evaluation episodes (default: the run's)")
+    p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), help="evaluation episodes (default: the run's)")
     p.add_argument("--workers", type=int, default=1, help="parallel training jobs (retrains, pair fine-tunes)")
 
     p = sub.add_parser("decode", help="which RB does a fine-tuned checkpoint hold? rank rewards from weights",
@@ -51,7 +51,7 @@ def add_commands(sub) -> None:
                                    "feature-group ablation; writes RUN/edits/decode.json.")
     p.add_argument("run", type=Path, help="a finished run directory")
     p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint of unknown RB (fine-tuned from the run's MA)")
-    p.add_argument("--permutations", type=positive_int, default=500, help="label permutations for the p value")
+    p.add_argument("--permutations", type=bounded_int(MAX_EPISODES), default=500, help="label permutations for the p value")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from goalscope.cli.common import add_env_args, env_config, fmt_ci, non_negative_int, positive_int
+from goalscope.cli.common import (MAX_EPISODES, add_env_args, bounded_int, env_config,
+                                   fmt_ci, non_negative_int, positive_int)
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.outputs import (atomic_write_bytes, check_output_file, check_output_path, foreign_entry,
@@ -55,7 +56,7 @@ def add_commands(sub) -> None:
                                    "planted reward map (planner architecture), graft curves, ablations, held-out "
                                    "rewards and stability, each against |Δ| and random baselines.")
     p.add_argument("run", type=Path, help="a finished run directory")
-    p.add_argument("--episodes", type=positive_int, help="evaluation episodes per graft point (default: the run's, at most 128)")
+    p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), help="evaluation episodes per graft point (default: the run's, at most 128)")
     p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
 
     p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
@@ -72,7 +73,7 @@ def add_commands(sub) -> None:
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
     p.add_argument("--base-steps", type=positive_int, default=200_000, help="env steps of the goal-conditioned agent")
     p.add_argument("--finetune-steps", type=positive_int, default=50_000, help="env steps of each fine-tune")
-    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), default=256, help="evaluation episodes")
     p.add_argument("--arch", default="cnn", help="a registered architecture (its default options), e.g. rcnn")
     p.add_argument("--competence", type=float, default=0.9,
                    help="the bar on MA_g: fraction of episodes whose first object is the cued type")

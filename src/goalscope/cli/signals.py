@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from goalscope.cli.common import fmt_ci, non_negative_int, positive_int
+from goalscope.cli.common import MAX_EPISODES, bounded_int, fmt_ci, non_negative_int, positive_int
 from goalscope.errors import ConfigError
 from goalscope.outputs import check_output_file
 
@@ -30,7 +30,7 @@ def add_commands(sub) -> None:
     p.add_argument("mb", type=Path, help="checkpoint of MB (MA fine-tuned on RB)")
     p.add_argument("--alpha", type=float, default=1.0, help="how far to step against the update signal")
     p.add_argument("--retrain-steps", type=positive_int, default=20_000, help="env steps of retraining on RA")
-    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), default=256, help="evaluation episodes")
     p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the retraining")
 
     p = sub.add_parser("superpose", help="aggregate several update signals into an objective heatmap",
@@ -41,7 +41,7 @@ def add_commands(sub) -> None:
     p.add_argument("mbs", type=Path, nargs="+", help="fine-tuned checkpoints MB_1 ... MB_k")
     p.add_argument("--method", default="mean_abs", help="aggregator: mean, median, mean_abs, ties, pca, control_subtracted, fisher")
     p.add_argument("--control", type=Path, action="append", default=[], help="MA fine-tuned on RA (repeatable)")
-    p.add_argument("--fisher-samples", type=positive_int, default=1024, help="observations for the fisher method")
+    p.add_argument("--fisher-samples", type=bounded_int(1_000_000), default=1024, help="observations for the fisher method")
     p.add_argument("--out", type=Path, help="write the heatmap as safetensors (marked as a heatmap, so it is never "
                                             "loaded as weights)")
     p.add_argument("--force", action="store_true", help="replace an existing heatmap file at --out")

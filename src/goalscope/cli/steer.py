@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from goalscope.cli.common import positive_int
+from goalscope.cli.common import MAX_EPISODES, bounded_int
 
 
 def add_commands(sub) -> None:
@@ -21,8 +21,8 @@ def add_commands(sub) -> None:
                                    "units, MB's RB preference by distance). Writes RUN/steering/ and the 'steering' "
                                    "and 'shards' rows of RUN/records.csv; finished seeds are reused on a rerun.")
     p.add_argument("run", type=Path, help="a finished run directory")
-    p.add_argument("--episodes", type=positive_int, help="evaluation episodes per profile (default: the run's)")
-    p.add_argument("--obs-episodes", type=positive_int, default=32,
+    p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), help="evaluation episodes per profile (default: the run's)")
+    p.add_argument("--obs-episodes", type=bounded_int(MAX_EPISODES), default=32,
                    help="rollout episodes per model for the observation set the vectors are measured on")
     p.add_argument("--sites", help="comma-separated hook sites (default: every layer of the architecture)")
     p.add_argument("--seeds", type=int, nargs="+", help="MA seeds (default: all of the run's)")

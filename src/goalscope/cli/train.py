@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from goalscope.cli.common import add_env_args, env_config, non_negative_int, positive_int
+from goalscope.cli.common import MAX_EPISODES, add_env_args, bounded_int, env_config, non_negative_int, positive_int
 from goalscope.errors import ConfigError
 from goalscope.inputs import check_ppo_sizes
 from goalscope.outputs import check_replaceable, replace_dir
@@ -35,7 +35,7 @@ def add_commands(sub) -> None:
                                    "under a reward, as a fraction of a shortest-path oracle.")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (model.safetensors + meta.json)")
     p.add_argument("--reward", help="reward to score under (default: the one it was trained on)")
-    p.add_argument("--episodes", type=positive_int, default=256, help="evaluation episodes")
+    p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), default=256, help="evaluation episodes")
     p.add_argument("--seed", type=non_negative_int, default=10_000, help="evaluation seed: same seed, same episodes")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
