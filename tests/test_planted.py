@@ -15,12 +15,12 @@ from goalscope.signals import aggregators as agg
 from goalscope.analysis import entry, planted
 from goalscope.signals import delta as sig
 from goalscope.agents.planner import NeedlePlannerAgent
-from goalscope.agents.registry import build_agent, objective_mask
+from goalscope.agents.registry import build_agent, movable_mask, objective_mask
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import GoalscopeError
 from goalscope.rl.ppo import PPOConfig, finetune, train_new
-from goalscope.analysis.grafts import auroc
+from goalscope.analysis.grafts import auroc, auroc_ceiling
 
 ENV = MazeConfig(size=7, n_types=5, n_per_type=1, max_steps=32, layout="maze", loop_prob=0.2, pool_size=64)
 ARCH_CONFIG = {"iterations": 8}  # fewer value-iteration steps than the default 14: the test's budget
@@ -90,6 +90,75 @@ def test_objective_mask_is_none_without_a_planted_objective():
     assert mask["reward_map1.weight"].all() and not mask["transition.weight"].any()
 
 
+def test_movable_mask_marks_reward_map_weights_behind_a_dead_relu_and_their_gradient_is_zero():
+    """Issue 25 1(a): a reward-map weight whose unit is off whenever its plane is on (W[u,k] + b[u] <= 0) is inert:
+    its gradient is exactly 0 on every observation, so it is no label a Δ-based score can rank."""
+    torch.manual_seed(0)
+    model = build_agent("needle_planner", (7, 7, 7), 4)
+    with torch.no_grad():
+        model.reward_map1.weight.zero_()
+        model.reward_map1.bias.copy_(torch.tensor([0.1, -0.2, -0.5, -0.3]))
+        model.reward_map1.weight[0, :, 0, 0] = torch.tensor([0.5, -0.2, -0.1, 1.0, 0.0])  # bias 0.1: plane 1, 2 dead
+        model.reward_map1.weight[1, :, 0, 0] = torch.tensor([0.3, 0.1, 0.2, 0.25, 0.21])  # bias -0.2: 0.2 - 0.2 = 0 is off
+        model.reward_map1.weight[2, :, 0, 0] = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.5])    # bias -0.5: all dead
+        model.reward_map1.weight[3, :, 0, 0] = torch.tensor([0.4, 0.0, 0.0, 0.0, 0.0])    # bias -0.3: plane 0 only
+    movable = movable_mask(model)
+    assert set(movable) == set(model.state_dict())
+    w = movable["reward_map1.weight"][:, :, 0, 0]
+    assert w.tolist() == [[True, False, False, True, True], [True, False, False, True, True],
+                          [False] * 5, [True, False, False, False, False]]
+    # Unit 2 is off for every plane and for an empty cell: its bias and its reward_map2 weight are inert too.
+    assert movable["reward_map1.bias"].tolist() == [True, True, False, True]
+    assert movable["reward_map2.weight"][0, :, 0, 0].tolist() == [True, True, False, True]
+    assert movable["transition.weight"].all() and movable["fc1.weight"].all()
+    # The rule is the gradient's: every inert entry has exactly zero gradient on random mazes (one object a cell).
+    obs = torch.zeros(64, 7, 7, 7)
+    obs[:, 0, 0, :] = obs[:, 0, -1, :] = obs[:, 0, :, 0] = obs[:, 0, :, -1] = 1
+    g = torch.Generator().manual_seed(0)
+    for i in range(64):
+        cells = torch.randperm(25, generator=g)[:6]
+        obs[i, 1, 1 + cells[0] // 5, 1 + cells[0] % 5] = 1
+        for j, c in enumerate(cells[1:]):
+            obs[i, 2 + j, 1 + c // 5, 1 + c % 5] = 1
+    logits, value = model(obs)
+    (logits.logsumexp(1).sum() + logits[:, 0].sum() + value.sum()).backward()
+    grads = {k: p.grad for k, p in model.named_parameters()}
+    for k, m in movable.items():
+        assert (grads[k][~m] == 0).all(), k
+    assert (grads["reward_map1.weight"][movable["reward_map1.weight"]] != 0).any()
+    # An architecture without the method: every parameter counts as movable.
+    assert movable_mask(build_agent("cnn", (7, 7, 7), 4)) is None
+    assert movable_mask(build_agent("planner", (7, 7, 7), 4)) is not None
+
+
+def test_auroc_ceiling_counts_the_positives_tied_at_zero():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], bool)
+    # Two positives are exact zeros, tied with two zero negatives: half credit against those, none against the rest.
+    s = np.array([0.9, 0.8, 0.0, 0.0, 0.5, 0.2, 0.3, 0.0, 0.0, 0.4])
+    assert auroc_ceiling(s, labels) == pytest.approx((2 * 6 + 2 * 2 / 2) / (4 * 6))
+    assert auroc(s, labels) <= auroc_ceiling(s, labels)
+    assert auroc_ceiling(np.arange(10.0) + 1, labels) == 1.0  # no zeros: nothing caps it
+    assert math.isnan(auroc_ceiling(s - 1, labels))  # a score with negative entries: not defined
+    # Leaving the inert labels out of the scoring lifts a score that ranks every movable label first to 1.
+    inert = s == 0
+    a, p_k, ceiling = planted.score(s, labels, scored=~(inert & labels))
+    assert a == 1.0 and p_k == 1.0 and ceiling == 1.0
+    a_all, _, c_all = planted.score(s, labels)
+    assert a_all < 1.0 and c_all == auroc_ceiling(s, labels)
+
+
+def test_localisation_markdown_prints_the_ceiling_and_the_inert_labels():
+    def e(a, c):
+        return {"auroc": [a, a - 0.05, a + 0.05], "per_seed_auroc": [a], "ceiling": c, "per_seed_ceiling": [c]}
+
+    by = {planted.SINGLE: {1: e(0.6, 0.72)}, "ties": {1: e(0.7, 0.81)}}
+    lines = planted.localisation_markdown({"positives": 29, "parameters": 7290, "by_method": by,
+                                           "nulls": list(planted.NULLS), "inert_positives": [8, 6, 10]}, {})
+    text = "\n".join(lines)
+    assert "| AUROC ceiling given exact zeros | 1 RB |" in text and "| ties | 0.810 |" in text
+    assert "8, 6, 10 per seed are inert" in text
+
+
 # -- planted truth on a real run ------------------------------------------------------------------------------
 
 
@@ -114,6 +183,24 @@ def test_a_random_ranking_fails_the_check(needle_run):
     passed = [finds_needle(_flat(sig.random_scores_like(like, torch.Generator().manual_seed(i))), r["labels"])
               for i in range(20)]
     assert sum(passed) <= 2, passed  # expected ~0.3 of 20 at a 1.4% pass rate
+
+
+def test_inert_labels_never_move_and_leaving_them_out_lifts_the_ceiling(needle_run):
+    """Issue 25 1(a) on a real run: the labels MA's weights call inert have Δ exactly 0 in every fine-tune (and the
+    control), so every Δ-based score ties them with its zeros; scored without them, the ceiling is 1."""
+    r = needle_run
+    movable = movable_mask(r["ma"].build())
+    scored = sig.flatten({k: movable[k] for k in r["ma"].state_dict}).numpy()
+    inert = r["labels"] & ~scored
+    for d in [*r["deltas"].values(), *r["controls"]]:
+        assert (_flat(d)[inert] == 0).all()
+    heat = _flat(agg.aggregate("ties", list(r["deltas"].values())))
+    if inert.any():
+        assert auroc_ceiling(heat, r["labels"]) < 1.0
+    a, _, ceiling = planted.score(heat, r["labels"], scored)
+    assert ceiling == 1.0 and a >= auroc(heat, r["labels"]) - 0.02
+    res, _ = planted.seed_scores(r["deltas"], r["controls"], None, ["ties"], r["labels"], sizes=(4,), scored=scored)
+    assert res[("ties", 4)][0][2] == 1.0 and len(res[("ties", 4)][0]) == 3
 
 
 def test_localisation_scores_every_method_and_null(needle_run):

@@ -34,6 +34,26 @@ def _value_iteration(net: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, t
     return q, agent
 
 
+def reward_map_movable(net: nn.Module) -> dict[str, torch.Tensor]:
+    """Where training can move the reward map, from the weights alone: ``{param: bool mask}``, True = movable.
+
+    Each cell holds at most one object, so reward_map1's unit u sees plane k only as ``W[u,k] + b[u]`` (and an empty
+    cell as ``b[u]``). When ``W[u,k] + b[u] <= 0`` the ReLU is off whenever plane k is on: ``W[u,k]``'s gradient
+    is exactly 0 on every observation, so no fine-tune moves it and no score built from Δ, gradients or Fisher can
+    rank it (a label there only caps AUROC through ties). Unit u's bias and its reward_map2 weight are inert when
+    the unit is off for every plane and for an empty cell. Every other parameter counts as movable.
+    """
+    w = net.reward_map1.weight.detach()[:, :, 0, 0]  # [units, planes]
+    b = net.reward_map1.bias.detach()
+    on_plane = (w + b[:, None]) > 0
+    unit_alive = on_plane.any(1) | (b > 0)
+    out = {k: torch.ones(p.shape, dtype=torch.bool) for k, p in net.named_parameters()}
+    out["reward_map1.weight"] = on_plane[:, :, None, None].clone()
+    out["reward_map1.bias"] = unit_alive.clone()
+    out["reward_map2.weight"] = unit_alive[None, :, None, None].clone()
+    return out
+
+
 class PlannerAgent(nn.Module):
     """A planner with an explicit reward map, in the spirit of Value Iteration Networks (Tamar et al. 2016).
 
@@ -57,6 +77,10 @@ class PlannerAgent(nn.Module):
     @staticmethod
     def objective_parameters() -> tuple[str, ...]:
         return ("reward_map1.weight", "reward_map1.bias", "reward_map2.weight", "reward_map2.bias")
+
+    def movable_mask(self) -> dict[str, torch.Tensor]:
+        """Entries training can move (see :func:`reward_map_movable`): planted labels are scored only there."""
+        return reward_map_movable(self)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, agent = _value_iteration(self, obs)
@@ -115,6 +139,10 @@ class NeedlePlannerAgent(nn.Module):
             mask[:, k] = True
             out[f"plane {k}"] = {"reward_map1.weight": mask}
         return out
+
+    def movable_mask(self) -> dict[str, torch.Tensor]:
+        """Entries training can move (see :func:`reward_map_movable`): planted labels are scored only there."""
+        return reward_map_movable(self)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, agent = _value_iteration(self, obs)

@@ -76,6 +76,15 @@ def objective_mask(model: nn.Module) -> dict[str, torch.Tensor] | None:
     return {k: torch.full(p.shape, k in names, dtype=torch.bool) for k, p in model.named_parameters()}
 
 
+def movable_mask(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Where training can move ``model``'s parameters, judged from its current weights: a bool tensor per parameter
+    (False = inert, e.g. a weight behind a ReLU that is off whenever its input is on), for architectures that
+    expose ``movable_mask()``; None means every parameter counts as movable. Planted labels that are inert are left
+    out of localisation scoring: no Δ, gradient or Fisher can rank them."""
+    fn = getattr(model, "movable_mask", None)
+    return None if fn is None else {k: v.to(torch.bool) for k, v in fn().items()}
+
+
 def get_architecture(name: str) -> Architecture:
     """The registered architecture called ``name`` (a ConfigError lists the known ones)."""
     if name not in ARCHITECTURES:

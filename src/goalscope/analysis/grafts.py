@@ -59,6 +59,20 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def auroc_ceiling(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The best AUROC a non-negative score can reach given its exact zeros: every non-zero entry reordered at will
+    (positives first), the zeros left tied at the bottom, where a zero positive earns half a pair against each zero
+    negative and nothing against the rest. 1.0 without zero positives; NaN for a score with negative entries or
+    labels of one class. A planted label the score cannot move (Δ = 0, gradient 0, Fisher 0) caps it here."""
+    scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, bool).ravel()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0 or (scores < 0).any():
+        return math.nan
+    zero = scores == 0
+    p0, n0 = int((zero & labels).sum()), int((zero & ~labels).sum())
+    return float(((n_pos - p0) * n_neg + p0 * n0 / 2) / (n_pos * n_neg))
+
+
 def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of the ``k`` highest-scored entries that are labelled positive."""
     top = np.argsort(-np.asarray(scores, float).ravel(), kind="stable")[:k]
@@ -221,7 +235,7 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
     precision@k as the number of RBs grows, per aggregator, beside single-RB |Δ_i|, control drift, MA's Fisher
     alone and random (see :mod:`goalscope.analysis.planted`) -> ``card["localisation"]``."""
     from goalscope.analysis import planted as planted
-    from goalscope.agents.registry import objective_mask
+    from goalscope.agents.registry import movable_mask, objective_mask
     from goalscope.analysis.superposition import ma_fisher
     from goalscope.analysis.entry import entry_ground_truth
 
@@ -233,9 +247,13 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
         return
     labels = sig.flatten({k: mask[k] for k in ma0.state_dict}).numpy()
     rbs = [r.name for r in cfg.rbs()]
-    per_seed, skipped = [], {}
+    per_seed, skipped, inert = [], {}, []
     for s in cfg.seeds:
         ma = load_checkpoint(stage_dir(run_dir, plan.ma[s]))
+        # Labels count only what training can move, judged from this MA's own weights (an inert one is left out).
+        movable = movable_mask(ma.build())
+        scored = None if movable is None else sig.flatten({k: movable[k] for k in ma.state_dict}).numpy()
+        inert.append(0 if scored is None else int((labels & ~scored).sum()))
         deltas = {rb: sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb)])).state_dict)
                   for rb in rbs}
         control_key = plan.control.get(s)
@@ -250,7 +268,7 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
                 replicates.setdefault(rb, []).append(
                     sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, key)).state_dict))
         res, skip = planted.seed_scores(deltas, controls, fisher, list(cfg.superpose.methods), labels, seed=s,
-                                        replicates=replicates)
+                                        replicates=replicates, scored=scored)
         per_seed.append(res)
         for m, by_n in skip.items():
             skipped.setdefault(m, {}).update(by_n)
@@ -262,7 +280,12 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
                                detail=f"seeds={len(cfg.seeds)}; t interval over seeds"))
             rows.append(record("validation", name, "", None, f"precision_at_k_n{n}", *v["precision_at_k_ci"],
                                detail=f"k={k_top}; t interval over seeds"))
+            if v.get("ceiling") is not None:
+                rows.append(record("validation", name, "", None, f"auroc_ceiling_n{n}", v["ceiling"],
+                                   detail="best AUROC attainable given the score's exact zeros; mean over seeds"))
     card["localisation"] = {
         "positives": k_top, "parameters": int(labels.size), "by_method": by_method, "nulls": list(planted.NULLS),
+        "inert_positives": inert, "inert_rule": "left out of the scoring: planted labels training cannot move "
+        "(the architecture's movable_mask, from each MA's weights)",
         "skipped": {m: "; ".join(f"n={n}: {why}" for n, why in sorted(by_n.items())) for m, by_n in skipped.items()},
         "goal": planted.goal(by_method)}

@@ -52,12 +52,20 @@ def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) 
     return [combos[i] for i in sorted(picked)]
 
 
-def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(AUROC, precision@k) of flat ``scores`` for the positives in ``labels``; k = number of positives."""
-    from goalscope.analysis.grafts import auroc, precision_at_k  # grafts imports this module
+def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray,
+          scored: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(AUROC, precision@k, AUROC ceiling) of flat ``scores`` for the positives in ``labels``; k = number of
+    positives. ``scored`` (bool, same length) keeps only the entries training can move: an inert planted label
+    (Δ, gradient and Fisher exactly 0) is left out of the scoring rather than counted as a positive no score can
+    rank. The ceiling is the best AUROC this score could reach given its exact zeros (:func:`grafts.auroc_ceiling`)."""
+    from goalscope.analysis.grafts import auroc, auroc_ceiling, precision_at_k  # grafts imports this module
 
     flat = np.asarray(scores, dtype=np.float64).ravel()
-    return auroc(flat, labels), precision_at_k(flat, labels, int(labels.sum()))
+    labels = np.asarray(labels, bool).ravel()
+    if scored is not None:
+        keep = np.asarray(scored, bool).ravel()
+        flat, labels = flat[keep], labels[keep]
+    return auroc(flat, labels), precision_at_k(flat, labels, int(labels.sum())), auroc_ceiling(flat, labels)
 
 
 def _flat(h: dict) -> np.ndarray:
@@ -86,20 +94,22 @@ def _heatmap(m: str, subset: tuple, deltas: dict, replicates: dict, controls: li
 
 
 def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list[str], labels: np.ndarray,
-                sizes=SIZES, seed: int = 0, replicates: dict | None = None) -> tuple[dict, dict]:
-    """Scores of one seed: ``{(name, n): [(auroc, precision@k) per subset]}`` and ``{method: reason}`` for methods
+                sizes=SIZES, seed: int = 0, replicates: dict | None = None,
+                scored: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Scores of one seed: ``{(name, n): [(auroc, precision@k, AUROC ceiling) per subset]}`` and ``{method: reason}`` for methods
     that could not be computed at some n (e.g. ``pca`` with one RB, ``variance_ratio`` without fine-tune seeds).
 
     ``deltas`` maps RB name -> Δ_i (all from one MA); nulls and single-RB |Δ_i| are scored once and repeated at
     every n, so the curve of each aggregator can be read against flat lines. ``replicates`` maps RB name -> Δs of
-    further fine-tune seeds of the same MA (nested seeds), used by aggregators that need them."""
+    further fine-tune seeds of the same MA (nested seeds), used by aggregators that need them. ``scored`` (flat bool)
+    keeps only the parameters training can move (see :func:`goalscope.agents.registry.movable_mask`)."""
     rbs = list(deltas)
     results: dict = {}
     skipped: dict = {}
-    flat_nulls = {name: score(_flat(h), labels) for name, h in
+    flat_nulls = {name: score(_flat(h), labels, scored) for name, h in
                   null_rankings(deltas, controls, fisher, torch.Generator().manual_seed(10_000 + seed)).items()}
-    single = [score(_flat({k: v.abs() for k, v in d.items()}), labels) for d in deltas.values()]
-    flat_nulls[SINGLE] = (float(np.mean([a for a, _ in single])), float(np.mean([p for _, p in single])))
+    single = [score(_flat({k: v.abs() for k, v in d.items()}), labels, scored) for d in deltas.values()]
+    flat_nulls[SINGLE] = tuple(float(np.mean(col)) for col in zip(*single))
     for n in [n for n in sizes if n <= len(rbs)]:
         for name, sc in flat_nulls.items():
             results.setdefault((name, n), []).append(sc)
@@ -110,23 +120,29 @@ def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list
                 except GoalscopeError as e:
                     skipped.setdefault(m, {})[n] = str(e)
                     continue
-                results.setdefault((m, n), []).append(score(_flat(h), labels))
+                results.setdefault((m, n), []).append(score(_flat(h), labels, scored))
     return results, skipped
 
 
 def summarise(per_seed: list[dict]) -> dict:
     """``{name: {n: {"auroc": [mean, lo, hi], "precision_at_k": mean, "precision_at_k_ci": [mean, lo, hi],
-    "per_seed_auroc": [...]}}}`` from the per-seed results of :func:`seed_scores` (t intervals over seeds)."""
+    "per_seed_auroc": [...], "ceiling": mean, "per_seed_ceiling": [...]}}}`` from the per-seed results of
+    :func:`seed_scores` (t intervals over seeds; the ceiling is the attainable AUROC given the score's exact
+    zeros, averaged over seeds)."""
     keys = list(dict.fromkeys(k for res in per_seed for k in res))
     out: dict = {}
     for name, n in keys:
-        au = [float(np.mean([a for a, _ in res[(name, n)]])) for res in per_seed if (name, n) in res]
-        pk = [float(np.mean([p for _, p in res[(name, n)]])) for res in per_seed if (name, n) in res]
+        au = [float(np.mean([r[0] for r in res[(name, n)]])) for res in per_seed if (name, n) in res]
+        pk = [float(np.mean([r[1] for r in res[(name, n)]])) for res in per_seed if (name, n) in res]
+        ce = [float(np.mean([r[2] if len(r) > 2 else math.nan for r in res[(name, n)]]))
+              for res in per_seed if (name, n) in res]
         # A t interval over 3 seeds can cross the metric's range; both metrics live in [0, 1].
         ci_a, ci_p = (np.clip(t_interval(x), 0.0, 1.0).tolist() for x in (au, pk))
         out.setdefault(name, {})[n] = {"auroc": [round(x, 4) for x in ci_a], "precision_at_k": round(ci_p[0], 4),
                                        "precision_at_k_ci": [round(x, 4) for x in ci_p],
-                                       "per_seed_auroc": [round(x, 4) for x in au]}
+                                       "per_seed_auroc": [round(x, 4) for x in au],
+                                       "ceiling": round(float(np.mean(ce)), 4) if np.isfinite(ce).all() else None,
+                                       "per_seed_ceiling": [round(x, 4) if np.isfinite(x) else None for x in ce]}
     return out
 
 
@@ -169,6 +185,11 @@ def _cell(v: list) -> str:
         f"{v[0]:.3f}" + (f" [{v[1]:.3f}, {v[2]:.3f}]" if np.isfinite(v[1]) else ""))
 
 
+def _ceiling_cell(v: dict | None) -> list | None:
+    c = (v or {}).get("ceiling")
+    return None if c is None else [c, math.nan, math.nan]
+
+
 def localisation_markdown(loc, verdicts: dict) -> list[str]:
     """The scorecard section: AUROC and precision@k tables (heatmap x number of RBs), the goal, the skips."""
     lines = ["## Localisation against the planted objective"]
@@ -177,17 +198,30 @@ def localisation_markdown(loc, verdicts: dict) -> list[str]:
     share = loc["positives"] / loc["parameters"]
     ns = sorted({int(n) for by_n in loc["by_method"].values() for n in by_n})
     seeds = max((len(v.get("per_seed_auroc", [])) for by_n in loc["by_method"].values() for v in by_n.values()), default=0)
+    inert = loc.get("inert_positives")
     lines += [f"{loc['positives']} of {loc['parameters']} parameters ({share:.2%}) hold the planted objective "
-              f"(chance: AUROC 0.5, precision@k {share:.3f} with k = {loc['positives']}). 95% Student t intervals over "
+              f"(chance: AUROC 0.5, precision@k {share:.3f} with k = {loc['positives']})"
+              + (f"; of these, {', '.join(map(str, inert))} per seed are inert (training cannot move them: a reward-map "
+                 "weight whose ReLU unit is off whenever its object plane is on, W[u,k] + b[u] <= 0 in MA) and are left "
+                 "out of the scoring" if inert and any(inert) else "") + ". 95% Student t intervals over "
               f"{seeds} seeds; each seed averages up to {MAX_SUBSETS} random RB subsets of each size. Nulls, the same "
               f"at every n: {', '.join(loc.get('nulls', []))}. MA's diagonal Fisher is scored both alone and inside "
               "the `fisher` aggregator (mean F ⊙ Δ²).", ""]
-    for metric, key in (("AUROC", "auroc"), ("precision@k", "precision_at_k_ci")):
+    for metric, key in (("AUROC", "auroc"), ("precision@k", "precision_at_k_ci"),
+                        ("AUROC ceiling given exact zeros", "ceiling")):
+        if key == "ceiling" and not any(v.get("ceiling") is not None for by_n in loc["by_method"].values()
+                                        for v in by_n.values()):
+            continue
+        if key == "ceiling":
+            lines.append("The best AUROC each score could reach given its exact zeros (ties at the bottom), mean "
+                         "over seeds: a score below 1 here cannot rank some planted labels at all.")
         lines += [f"| {metric} | " + " | ".join(f"{n} RB{'s' if n > 1 else ''}" for n in ns) + " |",
                   "|---" * (len(ns) + 1) + "|"]
         for m, by_n in loc["by_method"].items():
             by_int = {int(n): v for n, v in by_n.items()}
-            lines.append(f"| {md_name(m)} | " + " | ".join(_cell(by_int[n].get(key) if n in by_int else None) for n in ns) + " |")
+            lines.append(f"| {md_name(m)} | " + " | ".join(_cell(_ceiling_cell(by_int.get(n)) if key == "ceiling" else
+                                                                  by_int[n].get(key) if n in by_int else None)
+                                                            for n in ns) + " |")
         lines.append("")
     if loc.get("goal"):
         lines.append(f"**Goal** (issue 11): {loc['goal']['text']}.")
