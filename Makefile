@@ -7,9 +7,15 @@ TORCH := torch==2.13.0
 
 .PHONY: install demo test bench clean
 
+# What the demo needs (goalscope and its dependencies); the test extras (Ray, SB3, MiniGrid, Jupyter) come with
+# `make test`, so a fresh `make demo` installs only what it runs.
 $(BIN)/goalscope: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-extras: $(BIN)/goalscope pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -20,10 +26,10 @@ demo: install
 	$(BIN)/goalscope validate runs/demo
 	$(BIN)/goalscope report runs/demo
 
-test: install
+test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: $(VENV)/.test-extras
 	$(BIN)/python benchmarks/env_throughput.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/experiment_walltime.py

@@ -30,7 +30,7 @@ from goalscope.agents.registry import build_agent
 from goalscope.program.config import load_experiment
 from goalscope.program.executors import LocalExecutor
 from goalscope.analysis.stats import t_interval
-from goalscope.rl.ppo import train
+from goalscope.rl.ppo import bf16_units, resolve_precision, train
 
 
 def _setting(experiment: str = "experiments/default.toml", device: str = "cpu"):
@@ -79,9 +79,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     cfg, ppo = _setting(args.experiment, args.device)
-    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
-    units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    print(f"machine: {os.cpu_count()} cores, bf16 units: {', '.join(units) or 'none'}, torch {torch.__version__}, "
+    units = bf16_units()
+    print(f"machine: {os.cpu_count()} cores, bf16 units: {', '.join(units) or 'none'} (ppo.precision = \"auto\" "
+          f"resolves to {resolve_precision('auto', ppo.device.partition(':')[0])}), torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.2f}")
     gpu = torch.cuda.get_device_name(ppo.device) if ppo.device != "cpu" else "none used"
     print(f"device: {ppo.device} (GPU: {gpu})")
