@@ -174,6 +174,8 @@ def test_scorecard_from_validate_is_drawn(tiny, tmp_path):
     assert -1 < page.index("Where is the objective?") < first_section
     assert -1 < page.index("How sure are we?") < first_section
     assert "Holm–Bonferroni within each family" in page[:first_section]
+    # Attribution (issue 25 item 2) is shown where |Δ_i| and Fisher are: in the answer card and the verdicts.
+    assert "Attribution of the behaviour change" in page[:first_section] and html.escape("|IG_i| (attribution)") in page
     assert (tmp_path / "out" / "validation_curves.csv").exists()
 
 

@@ -75,6 +75,9 @@ def test_planner_objective_lives_in_the_reward_map():
 
 
 def test_validate_a_small_real_planner_run(tmp_path):
+    from goalscope.analysis import planted as pl
+    from goalscope.analysis.grafts import ATTRIBUTION, ATTRIBUTION_CONTROL
+
     cfg = experiment_from_dict({**TINY, "agent": {"arch": "planner", "config": {"iterations": 6}},
                                 "negate": {"enabled": False}, "base": {"steps": 8192}, "finetune": {"steps": 12288},
                                 "superpose": {"methods": ["mean_abs", "pca", "fisher"]}})
@@ -94,7 +97,16 @@ def test_validate_a_small_real_planner_run(tmp_path):
     ends = [c[-1] for c in card["graft"]["curves"].values()]
     assert all(e == pytest.approx(1.0, abs=1e-6) for e in ends) or all(math.isnan(e) for e in ends), ends
     # pca needs two signals and a held-out heatmap of 2 RBs has one: it is left out, not scored as zero.
-    assert set(card["verdicts"]) == {"|Δ_i|", "mean_abs (held-out)", "fisher (held-out)"}
+    assert set(card["verdicts"]) == {"|Δ_i|", "mean_abs (held-out)", "fisher (held-out)", ATTRIBUTION, ATTRIBUTION_CONTROL}
+    # Attribution (issue 25 item 2) is a ranking beside |Δ_i| and Fisher: graft and ablation scored and judged,
+    # compared with |Δ_i| (exploratory), localised against the planted labels, cached per (seed, RB) in the run.
+    assert all(n in card["graft"]["area"] for n in (ATTRIBUTION, ATTRIBUTION_CONTROL, PER_RB, FISHER_NULL))
+    assert {t["ranking"] for t in card["tests"]["graft"]} >= {ATTRIBUTION, ATTRIBUTION_CONTROL}
+    assert any(t["ranking"] == ATTRIBUTION and t["null"] == PER_RB for t in card["exploratory"])
+    assert {pl.ATTRIBUTION, pl.ATTRIBUTION_CONTROL, "mean_abs" + pl.OVER_IG} <= set(loc)
+    assert pl.ATTRIBUTION in card["localisation_verdicts"]
+    assert len(list((out / "signals").glob("attribution_seed*.safetensors"))) == 2 * 2 * 2  # seeds x RBs x paths
+    assert "inert_positives" in card["localisation"] and "AUROC ceiling" in (out / "scorecard.md").read_text()
     assert {t["null"] for t in card["tests"]["graft"]} == {RANDOM, FISHER_NULL, CONTROL_NULL, OTHER_RB_NULL}
     assert card["families"]["graft"]["correction"].startswith("Holm-Bonferroni within each claim")
     assert card["families"]["graft"]["family_size"] == 4  # one primary comparison per null

@@ -35,6 +35,8 @@ RANDOM = "random"
 FISHER_NULL = "Fisher alone (MA)"
 CONTROL_NULL = "|Δ_ctrl| (RA control drift)"
 OTHER_RB_NULL = "another RB's |Δ_j|"
+ATTRIBUTION = "|IG_i| (attribution)"  # integrated gradients of the behaviour change along MA -> MB_i
+ATTRIBUTION_CONTROL = "|IG_i| from control"  # ... along the RA control -> MB_i (what continued training wrote, removed)
 NULLS = (RANDOM, FISHER_NULL, CONTROL_NULL, OTHER_RB_NULL)
 HELD_OUT = " (held-out)"
 VERDICTS = ("RB-specific", "generic fine-tuning locus", "sensitivity only", "no better than random")
@@ -179,9 +181,22 @@ def null_rankings(rb: str, deltas: dict, controls: list, fisher: dict, gen: torc
     return r
 
 
+def seed_attributions(run_dir: Path, s: int, ma, ma_key, mbs: dict, control_key=None) -> tuple[dict, dict]:
+    """Signed IG maps of one MA seed, cached in the run: ``({rb: IG along MA -> MB}, {rb: IG along control -> MB})``
+    (the second empty without an RA control)."""
+    from goalscope.analysis.superposition import attribution_maps
+
+    ig = {rb: m for rb, (m, _) in attribution_maps(run_dir, s, ma, ma_key, mbs).items()}
+    if not control_key:
+        return ig, {}
+    ctrl = load_checkpoint(stage_dir(run_dir, control_key))
+    return ig, {rb: m for rb, (m, _) in attribution_maps(run_dir, s, ma, ma_key, mbs, start=ctrl,
+                                                         start_key=control_key).items()}
+
+
 def validate_seed(task: dict) -> dict:
-    """Graft and ablation tests of |Δ_i|, every null and every heatmap built without RB_i (held-out) for one MA
-    seed; returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
+    """Graft and ablation tests of |Δ_i|, of the attribution |IG_i| (and from the control, when there is one), every
+    null and every heatmap built without RB_i (held-out) for one MA seed; returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
     from goalscope.analysis.superposition import ma_fisher
 
     torch.set_num_threads(1)
@@ -195,6 +210,8 @@ def validate_seed(task: dict) -> dict:
     deltas = {rb: sig.update_signal(ma.state_dict, mb.state_dict) for rb, mb in mbs.items()}
     # MA's Fisher is always computed: it is the sensitivity null, whether or not "fisher" is an aggregator here.
     fisher = ma_fisher(ma, task["fisher_samples"], s)
+    ig, ig_ctrl = seed_attributions(run_dir, s, ma, task["ma"], {rb: (task["mb"][rb], mb) for rb, mb in mbs.items()},
+                                    control)
 
     def evaluate_state(state):
         model.load_state_dict(state)
@@ -215,6 +232,9 @@ def validate_seed(task: dict) -> dict:
         i_rb = mbs[rb].reward.target_type(ma.reward)
         targets[rb] = (i_rb, [k for k in range(n_types) if k != i_rb and k not in ra_types])
         r = null_rankings(rb, deltas, controls, fisher, gen)
+        r[ATTRIBUTION] = {k: v.abs() for k, v in ig[rb].items()}
+        if ig_ctrl:
+            r[ATTRIBUTION_CONTROL] = {k: v.abs() for k, v in ig_ctrl[rb].items()}
         held = {m + HELD_OUT: h for m in methods if len(names) > 1
                 and (h := heat(m, [o for o in names if o != rb])) is not None}
         rankings[rb] = {**r, **held}
@@ -254,9 +274,11 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
         movable = movable_mask(ma.build())
         scored = None if movable is None else sig.flatten({k: movable[k] for k in ma.state_dict}).numpy()
         inert.append(0 if scored is None else int((labels & ~scored).sum()))
-        deltas = {rb: sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb)])).state_dict)
-                  for rb in rbs}
+        mb_cks = {rb: load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb)])) for rb in rbs}
+        deltas = {rb: sig.update_signal(ma.state_dict, mb.state_dict) for rb, mb in mb_cks.items()}
         control_key = plan.control.get(s)
+        ig, ig_ctrl = seed_attributions(run_dir, s, ma, plan.ma[s], {rb: (plan.mb[(s, rb)], mb) for rb, mb in mb_cks.items()},
+                                        control_key)
         controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
         # MA's Fisher depends on the seed only, not on the RB subset: one per seed scores both the `fisher`
         # aggregator and the "Fisher alone" null.
@@ -268,7 +290,8 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
                 replicates.setdefault(rb, []).append(
                     sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, key)).state_dict))
         res, skip = planted.seed_scores(deltas, controls, fisher, list(cfg.superpose.methods), labels, seed=s,
-                                        replicates=replicates, scored=scored)
+                                        replicates=replicates, scored=scored, attributions=ig,
+                                        control_attributions=ig_ctrl)
         per_seed.append(res)
         for m, by_n in skip.items():
             skipped.setdefault(m, {}).update(by_n)

@@ -35,6 +35,9 @@ CONTROL = "control drift |Δ_ctrl|"
 FISHER = "Fisher alone (MA)"
 RANDOM = "random"
 NULLS = (SINGLE, CONTROL, FISHER, RANDOM)
+ATTRIBUTION = "attribution |IG| (one RB)"  # integrated gradients of the behaviour change along MA -> MB_i
+ATTRIBUTION_CONTROL = "attribution from control |IG| (one RB)"  # ... along the RA control -> MB_i
+OVER_IG = " over IG"  # an aggregator fed the signed IG maps instead of the Δs
 SIZES = (1, 2, 4, 8)
 MAX_SUBSETS = 6
 GOAL_AUROC, GOAL_MARGIN = 0.95, 0.10  # the goal of issue 11: best AUROC >= 0.95 and >= 0.10 above single-RB |Δ_i|
@@ -95,14 +98,18 @@ def _heatmap(m: str, subset: tuple, deltas: dict, replicates: dict, controls: li
 
 def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list[str], labels: np.ndarray,
                 sizes=SIZES, seed: int = 0, replicates: dict | None = None,
-                scored: np.ndarray | None = None) -> tuple[dict, dict]:
+                scored: np.ndarray | None = None, attributions: dict | None = None,
+                control_attributions: dict | None = None) -> tuple[dict, dict]:
     """Scores of one seed: ``{(name, n): [(auroc, precision@k, AUROC ceiling) per subset]}`` and ``{method: reason}`` for methods
     that could not be computed at some n (e.g. ``pca`` with one RB, ``variance_ratio`` without fine-tune seeds).
 
     ``deltas`` maps RB name -> Δ_i (all from one MA); nulls and single-RB |Δ_i| are scored once and repeated at
     every n, so the curve of each aggregator can be read against flat lines. ``replicates`` maps RB name -> Δs of
     further fine-tune seeds of the same MA (nested seeds), used by aggregators that need them. ``scored`` (flat bool)
-    keeps only the parameters training can move (see :func:`goalscope.agents.registry.movable_mask`)."""
+    keeps only the parameters training can move (see :func:`goalscope.agents.registry.movable_mask`).
+    ``attributions`` (RB -> signed IG along MA -> MB_i, :mod:`goalscope.signals.attribution`) adds the
+    single-RB |IG| ranking and every aggregator fed the IG maps instead of the Δs ("<method> over IG");
+    ``control_attributions`` (IG along control -> MB_i) adds its single-RB |IG|."""
     rbs = list(deltas)
     results: dict = {}
     skipped: dict = {}
@@ -110,6 +117,10 @@ def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list
                   null_rankings(deltas, controls, fisher, torch.Generator().manual_seed(10_000 + seed)).items()}
     single = [score(_flat({k: v.abs() for k, v in d.items()}), labels, scored) for d in deltas.values()]
     flat_nulls[SINGLE] = tuple(float(np.mean(col)) for col in zip(*single))
+    for name, maps in ((ATTRIBUTION, attributions), (ATTRIBUTION_CONTROL, control_attributions)):
+        if maps:
+            per_rb = [score(_flat({k: v.abs() for k, v in maps[r].items()}), labels, scored) for r in rbs if r in maps]
+            flat_nulls[name] = tuple(float(np.mean(col)) for col in zip(*per_rb))
     for n in [n for n in sizes if n <= len(rbs)]:
         for name, sc in flat_nulls.items():
             results.setdefault((name, n), []).append(sc)
@@ -121,6 +132,14 @@ def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list
                     skipped.setdefault(m, {})[n] = str(e)
                     continue
                 results.setdefault((m, n), []).append(score(_flat(h), labels, scored))
+            if attributions and all(r in attributions for r in subset):
+                for m in methods:
+                    try:  # the IG maps in Δ's place; aggregators needing controls or fine-tune seeds are left out
+                        h = agg.aggregate(m, [attributions[r] for r in subset], fisher=fisher)
+                    except (GoalscopeError, TypeError) as e:
+                        skipped.setdefault(m + OVER_IG, {})[n] = str(e)
+                        continue
+                    results.setdefault((m + OVER_IG, n), []).append(score(_flat(h), labels, scored))
     return results, skipped
 
 

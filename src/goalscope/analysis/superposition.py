@@ -16,6 +16,7 @@ from safetensors.torch import save as st_save
 
 from goalscope.signals import aggregators as agg
 from goalscope.signals.fisher import fisher_diagonal
+from goalscope.signals.attribution import STEPS as IG_STEPS, integrated_gradients
 from goalscope.signals import delta as sig
 from goalscope.agents.checkpoints import HEATMAP_FORMAT, load_checkpoint
 from goalscope.outputs import atomic_write_bytes
@@ -62,6 +63,57 @@ def ma_fisher(ma, n_samples: int, seed: int) -> dict:
     model = ma.build()
     obs = collect_observations(model, ma.env, ma.reward, n_samples, seed=3000 + seed)
     return fisher_diagonal(model, obs, generator=torch.Generator().manual_seed(seed))
+
+
+ATTRIBUTION_OBS = 256  # MB's own states the behaviour change is measured on (per RB)
+ATTRIBUTION_FORMAT = "goalscope-attribution/1"
+
+
+def _cache_name(seed: int, rb: str, identity: str) -> str:
+    import hashlib
+
+    slug = "".join(c if c.isalnum() else "_" for c in rb)[:40]
+    return f"attribution_seed{seed}_{slug}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}.safetensors"
+
+
+def attribution_maps(run_dir, seed: int, ma, ma_key: str, mbs: dict, start=None, start_key: str | None = None,
+                     n_obs: int = ATTRIBUTION_OBS, steps: int = IG_STEPS) -> dict:
+    """Integrated gradients of the behaviour change of each fine-tune of MA seed ``seed``: ``{rb: (IG, info)}``.
+
+    ``mbs`` maps RB -> (job key, checkpoint). The path runs from MA (or from ``start``, the RA control, keyed
+    ``start_key``) to MB_i, with L = KL(π_MB ‖ π_θ) on ``n_obs`` of MB's own states (see
+    :func:`goalscope.signals.attribution.integrated_gradients`). Each (seed, RB, path) is cached in
+    RUN/signals/ under a name that carries the job keys, steps and observations, so a rerun reuses it and a
+    changed recipe or a damaged file recomputes it."""
+    from pathlib import Path
+
+    from goalscope.inputs import read_safetensors
+
+    out_dir = Path(run_dir) / "signals"
+    model = ma.build()
+    names = [k for k, _ in model.named_parameters()]
+    base = start.state_dict if start is not None else ma.state_dict
+    out = {}
+    for rb, (mb_key, mb) in mbs.items():
+        identity = f"{ATTRIBUTION_FORMAT}|{ma_key}|{start_key or ma_key}|{mb_key}|{steps}|{n_obs}"
+        path = out_dir / _cache_name(seed, rb, identity)
+        if path.exists():
+            try:
+                cached = read_safetensors(path)
+                ig = {k: cached[k] for k in names}
+                if all(ig[k].shape == ma.state_dict[k].shape for k in names):
+                    out[rb] = (ig, {k[len("__info__/"):]: float(v) for k, v in cached.items() if k.startswith("__info__/")})
+                    continue
+            except (GoalscopeError, KeyError):
+                pass  # damaged or foreign: recomputed below
+        obs = collect_observations(mb.build(), mb.env, mb.reward, n_obs, seed=4000 + seed)
+        ig, info = integrated_gradients(model, base, mb.state_dict, obs, steps=steps)
+        out_dir.mkdir(exist_ok=True)
+        tensors = {**{k: v.contiguous() for k, v in ig.items()},
+                   **{f"__info__/{k}": torch.tensor(float(v)) for k, v in info.items()}}
+        atomic_write_bytes(path, st_save(tensors, metadata={"format": ATTRIBUTION_FORMAT, "identity": identity}))
+        out[rb] = (ig, info)
+    return out
 
 
 def _normalised(h: dict) -> dict:

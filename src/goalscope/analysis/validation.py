@@ -45,7 +45,8 @@ from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.outputs import atomic_write_bytes
 from goalscope.errors import GoalscopeError
 from goalscope.program.jobs import job_status, stage_dir
-from goalscope.analysis.grafts import (ABLATION_FRACTIONS, CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, HELD_OUT, NULLS,
+from goalscope.analysis.grafts import (ABLATION_FRACTIONS, ATTRIBUTION, ATTRIBUTION_CONTROL, CONTROL_NULL, FISHER_NULL,
+                                      GRAFT_FRACTIONS, HELD_OUT, NULLS,
                                       OTHER_RB_NULL, PER_RB, RANDOM, STABILITY_FRACTION, VALIDATION_EPISODES, VERDICTS,
                                       graft_area, localisation, smallest_k, validate_seed)
 from goalscope.analysis.records import record, write_records
@@ -114,8 +115,8 @@ def compare_family(scores: dict, test: str, judged: list[str], nulls=NULLS) -> l
 
 def exploratory_tests(scores: dict, judged: list[str], fractions=GRAFT_FRACTIONS, nulls=NULLS) -> list[dict]:
     """Comparisons outside the pre-registered claims, shown with their unadjusted p and never turned into a
-    verdict: |Δ_i| against each null at each graft point below 100%, and each held-out heatmap against |Δ_i|
-    (graft area and ablation: baselines first)."""
+    verdict: |Δ_i| against each null at each graft point below 100%, and each held-out heatmap and each attribution
+    ranking against |Δ_i| (graft area and ablation: baselines first)."""
     out = []
     if PER_RB in scores:
         for null in (n for n in nulls if n in scores):
@@ -124,7 +125,7 @@ def exploratory_tests(scores: dict, judged: list[str], fractions=GRAFT_FRACTIONS
                     continue
                 a, b = ([c[j] for c in scores[x]["curve"]] for x in (PER_RB, null))
                 out.append({"ranking": PER_RB, "null": null, "measure": f"graft recovery at k={k:g}", **paired_test(a, b)})
-        for name in (n for n in judged if n.endswith(HELD_OUT)):
+        for name in (n for n in judged if n.endswith(HELD_OUT) or n in (ATTRIBUTION, ATTRIBUTION_CONTROL)):
             for test, measure in (("graft", "graft area"), ("ablation", "ablation lean lost")):
                 out.append({"ranking": name, "null": PER_RB, "measure": measure,
                             **paired_test(scores[name][test], scores[PER_RB][test])})
@@ -209,11 +210,12 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
     """Curves, per-seed areas, the primary graft and ablation comparisons (Holm within each claim), one verdict per
     judged ranking and measure, and the exploratory comparisons (unadjusted, no verdict).
 
-    Judged: |Δ_i| (a per-RB ranking) and every heatmap on held-out RBs (built without the RB it is scored on).
+    Judged: |Δ_i| and the attribution |IG_i| (per-RB rankings; IG also from the RA control when there is one) and
+    every heatmap on held-out RBs (built without the RB it is scored on).
     Any other ranking present (e.g. in tests) is shown for reference, without a verdict."""
     rows = rows if rows is not None else []
     scores = per_seed_scores(per_seed, fractions)
-    judged = [n for n in [PER_RB, *(m + HELD_OUT for m in methods)] if n in scores]
+    judged = [n for n in [PER_RB, ATTRIBUTION, ATTRIBUTION_CONTROL, *(m + HELD_OUT for m in methods)] if n in scores]
     families = {t: compare_family(scores, t, judged) for t in ("graft", "ablation")}
     verdicts = {n: {t: locus_verdict(families[t], n, t) for t in families} for n in judged}
     exploratory = exploratory_tests(scores, judged, fractions)
@@ -302,7 +304,10 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     loc = card.get("localisation")
     if isinstance(loc, dict):
         n_max = max(n for n in next(iter(loc["by_method"].values())))
-        for m in cfg.superpose.methods:
+        from goalscope.analysis import planted as pl
+
+        attributed = [pl.ATTRIBUTION, pl.ATTRIBUTION_CONTROL, *(m + pl.OVER_IG for m in cfg.superpose.methods)]
+        for m in [*cfg.superpose.methods, *attributed]:
             if m in loc["by_method"] and n_max in loc["by_method"][m]:
                 card.setdefault("localisation_verdicts", {})[m] = _loc_verdict(loc["by_method"], m, n_max)
     write_records(rows, run_dir / "validation.csv")

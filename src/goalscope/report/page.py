@@ -220,7 +220,7 @@ def _undecided(card: dict | None) -> list[str]:
 def answer_cards(run: Run, card: dict | None) -> str:
     """The two cards the page opens with: where the objective is, and how sure we are, in plain words."""
     from goalscope.analysis.stats import MIN_SEEDS
-    from goalscope.analysis.grafts import HELD_OUT, PER_RB
+    from goalscope.analysis.grafts import ATTRIBUTION, HELD_OUT, PER_RB
 
     s = run.summary
     where, sure, wrong = [], [], []
@@ -229,6 +229,13 @@ def answer_cards(run: Run, card: dict | None) -> str:
         if PER_RB in v:
             where.append(f"<b>An RB's own most-changed parameters</b> (top-k of |Δ<sub>i</sub>|), grafted into MA: "
                          f"{esc(v[PER_RB]['graft'])}. Ablating them from MB: {esc(v[PER_RB]['ablation'])}.")
+        if ATTRIBUTION in v:
+            area = (card.get("graft") or {}).get("area") or {}
+            beside = (f" (graft area {area[ATTRIBUTION]:.3f} vs |Δ<sub>i</sub>| {area[PER_RB]:.3f})"
+                      if area.get(ATTRIBUTION) is not None and area.get(PER_RB) is not None else "")
+            where.append(f"<b>Attribution of the behaviour change</b> (top-k of |IG<sub>i</sub>|, integrated gradients of "
+                         f"KL(π<sub>MB</sub> ‖ π) along MA → MB<sub>i</sub>), grafted into MA{beside}: "
+                         f"{esc(v[ATTRIBUTION]['graft'])}. Ablating them from MB: {esc(v[ATTRIBUTION]['ablation'])}.")
         held = {n[:-len(HELD_OUT)]: x["graft"].split(" (")[0] for n, x in v.items() if n.endswith(HELD_OUT)}
         if held:
             where.append("<b>Superposition heatmaps, judged on RBs they were built without</b>: "

@@ -226,9 +226,14 @@ def _section_validation(run: Run, page: Page) -> None:
     _validation_details(run, card, page)
     loc = card.get("localisation")
     if isinstance(loc, dict):
-        trs = [[esc(m), esc(n), ci_text(*v["auroc"], fmt=".3f"), num(v.get("precision_at_k"))]
+        trs = [[esc(m), esc(n), ci_text(*v["auroc"], fmt=".3f"), num(v.get("precision_at_k")), num(v.get("ceiling"))]
                for m, by_n in loc.get("by_method", {}).items() for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0]))]
-        page.add("<h3>Localisation AUROC</h3>" + html_table(["heatmap", "RBs", "AUROC [95% CI]", "precision@k"], trs, {1, 2, 3}))
+        inert = loc.get("inert_positives")
+        note = (f"<p>Planted labels training cannot move (inert in MA's weights), left out of the scoring: "
+                f"{esc(', '.join(map(str, inert)))} per seed. The ceiling is the best AUROC each score could reach "
+                "given its exact zeros.</p>") if inert else ""
+        page.add("<h3>Localisation AUROC</h3>" + note + html_table(
+            ["heatmap", "RBs", "AUROC [95% CI]", "precision@k", "AUROC ceiling"], trs, {1, 2, 3, 4}))
         from goalscope.report.figures_planted import fig_superposition_curve
 
         curve = fig_superposition_curve(card, page.out)
@@ -268,7 +273,8 @@ def _validation_details(run: Run, card: dict, page: Page) -> None:
                                                                            for f, i in fams.items()))
                  + ". A null is beaten when its Holm-adjusted p < 0.05; a null that was not run is “not tested”; a "
                  "claim that cannot pass at this seed count is “underpowered at N seeds” with the seeds that would do. "
-                 "Heatmaps are judged on held-out RBs.</p>"
+                 "Heatmaps are judged on held-out RBs; |IG_i| is the attribution of MB_i's behaviour change "
+                 "(integrated gradients of KL to MB along MA → MB_i, or from the RA control), beside |Δ_i|.</p>"
                  + html_table(["ranking", "graft verdict", "ablation verdict"],
                           [[esc(n), esc(v.get("graft")), esc(v.get("ablation"))] for n, v in verdicts.items()]))
     g = card.get("graft") or {}
