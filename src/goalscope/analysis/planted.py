@@ -222,7 +222,8 @@ def localisation_markdown(loc, verdicts: dict) -> list[str]:
               f"(chance: AUROC 0.5, precision@k {share:.3f} with k = {loc['positives']})"
               + (f"; of these, {', '.join(map(str, inert))} per seed are inert (training cannot move them: a reward-map "
                  "weight whose ReLU unit is off whenever its object plane is on, W[u,k] + b[u] <= 0 in MA) and are left "
-                 "out of the scoring" if inert and any(inert) else "") + ". 95% Student t intervals over "
+                 "out of the scoring (precision@k then counts k over the movable ones)" if inert and any(inert) else "")
+              + ". 95% Student t intervals over "
               f"{seeds} seeds; each seed averages up to {MAX_SUBSETS} random RB subsets of each size. Nulls, the same "
               f"at every n: {', '.join(loc.get('nulls', []))}. MA's diagonal Fisher is scored both alone and inside "
               "the `fisher` aggregator (mean F ⊙ Δ²).", ""]
