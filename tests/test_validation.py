@@ -107,6 +107,11 @@ def test_validate_a_small_real_planner_run(tmp_path):
     assert pl.ATTRIBUTION in card["localisation_verdicts"]
     assert len(list((out / "signals").glob("attribution_seed*.safetensors"))) == 2 * 2 * 2  # seeds x RBs x paths
     assert "inert_positives" in card["localisation"] and "AUROC ceiling" in (out / "scorecard.md").read_text()
+    # Per input unit: the input-plane test ranks RB's own plane by |IG_i|'s first-layer mass too, beside |Δ_i| and
+    # MA's Fisher alone (computed here for the fisher aggregator).
+    planes = card["input_planes"]["by_heatmap"]
+    assert {"|Δ_i|", "|IG_i| (attribution)", "Fisher alone (MA)"} <= set(planes)
+    assert planes["|IG_i| (attribution)"]["pairs"] == planes["|Δ_i|"]["pairs"] == 4
     assert {t["null"] for t in card["tests"]["graft"]} == {RANDOM, FISHER_NULL, CONTROL_NULL, OTHER_RB_NULL}
     assert card["families"]["graft"]["correction"].startswith("Holm-Bonferroni within each claim")
     assert card["families"]["graft"]["family_size"] == 4  # one primary comparison per null

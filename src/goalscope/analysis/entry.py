@@ -8,8 +8,10 @@ update signal "knows" which reward changed, RB's own plane k should rank first a
 did not change plus k itself (chance: 1/m for rank 1 and mean rank (m+1)/2 with m such planes; m = K for composite
 RBs, K − 1 for one-hot ones, whose RA plane changes too and is left out of the comparison).
 
-For each seed and RB this module scores |Δ_i| and every aggregator run on that RB alone (where the aggregator is
-defined for one signal; ``pca`` and ``spread`` are not), and reports the mean rank of the own plane, the fraction of
+For each seed and RB this module scores |Δ_i|, the attribution |IG_i| (integrated gradients of the behaviour change
+along MA -> MB_i: per input unit, how much of the change each plane's weights carry), MA's Fisher alone where it is
+computed, and every aggregator run on that RB alone (where the aggregator is defined for one signal; ``pca`` and
+``spread`` are not), and reports the mean rank of the own plane, the fraction of
 (seed, RB) pairs where it ranks first, and the mean share of first-layer mass per labelled input channel.
 
 May import: goalscope.agents, goalscope.analysis.planted, goalscope.analysis.records,
@@ -27,6 +29,8 @@ from goalscope.errors import GoalscopeError
 from goalscope.analysis.planted import md_name
 
 ABS_DELTA = "|Δ_i|"
+ABS_IG = "|IG_i| (attribution)"  # grafts.ATTRIBUTION
+FISHER_ALONE = "Fisher alone (MA)"  # the same map for every RB of a seed: a plane rank that knows no RB
 
 
 def plane_labels(env_cfg) -> list[str]:
@@ -110,6 +114,8 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
 
     if getattr(cfg.env, "family", None) != "object_maze":
         return f"env family {getattr(cfg.env, 'family', '?')!r} has no object planes; the input-plane test needs the object maze"
+    from goalscope.analysis.superposition import attribution_maps
+
     ranks: dict = {}
     masses: dict = {}
     labels: list[str] = []
@@ -128,8 +134,13 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
             fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
         for rb in cfg.rbs():
             own, among = rb.target_type(cfg.ra), comparison_types(cfg.ra, rb)
-            delta = sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb.name)])).state_dict)
-            for name, h in rb_heatmaps(delta, controls, fisher, list(cfg.superpose.methods)).items():
+            mb = load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb.name)]))
+            delta = sig.update_signal(ma.state_dict, mb.state_dict)
+            heat = rb_heatmaps(delta, controls, fisher, list(cfg.superpose.methods))
+            ig, _ = attribution_maps(run_dir, s, ma, plan.ma[s], {rb.name: (plan.mb[(s, rb.name)], mb)})[rb.name]
+            heat = {ABS_DELTA: heat.pop(ABS_DELTA), ABS_IG: {k: v.abs() for k, v in ig.items()},
+                    **({FISHER_ALONE: fisher} if fisher is not None else {}), **heat}
+            for name, h in heat.items():
                 mass = per_channel({k: v.detach().to(torch.float64) for k, v in h.items()})
                 ranks.setdefault(name, {}).setdefault(s, []).append((own_plane_rank(mass, objects, own, among), len(among)))
                 masses.setdefault(name, []).append(mass.numpy())
