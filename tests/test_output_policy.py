@@ -218,6 +218,26 @@ def test_guard_refuses_a_link_planted_after_the_start(tmp_path):
     assert list(home.iterdir()) == []
 
 
+def test_a_link_planted_between_the_check_and_the_write_is_not_followed(tmp_path, monkeypatch):
+    """The second layer: below a confined root the directory is opened component by component with O_NOFOLLOW, so
+    even a link the per-write check did not see (planted after it looked) is never written through."""
+    import goalscope.outputs as outputs
+    from goalscope.errors import GoalscopeError
+
+    root, home = tmp_path / "run", tmp_path / "home"
+    (root / "edits").mkdir(parents=True)
+    home.mkdir()
+    with outputs.confine(root):
+        monkeypatch.setattr(outputs, "guard", lambda path, root=None: path)  # the check ran before the link
+        (root / "edits" / "profiles").symlink_to(home, target_is_directory=True)
+        with pytest.raises(GoalscopeError, match="profiles is a symbolic link"):
+            outputs.atomic_write_bytes(root / "edits" / "profiles" / "a.json", b"{}")
+        outputs.atomic_write_bytes(root / "edits" / "new" / "b.json", b"{}")  # made on the way, no link: written
+    assert list(home.iterdir()) == []
+    assert (root / "edits" / "new" / "b.json").read_bytes() == b"{}"
+    assert not list(root.rglob("*.tmp"))
+
+
 def _write_toml(path: Path, cfg: dict) -> None:
     """``cfg`` (top-level values and one level of tables) as an experiment TOML file."""
     lines = [f"{k} = {json.dumps(v)}" for k, v in cfg.items() if not isinstance(v, dict)]

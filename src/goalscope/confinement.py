@@ -85,6 +85,50 @@ def guard(path: Path, root: Path | None = None) -> Path:
     return Path(path)
 
 
+def innermost_root(path: Path) -> Path | None:
+    """The deepest confined root ``path`` lies below (None when it lies below none)."""
+    path = _abs(path)
+    with _ROOTS_LOCK:
+        roots = [r for r in _ROOTS if r in path.parents]
+    return max(roots, key=lambda r: len(r.parts), default=None)
+
+
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+NOFOLLOW_WRITES = hasattr(os, "O_NOFOLLOW") and {os.open, os.mkdir, os.rename, os.unlink} <= os.supports_dir_fd
+
+
+def open_dir_below(root: Path, directory: Path) -> int:
+    """A file descriptor of ``directory`` (made if missing), reached from ``root`` one component at a time with
+    ``O_NOFOLLOW``: no component below the root can be a symbolic link, even one planted after :func:`guard`
+    looked. The caller closes it."""
+    fd = os.open(root, _DIR_FLAGS)  # the root itself was named by the user: a link there is their choice
+    try:
+        current = Path(root)
+        for part in Path(directory).relative_to(root).parts:
+            current = current / part
+            for attempt in (0, 1):
+                try:
+                    child = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                    break
+                except FileNotFoundError:
+                    if attempt:
+                        raise
+                    try:
+                        os.mkdir(part, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                except OSError as e:
+                    if os.path.islink(current):
+                        raise _link_error(current, Path(root)) from None
+                    raise UnsafePathError(f"{current} is not a directory ({e.strerror})") from None
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def make_dir(path: Path, root: Path | None = None) -> Path:
     """``mkdir -p path`` after :func:`guard` (so no component is followed through a link)."""
     guard(path, root)
@@ -99,11 +143,12 @@ def remove_tree(path: Path, root: Path | None = None) -> None:
 
 
 @contextmanager
-def confine(root: Path):
-    """Write only inside ``root`` for the duration: refuse now if a symbolic link is planted anywhere inside it, and
-    make :func:`guard` check every later write below it."""
+def confine(root: Path, walk: bool = True):
+    """Write only inside ``root`` for the duration: refuse now if a symbolic link is planted anywhere inside it
+    (``walk``; a job worker inside a confined run skips the walk), and make :func:`guard` check every later write
+    below it."""
     root = _abs(root)
-    link = find_link(root)
+    link = find_link(root) if walk else None
     if link is not None:
         raise _link_error(link, root)
     with _ROOTS_LOCK:

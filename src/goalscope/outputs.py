@@ -29,8 +29,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from goalscope.confinement import (UnsafePathError, confine, find_link, guard, make_dir,  # noqa: F401 (re-exported)
-                                   remove_tree)
+from goalscope.confinement import (NOFOLLOW_WRITES, UnsafePathError, confine, find_link,  # noqa: F401 (re-exported)
+                                   guard, innermost_root, make_dir, open_dir_below, remove_tree)
 from goalscope.errors import ConfigError, GoalscopeError
 
 MARKER = ".goalscope"
@@ -331,6 +331,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     guard(path)
     if path.is_symlink():
         raise UnsafePathError(f"{path} is a symbolic link; goalscope never writes through or over one")
+    root = innermost_root(path)
+    if root is not None and NOFOLLOW_WRITES:  # below a run: the directory is reached without following any link
+        _write_below(root, path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -342,3 +346,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_below(root: Path, path: Path, data: bytes) -> None:
+    """:func:`atomic_write_bytes` inside a confined root: the parent directory opened component by component with
+    ``O_NOFOLLOW``, the temporary file created there with ``O_EXCL | O_NOFOLLOW`` and renamed relative to it, so a
+    link planted anywhere below the root at any moment is never followed."""
+    import secrets
+
+    dfd = open_dir_below(Path(os.path.abspath(root)), Path(os.path.abspath(path)).parent)
+    tmp = f".{path.name}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dfd)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)  # replaces a link itself, never its target
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(dfd)

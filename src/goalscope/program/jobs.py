@@ -36,7 +36,7 @@ from goalscope.envs.rewards import Reward
 from goalscope.errors import GoalscopeError
 from goalscope.rl.evaluation import Profile, evaluate
 from goalscope.inputs import read_json
-from goalscope.outputs import guard, holds_lock
+from goalscope.outputs import confine, guard, holds_lock
 from goalscope.rl.ppo import PPOConfig, finetune, train_new
 
 KINDS = ("train", "finetune", "negate")
@@ -109,6 +109,11 @@ def run_job(job: Job, run_dir: str | Path, lock_owner: str | None = None) -> dic
     done = job_status(run_dir, job.key)
     if done is not None and done["status"] == "ok":
         return done
+    with confine(run_dir, walk=False):  # in a worker too: every write below the run follows no link
+        return _run_job(job, run_dir, lock_owner, done)
+
+
+def _run_job(job: Job, run_dir: Path, lock_owner: str | None, done: dict | None) -> dict:
     torch.set_num_threads(1)
     final = stage_dir(run_dir, job.key)
     tmp = partial_dir(run_dir, job.key)
