@@ -196,7 +196,8 @@ def seed_attributions(run_dir: Path, s: int, ma, ma_key, mbs: dict, control_key=
 
 def validate_seed(task: dict) -> dict:
     """Graft and ablation tests of |Δ_i|, of the attribution |IG_i| (and from the control, when there is one), every
-    null and every heatmap built without RB_i (held-out) for one MA seed; returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
+    null and every heatmap built without RB_i (held-out) for one MA seed (only the RBs in ``task["test"]`` when it is
+    given); returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
     from goalscope.analysis.superposition import ma_fisher
 
     torch.set_num_threads(1)
@@ -210,7 +211,8 @@ def validate_seed(task: dict) -> dict:
     deltas = {rb: sig.update_signal(ma.state_dict, mb.state_dict) for rb, mb in mbs.items()}
     # MA's Fisher is always computed: it is the sensitivity null, whether or not "fisher" is an aggregator here.
     fisher = ma_fisher(ma, task["fisher_samples"], s)
-    ig, ig_ctrl = seed_attributions(run_dir, s, ma, task["ma"], {rb: (task["mb"][rb], mb) for rb, mb in mbs.items()},
+    tested = task.get("test") or list(mbs)  # the RBs graded here (validate splits a seed's RBs over workers)
+    ig, ig_ctrl = seed_attributions(run_dir, s, ma, task["ma"], {rb: (task["mb"][rb], mbs[rb]) for rb in tested},
                                     control)
 
     def evaluate_state(state):
@@ -229,16 +231,18 @@ def validate_seed(task: dict) -> dict:
     n_types = len(ma.reward.weights)
     ra_types = set(ma.reward.rewarded_types().tolist())
     for rb in names:
+        r = null_rankings(rb, deltas, controls, fisher, gen)  # for every RB: the random stream is the seed's alone
+        if rb not in tested:
+            continue
         i_rb = mbs[rb].reward.target_type(ma.reward)
         targets[rb] = (i_rb, [k for k in range(n_types) if k != i_rb and k not in ra_types])
-        r = null_rankings(rb, deltas, controls, fisher, gen)
         r[ATTRIBUTION] = {k: v.abs() for k, v in ig[rb].items()}
         if ig_ctrl:
             r[ATTRIBUTION_CONTROL] = {k: v.abs() for k, v in ig_ctrl[rb].items()}
         held = {m + HELD_OUT: h for m in methods if len(names) > 1
                 and (h := heat(m, [o for o in names if o != rb])) is not None}
         rankings[rb] = {**r, **held}
-    out = graft_tests(ma.state_dict, {rb: mb.state_dict for rb, mb in mbs.items()}, rankings, evaluate_state, targets,
+    out = graft_tests(ma.state_dict, {rb: mbs[rb].state_dict for rb in tested}, rankings, evaluate_state, targets,
                       lambda p: float(p.returns(ma.reward).mean()), task.get("graft_fractions", GRAFT_FRACTIONS),
                       task.get("ablation_fractions", ABLATION_FRACTIONS))
     out["seed"] = s

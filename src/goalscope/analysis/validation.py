@@ -54,6 +54,16 @@ from goalscope.analysis.scorecard import built_in_checks, scorecard_markdown
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, spearman, t_interval, t_test
 
 
+def merge_seed_results(parts: list[dict]) -> list[dict]:
+    """validate_seed's results for single RBs, joined into one result per seed (seeds and RBs in the order given)."""
+    out: dict[int, dict] = {}
+    for part in parts:
+        whole = out.setdefault(part["seed"], {"seed": part["seed"], "graft": {}, "ablation": {}})
+        whole["graft"].update(part["graft"])
+        whole["ablation"].update(part["ablation"])
+    return list(out.values())
+
+
 def per_seed_scores(per_seed: list[dict], fractions=GRAFT_FRACTIONS) -> dict:
     """ranking -> {"graft": [area per seed], "ablation": [lean lost per seed], "raw": [...], "ra": [...]}.
 
@@ -292,11 +302,13 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     localisation(cfg, plan, run_dir, rows, card)
 
     n_episodes = episodes or min(cfg.evaluation.episodes, VALIDATION_EPISODES)
+    # One task per (seed, RB), so the workers stay busy to the end (3 seeds on 2 workers left one idle a third of
+    # the time); each grades its RB exactly as a whole-seed task would (same episodes, same random stream).
     tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "control": plan.control.get(s),
               "mb": {r.name: plan.mb[(s, r.name)] for r in cfg.rbs()}, "methods": list(cfg.superpose.methods),
-              "fisher_samples": cfg.superpose.fisher_samples,
-              "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds]
-    per_seed = executor.run(validate_seed, tasks, desc="validate")
+              "fisher_samples": cfg.superpose.fisher_samples, "test": [rb.name],
+              "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()]
+    per_seed = merge_seed_results(executor.run(validate_seed, tasks, desc="validate"))
     card.update(summarise_validation(per_seed, list(cfg.superpose.methods), rows))
     card["episodes"] = n_episodes
     card["stability"] = stability(cfg, plan, run_dir, rows)
