@@ -23,7 +23,7 @@ install: $(BIN)/goalscope
 
 demo: install
 	$(BIN)/goalscope run experiments/default.toml --out runs/demo
-	$(BIN)/goalscope validate runs/demo
+	$(BIN)/goalscope validate runs/demo --episodes 64
 	$(BIN)/goalscope report runs/demo
 
 test: $(VENV)/.test-extras

@@ -32,9 +32,11 @@ def test_default_experiment_file_is_valid():
     cfg = load_experiment("experiments/default.toml")
     assert len(cfg.rbs()) == 4 and len(cfg.seeds) == 3
     plan = plan_experiment(cfg)
-    # 3 seeds x 4 RBs x 1 alpha x (Δ + 3 fresh random directions); 2 fine-tune seeds per RB and control
-    assert len(plan.ma) == 3 and len(plan.mb) == 12 and len(plan.negated) == 3 * 4 * 1 * 4
-    assert len(plan.mb_rep) == 12 and len(plan.control_rep) == 3
+    # 3 seeds x 4 RBs x 1 alpha x (Δ + 1 fresh random direction); one fine-tune seed per RB and control
+    assert len(plan.ma) == 3 and len(plan.mb) == 12 and len(plan.negated) == 3 * 4 * 1 * 2
+    assert len(plan.mb_rep) == 0 and len(plan.control_rep) == 0
+    paper = plan_experiment(load_experiment("experiments/paper.toml"))  # the reviewer's design: nested seeds
+    assert len(paper.ma) == 5 and len(paper.mb_rep) == 20 and len(paper.negated) == 5 * 4 * 3 * 4
 
 
 @pytest.mark.parametrize("data, message", [

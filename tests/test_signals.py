@@ -235,10 +235,10 @@ def test_negation_random_directions_are_fresh_per_seed_rb_alpha():
     from goalscope.program.config import load_experiment
     from goalscope.program.runner import plan_experiment
 
-    plan = plan_experiment(load_experiment("experiments/default.toml"))
+    plan = plan_experiment(load_experiment("experiments/paper.toml"))
     specs = {j.key: j.spec for j in plan.jobs() if j.kind == "negate" and j.spec["direction"] == "random"}
     seeds = [s["direction_seed"] for s in specs.values()]
-    assert len(seeds) == len(set(seeds)) == 3 * 4 * 1 * 3  # seeds x RBs x alphas (1 in default.toml) x directions, all different
+    assert len(seeds) == len(set(seeds)) == 5 * 4 * 3 * 3  # seeds x RBs x alphas x directions, all different
     # Two such directions for the same Δ are unrelated (cosine ~ 0), unlike one direction reused everywhere.
     delta = {"w": torch.randn(200, 50), "b": torch.randn(50)}
     a, b = (flatten(random_direction_like(delta, torch.Generator().manual_seed(s))) for s in seeds[:2])
