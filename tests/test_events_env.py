@@ -6,7 +6,8 @@ pytest.importorskip("minigrid")
 
 from goalscope.program.config import experiment_from_dict, load_experiment
 from goalscope.envs import env_from_json
-from goalscope.envs.events import MINIGRID_ID, GymEventsConfig, make_minigrid_objects_env
+from goalscope.envs.events import MINIGRID_ID, GymEventsConfig
+from goalscope.envs.minigrid_objects import make_minigrid_objects_env
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
 from goalscope.analysis.records import read_records

@@ -240,7 +240,7 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
              "rb_gain": {rb: round(float(np.mean(v["lean"])), 4) for rb, v in gains.items()},
              "rb_gain_raw": {rb: round(float(np.mean(v["raw"])), 4) for rb, v in gains.items()},
              "curves": {}, "ra_curves": {}, "area": {}, "area_ci": {}, "raw_area": {}, "ra_mean": {}, "smallest_k_90": {},
-             "roles": roles, "reference": "Bush 2025 (Craftax GTrXL): 0.01-1% of weights recovered the fined-tuned return"}
+             "roles": roles, "reference": "Bush 2025 (Craftax GTrXL): 0.01-1% of weights recovered the fine-tuned return"}
     ablation = {"fractions": list(ABLATION_FRACTIONS), "lean_lost": {}, "lean_lost_ci": {}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -7,11 +7,12 @@ happened (an object of type k picked up, a door opened...), and goalscope comput
 ``SyncVectorEnv`` (same-step autoreset); this adapter gives it the interface of goalscope's native vectorised
 maze, so training, evaluation and analysis run unchanged.
 
-``goalscope/MiniGridObjects-v0`` (registered by :func:`register_minigrid`, needs the ``minigrid`` package) is the
+``goalscope/MiniGridObjects-v0`` (:mod:`goalscope.envs.minigrid_objects`, needs the ``minigrid`` package) is the
 shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
 of its type.
 
-May import: goalscope.envs.rewards, goalscope.errors.
+May import: goalscope.envs.rewards, goalscope.envs.minigrid_objects (the example env, when its id is used),
+goalscope.errors.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class GymEventsConfig:
 
     def make_single(self) -> gym.Env:
         if self.id == MINIGRID_ID:
+            from goalscope.envs.minigrid_objects import register_minigrid
+
             register_minigrid()
         check_importable(self.id)
         if self.events == "minigrid" or self.obs == "minigrid":
@@ -384,73 +387,3 @@ def _import_minigrid() -> None:
         import minigrid  # noqa: F401  (importing it registers MiniGrid's envs with Gymnasium)
     except ImportError:
         raise ConfigError("env.events/obs 'minigrid' needs the minigrid package: pip install minigrid") from None
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The shipped real example: a MiniGrid room of keys, balls and boxes
-
-
-DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
-
-
-def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type: int = 1, max_steps: int = 64):
-    """A MiniGrid room with ``n_per_type`` of each (kind, colour) object; picking one up is an event of its type.
-
-    The agent has four actions (left, right, forward, pickup); a picked-up object vanishes, so the agent's hands
-    are free again. Observations are MiniGrid's egocentric 7x7 view as a ``uint8[3, 7, 7]`` image.
-    """
-    try:
-        from minigrid.core.grid import Grid
-        from minigrid.core.mission import MissionSpace
-        from minigrid.core.world_object import Ball, Box, Key
-        from minigrid.minigrid_env import MiniGridEnv
-    except ImportError:
-        raise ConfigError("the MiniGrid example needs the minigrid package: pip install minigrid") from None
-
-    kinds = {"ball": Ball, "key": Key, "box": Box}
-    objects = [tuple(o) for o in objects]
-    for kind, colour in objects:
-        if kind not in kinds:
-            raise ConfigError(f"env.kwargs.objects: unknown object kind {kind!r} (known: {', '.join(kinds)})")
-
-    class ObjectsEnv(MiniGridEnv):
-        def __init__(self):
-            super().__init__(mission_space=MissionSpace(mission_func=lambda: "collect objects"), grid_size=size,
-                             max_steps=max_steps, see_through_walls=True)
-            self.action_space = gym.spaces.Discrete(4)
-            self.observation_space = gym.spaces.Box(0, 255, (3, 7, 7), dtype=np.uint8)
-
-        def _gen_grid(self, width, height):
-            self.grid = Grid(width, height)
-            self.grid.wall_rect(0, 0, width, height)
-            for t, (kind, colour) in enumerate(objects):
-                for _ in range(n_per_type):
-                    obj = kinds[kind](colour)
-                    obj.event_type = t
-                    self.place_obj(obj)
-            self.place_agent()
-            self.mission = "collect objects"
-
-        def reset(self, *, seed=None, options=None):
-            obs, _ = super().reset(seed=seed, options=options)
-            return self._image(obs), {"events": np.zeros(len(objects), dtype=np.int64)}
-
-        def step(self, action):
-            events = np.zeros(len(objects), dtype=np.int64)
-            obs, _, term, trunc, _ = super().step(int(action))
-            if self.carrying is not None:
-                events[self.carrying.event_type] += 1
-                self.carrying = None
-            return self._image(obs), 0.0, term, trunc, {"events": events}
-
-        @staticmethod
-        def _image(obs):
-            return np.ascontiguousarray(obs["image"].transpose(2, 0, 1), dtype=np.uint8)
-
-    return ObjectsEnv()
-
-
-def register_minigrid() -> None:
-    """Register the MiniGrid objects example env with Gymnasium (once)."""
-    if MINIGRID_ID not in gym.registry:
-        gym.register(id=MINIGRID_ID, entry_point=make_minigrid_objects_env)

@@ -1,0 +1,78 @@
+"""The shipped real example of an events env: a MiniGrid room of keys, balls and boxes (``goalscope/MiniGridObjects-v0``,
+id :data:`goalscope.envs.events.MINIGRID_ID`); picking an object up is an event of its type. Needs the ``minigrid``
+package. May import: goalscope.envs.events, goalscope.errors.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from goalscope.envs.events import MINIGRID_ID
+from goalscope.errors import ConfigError
+
+
+DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
+
+
+def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type: int = 1, max_steps: int = 64):
+    """A MiniGrid room with ``n_per_type`` of each (kind, colour) object; picking one up is an event of its type.
+
+    The agent has four actions (left, right, forward, pickup); a picked-up object vanishes, so the agent's hands
+    are free again. Observations are MiniGrid's egocentric 7x7 view as a ``uint8[3, 7, 7]`` image.
+    """
+    try:
+        from minigrid.core.grid import Grid
+        from minigrid.core.mission import MissionSpace
+        from minigrid.core.world_object import Ball, Box, Key
+        from minigrid.minigrid_env import MiniGridEnv
+    except ImportError:
+        raise ConfigError("the MiniGrid example needs the minigrid package: pip install minigrid") from None
+
+    kinds = {"ball": Ball, "key": Key, "box": Box}
+    objects = [tuple(o) for o in objects]
+    for kind, colour in objects:
+        if kind not in kinds:
+            raise ConfigError(f"env.kwargs.objects: unknown object kind {kind!r} (known: {', '.join(kinds)})")
+
+    class ObjectsEnv(MiniGridEnv):
+        def __init__(self):
+            super().__init__(mission_space=MissionSpace(mission_func=lambda: "collect objects"), grid_size=size,
+                             max_steps=max_steps, see_through_walls=True)
+            self.action_space = gym.spaces.Discrete(4)
+            self.observation_space = gym.spaces.Box(0, 255, (3, 7, 7), dtype=np.uint8)
+
+        def _gen_grid(self, width, height):
+            self.grid = Grid(width, height)
+            self.grid.wall_rect(0, 0, width, height)
+            for t, (kind, colour) in enumerate(objects):
+                for _ in range(n_per_type):
+                    obj = kinds[kind](colour)
+                    obj.event_type = t
+                    self.place_obj(obj)
+            self.place_agent()
+            self.mission = "collect objects"
+
+        def reset(self, *, seed=None, options=None):
+            obs, _ = super().reset(seed=seed, options=options)
+            return self._image(obs), {"events": np.zeros(len(objects), dtype=np.int64)}
+
+        def step(self, action):
+            events = np.zeros(len(objects), dtype=np.int64)
+            obs, _, term, trunc, _ = super().step(int(action))
+            if self.carrying is not None:
+                events[self.carrying.event_type] += 1
+                self.carrying = None
+            return self._image(obs), 0.0, term, trunc, {"events": events}
+
+        @staticmethod
+        def _image(obs):
+            return np.ascontiguousarray(obs["image"].transpose(2, 0, 1), dtype=np.uint8)
+
+    return ObjectsEnv()
+
+
+def register_minigrid() -> None:
+    """Register the MiniGrid objects example env with Gymnasium (once)."""
+    if MINIGRID_ID not in gym.registry:
+        gym.register(id=MINIGRID_ID, entry_point=make_minigrid_objects_env)
