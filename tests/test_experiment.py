@@ -327,3 +327,27 @@ def test_a_run_moved_to_another_device_keeps_that_device(tmp_path):
     assert {j.spec["ppo"]["device"] for j in plan_experiment(moved).jobs()} == {"cuda:0"}
     with pytest.raises(ConfigError, match="different experiment"):
         _check_same_experiment(tmp_path, replace(moved, ppo={**moved.ppo, "lr": 5e-4}), reconfigure=False)
+
+
+def test_pipelined_jobs_wait_for_what_they_read_and_never_for_a_job_that_cannot_run(tmp_path):
+    """The local pool gets every stage at once: a job waits for its inputs, and one whose inputs failed is resolved
+    through them (it writes nothing, so waiting on its status would hang: the bug this guards)."""
+    import threading
+    import time as _time
+
+    from goalscope.program.runner import _wait_for
+
+    def finish(key, status):
+        d = tmp_path / "stages" / key
+        d.mkdir(parents=True)
+        (d / "done.json").write_text(json.dumps({"key": key, "status": status, "label": key}))
+
+    graph = {"train-a": (), "finetune-b": ("train-a",), "negate-c": ("finetune-b",)}
+    finish("train-a", "failed")
+    assert _wait_for(tmp_path, ("finetune-b",), graph)["label"] == "train-a"  # b never runs; c learns why at once
+    graph2 = {"train-x": (), "finetune-y": ("train-x",)}
+    threading.Timer(0.3, finish, ("train-x", "ok")).start()
+    threading.Timer(0.6, finish, ("finetune-y", "ok")).start()
+    t0 = _time.monotonic()
+    assert _wait_for(tmp_path, ("finetune-y",), graph2) is None  # waits until its input and then it are done
+    assert _time.monotonic() - t0 >= 0.5

@@ -67,6 +67,10 @@ def _die_with_parent(parent: int, poll_s: float = 0.2) -> None:
 class LocalExecutor:
     """A process pool sized to the machine (``workers=0``), or in-process when ``workers == 1``."""
 
+    # Items start in the order given (the pool hands them out first come, first served), so an item may wait for
+    # one given before it: the runner then submits every stage at once and a job waits only for what it reads.
+    in_order = True
+
     def __init__(self, workers: int = 0):
         self.workers = workers or os.cpu_count() or 1
 

@@ -227,15 +227,17 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
                 remove_tree(leftover)
         if force:
             log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
-        for wave in plan.waves:
-            kind = wave[0].kind
-            start = time.perf_counter()
-            run_wave(run_dir, wave, executor, lock.owner, log)
-            timings[kind] = round(time.perf_counter() - start, 2)
-            if kind == "train" and not any((job_status(run_dir, k) or {}).get("status") == "ok" for k in plan.ma.values()):
-                first = job_status(run_dir, next(iter(plan.ma.values())))
-                raise GoalscopeError(f"every MA training job failed ({first['label']}: {first.get('error')}); "
-                                     "nothing builds on them")
+        if getattr(executor, "in_order", False):
+            timings.update(run_pipelined(run_dir, plan.waves, executor, lock.owner, log))
+            _check_some_ma(run_dir, plan)
+        else:  # an executor that may start jobs in any order (Ray): stage by stage
+            for wave in plan.waves:
+                kind = wave[0].kind
+                start = time.perf_counter()
+                run_wave(run_dir, wave, executor, lock.owner, log)
+                timings[kind] = round(time.perf_counter() - start, 2)
+                if kind == "train":
+                    _check_some_ma(run_dir, plan)
         start = time.perf_counter()
         summary = analyse(cfg, plan, run_dir, log=log)
         timings["analysis"] = round(time.perf_counter() - start, 2)
@@ -245,30 +247,91 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
     return summary
 
 
+def _check_some_ma(run_dir: Path, plan: Plan) -> None:
+    if not any((job_status(run_dir, k) or {}).get("status") == "ok" for k in plan.ma.values()):
+        first = job_status(run_dir, next(iter(plan.ma.values())))
+        raise GoalscopeError(f"every MA training job failed ({first['label']}: {first.get('error')}); "
+                             "nothing builds on them")
+
+
+def _pending(run_dir: Path, wave: list[Job], log) -> list[Job]:
+    todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
+    log(f"stage {wave[0].kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
+    return todo
+
+
+def _log_failures(run_dir: Path, statuses: list[dict], log) -> None:
+    skipped = sum(bool(st.get("skipped")) for st in statuses)
+    if skipped:
+        log(f"  {skipped} jobs not run: a job they read failed (listed above); the next run retries them")
+    for st in statuses:
+        if st["status"] != "ok" and not st.get("skipped"):
+            first = (st.get("error") or "").strip().splitlines()[:1] or ["no error message"]
+            log(f"  job {st['label']} failed: {first[0]}  (details: {Path(run_dir) / 'stages' / st['key'] / 'done.json'})")
+
+
 def run_wave(run_dir: Path, wave: list[Job], executor, owner: str, log=print) -> list[dict]:
     """Run the jobs of ``wave`` (one kind) not yet finished in ``run_dir`` through ``executor``, as the holder
     ``owner`` of the run's lock; one line per failed job with the path of its full record. Their statuses."""
-    kind = wave[0].kind
-    todo = [j for j in wave if (job_status(run_dir, j.key) or {}).get("status") != "ok"]
-    log(f"stage {kind}: {len(wave)} jobs, {len(wave) - len(todo)} already done")
-    statuses = executor.run(JobRunner(str(run_dir), owner), todo, desc=kind)
-    for st in statuses:
-        if st["status"] != "ok":
-            first = (st.get("error") or "").strip().splitlines()[:1] or ["no error message"]
-            log(f"  job {st['label']} failed: {first[0]}  (details: {Path(run_dir) / 'stages' / st['key'] / 'done.json'})")
+    statuses = executor.run(JobRunner(str(run_dir), owner), _pending(run_dir, wave, log), desc=wave[0].kind)
+    _log_failures(run_dir, statuses, log)
     return statuses
+
+
+def _wait_for(run_dir: Path, keys, graph: dict[str, tuple[str, ...]]) -> dict | None:
+    """Block until every job of ``keys`` has finished or will not run; the status of the first that failed (None
+    if all are ok). A job of ``graph`` whose own inputs failed is never run (and writes nothing), so it is resolved
+    through them instead of waited for."""
+    for key in keys:
+        while (status := job_status(run_dir, key)) is None:
+            upstream = _wait_for(run_dir, graph.get(key, ()), graph)
+            if upstream is not None:
+                return upstream
+            time.sleep(0.1)
+        if status["status"] != "ok":
+            return status
+    return None
+
+
+def run_pipelined(run_dir: Path, waves: list[list[Job]], executor, owner: str, log=print) -> dict[str, float]:
+    """Every wave's unfinished jobs in one call of an executor that starts items in order (``in_order``), each job
+    waiting only for the jobs it reads: a seed's fine-tunes start as soon as its MA is done, instead of when the
+    last MA is (three MAs on two workers used to leave one idle for a whole MA). Returns wall seconds per kind, from
+    the previous kind's last job to this kind's last job (they add up to the whole)."""
+    todo = [j for wave in waves for j in _pending(run_dir, wave, log)]
+    for j in todo:  # a failed attempt's status must not answer for its retry to the jobs waiting on it
+        if job_status(run_dir, j.key) is not None:
+            remove_tree(run_dir / "stages" / j.key)
+    start = time.time()
+    statuses = executor.run(JobRunner(str(run_dir), owner, graph={j.key: j.deps for j in todo}), todo, desc="jobs")
+    _log_failures(run_dir, statuses, log)
+    timings, last = {}, start
+    for wave in waves:
+        kind = wave[0].kind
+        end = max((st["finished_at"] for st in statuses if st.get("kind") == kind), default=last)
+        timings[kind] = round(max(end - last, 0.0), 2)
+        last = max(last, end)
+    return timings
 
 
 class JobRunner:
     """A picklable ``job -> status`` for executors; ``owner`` is the run's lock, which a finished job must still
-    see held before it puts its result in place (a worker orphaned by a killed run must not write)."""
+    see held before it puts its result in place (a worker orphaned by a killed run must not write). With ``graph``
+    (key -> the keys it reads, for the jobs given together to an executor that starts items in order), a job first
+    waits until what it reads has finished; if any of it failed, the job is not run and nothing is written."""
 
-    def __init__(self, run_dir: str, owner: str | None = None):
+    def __init__(self, run_dir: str, owner: str | None = None, graph: dict[str, tuple[str, ...]] | None = None):
         self.run_dir = run_dir
         self.owner = owner
+        self.graph = graph
 
     def __call__(self, job: Job) -> dict:
-        return run_job(job, self.run_dir, lock_owner=self.owner)
+        if self.graph is not None:
+            failed = _wait_for(Path(self.run_dir), job.deps, self.graph)
+            if failed is not None:  # the next run retries it after what it reads
+                return {"key": job.key, "kind": job.kind, "label": job.label, "status": "failed", "skipped": True,
+                        "error": f"not run: {failed['label']} failed", "finished_at": time.time()}
+        return {**run_job(job, self.run_dir, lock_owner=self.owner), "finished_at": time.time()}
 
 
 def _job_times(run_dir: Path, plan: Plan) -> dict:
