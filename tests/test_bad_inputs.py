@@ -329,7 +329,7 @@ def test_ray_start_failure_is_one_line(monkeypatch):
 
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", broken)
-    with pytest.raises(GoalscopeError, match="could not start or reach a local Ray instance: Failed to start"):
+    with pytest.raises(GoalscopeError, match="could not start or reach a private local Ray instance: Failed to start"):
         RayExecutor().run(len, [[1]])
 
 

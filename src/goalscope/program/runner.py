@@ -171,7 +171,8 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
                 if isinstance(d.get("ppo"), dict) else d for d in (old, new))
     if old != new and not reconfigure:
         was, now = (d["ppo"].get("precision", "fp32") if isinstance(d.get("ppo"), dict) else None for d in (old, new))
-        if None not in (was, now) and was != now and _without_precision(old) == _without_precision(new):  # ppo.precision = "auto", another CPU
+        # ppo.precision = "auto" resolved otherwise on this machine: say so, and how to go on
+        if None not in (was, now) and was != now and _without_precision(old) == _without_precision(new):
             emulated = " (emulated on this CPU: about half as fast)" if was == "bf16" else ""
             raise ConfigError(f"{run_dir} computed in {was} and ppo.precision resolves to {now} here; continue it in "
                               f"{was} with `--precision {was}`{emulated}, or use another --out")
