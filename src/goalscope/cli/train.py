@@ -75,8 +75,8 @@ def _add_ppo_args(p: argparse.ArgumentParser, default_steps: int) -> None:
     g.add_argument("--n-envs", type=positive_int, default=64, help="parallel envs")
     g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     g.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
-                   help="bf16: network passes under bfloat16 autocast (~1.6x faster on CPUs with bf16 matrix units, "
-                        "~0.5x where emulated; weights stay fp32); auto: bf16 where the CPU has those units, fp32 "
+                   help="bf16: network passes under bfloat16 autocast (~1.6x faster on CPUs with AMX bf16 tiles, "
+                        "0.86x with avx512_bf16 alone, ~0.5x where emulated; weights stay fp32); auto: bf16 with AMX, fp32 "
                         "elsewhere; fp32 is bit-reproducible")
     g.add_argument("--device", default="cpu",
                    help="where the network runs: cpu, cuda or cuda:N (the envs stay on the CPU; cpu is bit-reproducible)")

@@ -36,6 +36,9 @@ from goalscope.rl.snapshots import Snapshots
 
 PRECISIONS = ("fp32", "bf16", "auto")
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 in hardware
+# Only AMX tiles make bf16 pay for these small networks: with avx512_bf16 alone (an AMD EPYC, Zen 4) the default's
+# trainer ran 0.86x of fp32 (benchmarks/README.md, "precision.py"), so `auto` asks for the tiles.
+AUTO_BF16_FLAG = "amx_bf16"
 
 
 def bf16_units(cpuinfo: str | None = None) -> list[str]:
@@ -54,16 +57,17 @@ def bf16_units(cpuinfo: str | None = None) -> list[str]:
 
 
 def resolve_precision(precision: str, device: str = "cpu", units: list[str] | None = None) -> str:
-    """``auto`` made concrete for ``device``: bf16 on a CPU with bf16 matrix units, fp32 elsewhere.
+    """``auto`` made concrete for ``device``: bf16 on a CPU with AMX bf16 tiles (``amx_bf16``), fp32 elsewhere.
 
-    Without the units autocast emulates bf16 at about half fp32's speed; with them the whole trainer runs ~1.6x
-    faster (benchmarks/README.md, "precision.py"). On a GPU ``auto`` is fp32: these small networks are launch-bound
-    there and bf16 measured 0.85-1.00x of fp32 on an H200. ``fp32`` and ``bf16`` are returned as they are."""
+    With AMX the whole trainer runs ~1.6x faster in bf16; with ``avx512_bf16`` alone it ran 0.86x of fp32 (an AMD
+    EPYC), and without any bf16 unit autocast emulates bf16 at about half fp32's speed (benchmarks/README.md,
+    "precision.py"). On a GPU ``auto`` is fp32: these small networks are launch-bound there and bf16 measured
+    0.85-1.00x of fp32 on an H200. ``fp32`` and ``bf16`` are returned as they are."""
     if precision != "auto":
         return precision
     if device != "cpu":
         return "fp32"
-    return "bf16" if (bf16_units() if units is None else units) else "fp32"
+    return "bf16" if AUTO_BF16_FLAG in (bf16_units() if units is None else units) else "fp32"
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class PPOConfig:
     threads: int = 1
     save_every: int = 100_000  # env steps between resumable snapshots (needs a resume_dir; 0 = never)
     # "bf16": forward and backward passes under torch.autocast in bfloat16 (~1.6x faster for the whole trainer on
-    # CPUs with bf16 matrix units, ~0.5x where it is emulated); weights, Adam state, losses and everything saved
+    # CPUs with AMX bf16 tiles, 0.86x with avx512_bf16 alone, ~0.5x where it is emulated); weights, Adam state, losses and everything saved
     # stay fp32. "fp32" (default) is bit-reproducible; bf16 is deterministic on one machine too, but its numbers
     # differ from fp32's. "auto" is resolved on construction (:func:`resolve_precision`), so a config never holds it.
     precision: str = "fp32"
