@@ -10,9 +10,9 @@ The names below are the Python API (imported on first use, so ``import goalscope
 
 See ``examples/quickstart.ipynb`` for a walk through the whole program.
 
-The package reads as the pipeline (see the README's architecture table): core helpers (errors, inputs, outputs),
-then envs, agents, rl, signals, program, analysis, report and cli, each importing only the layers below it
-(tests/test_layout.py). This façade may name any of them: its names are imported on first use.
+The package reads as the pipeline (see the architecture table in docs/architecture.md): core helpers (errors,
+inputs, outputs), then envs, agents, rl, signals, program, analysis, report and cli, each importing only the layers
+below it (tests/test_layout.py). This façade may name any of them: its names are imported on first use.
 """
 
 __version__ = "0.1.0"
