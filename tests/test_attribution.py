@@ -103,8 +103,8 @@ def test_every_aggregator_takes_ig_maps_and_localisation_scores_them():
     assert "variance_ratio" + planted.OVER_IG in skipped  # needs fine-tune seeds: left out, said why
 
 
-def test_attribution_maps_are_cached_per_seed_and_rb(tmp_path):
-    from goalscope.analysis.superposition import attribution_maps
+def test_attribution_maps_and_fisher_are_cached_per_seed_and_rb(tmp_path):
+    from goalscope.analysis.superposition import attribution_maps, ma_fisher
     from goalscope.envs.maze import MazeConfig
     from goalscope.envs.rewards import parse_reward
     from goalscope.rl.ppo import PPOConfig, train_new
@@ -125,3 +125,17 @@ def test_attribution_maps_are_cached_per_seed_and_rb(tmp_path):
     assert all(torch.allclose(third["collect:1"][0][k], ig[k]) for k in ig)
     attribution_maps(tmp_path, 0, ma, "ma0", {"collect:1": ("mb0", mb)}, n_obs=32, steps=8)  # another recipe
     assert len(list((tmp_path / "signals").glob("attribution_seed0_*.safetensors"))) == 2
+    # MB retrained under the same job key (`--force`): its weights differ, so the cached map is not reused.
+    mb2 = train_new("mlp", {}, env, parse_reward("collect:1", 3), ppo, 2)
+    attribution_maps(tmp_path, 0, ma, "ma0", {"collect:1": ("mb0", mb2)}, n_obs=32, steps=4)
+    assert len(list((tmp_path / "signals").glob("attribution_seed0_*.safetensors"))) == 3
+
+    # MA's Fisher: one per (run, MA, samples, seed), shared by the analysis and every validate task of the seed.
+    fresh = ma_fisher(ma, 64, 0)
+    cached = ma_fisher(ma, 64, 0, tmp_path, "ma0")
+    files = sorted((tmp_path / "signals").glob("fisher_seed0_*.safetensors"))
+    assert len(files) == 1 and all(torch.equal(fresh[k], cached[k]) for k in fresh)
+    files[0].write_bytes(b"damaged")
+    assert all(torch.equal(fresh[k], v) for k, v in ma_fisher(ma, 64, 0, tmp_path, "ma0").items())
+    ma_fisher(mb, 64, 0, tmp_path, "ma0")  # other weights under the same key: a file of their own
+    assert len(list((tmp_path / "signals").glob("fisher_seed0_*.safetensors"))) == 2

@@ -276,6 +276,10 @@ def test_goal_reports_plainly_when_not_met():
     g = planted.goal(by)
     assert not g["met"] and g["best"] == "ties" and g["n"] == 8 and "NOT met" in g["text"]
     by["ties"][8] = e(0.97)
+    assert planted.goal(by)["met"] and "no Fisher null" in planted.goal(by)["text"]
+    by[planted.FISHER] = {1: e(0.9), 8: e(0.9)}  # where the policy is sensitive: the margin over it counts too
+    assert not planted.goal(by)["met"] and "Fisher alone 0.900 (margin +0.070)" in planted.goal(by)["text"]
+    by[planted.FISHER] = {1: e(0.5), 8: e(0.5)}
     assert planted.goal(by)["met"]
     lines = planted.localisation_markdown({"positives": 29, "parameters": 7290, "by_method": by,
                                            "nulls": list(planted.NULLS), "goal": planted.goal(by)}, {})
@@ -322,3 +326,30 @@ def test_superposition_curve_figure_and_csv(tmp_path):
     rows = (tmp_path / "superposition_curve.csv").read_text().splitlines()
     assert rows[0] == "heatmap,null,metric,n_rbs,mean,ci_low,ci_high" and len(rows) == 1 + 2 * (3 + 2 + 3 * 4)
     assert fig_superposition_curve({"localisation": "architecture 'cnn' has no planted objective"}, tmp_path) is None
+
+
+def test_hidden_needle_scales_the_maps_gradient_not_its_function():
+    """``hidden_needle_planner`` is the needle planner with a fixed factor on its reward map's output: the same
+    function as a needle whose reward_map2 is scaled by that factor, but the policy's gradient on reward_map2 is
+    that factor times as large (Fisher its square), which is what hides the objective from sensitivity maps."""
+    torch.manual_seed(0)
+    hidden = build_agent("hidden_needle_planner", (7, 7, 7), 4, {"reward_scale": 0.1})
+    needle = build_agent("needle_planner", (7, 7, 7), 4)
+    needle.load_state_dict(hidden.state_dict())
+    with torch.no_grad():
+        needle.reward_map2.weight.mul_(0.1)
+        needle.reward_map2.bias.mul_(0.1)
+    obs = torch.zeros(8, 7, 7, 7)
+    obs[:, 0, 0, :] = obs[:, 0, -1, :] = obs[:, 0, :, 0] = obs[:, 0, :, -1] = 1
+    obs[:, 1, 3, 3] = 1
+    for i in range(8):
+        obs[i, 2 + i % 5, 1 + i % 5, 1 + (3 * i) % 5] = 1
+    out_h, out_n = hidden(obs)[0], needle(obs)[0]
+    assert torch.allclose(out_h, out_n, atol=1e-6)
+    out_h.logsumexp(-1).sum().backward()
+    out_n.logsumexp(-1).sum().backward()
+    g_h, g_n = hidden.reward_map2.weight.grad, needle.reward_map2.weight.grad
+    assert g_n.abs().sum() > 0 and torch.allclose(g_h, 0.1 * g_n, atol=1e-7)
+    assert objective_mask(hidden) is not None and hidden.movable_mask()["reward_map1.weight"].shape == (4, 5, 1, 1)
+    with pytest.raises(GoalscopeError, match="reward_scale"):
+        build_agent("hidden_needle_planner", (7, 7, 7), 4, {"reward_scale": -1.0})

@@ -1,5 +1,5 @@
-"""Planners with an explicit reward map (``planner``, ``needle_planner``): architectures that plant the objective
-in known parameters, the ground truth heatmaps are scored against. May import: goalscope.agents.layers, torch.
+"""Planners with an explicit reward map (``planner``, ``needle_planner``, ``hidden_needle_planner``): architectures
+that plant the objective in known parameters, the ground truth heatmaps are scored against. May import: goalscope.agents.layers, torch.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _value_iteration(net: nn.Module, obs: torch.Tensor) -> tuple[torch.Tensor, t
     agent's one-hot plane: the part every planner shares, whatever reads Q afterwards."""
     x = obs.float()
     free, agent = 1.0 - x[:, 0:1], x[:, 1:2]
-    r = net.reward_map2(torch.relu(net.reward_map1(x[:, 2:]))) * free
+    r = net.reward_map2(torch.relu(net.reward_map1(x[:, 2:]))) * (free * getattr(net, "reward_scale", 1.0))
     v = torch.zeros_like(r)
     for _ in range(net.iterations):
         q = net.transition(torch.cat([r, v], 1))
@@ -97,6 +97,14 @@ class NeedlePlannerConfig:
     hidden: int = 64  # width of the two-layer torso over Q around the agent (the haystack)
 
 
+@dataclass(frozen=True)
+class HiddenNeedleConfig(NeedlePlannerConfig):
+    """Options of ``hidden_needle_planner``: the needle planner with a fixed factor on its reward map's output."""
+    # Below 1 the factor hides the objective from sensitivity: the policy's gradient on the reward map falls with
+    # it (MA's Fisher with its square) while Adam's step on those parameters does not.
+    reward_scale: float = 0.1
+
+
 class NeedlePlannerAgent(nn.Module):
     """The planner's explicit reward map as a needle in a haystack: ≤ 2% of the parameters hold the objective.
 
@@ -109,11 +117,12 @@ class NeedlePlannerAgent(nn.Module):
     """
 
     def __init__(self, obs_shape: tuple[int, int, int], n_actions: int,
-                 cfg: NeedlePlannerConfig = NeedlePlannerConfig()):
+                 cfg: NeedlePlannerConfig | HiddenNeedleConfig = NeedlePlannerConfig()):
         super().__init__()
         c, h, w = obs_shape
         self.iterations = cfg.iterations or 2 * max(h, w)
         self.n_object_planes = c - 2
+        self.reward_scale = float(getattr(cfg, "reward_scale", 1.0))  # a constant, not a parameter
         self.reward_map1 = init_layer(nn.Conv2d(c - 2, cfg.reward_hidden, 1), math.sqrt(2))  # object planes only
         self.reward_map2 = init_layer(nn.Conv2d(cfg.reward_hidden, 1, 1), 1.0)
         self.transition = init_layer(nn.Conv2d(2, cfg.q_channels, 3, padding=1), 1.0)

@@ -20,7 +20,8 @@ from torch import nn
 
 from goalscope.agents.cnn import CNNAgent, CNNConfig
 from goalscope.agents.mlp import MLPAgent, MLPConfig
-from goalscope.agents.planner import NeedlePlannerAgent, NeedlePlannerConfig, PlannerAgent, PlannerConfig
+from goalscope.agents.planner import (HiddenNeedleConfig, NeedlePlannerAgent, NeedlePlannerConfig, PlannerAgent,
+                                     PlannerConfig)
 from goalscope.agents.rcnn import RCNNAgent, RCNNConfig
 from goalscope.errors import ConfigError, check_fields
 
@@ -51,6 +52,9 @@ register_architecture(Architecture("planner", PlannerConfig, PlannerAgent,
                                    "value-iteration planner with an explicit reward map (planted ground truth)"))
 register_architecture(Architecture("needle_planner", NeedlePlannerConfig, NeedlePlannerAgent,
                                    "planner whose reward map is a needle (<= 2% of the parameters) in a larger torso"))
+register_architecture(Architecture("hidden_needle_planner", HiddenNeedleConfig, NeedlePlannerAgent,
+                                   "needle planner whose reward map's output is scaled down (reward_scale): an "
+                                   "objective where the policy is not most sensitive"))
 register_architecture(Architecture("rcnn", RCNNConfig, RCNNAgent,
                                    "CNN with a weight-tied recurrent conv (propagates along corridors), read at the agent"))
 
@@ -107,6 +111,8 @@ def arch_config(name: str, values: dict | None = None):
             raise ConfigError(f"agent.{key} must be {type(default).__name__}, got {value!r}")
         elif isinstance(value, int) and not isinstance(value, bool) and value < (1 if default > 0 else 0):
             raise ConfigError(f"agent.{key} must be {'positive' if default > 0 else '>= 0'}, got {value!r}")
+        elif isinstance(value, float) and default > 0 and not 0 < value < float("inf"):
+            raise ConfigError(f"agent.{key} must be a positive finite number, got {value!r}")
     return cls(**values)
 
 

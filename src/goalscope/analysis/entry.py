@@ -45,7 +45,7 @@ def input_channels(arch: str, state: dict, env_cfg) -> tuple[list[str], list[int
 
     ``cnn``: ``conv1.weight`` (out, C[+2], 3, 3); with relative coordinates the network appends two offset planes.
     ``mlp``: ``fc1.weight`` (shared) or ``pi_fc1``/``vf_fc1`` (two towers, summed), columns laid out as (C, H, W).
-    ``planner`` / ``needle_planner``: ``reward_map1.weight`` reads only the planes after walls and agent.
+    ``planner`` / ``needle_planner`` / ``hidden_needle_planner``: ``reward_map1.weight`` reads only the planes after walls and agent.
     """
     planes = plane_labels(env_cfg)
     k = env_cfg.n_types
@@ -57,7 +57,7 @@ def input_channels(arch: str, state: dict, env_cfg) -> tuple[list[str], list[int
         names = ["fc1.weight"] if "fc1.weight" in state else ["pi_fc1.weight", "vf_fc1.weight"]
         c = len(planes)
         return planes, list(range(2, 2 + k)), lambda h: sum(h[n].reshape(h[n].shape[0], c, -1).sum((0, 2)) for n in names)
-    if arch in ("planner", "needle_planner"):
+    if arch in ("planner", "needle_planner", "hidden_needle_planner"):
         return planes[2:], list(range(k)), lambda h: h["reward_map1.weight"].sum((0, 2, 3))
     raise GoalscopeError(f"input-plane ground truth: no first-layer map for architecture {arch!r}")
 
@@ -131,7 +131,7 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
         if "fisher" in cfg.superpose.methods:
             from goalscope.analysis.superposition import ma_fisher
 
-            fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
+            fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s, run_dir, plan.ma[s])
         for rb in cfg.rbs():
             own, among = rb.target_type(cfg.ra), comparison_types(cfg.ra, rb)
             mb = load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb.name)]))

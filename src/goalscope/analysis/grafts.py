@@ -210,7 +210,7 @@ def validate_seed(task: dict) -> dict:
     mbs = {rb: load_checkpoint(stage_dir(run_dir, key)) for rb, key in task["mb"].items()}
     deltas = {rb: sig.update_signal(ma.state_dict, mb.state_dict) for rb, mb in mbs.items()}
     # MA's Fisher is always computed: it is the sensitivity null, whether or not "fisher" is an aggregator here.
-    fisher = ma_fisher(ma, task["fisher_samples"], s)
+    fisher = ma_fisher(ma, task["fisher_samples"], s, run_dir, task["ma"])
     tested = task.get("test") or list(mbs)  # the RBs graded here (validate splits a seed's RBs over workers)
     ig, ig_ctrl = seed_attributions(run_dir, s, ma, task["ma"], {rb: (task["mb"][rb], mbs[rb]) for rb in tested},
                                     control)
@@ -286,7 +286,7 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
         controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
         # MA's Fisher depends on the seed only, not on the RB subset: one per seed scores both the `fisher`
         # aggregator and the "Fisher alone" null.
-        fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s)
+        fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s, run_dir, plan.ma[s])
         # Nested fine-tune seeds of the same MA (finetune.seeds_per_ma > 1), for variance_ratio.
         replicates: dict = {}
         for (s_, rb, _), key in sorted(plan.mb_rep.items()):

@@ -40,7 +40,7 @@ ATTRIBUTION_CONTROL = "attribution from control |IG| (one RB)"  # ... along the 
 OVER_IG = " over IG"  # an aggregator fed the signed IG maps instead of the Δs
 SIZES = (1, 2, 4, 8)
 MAX_SUBSETS = 6
-GOAL_AUROC, GOAL_MARGIN = 0.95, 0.10  # the goal of issue 11: best AUROC >= 0.95 and >= 0.10 above single-RB |Δ_i|
+GOAL_AUROC, GOAL_MARGIN = 0.95, 0.10  # issues 11/25: best AUROC >= 0.95, >= 0.10 above single |Δ_i| and Fisher alone
 
 
 def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) -> list[tuple[str, ...]]:
@@ -174,8 +174,9 @@ def paired_lower(by_method: dict, a: str, b: str, n: int) -> float:
 
 
 def goal(by_method: dict) -> dict:
-    """The issue's bar: the best aggregator's AUROC >= 0.95 and >= 0.10 above single-RB |Δ_i|, read at point
-    estimates (stated as such), with the CI of the best beside it."""
+    """The issues' bar: the best aggregator's AUROC >= 0.95 and >= 0.10 above single-RB |Δ_i| and above MA's
+    Fisher alone (a map of where the policy is sensitive, which knows no RB), read at point estimates (stated as
+    such), with the CI of the best beside it. Without a Fisher null only the first margin is checked (and said)."""
     best = None
     for name, by_n in by_method.items():
         if name in NULLS:
@@ -187,11 +188,15 @@ def goal(by_method: dict) -> dict:
         return {"met": False, "text": "not measurable: no aggregator produced a heatmap"}
     name, n, v = best
     single = by_method[SINGLE][n]["auroc"][0]
-    met = bool(v["auroc"][0] >= GOAL_AUROC and v["auroc"][0] - single >= GOAL_MARGIN)
+    fisher = by_method[FISHER][n]["auroc"][0] if n in by_method.get(FISHER, {}) else None
+    margins = [v["auroc"][0] - single] + ([v["auroc"][0] - fisher] if fisher is not None else [])
+    met = bool(v["auroc"][0] >= GOAL_AUROC and min(margins) >= GOAL_MARGIN)
     text = (f"best: {name} with {n} RBs, AUROC {v['auroc'][0]:.3f} [{v['auroc'][1]:.3f}, {v['auroc'][2]:.3f}] vs "
-            f"single-RB |Δ_i| {single:.3f} (margin {v['auroc'][0] - single:+.3f}); goal AUROC >= {GOAL_AUROC} and "
-            f"margin >= {GOAL_MARGIN}: {'met' if met else 'NOT met'}")
-    return {"met": met, "best": name, "n": n, "auroc": v["auroc"], "single_rb": single, "text": text}
+            f"single-RB |Δ_i| {single:.3f} (margin {margins[0]:+.3f})"
+            + (f", Fisher alone {fisher:.3f} (margin {margins[1]:+.3f})" if fisher is not None else ", no Fisher null")
+            + f"; goal AUROC >= {GOAL_AUROC} and margins >= {GOAL_MARGIN}: {'met' if met else 'NOT met'}")
+    return {"met": met, "best": name, "n": n, "auroc": v["auroc"], "single_rb": single, "fisher_alone": fisher,
+            "text": text}
 
 
 def md_name(name: str) -> str:

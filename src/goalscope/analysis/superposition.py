@@ -57,23 +57,75 @@ def collect_observations(model, env_cfg, reward: Reward, n: int, seed: int) -> t
     return torch.cat(out)[:n]
 
 
-def ma_fisher(ma, n_samples: int, seed: int) -> dict:
+FISHER_FORMAT = "goalscope-fisher/1"
+
+
+def ma_fisher(ma, n_samples: int, seed: int, run_dir=None, ma_key: str | None = None) -> dict:
     """Diagonal Fisher of checkpoint ``ma``'s policy on its own rollouts under its reward (one recipe for the
-    analysis, validation and the CLI, so they all score the same Fisher heatmap)."""
+    analysis, validation and the CLI, so they all score the same Fisher heatmap).
+
+    Given the run and MA's job key it is cached in RUN/signals/: the analysis stage, every validate task of the
+    seed and the planted scoring then share one computation instead of each making its own."""
+    path = identity = None
+    if run_dir is not None and ma_key is not None:
+        identity = f"{FISHER_FORMAT}|{ma_key}|{_fingerprint(ma.state_dict)}|{n_samples}|{seed}"
+        path = _signals_path(run_dir, f"fisher_seed{seed}", identity)
+        cached = _read_cached(path, ma.state_dict)
+        if cached is not None:
+            return cached[0]
     model = ma.build()
     obs = collect_observations(model, ma.env, ma.reward, n_samples, seed=3000 + seed)
-    return fisher_diagonal(model, obs, generator=torch.Generator().manual_seed(seed))
+    fisher = fisher_diagonal(model, obs, generator=torch.Generator().manual_seed(seed))
+    if path is not None:
+        _write_cached(path, fisher, {}, FISHER_FORMAT, identity)
+    return fisher
 
 
 ATTRIBUTION_OBS = 256  # MB's own states the behaviour change is measured on (per RB)
 ATTRIBUTION_FORMAT = "goalscope-attribution/1"
 
 
-def _cache_name(seed: int, rb: str, identity: str) -> str:
+def _fingerprint(state: dict) -> str:
+    """A hash of the weights themselves: a job retrained under the same key (``--force``) invalidates its caches."""
     import hashlib
 
-    slug = "".join(c if c.isalnum() else "_" for c in rb)[:40]
-    return f"attribution_seed{seed}_{slug}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}.safetensors"
+    h = hashlib.sha1()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(state[k].detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _signals_path(run_dir, stem: str, identity: str):
+    """RUN/signals/<stem>_<hash of identity>.safetensors: a changed recipe or input gets a new name."""
+    import hashlib
+    from pathlib import Path
+
+    return Path(run_dir) / "signals" / f"{stem}_{hashlib.sha1(identity.encode()).hexdigest()[:12]}.safetensors"
+
+
+def _read_cached(path, like: dict) -> tuple[dict, dict] | None:
+    """(tensors named and shaped as ``like``, info) from a cache file; None when it is missing, damaged or foreign
+    (recomputed by the caller)."""
+    from goalscope.inputs import read_safetensors
+
+    if not path.exists():
+        return None
+    try:
+        cached = read_safetensors(path)
+        out = {k: cached[k] for k in like}
+    except (GoalscopeError, KeyError):
+        return None
+    if any(out[k].shape != like[k].shape for k in like):
+        return None
+    return out, {k[len("__info__/"):]: float(v) for k, v in cached.items() if k.startswith("__info__/")}
+
+
+def _write_cached(path, tensors: dict, info: dict, fmt: str, identity: str) -> None:
+    path.parent.mkdir(exist_ok=True)
+    body = {**{k: v.contiguous() for k, v in tensors.items()},
+            **{f"__info__/{k}": torch.tensor(float(v)) for k, v in info.items()}}
+    atomic_write_bytes(path, st_save(body, metadata={"format": fmt, "identity": identity}))
 
 
 def attribution_maps(run_dir, seed: int, ma, ma_key: str, mbs: dict, start=None, start_key: str | None = None,
@@ -85,34 +137,21 @@ def attribution_maps(run_dir, seed: int, ma, ma_key: str, mbs: dict, start=None,
     :func:`goalscope.signals.attribution.integrated_gradients`). Each (seed, RB, path) is cached in
     RUN/signals/ under a name that carries the job keys, steps and observations, so a rerun reuses it and a
     changed recipe or a damaged file recomputes it."""
-    from pathlib import Path
-
-    from goalscope.inputs import read_safetensors
-
-    out_dir = Path(run_dir) / "signals"
     model = ma.build()
-    names = [k for k, _ in model.named_parameters()]
+    like = {k: ma.state_dict[k] for k, _ in model.named_parameters()}
     base = start.state_dict if start is not None else ma.state_dict
     out = {}
     for rb, (mb_key, mb) in mbs.items():
-        identity = f"{ATTRIBUTION_FORMAT}|{ma_key}|{start_key or ma_key}|{mb_key}|{steps}|{n_obs}"
-        path = out_dir / _cache_name(seed, rb, identity)
-        if path.exists():
-            try:
-                cached = read_safetensors(path)
-                ig = {k: cached[k] for k in names}
-                if all(ig[k].shape == ma.state_dict[k].shape for k in names):
-                    out[rb] = (ig, {k[len("__info__/"):]: float(v) for k, v in cached.items() if k.startswith("__info__/")})
-                    continue
-            except (GoalscopeError, KeyError):
-                pass  # damaged or foreign: recomputed below
-        obs = collect_observations(mb.build(), mb.env, mb.reward, n_obs, seed=4000 + seed)
-        ig, info = integrated_gradients(model, base, mb.state_dict, obs, steps=steps)
-        out_dir.mkdir(exist_ok=True)
-        tensors = {**{k: v.contiguous() for k, v in ig.items()},
-                   **{f"__info__/{k}": torch.tensor(float(v)) for k, v in info.items()}}
-        atomic_write_bytes(path, st_save(tensors, metadata={"format": ATTRIBUTION_FORMAT, "identity": identity}))
-        out[rb] = (ig, info)
+        identity = (f"{ATTRIBUTION_FORMAT}|{ma_key}|{start_key or ma_key}|{mb_key}|{steps}|{n_obs}|"
+                    f"{_fingerprint(base)}|{_fingerprint(mb.state_dict)}")
+        slug = "".join(c if c.isalnum() else "_" for c in rb)[:40]
+        path = _signals_path(run_dir, f"attribution_seed{seed}_{slug}", identity)
+        cached = _read_cached(path, like)
+        if cached is None:
+            obs = collect_observations(mb.build(), mb.env, mb.reward, n_obs, seed=4000 + seed)
+            cached = integrated_gradients(model, base, mb.state_dict, obs, steps=steps)
+            _write_cached(path, *cached, ATTRIBUTION_FORMAT, identity)
+        out[rb] = cached
     return out
 
 
@@ -139,7 +178,8 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
             continue
         # MA's Fisher is always computed: besides the fisher aggregator it is the sensitivity reference every
         # heatmap is compared with (a map that is mostly Fisher carries little RB information).
-        fisher = ma_fisher(load_checkpoint(stage_dir(run_dir, plan.ma[s])), cfg.superpose.fisher_samples, s)
+        fisher = ma_fisher(load_checkpoint(stage_dir(run_dir, plan.ma[s])), cfg.superpose.fisher_samples, s, run_dir,
+                           plan.ma[s])
         controls = [control] if control is not None else []
         for name, h in agg.per_rb_heatmaps(deltas).items():
             per_rb.update({f"seed{s}/{name}/{k}": v for k, v in h.items()})
