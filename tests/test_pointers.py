@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.cli import main
@@ -24,6 +25,11 @@ def test_small_real_pointer_experiment(tmp_path, capsys):
         assert ci[1] <= ci[0] <= ci[2] and ci[0] > 0
     retarget = s["per_seed"][0]["retargeting"]
     assert [r["cue"] for r in retarget] == [0, 1] and all(r["chance"] == 0.5 for r in retarget)
+    # The gate is judged against the oracle on the same episodes: an object on the only route is collected first
+    # even by a perfect agent, so a raw "cued first" rate cannot reach 90% in a maze.
+    for p in s["per_seed"]:
+        assert 0 < p["oracle_reached_cued_first"] <= 1
+        assert math.isclose(p["cued_first_fraction_of_oracle"], p["reached_cued_first"] / p["oracle_reached_cued_first"])
     printed = capsys.readouterr().out
     assert "verdict" in printed and "competence: MA_g" in printed
     # The gate: MA_g at 4096 steps has not learned its cue, and the verdict says so.
@@ -58,3 +64,20 @@ def test_pointers_refuses_a_directory_it_did_not_make(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
     assert main(["pointers", "--out", str(tmp_path / "new"), "--arch", "nope"]) == 2  # checked before any write
     assert "unknown architecture 'nope'" in capsys.readouterr().err and not (tmp_path / "new").exists()
+
+
+def test_pointers_take_the_maze_agent_and_budgets_from_an_experiment_file(tmp_path, capsys):
+    exp = tmp_path / "ptr.toml"
+    exp.write_text('name = "p"\n[env]\nsize = 5\nn_types = 2\nmax_steps = 16\nend_when_collected = true\n'
+                   '[agent]\narch = "mlp"\n[ppo]\nn_envs = 8\nn_steps = 32\nlr = 0.002\n'
+                   '[base]\nsteps = 1024\n[finetune]\nsteps = 256\n')
+    out = tmp_path / "ptr"
+    assert main(["pointers", "--experiment", str(exp), "--out", str(out), "--seeds", "0", "--episodes", "16"]) == 0
+    assert "chance 50.0%" in capsys.readouterr().out  # the file's 2 types, not the options' default 3
+    ma = load_checkpoint(next((out / "stages").glob("train-*")))
+    assert ma.arch == "mlp" and ma.env.cue and ma.env.end_when_collected and ma.env.n_types == 2
+    assert ma.steps == 1024 and ma.extra["ppo"]["lr"] == 0.002
+    fts = [load_checkpoint(p) for p in (out / "stages").glob("finetune-*")]
+    assert len(fts) == 3 and all(f.steps == ma.steps + 256 for f in fts)  # a checkpoint counts its parent's steps
+    exp.write_text(exp.read_text().replace("[env]\n", '[env]\nfamily = "minigrid"\nid = "MiniGrid-Empty-5x5-v0"\n'))
+    assert main(["pointers", "--experiment", str(exp), "--out", str(tmp_path / "p2")]) == 2

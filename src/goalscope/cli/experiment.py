@@ -70,9 +70,15 @@ def add_commands(sub) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="pointers directory (finished jobs are reused; records.csv and summary.json describe the "
                         "last call)")
+    p.add_argument("--experiment", type=Path,
+                   help="take the maze, agent, PPO settings and budgets from an experiment file ([env] with the cue "
+                        "switched on, [agent], [ppo], base.steps, finetune.steps) instead of the options below, e.g. "
+                        "experiments/pointers.toml (a competent goal-conditioned rcnn)")
     p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1, 2], help="training seeds")
-    p.add_argument("--base-steps", type=positive_int, default=200_000, help="env steps of the goal-conditioned agent")
-    p.add_argument("--finetune-steps", type=positive_int, default=50_000, help="env steps of each fine-tune")
+    p.add_argument("--base-steps", type=positive_int, help="env steps of the goal-conditioned agent (default: "
+                   "200,000, or the experiment file's base.steps)")
+    p.add_argument("--finetune-steps", type=positive_int, help="env steps of each fine-tune (default: 50,000, or the "
+                   "experiment file's finetune.steps)")
     p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), default=256, help="evaluation episodes")
     p.add_argument("--arch", default="cnn", help="a registered architecture (its default options), e.g. rcnn")
     p.add_argument("--competence", type=float, default=0.9,
@@ -102,7 +108,7 @@ def _add_device_arg(p) -> None:
                                     "(not part of a job's identity: finished jobs are reused whatever device made them)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="what the network's passes compute in, overriding the file's ppo.precision (auto: bf16 on a "
-                        "CPU with bf16 matrix units, fp32 elsewhere; part of every job's key)")
+                        "CPU with AMX bf16 tiles, fp32 elsewhere; part of every job's key)")
 
 
 def cmd_run(args) -> None:
@@ -282,11 +288,19 @@ def cmd_pointers(args) -> None:
     from goalscope.analysis.pointers import run_pointer_experiment
     from goalscope.program.executors import make_executor
 
-    s = run_pointer_experiment(args.out, env=env_config(args), arch=args.arch, seeds=args.seeds, base_steps=args.base_steps,
-                               finetune_steps=args.finetune_steps, episodes=args.episodes, cue_bar=args.competence,
-                               executor=make_executor(args.executor, workers=args.workers))
+    setup = {"env": env_config(args), "arch": args.arch, "base_steps": 200_000, "finetune_steps": 50_000}
+    if args.experiment:
+        from goalscope.program.config import load_experiment
+
+        cfg = load_experiment(args.experiment)
+        setup = {"env": cfg.env, "arch": cfg.agent.arch, "arch_config": cfg.agent.config, "ppo": cfg.ppo,
+                 "base_steps": cfg.base.steps, "finetune_steps": cfg.finetune.steps}
+    setup["base_steps"] = args.base_steps or setup["base_steps"]
+    setup["finetune_steps"] = args.finetune_steps or setup["finetune_steps"]
+    s = run_pointer_experiment(args.out, seeds=args.seeds, episodes=args.episodes, cue_bar=args.competence,
+                               executor=make_executor(args.executor, workers=args.workers), **setup)
     print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
-          f"(chance {1 / args.n_types:.1%})")
+          f"(chance {1 / setup['env'].n_types:.1%})")
     for name, ci in s["delta_l2_over_control"].items():
         print(f"‖Δ‖ / control drift, {name}: {ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]")
     print(f"verdict: {s['verdict']}\nrecords: {args.out / 'records.csv'}")
