@@ -177,6 +177,8 @@ def test_scorecard_from_validate_is_drawn(tiny, tmp_path):
     # Attribution (issue 25 item 2) is shown where |Δ_i| and Fisher are: in the answer card and the verdicts.
     assert "Attribution of the behaviour change" in page[:first_section] and html.escape("|IG_i| (attribution)") in page
     assert (tmp_path / "out" / "validation_curves.csv").exists()
+    assert "judged on RBs they were built without" in page[:first_section]
+    _check_cosmetics(page)  # the answer card's labelled lines with a scorecard (issue 28)
 
 
 def test_unfinished_run_is_a_clear_error(tmp_path, capsys):
@@ -216,3 +218,64 @@ def test_an_older_scorecard_still_draws_and_says_to_validate_again(tiny, tmp_pat
     page = write_report(run, tmp_path / "out", strict=True).read_text(encoding="utf-8")
     assert "older goalscope without sensitivity-matched nulls" in page
     assert html.escape("localises (beats |Δ| and random)") in page
+
+
+# Issue 28: the page's cosmetics. Orphan colons (a label's colon left at the start of the next line), a PCA
+# sentence when PCA was not run, competence cards one per row, the scorecard's "fined-tuned".
+def _css_rules(page: str) -> dict[str, str]:
+    """selector -> declarations of the page's own <style>."""
+    css = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+    return {sel.strip(): body for sels, body in re.findall(r"([^{}]+)\{([^}]*)\}", css) for sel in sels.split(",")}
+
+
+def _orphan_colons(page: str) -> list[str]:
+    """Text that starts with a colon right after a tag (``<p>: …``, ``</b>: …``): a label's colon orphaned."""
+    body = re.sub(r"<style>.*?</style>|<pre>.*?</pre>|data:image/png;base64,[A-Za-z0-9+/=]+", "", page, flags=re.S)
+    return re.findall(r".{0,60}>\s*:.{0,40}", body)
+
+
+def _check_cosmetics(page: str) -> None:
+    assert not _orphan_colons(page), _orphan_colons(page)[:3]
+    assert "fined-tuned" not in page
+    for sel, body in _css_rules(page).items():  # a block <b> is a card's title only, never a label inside a line
+        if re.search(r"(^|\s)b$", sel) and "display:block" in body:
+            assert ">" in sel, f"{sel!r} makes every <b> in a card a block: its label's colon starts a new line"
+
+
+def test_page_cosmetics(tiny):
+    page, s = tiny["html"], tiny["summary"]
+    assert "Negate and retrain" in page and s["competence"]  # the labelled line and the cards checked below
+    _check_cosmetics(page)
+    # Competence cards in a grid of equal columns that fills the row (not flex items as wide as their text).
+    m = re.search(r"<div class='([^']*)'><div>MA on RA<b>", page)
+    assert m, "no competence card for MA"
+    rules = _css_rules(page)
+    decl = "".join(rules.get(f".{c}", "") for c in m.group(1).split())
+    assert "display:grid" in decl and re.search(r"grid-template-columns:repeat\(auto-(fill|fit),minmax\(", decl), decl
+    # PCA ran in this run: its note is shown (and below, not shown for a run without it).
+    assert "pca" in tiny["cfg"].superpose.methods and s["pca_removed_component"]["note"].startswith("PCA")
+    assert "PCA&#x27;s removed component" in page
+
+
+def test_no_pca_sentence_when_pca_was_not_run(tiny, tmp_path):
+    from goalscope.report.page import Page, answer_cards
+    from goalscope.report.sections import SECTION_WRITERS
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report", "tb"))
+    experiment = json.loads((run / "experiment.json").read_text())
+    experiment["superpose"]["methods"] = [m for m in experiment["superpose"]["methods"] if m != "pca"]
+    (run / "experiment.json").write_text(json.dumps(experiment))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["heatmaps"].pop("pca")
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "heatmaps" / "pca.safetensors").unlink()
+    r = read_run(run)
+    assert "pca" not in r.cfg.superpose.methods and r.summary["pca_removed_component"]  # analysis writes it anyway
+    (tmp_path / "out").mkdir()
+    page = Page(tmp_path / "out")
+    page.add(answer_cards(r, None))
+    dict(SECTION_WRITERS)["heatmaps"](r, page)
+    text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", "".join(page.parts))  # base64 may spell PCA
+    assert "Hottest tensors per aggregator" in text and "PCA" not in text
+

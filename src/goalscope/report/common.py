@@ -105,3 +105,14 @@ def num(v) -> str:
     if isinstance(v, float):
         return "n/a" if not math.isfinite(v) else f"{v:.4g}"
     return esc(v)
+
+
+def pca_note(run) -> dict | None:
+    """summary.json's ``pca_removed_component`` (with its ``note``, a sentence naming PCA) when PCA was among the
+    run's aggregators, else None: the analysis measures PCA's removed component whenever a seed has two RBs, but
+    the page speaks of it only for a run that ran PCA."""
+    pca = run.summary.get("pca_removed_component") or {}
+    if "pca" not in run.cfg.superpose.methods or not pca.get("note"):
+        return None
+    note = str(pca["note"])
+    return {**pca, "note": note if "PCA" in note else f"PCA's removed component: {note}"}

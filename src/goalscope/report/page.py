@@ -36,7 +36,7 @@ import traceback
 from pathlib import Path
 
 from goalscope.errors import GoalscopeError
-from goalscope.report.common import esc, pct, save_figure
+from goalscope.report.common import esc, pca_note, pct, save_figure
 from goalscope.report.run import SCORECARD, Run, read_run
 from goalscope.report.sections import SECTION_WRITERS, SECTIONS, applies
 
@@ -56,7 +56,8 @@ th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:t
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .key{display:flex;flex-wrap:wrap;gap:.8em;margin:1em 0}
 .key div{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:4px;padding:.5em .8em;min-width:11em}
-.key b{display:block;font-size:1.3em}
+.key>div>b{display:block;font-size:1.3em}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(15em,1fr))}
 .answer div{flex:1 1 30em;background:#eef6ee;border-color:#b7d7b7}.answer p{margin:.4em 0}
 .note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em .8em}
 .err{background:#fdecea;border-left:4px solid #d93025;padding:.5em .8em}
@@ -161,7 +162,7 @@ def _header(run: Run, page: Page) -> None:
     if neg:
         leans = sum(1 for e in neg if (e.get("retrained_MA") or {}).get("verdict") == "leans toward minimising RB")
         cards.append(("negation leans away from RB", f"{leans} / {len(neg)}", "RB×α vs MA retrained (Holm, t over seeds)"))
-    page.add("<div class='key'>" + "".join(f"<div>{esc(a)}<b>{esc(b)}</b><small>{esc(c)}</small></div>" for a, b, c in cards)
+    page.add("<div class='key cards'>" + "".join(f"<div>{esc(a)}<b>{esc(b)}</b><small>{esc(c)}</small></div>" for a, b, c in cards)
              + "</div>")
 
 
@@ -238,7 +239,7 @@ def answer_cards(run: Run, card: dict | None) -> str:
                          f"{esc(v[ATTRIBUTION]['graft'])}. Ablating them from MB: {esc(v[ATTRIBUTION]['ablation'])}.")
         held = {n[:-len(HELD_OUT)]: x["graft"].split(" (")[0] for n, x in v.items() if n.endswith(HELD_OUT)}
         if held:
-            where.append("<b>Superposition heatmaps, judged on RBs they were built without</b>: "
+            where.append("<b>Superposition heatmaps, judged on RBs they were built without:</b> "
                          + "; ".join(f"{esc(m)}: {esc(lab)}" for m, lab in held.items()) + ".")
         area = (card.get("graft") or {}).get("area") or {}
         if PER_RB in area and held:
@@ -260,7 +261,7 @@ def answer_cards(run: Run, card: dict | None) -> str:
     if neg:
         lean = {c: sum(1 for e in neg if (e.get(c) or {}).get("verdict") == "leans toward minimising RB")
                 for c in ("retrained_MA", "random_direction")}
-        where.append(f"<b>Negate and retrain</b>: MB* leans away from RB (specific lean, Holm-corrected) in "
+        where.append(f"<b>Negate and retrain:</b> MB* leans away from RB (specific lean, Holm-corrected) in "
                      f"{lean['retrained_MA']} of {len(neg)} (RB, α) against MA retrained alike and in "
                      f"{lean['random_direction']} of {len(neg)} against fresh random directions of the same size.")
     n_seeds = len(run.cfg.seeds)
@@ -303,8 +304,8 @@ def answer_cards(run: Run, card: dict | None) -> str:
     for m, h in (s.get("heatmaps") or {}).items():
         if h.get("warning"):
             wrong.append(f"heatmap {m}: {h['warning']}")
-    pca = s.get("pca_removed_component") or {}
-    if pca.get("note"):
+    pca = pca_note(run)
+    if pca:
         sure.append(esc(pca["note"]) + ".")
     out = ["<div class='key answer'>",
            "<div><b>Where is the objective?</b>" + "".join(f"<p>{x}</p>" for x in where) + "</div>",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from goalscope.program.runner import CONTROL_MODELS
-from goalscope.report.common import ci_text, esc, html_table, num, pct, write_csv
+from goalscope.report.common import ci_text, esc, html_table, num, pca_note, pct, write_csv
 from goalscope.report.figures_edits import CAPTIONS as EDITS_CAPTIONS
 from goalscope.report.figures_edits import found_parts as edits_parts
 from goalscope.report.figures_mazes import fig_mazes
@@ -110,8 +110,8 @@ def _section_heatmaps(run: Run, page: Page) -> None:
                        f"{num(h.get('within_ma_jaccard_top1pct'))} [{num(h.get('within_ma_stratified_chance'))}]",
                        f"{num(h.get('seed_jaccard_top1pct'))} [{num(h.get('seed_jaccard_stratified_chance'))}]",
                        esc(h.get("warning") or "")] for m, h in diag], set(range(1, len(refs) + 3))))
-    pca = run.summary.get("pca_removed_component") or {}
-    if pca.get("note"):
+    pca = pca_note(run)
+    if pca:
         page.add(f"<p class='note'>{esc(pca['note'])} (explained variance {num(pca.get('explained_variance'))}).</p>")
     frozen = [r for r in frozen_units(run) if r["zero_max"] > 0]
     if frozen:
@@ -242,7 +242,7 @@ def _section_validation(run: Run, page: Page) -> None:
                         "superposed, per aggregator (95% t CI over seeds), against nulls that need no superposition: "
                         "single-RB |Δ_i|, control drift, MA's Fisher alone, random.", ["superposition_curve.csv"])
         for m, v in (card.get("localisation_verdicts") or {}).items():
-            page.add(f"<p><b>{esc(m)}</b>: {esc(v)}</p>")
+            page.add(f"<p><b>{esc(m)}:</b> {esc(v)}</p>")
     elif loc is not None:
         page.add(f"<p class='note'>Localisation: {esc(loc)}</p>")
     rest = {k: v for k, v in card.items() if k not in ("graft", "localisation", "verdicts", "held_out_graft_area",
