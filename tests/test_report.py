@@ -279,3 +279,29 @@ def test_no_pca_sentence_when_pca_was_not_run(tiny, tmp_path):
     text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", "".join(page.parts))  # base64 may spell PCA
     assert "Hottest tensors per aggregator" in text and "PCA" not in text
 
+
+
+def test_report_modules_import_no_circle():
+    """Issue 28: page.py and sections.py imported each other; every import between report modules (also under
+    TYPE_CHECKING or inside a function) now points one way."""
+    import ast
+
+    import goalscope.report
+
+    root = Path(goalscope.report.__file__).parent
+    graph = {}
+    for path in root.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names |= {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        graph[path.stem] = {n.split(".")[2] for n in names if n.startswith("goalscope.report.")} - {path.stem}
+
+    def reaches(a, b, seen=()):
+        return any(n == b or (n not in seen and reaches(n, b, (*seen, n))) for n in graph.get(a, ()))
+
+    assert "sections" in graph["page"]
+    assert not [m for m in graph if reaches(m, m)], {m: graph[m] for m in graph if reaches(m, m)}

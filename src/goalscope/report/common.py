@@ -1,5 +1,6 @@
-"""Small helpers shared by the figure modules and the page: a Figure on the Agg canvas, the save helper that writes
-PNG/SVG for the page, CSV writing, colours, number and HTML formatting.
+"""Small helpers shared by the figure modules, the sections and the page: a Figure on the Agg canvas, the save
+helper that writes PNG/SVG for the page, the :class:`Page` the sections are written into, CSV writing, colours,
+number and HTML formatting.
 
 May import: numpy, matplotlib (inside the functions), goalscope.outputs (every file is written through its
 atomic, link-refusing writer).
@@ -7,6 +8,7 @@ atomic, link-refusing writer).
 
 from __future__ import annotations
 
+import base64
 import csv
 import html
 import io
@@ -105,6 +107,34 @@ def num(v) -> str:
     if isinstance(v, float):
         return "n/a" if not math.isfinite(v) else f"{v:.4g}"
     return esc(v)
+
+
+class Page:
+    """The page being written in ``out``: HTML parts in order, and the figures saved beside it (the frame that
+    :mod:`goalscope.report.sections` writes into and :mod:`goalscope.report.page` assembles)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.parts: list[str] = []
+        self.figures: list[str] = []  # names of figures written
+
+    def add(self, s: str) -> None:
+        """Append raw HTML."""
+        self.parts.append(s)
+
+    def section(self, anchor: str, title: str, question: str) -> None:
+        """A section heading and the question it answers."""
+        self.add(f"<h2 id='{anchor}'>{esc(title)}</h2><p class='q'>{esc(question)}</p>")
+
+    def figure(self, name: str, fig, caption: str, csvs: list[str] = ()) -> None:
+        """Save ``fig`` as name.png/.svg and embed the PNG with its caption and links to its files."""
+        png = save_figure(fig, self.out, name)
+        self.figures.append(name)
+        b64 = base64.b64encode(png).decode()
+        links = [f"<a href='{name}.png'>PNG</a>", f"<a href='{name}.svg'>SVG</a>"]
+        links += [f"<a href='{c}'>{esc(c)}</a>" for c in csvs if (self.out / c).exists()]
+        self.add(f"<figure id='fig-{name}'><img src='data:image/png;base64,{b64}' alt='{esc(caption)}'>"
+                 f"<figcaption>{esc(caption)} &middot; {' &middot; '.join(links)}</figcaption></figure>")
 
 
 def pca_note(run) -> dict | None:

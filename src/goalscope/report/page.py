@@ -20,14 +20,14 @@ Sections (each opens with the question it answers):
 Nothing here trains or changes the run; the only computation beyond reading files is bootstrapping CIs and rolling
 out three policies for the maze pictures. matplotlib is imported inside the functions that draw.
 
-This module owns the page: its CSS, the header and answer cards, and the frame the sections are written into
-(:mod:`goalscope.report.sections`, in their order); the figures are drawn by the ``figures_*`` modules and the
-run is read by :mod:`goalscope.report.run`. May import: goalscope.report and goalscope.analysis.
+This module owns the page: its CSS, the header and answer cards, and the writing of the sections
+(:mod:`goalscope.report.sections`, in their order) into the frame both share (:class:`~goalscope.report.common.Page`;
+the sections never import this module); the figures are drawn by the ``figures_*`` modules and the run is read by
+:mod:`goalscope.report.run`. May import: goalscope.report and goalscope.analysis.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import json
 import math
@@ -36,7 +36,7 @@ import traceback
 from pathlib import Path
 
 from goalscope.errors import GoalscopeError
-from goalscope.report.common import esc, pca_note, pct, save_figure
+from goalscope.report.common import Page, esc, pca_note, pct
 from goalscope.report.run import SCORECARD, Run, read_run
 from goalscope.report.sections import SECTION_WRITERS, SECTIONS, applies
 
@@ -65,33 +65,6 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;
 pre{background:#f6f8fa;border:1px solid #e1e4e8;padding:.7em;overflow-x:auto;font-size:.8em}
 nav a{margin-right:1em}
 """
-
-
-class Page:
-    """The page being written in ``out``: HTML parts in order, and the figures saved beside it."""
-
-    def __init__(self, out: Path):
-        self.out = out
-        self.parts: list[str] = []
-        self.figures: list[str] = []  # names of figures written
-
-    def add(self, s: str) -> None:
-        """Append raw HTML."""
-        self.parts.append(s)
-
-    def section(self, anchor: str, title: str, question: str) -> None:
-        """A section heading and the question it answers."""
-        self.add(f"<h2 id='{anchor}'>{esc(title)}</h2><p class='q'>{esc(question)}</p>")
-
-    def figure(self, name: str, fig, caption: str, csvs: list[str] = ()) -> None:
-        """Save ``fig`` as name.png/.svg and embed the PNG with its caption and links to its files."""
-        png = save_figure(fig, self.out, name)
-        self.figures.append(name)
-        b64 = base64.b64encode(png).decode()
-        links = [f"<a href='{name}.png'>PNG</a>", f"<a href='{name}.svg'>SVG</a>"]
-        links += [f"<a href='{c}'>{esc(c)}</a>" for c in csvs if (self.out / c).exists()]
-        self.add(f"<figure id='fig-{name}'><img src='data:image/png;base64,{b64}' alt='{esc(caption)}'>"
-                 f"<figcaption>{esc(caption)} &middot; {' &middot; '.join(links)}</figcaption></figure>")
 
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, *, strict: bool = False, log=print) -> Path:

@@ -1,5 +1,6 @@
 """The sections of the report page, each a question, its figures (from the ``figures_*`` modules, saved
-through :meth:`goalscope.report.page.Page.figure`) and its tables.
+through :meth:`goalscope.report.common.Page.figure`) and its tables. The page (:mod:`goalscope.report.page`)
+calls them in the order of :data:`SECTION_WRITERS`; nothing here imports it.
 
 May import: goalscope.report (run, common, figures_*), goalscope.analysis.
 """
@@ -8,12 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from goalscope.program.runner import CONTROL_MODELS
-from goalscope.report.common import ci_text, esc, html_table, num, pca_note, pct, write_csv
+from goalscope.report.common import Page, ci_text, esc, html_table, num, pca_note, pct, write_csv
 from goalscope.report.figures_edits import CAPTIONS as EDITS_CAPTIONS
 from goalscope.report.figures_edits import found_parts as edits_parts
 from goalscope.report.figures_mazes import fig_mazes
@@ -23,9 +23,6 @@ from goalscope.report.figures_steering import fig_steering
 from goalscope.report.figures_training import behaviour_table, fig_behaviour, fig_learning_curves
 from goalscope.report.figures_validation import fig_validation
 from goalscope.report.run import SCORECARD, Run
-
-if TYPE_CHECKING:
-    from goalscope.report.page import Page
 
 SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour profiles"),
             ("heatmaps", "3. Where the update signals live"), ("cosine", "4. Cosine similarity of update signals"),
