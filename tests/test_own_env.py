@@ -143,13 +143,15 @@ def test_event_source_and_adapter_of_the_users_module_from_the_cli(user_module, 
     capsys.readouterr()
 
     forget(user_module)  # a later session: the run directory is data, and names code nobody has trusted yet
+    lazy = goalscope.load_run(run)  # read lazily (issue 28): opening it reads nothing, the first read says how
+    assert "not readable yet" in repr(lazy) and f"--trust-module {user_module}" in repr(lazy)
     with pytest.raises(ConfigError, match=f"--trust-module {user_module}"):
-        goalscope.load_run(run)
+        lazy.cfg
     assert main(["report", str(run)]) == 2 and f"--trust-module {user_module}" in capsys.readouterr().err
     assert user_module not in sys.modules
 
     view = goalscope.load_run(run, trust_modules=[user_module])
-    assert user_module in sys.modules and view.cfg.env.events == "fruit"
+    assert view.cfg.env.events == "fruit" and user_module in sys.modules  # imported on the first read
     ma = view.checkpoint("MA", 0)
     assert ma.env.obs_shape == (5,)
 

@@ -305,3 +305,40 @@ def test_report_modules_import_no_circle():
 
     assert "sections" in graph["page"]
     assert not [m for m in graph if reaches(m, m)], {m: graph[m] for m in graph if reaches(m, m)}
+
+
+def test_run_view_delta_lazy_reads_and_public_names(tiny, tmp_path):
+    """Issue 28's API tidy: run.delta (the old run.update_signal warns and agrees), docstrings on RunView's
+    attributes, a lazy load_run, and __all__ naming only the modules' own API."""
+    import goalscope
+    import goalscope.agents.hooks as hooks
+    import goalscope.report.run as run_module
+    from goalscope.report.run import RunView, load_run
+
+    view = load_run(tiny["run"])
+    assert "_run" not in vars(view)  # nothing read yet
+    rb = view.cfg.rbs()[0].name
+    delta = view.delta(seed=0, rb=rb)
+    with pytest.warns(DeprecationWarning, match="RunView.delta"):
+        old = view.update_signal(seed=0, rb=rb)
+    assert delta.keys() == old.keys() and all(bool((delta[k] == old[k]).all()) for k in delta)
+    ma, mb = view.checkpoint("MA", 0), view.checkpoint("MB", 0, rb)
+    assert all(bool((goalscope.update_signal(ma.state_dict, mb.state_dict)[k] == delta[k]).all()) for k in delta)
+    for name in ("cfg", "path", "summary", "stage_key", "delta"):
+        assert (getattr(RunView, name).__doc__ or "").strip(), name
+    for module in (goalscope, hooks, run_module):
+        assert all(hasattr(module, n) for n in module.__all__), module.__name__
+        assert not {"torch", "nn", "Callable", "contextlib", "Path", "math", "annotations"} & set(module.__all__)
+    assert {"intervene", "record", "patch", "Add"} <= set(hooks.__all__)
+    assert {"RunView", "load_run", "read_run"} <= set(run_module.__all__)
+    # Lazy: a run whose config cannot be read yet (here a damaged experiment.json) opens, and fails on first read.
+    damaged = tmp_path / "run"
+    shutil.copytree(tiny["run"], damaged, ignore=shutil.ignore_patterns("report", "tb", "stages", "heatmaps"))
+    (damaged / "experiment.json").write_text("{")
+    lazy = load_run(damaged)
+    assert "not readable yet" in repr(lazy)
+    with pytest.raises(ConfigError):
+        lazy.cfg
+    with pytest.raises(ConfigError, match="has no records.csv"):
+        (damaged / "records.csv").unlink()
+        load_run(damaged)

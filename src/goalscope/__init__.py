@@ -6,7 +6,8 @@ The names below are the Python API (imported on first use, so ``import goalscope
     cfg = goalscope.load_experiment("experiments/default.toml")
     goalscope.run_experiment(cfg, "runs/demo")          # or `goalscope run` on the command line
     run = goalscope.load_run("runs/demo")              # the finished run, its models by role
-    delta = run.update_signal(seed=0, rb="collect:1")
+    delta = run.delta(seed=0, rb="collect:1")          # MB - MA of the run's checkpoints
+    delta = goalscope.update_signal(ma.state_dict, mb.state_dict)   # the same for any two checkpoints
 
 See ``examples/quickstart.ipynb`` for a walk through the whole program.
 

@@ -36,6 +36,10 @@ from torch import nn
 
 from goalscope.errors import ConfigError
 
+__all__ = ["DEFAULT_SITES", "REPEATED_SITES", "all_sites", "default_sites", "repeated_sites", "site_parameters",
+           "Add", "Replace", "Toward", "Intervention", "intervene", "record", "patch", "activations",
+           "mean_activation"]
+
 # Sites per architecture class name: the output of every layer in forward order. Post-nonlinearity activations are
 # computed functionally (torch.relu) in the built-in agents and have no module to hook; the pre-activation is the
 # site, as "hook_pre" in TransformerLens. ``policy`` is the logits.

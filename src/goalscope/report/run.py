@@ -7,7 +7,7 @@
     run.models                                # a DataFrame: role, RB, seed, stage key, finished?
     ma = run.checkpoint("MA", seed=0)         # a goalscope Checkpoint; ma.build() is the nn.Module
     mb = run.checkpoint("MB", seed=0, rb="collect:1")
-    delta = run.update_signal(seed=0, rb="collect:1")   # MB - MA, {parameter name: tensor}
+    delta = run.delta(seed=0, rb="collect:1")         # MB - MA, {parameter name: tensor}
     heat = run.heatmap("ties")                # seed mean; run.heatmap("ties", seed=1) for one seed
     run.scorecard                             # validate's results, once `goalscope validate` has run
 
@@ -20,6 +20,7 @@ model. May import: goalscope.analysis, goalscope.program and below.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +29,9 @@ import torch
 
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
+
+__all__ = ["ROLES", "SCORECARD", "Run", "read_run", "check_finished", "check_summary", "roles_from_stages", "as_run",
+           "RunView", "load_run"]
 
 ROLES = ("MA", "MA'", "MB", "control", "retrain_control", "MB*")
 SCORECARD = "scorecard.json"
@@ -95,12 +99,7 @@ def read_run(run_dir: str | Path) -> Run:
     from goalscope.program.runner import EXPERIMENT_FILE, plan_experiment
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
-    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
-        if not (run_dir / name).exists():
-            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
-                              "before writing its report")
+    check_finished(run_dir)
     rewrite = f"rewrite it with `goalscope run EXPERIMENT --out {run_dir}` (finished stages are reused)"
     experiment = read_json(run_dir / EXPERIMENT_FILE, advice="restore it from a backup", error=ConfigError)
     if not isinstance(experiment, dict):
@@ -125,6 +124,19 @@ def read_run(run_dir: str | Path) -> Run:
     status = {k: found[k] for k in keys if k in found}
     ok = {k for k, st in status.items() if st.get("status") == "ok"}
     return Run(run_dir, cfg, plan, experiment, summary, read_records(run_dir / "records.csv"), status, ok)
+
+
+def check_finished(run_dir: Path) -> None:
+    """ConfigError unless ``run_dir`` is a directory with the files of a finished run (experiment.json,
+    summary.json, records.csv); reads none of them."""
+    from goalscope.program.runner import EXPERIMENT_FILE
+
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
+    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
+        if not (run_dir / name).exists():
+            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
+                              "before writing its report")
 
 
 # The types of summary.json's fields that the report and `goalscope results` read (a field may be absent).
@@ -217,17 +229,44 @@ def as_run(run) -> Run:
 
 
 class RunView:
-    """A finished run directory, read lazily: nothing is loaded until asked for."""
+    """A finished run directory, read lazily: constructing one only checks that the directory holds a finished run
+    (experiment.json, summary.json and records.csv exist); the config, summary and roles are read on first use of
+    any of them, records, checkpoints and heatmaps when asked for. So a run whose env id names a module
+    (``module:Env-v0``) can be opened before that module is trusted; the first read needs it trusted
+    (:func:`load_run`'s ``trust_modules``) and otherwise raises the ConfigError that says how."""
 
     def __init__(self, path: str | Path):
-        self._run = read_run(path)
-        self.path = self._run.path
-        self.cfg = self._run.cfg
-        self.summary = self._run.summary
+        self._path = Path(path)
+        check_finished(self._path)
+
+    @cached_property
+    def _run(self) -> Run:
+        return read_run(self._path)
+
+    @property
+    def path(self) -> Path:
+        """The run directory (as given to :func:`load_run`)."""
+        return self._path
+
+    @property
+    def cfg(self):
+        """The run's :class:`~goalscope.program.config.ExperimentConfig`, rebuilt from its experiment.json: RA
+        (``cfg.ra``), the RBs (``cfg.rbs()``), the seeds, and every stage's settings as run."""
+        return self._run.cfg
+
+    @property
+    def summary(self) -> dict:
+        """summary.json as a dict: the run's headline results (``competence``, ``cosine``, ``negation`` verdicts,
+        ``heatmaps`` statistics, stage wall times, failed jobs), as ``goalscope results`` prints them."""
+        return self._run.summary
 
     def __repr__(self) -> str:
-        return (f"<goalscope run {self.cfg.name!r} at {self.path}: RA {self.cfg.ra.name}, "
-                f"RBs {', '.join(r.name for r in self.cfg.rbs())}, seeds {self.cfg.seeds}>")
+        try:
+            cfg = self.cfg
+        except GoalscopeError as e:  # a repr never raises: say why the run cannot be read yet
+            return f"<goalscope run at {self.path}, not readable yet: {e}>"
+        return (f"<goalscope run {cfg.name!r} at {self.path}: RA {cfg.ra.name}, "
+                f"RBs {', '.join(r.name for r in cfg.rbs())}, seeds {cfg.seeds}>")
 
     @cached_property
     def records(self):
@@ -253,6 +292,10 @@ class RunView:
 
     def stage_key(self, role: str, seed: int, rb: str | None = None, alpha: float | None = None,
                   direction: str = "delta") -> str:
+        """The stage key (the directory name under ``RUN/stages/``) of one model: ``role`` is one of
+        :data:`ROLES`; an MB needs ``rb``, an MB* ``rb``, ``alpha`` and ``direction`` (``"delta"``, or
+        ``"random"``, ``"random1"``... for the random-direction controls). ConfigError naming what the run has
+        when it has no such model."""
         p = self._run.plan
         table = {"MA": (p.ma, seed), "MA'": (p.ma_other, seed), "control": (p.control, seed),
                  "retrain_control": (p.retrain_control, seed), "MB": (p.mb, (seed, rb)),
@@ -273,13 +316,23 @@ class RunView:
             raise GoalscopeError(f"{role} {rb or ''} seed {seed} did not finish; see {self.path / 'stages' / key}")
         return self._run.checkpoint(key)
 
-    def update_signal(self, seed: int | None = None, rb: str | None = None) -> dict[str, torch.Tensor]:
-        """Δ = MB − MA for ``rb`` (or the RA control's drift when ``rb`` is None)."""
+    def delta(self, seed: int | None = None, rb: str | None = None) -> dict[str, torch.Tensor]:
+        """This run's Δ = MB − MA for ``rb`` (or the RA control's drift when ``rb`` is None) from the checkpoints of
+        MA seed ``seed`` (default: the first seed), as {parameter name: tensor}. For two checkpoints of your own,
+        :func:`goalscope.update_signal` (``update_signal(ma.state_dict, mb.state_dict)``) computes the same."""
         from goalscope.signals.delta import update_signal
 
         ma = self.checkpoint("MA", seed)
         other = self.checkpoint("MB", seed, rb) if rb is not None else self.checkpoint("control", seed)
         return update_signal(ma.state_dict, other.state_dict)
+
+    def update_signal(self, seed: int | None = None, rb: str | None = None) -> dict[str, torch.Tensor]:
+        """Deprecated name of :meth:`delta` (it shared its name with :func:`goalscope.update_signal`, which takes
+        two state dicts)."""
+        warnings.warn("RunView.update_signal(seed=, rb=) is renamed RunView.delta(seed=, rb=); "
+                      "goalscope.update_signal(ma, mb) is the function of two state dicts", DeprecationWarning,
+                      stacklevel=2)
+        return self.delta(seed, rb)
 
     def heatmap(self, method: str, seed: int | None = None) -> dict[str, torch.Tensor]:
         """An aggregator's heatmap: the seed mean, or one seed's."""
@@ -306,11 +359,13 @@ class RunView:
 
 
 def load_run(path: str | Path, trust_modules: list[str] | tuple[str, ...] = ()) -> RunView:
-    """A finished run directory (``goalscope run EXPERIMENT --out PATH``) for use from Python.
+    """A finished run directory (``goalscope run EXPERIMENT --out PATH``) for use from Python, read lazily (see
+    :class:`RunView`): a missing directory or an unfinished run is a ConfigError here, anything else on first use.
 
     A run whose env id is ``module:Env-v0`` names code; a run directory is data, so that module is imported (to
     register its env, event source or observation adapter) only once it is trusted: ``trust_modules=["module"]``
-    (as ``goalscope --trust-module module`` does on the command line)."""
+    (as ``goalscope --trust-module module`` does on the command line). Trusting it later works too:
+    ``goalscope.envs.events.trust_modules(["module"])`` before the run's first read."""
     if isinstance(trust_modules, str):
         trust_modules = [trust_modules]
     if trust_modules:
