@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# torch is pinned to the CPU build; see the README for a CUDA build.
+# torch is pinned to the CPU build; see docs/howto/gpu.md for a CUDA build.
 TORCH := torch==2.13.0
 
 .PHONY: install demo test bench clean
