@@ -106,6 +106,12 @@ def test_validate_a_small_real_planner_run(tmp_path):
     assert {pl.ATTRIBUTION, pl.ATTRIBUTION_CONTROL, "mean_abs" + pl.OVER_IG} <= set(loc)
     assert pl.ATTRIBUTION in card["localisation_verdicts"]
     assert len(list((out / "signals").glob("attribution_seed*.safetensors"))) == 2 * 2 * 2  # seeds x RBs x paths
+    assert len(list((out / "signals").glob("fisher_seed*.safetensors"))) == 2  # one per MA, shared by every task
+    # ... and a heatmap like the aggregators': per seed the mean over RBs of |IG_i|, and the seed mean.
+    from goalscope import load_run
+
+    ig_heat = load_run(out).heatmap("attribution", seed=0)
+    assert set(ig_heat) == set(load_run(out).heatmap("mean_abs")) and sum(float(v.sum()) for v in ig_heat.values()) > 0
     assert "inert_positives" in card["localisation"] and "AUROC ceiling" in (out / "scorecard.md").read_text()
     # Per input unit: the input-plane test ranks RB's own plane by |IG_i|'s first-layer mass too, beside |Δ_i| and
     # MA's Fisher alone (computed here for the fisher aggregator).

@@ -155,6 +155,26 @@ def attribution_maps(run_dir, seed: int, ma, ma_key: str, mbs: dict, start=None,
     return out
 
 
+def write_attribution_heatmap(cfg, plan, run_dir) -> None:
+    """heatmaps/attribution.safetensors: per seed the mean over RBs of |IG_i| (the behaviour change's attribution
+    along MA -> MB_i, read from the run's cache), and their seed mean, laid out like every aggregator's heatmap so
+    ``run.heatmap("attribution")``, ``goalscope edits --heatmap attribution`` and the report read it alike."""
+    from pathlib import Path
+
+    by_seed = {}
+    for s in cfg.seeds:
+        ma = load_checkpoint(stage_dir(run_dir, plan.ma[s]))
+        mbs = {rb.name: (plan.mb[(s, rb.name)], load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb.name)])))
+               for rb in cfg.rbs()}
+        maps = [ig for ig, _ in attribution_maps(run_dir, s, ma, plan.ma[s], mbs).values()]
+        by_seed[s] = {k: torch.stack([m[k].abs() for m in maps]).mean(0) for k in maps[0]}
+    first = next(iter(by_seed.values()))
+    tensors = {f"mean/{k}": torch.stack([_normalised(h)[k] for h in by_seed.values()]).mean(0) for k in first}
+    tensors.update({f"seed{s}/{k}": v for s, h in by_seed.items() for k, v in h.items()})
+    atomic_write_bytes(Path(run_dir) / "heatmaps" / "attribution.safetensors",
+                       st_save({k: v.contiguous() for k, v in tensors.items()}, metadata=HEATMAP))
+
+
 def _normalised(h: dict) -> dict:
     total = float(sum(v.sum() for v in h.values()))
     return {k: v / total for k, v in h.items()} if total > 0 else h

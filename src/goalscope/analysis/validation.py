@@ -285,6 +285,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
 
 def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     from goalscope.analysis.records import read_records
+    from goalscope.analysis.superposition import write_attribution_heatmap
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
 
@@ -299,7 +300,6 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     executor = executor or LocalExecutor(cfg.workers)
     rows: list[dict] = []
     card: dict = {"experiment": cfg.name, "arch": cfg.agent.arch, "seeds": cfg.seeds}
-    localisation(cfg, plan, run_dir, rows, card)
 
     n_episodes = episodes or min(cfg.evaluation.episodes, VALIDATION_EPISODES)
     # One task per (seed, RB), so the workers stay busy to the end (3 seeds on 2 workers left one idle a third of
@@ -309,6 +309,12 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
               "fisher_samples": cfg.superpose.fisher_samples, "test": [rb.name],
               "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()]
     per_seed = merge_seed_results(executor.run(validate_seed, tasks, desc="validate"))
+    # Localisation after the tasks: they computed MA's Fisher and every IG map in parallel and cached them in the
+    # run, so here they are read back instead of computed one by one (its rows still come first).
+    loc_rows: list[dict] = []
+    localisation(cfg, plan, run_dir, loc_rows, card)
+    rows[:0] = loc_rows
+    write_attribution_heatmap(cfg, plan, run_dir)
     card.update(summarise_validation(per_seed, list(cfg.superpose.methods), rows))
     card["episodes"] = n_episodes
     card["stability"] = stability(cfg, plan, run_dir, rows)

@@ -105,7 +105,8 @@ def heatmap_figures(run, out: Path | None = None) -> list[tuple[str, str, object
     heat_dir = run.path / "heatmaps"
     params = _param_order(run)
     figs, unit_rows, tensor_rows = [], [], []
-    methods = [m for m in run.cfg.superpose.methods if (heat_dir / f"{m}.safetensors").exists()]
+    # "attribution" (|IG_i| of the behaviour change, written by `goalscope validate`) is drawn beside the aggregators
+    methods = [m for m in [*run.cfg.superpose.methods, "attribution"] if (heat_dir / f"{m}.safetensors").exists()]
     heat_summary = run.summary.get("heatmaps", {})
     for method in methods:
         h = load_heatmap(heat_dir / f"{method}.safetensors")
@@ -145,7 +146,9 @@ def heatmap_figures(run, out: Path | None = None) -> list[tuple[str, str, object
         ax_b.tick_params(labelleft=False)
         jac = heat_summary.get(method, {}).get("seed_jaccard_top1pct")
         jac_txt = f"; top-1% overlap across seeds (Jaccard) {jac:.3f}, chance ≈ 0.005" if jac is not None else ""
-        fig.suptitle(f"Update-signal heatmap, aggregator '{method}' (mean over {len(seeds)} seeds{jac_txt})", fontsize=11)
+        what = ("Attribution heatmap: mean over RBs of |IG_i|, the behaviour change MA -> MB_i by parameter"
+                if method == "attribution" else f"Update-signal heatmap, aggregator '{method}'")
+        fig.suptitle(f"{what} (mean over {len(seeds)} seeds{jac_txt})", fontsize=11)
         figs.append((f"heatmap_{method}", f"Aggregator: {method}", fig,
                      f"Per-unit and per-tensor score of the '{method}' heatmap; bars show the seed-mean heatmap's "
                      "enrichment, whiskers the range over seeds."))
