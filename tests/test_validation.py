@@ -51,6 +51,7 @@ def test_small_helpers():
     assert jaccard(a, a) == 1.0 and jaccard(a, ~a) == 0.0
     assert smallest_k([0.1, 0.5, 1.0], [0.2, 0.95, 1.0]) == 0.5
     assert math.isnan(smallest_k([0.1, 1.0], [0.2, 0.5]))
+    assert math.isnan(smallest_k([0.1, 0.5, 1.0], [0.2, 0.5, 1.0]))  # k = 100% is MB itself: not a finding
 
 
 def test_planner_objective_lives_in_the_reward_map():

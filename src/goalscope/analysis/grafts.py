@@ -92,9 +92,10 @@ def graft_area(recovered, fractions=GRAFT_FRACTIONS) -> float:
 
 
 def smallest_k(fractions, recovered, level: float = 0.9) -> float:
-    """The smallest fraction whose recovery reaches ``level`` (NaN when none does)."""
+    """The smallest fraction below 100% whose recovery reaches ``level`` (NaN when none does): k = 100% is MB
+    itself for every ranking, so reaching the level only there says nothing about the ranking."""
     for k, r in zip(fractions, recovered):
-        if r >= level:
+        if k < 1 and r >= level:
             return k
     return math.nan
 
