@@ -74,7 +74,8 @@ def main() -> None:
                 start_s = None
                 if name == "ray":
                     t = time.perf_counter()
-                    ray.init(num_cpus=w, include_dashboard=False, log_to_driver=False)
+                    # address="local": a private instance sized to this row, never a cluster `ray start` left running
+                    ray.init(address="local", num_cpus=w, include_dashboard=False, log_to_driver=False)
                     start_s = time.perf_counter() - t
                     executor = RayExecutor(workers=w)
                 else:
