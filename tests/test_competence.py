@@ -25,3 +25,19 @@ def test_verdicts():
     ok, words = verdict(None, (0.1, -0.05, 0.25), 0.8)
     assert not ok and "no significant preference" in words
     assert not verdict(None, (0.1, math.nan, math.nan), 0.8)[0]  # one seed: not measurable, not a pass
+
+
+def test_without_an_oracle_the_gate_is_the_lift_over_a_reference_with_base_rates():
+    from goalscope.analysis.competence import lift
+
+    drink = parse_reward("collect:1", 2)
+    # Drinking happens ~5 times an episode whatever the agent wants: MB[drink] at 5.5 is barely above MA at 5.0,
+    # though its preference (drinks minus wood) looks large.
+    ma, mb = np.array([[1, 5], [1, 5]]), np.array([[0, 6], [1, 5]])
+    assert lift(mb, ma, drink) == 0.5 and preference(mb, drink).mean() == 5.0
+    ok, words = verdict(None, (5.0, 4.0, 6.0), 0.85, lift_ci=(0.5, -0.2, 1.2), reference="MA")
+    assert not ok and "no significant lift" in words and "over MA" in words  # the preference alone would pass
+    ok, words = verdict(None, (0.1, -0.05, 0.25), 0.85, lift_ci=(1.3, 0.4, 2.2), reference="a random policy")
+    assert ok and "+1.30 [+0.40, +2.20] return per episode over a random policy" in words
+    assert not verdict(None, (5.0, 4.0, 6.0), 0.85, lift_ci=(0.5, math.nan, math.nan), reference="MA")[0]
+    assert verdict(0.95, (0.0, -1.0, 1.0), 0.9, lift_ci=(-1.0, -2.0, -0.5), reference="MA")[0]  # an oracle decides

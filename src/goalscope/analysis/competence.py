@@ -6,9 +6,13 @@ well MA does RA and each MB its RB, and marks the ones below a bar:
 - with an oracle (the object maze): mean fraction of the oracle's return over seeds, against
   ``evaluation.competence`` for MA (default 0.9) and ``evaluation.competence_mb`` for each MB (default 0.85), with
   the lower end of its t interval over seeds beside it;
-- always (and alone where no oracle exists, e.g. MiniGrid): the **preference** for the rewarded object types, per
-  episode the objects of the rewarded types minus the mean of the other types, with a t interval over training
-  seeds; an agent whose interval does not exclude 0 has shown no preference for what it is rewarded for.
+- where no oracle exists (MiniGrid, Crafter, any Gymnasium env): the **lift** of the rewarded events over a
+  reference that has the env's base rates, per seed the mean return minus the reference's on the same evaluation
+  episodes, with a t interval over training seeds: MA against a uniformly random policy, each MB against its own
+  MA (an event that happens five times an episode anyway, like drinking in Crafter, is no evidence of an
+  objective; happening more often than under MA is). An interval that does not exclude 0 does not pass;
+- always: the **preference** for the rewarded object types, per episode the objects of the rewarded types minus the
+  mean of the other types, with a t interval over training seeds (reported beside the gate; it ignores base rates).
 
 Pure functions over behaviour profiles; :func:`competence` reads a finished run's profiles.
 
@@ -32,10 +36,19 @@ def preference(counts: np.ndarray, reward: Reward) -> np.ndarray:
     return counts[:, paid].mean(1) - counts[:, ~paid].mean(1)
 
 
+def lift(model_counts: np.ndarray, reference_counts: np.ndarray, reward: Reward) -> float:
+    """Mean return under ``reward`` of a model minus a reference's, from their per-episode event counts (the same
+    evaluation episodes): what the model earns beyond the reference's base rates."""
+    w = np.asarray(reward.weights, dtype=np.float64)
+    return float(np.mean(np.asarray(model_counts, np.float64) @ w) - np.mean(np.asarray(reference_counts, np.float64) @ w))
+
+
 def verdict(fraction: float | None, pref_ci: tuple[float, float, float], bar: float,
-            fraction_low: float = float("nan")) -> tuple[bool, str]:
+            fraction_low: float = float("nan"), lift_ci: tuple[float, float, float] | None = None,
+            reference: str = "") -> tuple[bool, str]:
     """(passes, plain words). The oracle decides where there is one (the mean over seeds against the bar, the lower
-    end of its 95% t interval named when there is one); otherwise the preference interval does."""
+    end of its 95% t interval named when there is one); otherwise the lift over ``reference`` does (its t interval
+    must exclude 0), and without a reference the preference interval."""
     m, lo, _ = pref_ci
     if fraction is not None and np.isfinite(fraction):
         low = f", 95% CI from {fraction_low:.1%}" if np.isfinite(fraction_low) else ""
@@ -43,6 +56,14 @@ def verdict(fraction: float | None, pref_ci: tuple[float, float, float], bar: fl
             return True, f"{fraction:.1%} of the oracle{low} (bar {bar:.0%})"
         return False, (f"only {fraction:.1%} of the oracle{low} (bar {bar:.0%}): its update signals may mostly be "
                        "learning noise")
+    if lift_ci is not None:
+        lm, llo, lhi = lift_ci
+        if not np.isfinite(llo):
+            return False, f"lift over {reference} not measurable with one seed ({lm:+.2f} return per episode)"
+        words = f"{lm:+.2f} [{llo:+.2f}, {lhi:+.2f}] return per episode over {reference}"
+        if llo > 0:
+            return True, f"earns {words} (95% CI above 0)"
+        return False, f"no significant lift: {words}; its update signals may mostly be learning noise"
     if np.isfinite(lo) and lo > 0:
         return True, f"prefers its rewarded objects by {m:+.2f} per episode (95% CI above 0)"
     if not np.isfinite(lo):
@@ -50,17 +71,23 @@ def verdict(fraction: float | None, pref_ci: tuple[float, float, float], bar: fl
     return False, f"no significant preference for its rewarded objects ({m:+.2f} per episode, CI includes 0)"
 
 
-def competence(cfg, plan, run_dir, ok: set[str], oracle_fraction: dict[tuple[str, str], list[float]]) -> dict:
-    """``{model: {"reward", "fraction_of_oracle", "preference": [m, lo, hi], "passes", "verdict"}}`` for MA and every
-    MB of a run, from the profiles of its finished jobs."""
+def competence(cfg, plan, run_dir, ok: set[str], oracle_fraction: dict[tuple[str, str], list[float]],
+               random_counts: np.ndarray | None = None) -> dict:
+    """``{model: {"reward", "fraction_of_oracle", "preference": [m, lo, hi], "lift": [m, lo, hi] | None, "passes",
+    "verdict"}}`` for MA and every MB of a run, from the profiles of its finished jobs. ``random_counts``: a
+    uniformly random policy's event counts on the evaluation episodes, MA's reference where there is no oracle."""
     from goalscope.program.jobs import load_profile
 
     roles = {"MA": cfg.ra, **{f"MB[{rb.name}]": rb for rb in cfg.rbs()}}
     per_seed: dict[str, list[float]] = {}
-    for _, model, _seed, key, fname in plan.models():
-        if model in roles and key in ok:
-            pref = preference(load_profile(run_dir, key, fname).counts, roles[model])
-            per_seed.setdefault(model, []).append(float(np.mean(pref)))
+    lifts: dict[str, list[float]] = {}
+    counts = {(model, seed): load_profile(run_dir, key, fname).counts
+              for _, model, seed, key, fname in plan.models() if model in roles and key in ok}
+    for (model, seed), c in counts.items():
+        per_seed.setdefault(model, []).append(float(np.mean(preference(c, roles[model]))))
+        reference = random_counts if model == "MA" else counts.get(("MA", seed))
+        if reference is not None:
+            lifts.setdefault(model, []).append(lift(c, reference, roles[model]))
     out = {}
     for model, reward in roles.items():
         if model not in per_seed:
@@ -69,9 +96,11 @@ def competence(cfg, plan, run_dir, ok: set[str], oracle_fraction: dict[tuple[str
         fracs = oracle_fraction.get((model, reward.name))
         frac_ci = t_interval(fracs) if fracs else None
         ci = t_interval(per_seed[model])
-        passes, words = verdict(frac_ci[0] if frac_ci else None, ci, bar, frac_ci[1] if frac_ci else float("nan"))
+        lift_ci = t_interval(lifts[model]) if model in lifts and not fracs else None
+        passes, words = verdict(frac_ci[0] if frac_ci else None, ci, bar, frac_ci[1] if frac_ci else float("nan"),
+                                lift_ci, "a random policy" if model == "MA" else "MA")
         out[model] = {"reward": reward.name, "fraction_of_oracle": frac_ci[0] if frac_ci else None,
                       "fraction_of_oracle_ci": [round(x, 4) for x in frac_ci] if frac_ci else None, "bar": bar,
                       "preference": [round(x, 4) for x in ci], "seeds": len(per_seed[model]), "passes": passes,
-                      "verdict": words}
+                      "lift": [round(x, 4) for x in lift_ci] if lift_ci is not None else None, "verdict": words}
     return out

@@ -29,7 +29,7 @@ from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.outputs import atomic_write_bytes
 from goalscope.analysis.competence import competence
 from goalscope.program.config import ExperimentConfig
-from goalscope.rl.evaluation import Profile, oracle_profile
+from goalscope.rl.evaluation import Profile, oracle_profile, run_episodes
 from goalscope.program.jobs import job_status, load_profile, stage_dir
 from goalscope.analysis.records import merge_records, record
 from goalscope.analysis.superposition import seed_deltas, superpose
@@ -91,7 +91,12 @@ def performance_records(cfg, plan, run_dir, ok, rewards, oracles, summary) -> li
     summary["ma_fraction_of_oracle"] = _mean(frac.get(("MA", ra)))
     summary["mb_fraction_of_oracle_on_rb"] = {rb.name: _mean(frac.get((f"MB[{rb.name}]", rb.name))) for rb in rewards[1:]}
     summary["mb_fraction_of_oracle_on_ra"] = {rb.name: _mean(frac.get((f"MB[{rb.name}]", ra))) for rb in rewards[1:]}
-    summary["competence"] = competence(cfg, plan, run_dir, ok, frac)
+    random_counts = None
+    if oracles[ra] is None:  # no oracle: MA's gate is its lift over a random policy on the same episodes
+        gen = np.random.default_rng(cfg.evaluation.seed)
+        random_counts = run_episodes(lambda obs, env: gen.integers(cfg.env.n_actions, size=len(obs)), cfg.env, cfg.ra,
+                                     cfg.evaluation.episodes, cfg.evaluation.seed).counts
+    summary["competence"] = competence(cfg, plan, run_dir, ok, frac, random_counts)
     return rows
 
 
