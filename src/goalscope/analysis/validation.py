@@ -45,10 +45,10 @@ from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.outputs import atomic_write_bytes
 from goalscope.errors import GoalscopeError
 from goalscope.program.jobs import job_status, stage_dir
+from goalscope.analysis import planted as pl
 from goalscope.analysis.grafts import (ABLATION_FRACTIONS, ATTRIBUTION, ATTRIBUTION_CONTROL, CONTROL_NULL, FISHER_NULL,
-                                      GRAFT_FRACTIONS, HELD_OUT, NULLS,
-                                      OTHER_RB_NULL, PER_RB, RANDOM, STABILITY_FRACTION, VALIDATION_EPISODES, VERDICTS,
-                                      graft_area, localisation, smallest_k, validate_seed)
+                                      GRAFT_FRACTIONS, HELD_OUT, NULLS, OTHER_RB_NULL, PER_RB, RANDOM, STABILITY_FRACTION,
+                                      VALIDATION_EPISODES, VERDICTS, graft_area, localisation, smallest_k, validate_seed)
 from goalscope.analysis.records import record, write_records
 from goalscope.analysis.scorecard import built_in_checks, scorecard_markdown
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, spearman, t_interval, t_test
@@ -285,7 +285,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
 
 def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     from goalscope.analysis.records import read_records
-    from goalscope.analysis.superposition import write_attribution_heatmap
+    from goalscope.analysis.superposition import write_attribution_heatmap  # superposition is heavy: only here
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
 
@@ -309,11 +309,8 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
               "fisher_samples": cfg.superpose.fisher_samples, "test": [rb.name],
               "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()]
     per_seed = merge_seed_results(executor.run(validate_seed, tasks, desc="validate"))
-    # Localisation after the tasks: they computed MA's Fisher and every IG map in parallel and cached them in the
-    # run, so here they are read back instead of computed one by one (its rows still come first).
-    loc_rows: list[dict] = []
-    localisation(cfg, plan, run_dir, loc_rows, card)
-    rows[:0] = loc_rows
+    # After the tasks, which cached MA's Fisher and every IG map in parallel: read back here, not computed serially.
+    localisation(cfg, plan, run_dir, rows, card)
     write_attribution_heatmap(cfg, plan, run_dir)
     card.update(summarise_validation(per_seed, list(cfg.superpose.methods), rows))
     card["episodes"] = n_episodes
@@ -322,8 +319,6 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     loc = card.get("localisation")
     if isinstance(loc, dict):
         n_max = max(n for n in next(iter(loc["by_method"].values())))
-        from goalscope.analysis import planted as pl
-
         attributed = [pl.ATTRIBUTION, pl.ATTRIBUTION_CONTROL, *(m + pl.OVER_IG for m in cfg.superpose.methods)]
         for m in [*cfg.superpose.methods, *attributed]:
             if m in loc["by_method"] and n_max in loc["by_method"][m]:
@@ -345,17 +340,15 @@ def _loc_verdict(by_method: dict, m: str, n: int) -> str:
     random): one primary one-sided paired t over seeds per null, Holm over them. "localises" needs every null run
     and beaten; a null that was not run is "not tested"; a family that cannot pass at this seed count (always below
     MIN_SEEDS) is "underpowered at N seeds, K would do"."""
-    from goalscope.analysis.planted import NULLS
-
     if not np.isfinite(by_method[m][n]["auroc"][0]):
         return "not measurable"
     mine = by_method[m][n].get("per_seed_auroc", [])
-    runs = [b for b in NULLS if b in by_method and n in by_method[b]
+    runs = [b for b in pl.NULLS if b in by_method and n in by_method[b]
             and len(by_method[b][n].get("per_seed_auroc", [])) == len(mine)]
     tests = holm_claim([{"ranking": m, "null": b, **paired_test(mine, by_method[b][n]["per_seed_auroc"])} for b in runs])
     beaten = [t["null"] for t in tests if t["beaten"]]
     not_beaten = [t["null"] for t in tests if not t["beaten"]]
-    untested = [b for b in NULLS if b not in runs]
+    untested = [b for b in pl.NULLS if b not in runs]
     power = family_power(len(mine), len(runs))
     how = f"one-sided paired t over {_seeds(len(mine))}, Holm over {len(runs)} nulls"
     not_above = "not above" if power["reachable"] else "undecided:"  # a family that cannot pass finds nothing absent
