@@ -158,7 +158,7 @@ def attribution_maps(run_dir, seed: int, ma, ma_key: str, mbs: dict, start=None,
 def write_attribution_heatmap(cfg, plan, run_dir) -> None:
     """heatmaps/attribution.safetensors: per seed the mean over RBs of |IG_i| (the behaviour change's attribution
     along MA -> MB_i, read from the run's cache), and their seed mean, laid out like every aggregator's heatmap so
-    ``run.heatmap("attribution")``, ``goalscope edits --heatmap attribution`` and the report read it alike."""
+    ``run.heatmap("attribution")`` and the report read it alike."""
     from pathlib import Path
 
     by_seed = {}
