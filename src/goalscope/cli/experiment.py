@@ -82,7 +82,8 @@ def add_commands(sub) -> None:
     p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), default=256, help="evaluation episodes")
     p.add_argument("--arch", default="cnn", help="a registered architecture (its default options), e.g. rcnn")
     p.add_argument("--competence", type=float, default=0.9,
-                   help="the bar on MA_g: fraction of episodes whose first object is the cued type")
+                   help="the bar on MA_g: how often its first object is the cued type, as a fraction of how "
+                        "often the oracle's is on the same episodes")
     p.add_argument("--workers", type=non_negative_int, default=0, help="parallel job processes (0 = one per core)")
     p.add_argument("--executor", default="local", help="where jobs run: local (a process pool) or ray")
     add_env_args(p)
