@@ -23,8 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("GOALSCOPE_QUIET", "1")
 
-from goalscope.analysis.experiment import run_experiment  # noqa: E402
-from goalscope.analysis.validation import run_validation  # noqa: E402
+from goalscope.analysis.effects.experiment import run_experiment  # noqa: E402
+from goalscope.analysis.validate.validation import run_validation  # noqa: E402
 from goalscope.cli.experiment import quick  # noqa: E402
 from goalscope.program.config import load_experiment  # noqa: E402
 from goalscope.program.executors import LocalExecutor  # noqa: E402

@@ -13,8 +13,8 @@ from goalscope.signals import aggregators as agg, delta as sig
 from goalscope.agents.registry import movable_mask, objective_mask
 from goalscope.envs.rewards import parse_reward
 from goalscope.rl.ppo import finetune, train_new
-from goalscope.analysis import planted
-from goalscope.analysis.superposition import collect_observations, ma_fisher
+from goalscope.analysis.validate import planted
+from goalscope.analysis.effects.superposition import collect_observations, ma_fisher
 from goalscope.signals.attribution import integrated_gradients
 from test_planted import ENV, ARCH_CONFIG, _ppo
 seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0

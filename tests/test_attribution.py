@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from goalscope.agents.registry import build_agent
-from goalscope.analysis import planted
+from goalscope.analysis.validate import planted
 from goalscope.errors import GoalscopeError
 from goalscope.signals import aggregators as agg
 from goalscope.signals.attribution import attribution_heatmap, integrated_gradients, policy_kl
@@ -104,7 +104,7 @@ def test_every_aggregator_takes_ig_maps_and_localisation_scores_them():
 
 
 def test_attribution_maps_and_fisher_are_cached_per_seed_and_rb(tmp_path):
-    from goalscope.analysis.superposition import attribution_maps, ma_fisher
+    from goalscope.analysis.effects.superposition import attribution_maps, ma_fisher
     from goalscope.envs.maze import MazeConfig
     from goalscope.envs.rewards import parse_reward
     from goalscope.rl.ppo import PPOConfig, train_new

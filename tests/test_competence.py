@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from goalscope.analysis.competence import preference, verdict
+from goalscope.analysis.effects.competence import preference, verdict
 from goalscope.envs.rewards import parse_reward
 
 
@@ -28,7 +28,7 @@ def test_verdicts():
 
 
 def test_without_an_oracle_the_gate_is_the_lift_over_a_reference_with_base_rates():
-    from goalscope.analysis.competence import lift
+    from goalscope.analysis.effects.competence import lift
 
     drink = parse_reward("collect:1", 2)
     # Drinking happens ~5 times an episode whatever the agent wants: MB[drink] at 5.5 is barely above MA at 5.0,

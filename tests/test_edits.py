@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from goalscope.program.config import experiment_from_dict
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.effects.experiment import run_experiment
 from goalscope.program.runner import plan_experiment
 
 TINY = {
@@ -25,7 +25,7 @@ KW = dict(t_grid=(-1.0, 0.0, 1.0), pairs=("collect:1+collect:2",), fractions=(0.
 
 @pytest.fixture(scope="module")
 def edited(tmp_path_factory):
-    from goalscope.analysis.edits import run_edits
+    from goalscope.analysis.edits.run import run_edits
 
     out = tmp_path_factory.mktemp("runs") / "tiny"
     run_experiment(experiment_from_dict(TINY), out, log=lambda *a: None)
@@ -80,7 +80,7 @@ def test_arithmetic_targeted_records_and_figures(edited):
 
 
 def test_rerun_evaluates_and_trains_nothing(edited):
-    from goalscope.analysis.edits import EditRun, linearity
+    from goalscope.analysis.edits.run import EditRun, linearity
 
     out, _, res = edited
     n_stages = len(list((out / "stages").iterdir()))
@@ -94,7 +94,7 @@ def test_rerun_evaluates_and_trains_nothing(edited):
 
 def test_decode_held_out_and_one_checkpoint(edited, capsys):
     from goalscope.cli.main import main
-    from goalscope.analysis.decode import run_decode
+    from goalscope.analysis.edits.decode import run_decode
 
     out, _, _ = edited
     res = run_decode(out, n_perm=20, log=lambda *a: None)
@@ -129,7 +129,7 @@ def test_report_section_draws_the_figures(edited, tmp_path):
 
 
 def test_dynamics_rerun_reproduces_mb_and_tracks_the_own_plane(edited):
-    from goalscope.analysis.edits import run_edits
+    from goalscope.analysis.edits.run import run_edits
     from goalscope.report.figures_edits import edits_markdown, write_figures
 
     out, _, _ = edited
@@ -156,7 +156,7 @@ def test_rerunning_the_experiment_keeps_the_edits_rows_of_records(edited):
 
 
 def test_a_resumed_arithmetic_still_has_its_pair_fine_tunes(edited):
-    from goalscope.analysis.edits import run_edits
+    from goalscope.analysis.edits.run import run_edits
 
     out, _, res = edited
     again = run_edits(out, parts=("arithmetic",), **KW)  # the pair fine-tunes are finished jobs now

@@ -11,7 +11,7 @@ from goalscope.envs.minigrid_objects import make_minigrid_objects_env
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import ConfigError
 from goalscope.analysis.records import read_records
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.effects.experiment import run_experiment
 
 SMALL = {"family": "gym_events", "id": MINIGRID_ID, "n_types": 3, "max_steps": 16,
          "kwargs": {"size": 5, "n_per_type": 1, "max_steps": 16,

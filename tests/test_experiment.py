@@ -5,13 +5,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from goalscope.analysis.negation import verdict
+from goalscope.analysis.effects.negation import verdict
 from goalscope.cli import main
 from goalscope.program.config import experiment_from_dict, load_experiment
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.analysis.records import read_records
 from goalscope.program.runner import RunLock, plan_experiment
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.effects.experiment import run_experiment
 from goalscope.analysis.stats import bootstrap_mean, bootstrap_ratio
 
 TINY = {

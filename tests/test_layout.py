@@ -17,7 +17,14 @@ LAYERS = [
     ("rl", ("goalscope.rl",)),
     ("signals", ("goalscope.signals",)),
     ("program", ("goalscope.program",)),
+    # analysis/ by family: the floor every family shares (stats, records), then the families, each importing the
+    # floor and the families below it (test_analysis_is_split_by_family keeps new modules out of the floor).
     ("analysis", ("goalscope.analysis",)),
+    ("analysis.effects", ("goalscope.analysis.effects",)),
+    ("analysis.validate", ("goalscope.analysis.validate",)),
+    ("analysis.edits", ("goalscope.analysis.edits",)),
+    ("analysis.steering", ("goalscope.analysis.steering",)),
+    ("analysis (top)", ("goalscope.analysis.pointers", "goalscope.analysis.experiment")),
     ("report", ("goalscope.report",)),
     ("cli", ("goalscope.cli",)),
 ]
@@ -82,6 +89,103 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     bad.write_text("def f():\n    from goalscope.report.page import write_report\n")
     assert [t for _, t in _imports("goalscope.rl.bad", bad)] == ["goalscope.report.page"]
     assert _layer("goalscope.report.page") > _layer("goalscope.rl.bad")
+
+
+# The modules directly under analysis/ (the rest live in a family's subpackage): the shared floor, pointers, and
+# the old path of run_experiment (an alias of goalscope.analysis.effects.experiment).
+ANALYSIS_FLOOR = {"goalscope.analysis", "goalscope.analysis.records", "goalscope.analysis.stats"}
+ANALYSIS_TOP = {"goalscope.analysis.pointers", "goalscope.analysis.experiment"}
+
+
+def test_analysis_is_split_by_family():
+    families = {p for _, prefixes in LAYERS for p in prefixes if p.startswith("goalscope.analysis.")} - ANALYSIS_TOP
+    stray = []
+    for name, path in _modules():
+        if not name.startswith("goalscope.analysis"):
+            continue
+        if path.name == "__init__.py" and name != "goalscope.analysis" and name not in families:
+            stray.append(f"{name}: a subpackage of analysis/ with no layer in LAYERS")
+        elif name.count(".") == 2 and name not in ANALYSIS_FLOOR | ANALYSIS_TOP and name not in families:
+            stray.append(f"{name}: a module on analysis/'s floor; put it in a family (or in ANALYSIS_FLOOR if every "
+                         "family shares it)")
+    assert not stray, "\n".join(stray)
+    floor = [t for name in ANALYSIS_FLOOR for _, t in _imports(name, _path(name)) if t.startswith("goalscope.analysis.")]
+    assert not floor, f"the analysis floor imports a family: {floor}"
+
+
+def _path(name: str) -> Path:
+    return dict(_modules())[name]
+
+
+def _graph(modules) -> dict[str, set[str]]:
+    """``{module: the goalscope modules it imports}`` (lazy imports too) for ``(name, path)`` pairs."""
+    return {name: {t for _, t in _imports(name, path) if t != name} for name, path in modules}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected components of more than one module, each sorted
+    (Tarjan's algorithm, iterative so a deep chain cannot overflow the stack)."""
+    index, low, on_stack, stack, found, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in graph:
+                    continue  # a name outside the modules given (a package's re-exported name, a third party)
+                if child not in index:
+                    index[child] = low[child] = counter[0]
+                    counter[0] += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return sorted(found)
+
+
+def test_no_import_circles():
+    # A circle works only while every import in it stays lazy or in the right order; the layers above allow one
+    # inside a layer, so this is checked on its own: the whole package, lazy imports included.
+    circles = _circles(_graph(_modules()))
+    assert not circles, "import circles (each line: modules that import each other, directly or round a loop):\n" + \
+        "\n".join(", ".join(c) for c in circles)
+
+
+def test_the_circle_check_sees_a_circle(tmp_path):
+    graph = {"a": {"b"}, "b": {"c", "d"}, "c": {"a"}, "d": set(), "e": {"a", "e"}}
+    assert _circles(graph) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    # and from source files, with one import inside a function (entry -> planted -> grafts -> entry, as it once was)
+    files = {"entry": "from goalscope.x.planted import md_name\n",
+             "planted": "def score():\n    from goalscope.x.grafts import auroc\n",
+             "grafts": "def localisation():\n    import goalscope.x.entry\n"}
+    modules = []
+    for stem, text in files.items():
+        (tmp_path / f"{stem}.py").write_text(text)
+        modules.append((f"goalscope.x.{stem}", tmp_path / f"{stem}.py"))
+    assert _circles(_graph(modules)) == [["goalscope.x.entry", "goalscope.x.grafts", "goalscope.x.planted"]]
 
 
 def _public_modules():

@@ -52,7 +52,7 @@ def tree(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished one-seed run (about 10 s)."""
-    from goalscope.analysis.experiment import run_experiment
+    from goalscope.analysis.effects.experiment import run_experiment
     from goalscope.program.config import experiment_from_dict
 
     out = tmp_path_factory.mktemp("policy") / "run"
@@ -440,7 +440,7 @@ def _edit_json(path: Path, **fields):
 @pytest.fixture(scope="module")
 def steered(finished, tmp_path_factory):
     """The finished run, steered once on one site (about 20 s)."""
-    from goalscope.analysis.steering import run_steering
+    from goalscope.analysis.steering.run import run_steering
 
     out = tmp_path_factory.mktemp("steered") / "run"
     shutil.copytree(finished, out)

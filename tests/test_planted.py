@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from goalscope.signals import aggregators as agg
-from goalscope.analysis import entry, planted
+from goalscope.analysis.validate import entry, planted
 from goalscope.signals import delta as sig
 from goalscope.agents.planner import NeedlePlannerAgent
 from goalscope.agents.registry import build_agent, movable_mask, objective_mask
@@ -20,7 +20,7 @@ from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import parse_reward
 from goalscope.errors import GoalscopeError
 from goalscope.rl.ppo import PPOConfig, finetune, train_new
-from goalscope.analysis.grafts import auroc, auroc_ceiling
+from goalscope.analysis.validate.ranking import auroc, auroc_ceiling
 
 ENV = MazeConfig(size=7, n_types=5, n_per_type=1, max_steps=32, layout="maze", loop_prob=0.2, pool_size=64)
 ARCH_CONFIG = {"iterations": 8}  # fewer value-iteration steps than the default 14: the test's budget
@@ -250,7 +250,7 @@ def test_rb_subsets_are_distinct_seeded_and_capped():
 
 
 def test_paired_verdict_needs_every_null():
-    from goalscope.analysis.validation import _loc_verdict
+    from goalscope.analysis.validate.validation import _loc_verdict
 
     def e(*xs):
         return {"auroc": [float(np.mean(xs)), 0, 1], "per_seed_auroc": list(xs)}

@@ -27,7 +27,7 @@ from goalscope.program.config import experiment_from_dict
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.program.executors import LocalExecutor, RayExecutor, make_executor
 from goalscope.program.runner import plan_experiment
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.effects.experiment import run_experiment
 
 from test_experiment import TINY
 

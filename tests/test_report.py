@@ -22,7 +22,7 @@ from goalscope.report.figures_mazes import rollout
 from goalscope.report.page import write_report
 from goalscope.report.run import read_run, roles_from_stages
 from goalscope.program.runner import plan_experiment
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.effects.experiment import run_experiment
 
 from test_experiment import TINY
 
@@ -156,7 +156,7 @@ def test_maze_rollouts_share_the_start_state(tiny):
 
 
 def test_scorecard_from_validate_is_drawn(tiny, tmp_path):
-    from goalscope.analysis.validation import run_validation
+    from goalscope.analysis.validate.validation import run_validation
 
     run = tmp_path / "run"
     shutil.copytree(tiny["run"], run, ignore=shutil.ignore_patterns("report", "tb"))

@@ -246,7 +246,7 @@ def test_negation_random_directions_are_fresh_per_seed_rb_alpha():
 
 
 def test_heatmap_that_is_mostly_fisher_is_flagged():
-    from goalscope.analysis.superposition import heatmap_diagnostics, mostly_warning, pca_note
+    from goalscope.analysis.effects.superposition import heatmap_diagnostics, mostly_warning, pca_note
 
     g = torch.Generator().manual_seed(0)
     fisher = {"w": torch.rand(500, generator=g)}

@@ -73,7 +73,7 @@ def test_spearman_is_rank_based():
 
 
 def test_negation_verdict_needs_seeds_both_intervals_and_holm():
-    from goalscope.analysis.negation import negation_verdict
+    from goalscope.analysis.effects.negation import negation_verdict
 
     boot, t_ci = (-0.1, -0.15, -0.05), (-0.1, -0.2, -0.01)
     assert negation_verdict(boot, t_ci, 0.01, 3) == "leans toward minimising RB"

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from goalscope.analysis import shards
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.steering import shards
+from goalscope.analysis.effects.experiment import run_experiment
 from goalscope.analysis.records import read_records
-from goalscope.analysis.steering import run_steering
+from goalscope.analysis.steering.run import run_steering
 from goalscope.cli import main
 from goalscope.program.config import experiment_from_dict
 from goalscope.report.figures_steering import fig_steering

@@ -1,11 +1,11 @@
-"""Sweeps of MA's training (goalscope.program.sweep, goalscope.analysis.sweep_table, `goalscope sweep`): expansion,
+"""Sweeps of MA's training (goalscope.program.sweep, goalscope.analysis.effects.sweep_table, `goalscope sweep`): expansion,
 validation, job keys shared with `goalscope run`, a table."""
 
 import json
 
 import pytest
 
-from goalscope.analysis.sweep_table import markdown, run_sweep
+from goalscope.analysis.effects.sweep_table import markdown, run_sweep
 from goalscope.errors import ConfigError
 from goalscope.program.runner import plan_experiment
 from goalscope.program.sweep import expand, train_jobs

@@ -8,14 +8,15 @@ from goalscope.agents.planner import PlannerAgent
 from goalscope.agents.registry import build_agent, objective_parameters
 from goalscope.program.config import experiment_from_dict
 from goalscope.program.executors import LocalExecutor
-from goalscope.analysis.experiment import run_experiment
+from goalscope.analysis.effects.experiment import run_experiment
 from goalscope.signals.delta import (add_masked, flatten, jaccard_chance, jaccard_chance_stratified, random_scores_like,
                                topk_mask, update_signal)
-from goalscope.analysis.grafts import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, NULLS, OTHER_RB_NULL, PER_RB, RANDOM,
-                                      auroc, graft_area, graft_tests, null_rankings, precision_at_k, smallest_k)
-from goalscope.analysis.validation import (_loc_verdict, compare_family, locus_verdict, per_seed_scores, run_validation,
-                                          summarise_validation)
-from goalscope.analysis.scorecard import scorecard_markdown
+from goalscope.analysis.validate.grafts import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, NULLS, OTHER_RB_NULL,
+                                                PER_RB, RANDOM, graft_area, graft_tests, null_rankings, smallest_k)
+from goalscope.analysis.validate.ranking import auroc, precision_at_k
+from goalscope.analysis.validate.validation import (_loc_verdict, compare_family, locus_verdict, per_seed_scores,
+                                                    run_validation, summarise_validation)
+from goalscope.analysis.validate.scorecard import scorecard_markdown
 from goalscope.analysis.stats import family_power, holm, seeds_needed
 from goalscope.signals.delta import jaccard
 
@@ -76,8 +77,8 @@ def test_planner_objective_lives_in_the_reward_map():
 
 
 def test_validate_a_small_real_planner_run(tmp_path):
-    from goalscope.analysis import planted as pl
-    from goalscope.analysis.grafts import ATTRIBUTION, ATTRIBUTION_CONTROL
+    from goalscope.analysis.validate import planted as pl
+    from goalscope.analysis.validate.grafts import ATTRIBUTION, ATTRIBUTION_CONTROL
 
     cfg = experiment_from_dict({**TINY, "agent": {"arch": "planner", "config": {"iterations": 6}},
                                 "negate": {"enabled": False}, "base": {"steps": 8192}, "finetune": {"steps": 12288},
@@ -322,7 +323,7 @@ def _auroc_entry(*xs):
 
 
 def test_localisation_verdict_needs_three_seeds_and_holm():
-    from goalscope.analysis import planted as pl
+    from goalscope.analysis.validate import planted as pl
 
     # Two seeds, every null far below: before, "localises" (the check was < 2 seeds); now underpowered.
     two = {b: {8: _auroc_entry(0.50, 0.52)} for b in pl.NULLS} | {"ties": {8: _auroc_entry(0.95, 0.97)}}

@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _API = {
     "load_run": "goalscope.report.run", "RunView": "goalscope.report.run",
     "load_experiment": "goalscope.program.config", "experiment_from_dict": "goalscope.program.config",
-    "run_experiment": "goalscope.analysis.experiment",
+    "run_experiment": "goalscope.analysis.effects.experiment",
     "MazeConfig": "goalscope.envs.maze", "parse_reward": "goalscope.envs.rewards", "Reward": "goalscope.envs.rewards",
     "PPOConfig": "goalscope.rl.ppo", "train_new": "goalscope.rl.ppo", "finetune": "goalscope.rl.ppo",
     "evaluate": "goalscope.rl.evaluation", "summarise": "goalscope.rl.evaluation",
@@ -30,7 +30,7 @@ _API = {
     "update_signal": "goalscope.signals.delta", "topk_mask": "goalscope.signals.delta", "add_masked": "goalscope.signals.delta",
     "register_architecture": "goalscope.agents.registry", "build_agent": "goalscope.agents.registry",
     "GoalscopeError": "goalscope.errors",
-    "run_steering": "goalscope.analysis.steering",  # issue 17; hook points are the module goalscope.agents.hooks
+    "run_steering": "goalscope.analysis.steering.run",  # issue 17; hook points are the module goalscope.agents.hooks
 }
 # Only functions and classes: subpackages and modules are imported by their own paths (goalscope.signals.aggregators).
 __all__ = ["__version__", *_API]

@@ -1,20 +1,9 @@
-"""The whole experiment program as one call: the cached stages of :mod:`goalscope.program.runner`, then the analysis.
+"""The path :func:`run_experiment` had before ``analysis/`` was split by family, kept for code that imports it.
 
-Owns :func:`run_experiment` (``goalscope run``; ``goalscope.run_experiment``). It is here, not in the runner, because
-the analysis it ends with sits above the program in the stack. May import: goalscope.program, goalscope.analysis.
+Its home is :mod:`goalscope.analysis.effects.experiment` (``goalscope.run_experiment`` names the same function).
+May import: goalscope.analysis.effects.experiment.
 """
 
-from __future__ import annotations
+from goalscope.analysis.effects.experiment import run_experiment
 
-from pathlib import Path
-
-from goalscope.program.config import ExperimentConfig
-from goalscope.program.runner import run_stages
-
-
-def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, executor=None, force: str | None = None,
-                   reconfigure: bool = False, log=print) -> dict:
-    """Run (or resume) every stage of ``cfg`` in ``run_dir`` and write the analysis; returns the summary."""
-    from goalscope.analysis.negation import analyse
-
-    return run_stages(cfg, run_dir, analyse=analyse, executor=executor, force=force, reconfigure=reconfigure, log=log)
+__all__ = ["run_experiment"]

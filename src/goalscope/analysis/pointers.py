@@ -22,7 +22,7 @@ The trainings are cached jobs of the experiment machine (:mod:`goalscope.program
 executor like ``goalscope run``: ``OUT/stages/<key>`` per job, so a killed or extended experiment (more seeds)
 retrains nothing that finished. ``OUT/records.csv`` and ``OUT/summary.json`` describe the last call.
 
-May import: goalscope.agents, goalscope.analysis (competence, records, stats), goalscope.envs,
+May import: goalscope.agents, goalscope.analysis (records, stats, effects.competence), goalscope.envs,
 goalscope.errors, goalscope.outputs, goalscope.program, goalscope.rl, goalscope.signals.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 
 from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.agents.registry import arch_config as arch_config_of, arch_config_to_json
-from goalscope.analysis.competence import preference, verdict
+from goalscope.analysis.effects.competence import preference, verdict
 from goalscope.analysis.records import record, write_records
 from goalscope.analysis.stats import bootstrap_mean, t_interval
 from goalscope.envs.maze import MazeConfig, MazeVecEnv

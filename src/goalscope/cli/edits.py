@@ -22,7 +22,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_commands(sub) -> None:
     """The parsers of the issue-14 commands: edits, decode."""
-    from goalscope.analysis.edits_common import DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, PARTS, RANDOM_DIRECTIONS, T_GRID
+    from goalscope.analysis.edits.common import DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, PARTS, RANDOM_DIRECTIONS, T_GRID
 
     p = sub.add_parser("edits", help="write objectives into MA without training: linearity curves, arithmetic, "
                                      "targeted edits",
@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
 
 def cmd_edits(args) -> None:
     """goalscope edits: run (or resume) the chosen parts, write the figures, print the tables."""
-    from goalscope.analysis.edits import run_edits
+    from goalscope.analysis.edits.run import run_edits
 
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
     pairs = tuple(x.strip() for x in args.pairs.split(",") if x.strip())
@@ -73,7 +73,7 @@ def cmd_edits(args) -> None:
 
 def cmd_decode(args) -> None:
     """goalscope decode: rank a checkpoint's RB, or evaluate the decoder on the run (figures and table)."""
-    from goalscope.analysis.decode import run_decode
+    from goalscope.analysis.edits.decode import run_decode
 
     res = run_decode(args.run, args.checkpoint, n_perm=args.permutations)
     if args.json:

@@ -118,7 +118,7 @@ def cmd_run(args) -> None:
 
     from goalscope.program.config import load_experiment, with_ppo
     from goalscope.program.executors import make_executor
-    from goalscope.analysis.experiment import run_experiment
+    from goalscope.analysis.effects.experiment import run_experiment
 
     cfg = load_experiment(args.experiment)
     overrides = {k: v for k, v in (("device", args.device), ("precision", args.precision)) if v is not None}
@@ -270,7 +270,7 @@ def cmd_validate(args) -> None:
 
     from goalscope.program.config import experiment_from_dict
     from goalscope.program.executors import LocalExecutor
-    from goalscope.analysis.validation import run_validation
+    from goalscope.analysis.validate.validation import run_validation
 
     path = args.run / "experiment.json"
     if not path.exists():
@@ -309,7 +309,7 @@ def cmd_pointers(args) -> None:
 
 def cmd_sweep(args) -> None:
     """``goalscope sweep``: run a sweep file's MA train jobs (or only tabulate them) and print the table."""
-    from goalscope.analysis.sweep_table import markdown, run_sweep, table
+    from goalscope.analysis.effects.sweep_table import markdown, run_sweep, table
     from goalscope.program.executors import make_executor
     from goalscope.program.sweep import load_sweep
 

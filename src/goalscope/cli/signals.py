@@ -122,7 +122,7 @@ def cmd_superpose(args) -> None:
     controls = [sig.update_signal(ma.state_dict, _load_against(ma, args.ma, c).state_dict) for c in args.control]
     fisher = None
     if args.method == "fisher":
-        from goalscope.analysis.superposition import ma_fisher
+        from goalscope.analysis.effects.superposition import ma_fisher
 
         fisher = ma_fisher(ma, args.fisher_samples, seed=0)
     heat = agg.aggregate(args.method, deltas, controls=controls, fisher=fisher)

@@ -1,5 +1,5 @@
 """CLI command on a finished run's activations: steer (steering vectors from MA/MB pairs beside weight edits, and
-shard diagnostics; :mod:`goalscope.analysis.steering`).
+shard diagnostics; :mod:`goalscope.analysis.steering.run`).
 
 May import anything below the CLI; heavy modules are imported inside the commands so ``--help`` stays fast.
 """
@@ -31,7 +31,7 @@ def add_commands(sub) -> None:
 
 def cmd_steer(args) -> None:
     """``goalscope steer``: steer a finished run (cached per seed) and print RUN/steering/summary.md."""
-    from goalscope.analysis.steering import STEER_DIR, run_steering
+    from goalscope.analysis.steering.run import STEER_DIR, run_steering
     from goalscope.report.figures_steering import fig_steering
     from goalscope.report.run import read_run
 

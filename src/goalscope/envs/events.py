@@ -11,8 +11,8 @@ maze, so training, evaluation and analysis run unchanged.
 shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
 of its type.
 
-May import: goalscope.envs.rewards, goalscope.envs.minigrid_objects (the example env, when its id is used),
-goalscope.errors.
+May import: goalscope.envs.rewards, goalscope.envs.minigrid_objects (the example env: its id, and its registration
+when that id is used; minigrid itself is imported only then), goalscope.errors.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from goalscope.envs.minigrid_objects import MINIGRID_ID, register_minigrid
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, check_fields
-
-MINIGRID_ID = "goalscope/MiniGridObjects-v0"
 
 
 @dataclass(frozen=True)
@@ -85,8 +84,6 @@ class GymEventsConfig:
 
     def make_single(self) -> gym.Env:
         if self.id == MINIGRID_ID:
-            from goalscope.envs.minigrid_objects import register_minigrid
-
             register_minigrid()
         check_importable(self.id)
         if self.events == "minigrid" or self.obs == "minigrid":

@@ -1,6 +1,6 @@
 """The shipped real example of an events env: a MiniGrid room of keys, balls and boxes (``goalscope/MiniGridObjects-v0``,
-id :data:`goalscope.envs.events.MINIGRID_ID`); picking an object up is an event of its type. Needs the ``minigrid``
-package. May import: goalscope.envs.events, goalscope.errors.
+id :data:`MINIGRID_ID`, which :mod:`goalscope.envs.events` imports from here); picking an object up is an event of its
+type. Needs the ``minigrid`` package (imported only when the env is made). May import: goalscope.errors.
 """
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from goalscope.envs.events import MINIGRID_ID
 from goalscope.errors import ConfigError
 
-
+MINIGRID_ID = "goalscope/MiniGridObjects-v0"
 DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
 
 

@@ -81,7 +81,7 @@ class EvaluationSection:
     episodes: int = 256
     seed: int = 10_000
     bootstrap: int = 2000  # bootstrap resamples for confidence intervals
-    # The competence gate (goalscope.analysis.competence): MA below `competence` of the oracle on RA, or an MB below
+    # The competence gate (goalscope.analysis.effects.competence): MA below `competence` of the oracle on RA, or an MB below
     # `competence_mb` on its RB, is flagged. An MB starts from MA and keeps improving its navigation, so it ends
     # near MA's level; its bar sits a little lower because its budget is a fraction of MA's.
     competence: float = 0.9

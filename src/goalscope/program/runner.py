@@ -207,7 +207,7 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
                reconfigure: bool = False, log=print) -> dict:
     """Run (or resume) every stage of ``cfg`` in ``run_dir``, then ``analyse(cfg, plan, run_dir, log=log)`` under
     the run's lock; returns the summary. The analysis is passed in because it sits above the program in the stack
-    (:func:`goalscope.analysis.experiment.run_experiment` is the whole program with the analysis)."""
+    (:func:`goalscope.analysis.effects.experiment.run_experiment` is the whole program with the analysis)."""
     from goalscope.program.executors import LocalExecutor
 
     run_dir = check_output_path(Path(run_dir), "run directory")

@@ -13,7 +13,7 @@ A sweep file is an experiment file (any section, validated as usual) plus a ``[s
 Every (variant, seed) is one ``train`` job (the same job ``goalscope run`` makes for MA, so the same key: a
 sweep directory caches finished work, and adding a seed or a variant reruns nothing else). Results are read back
 from each job's evaluation profile (``evaluation.episodes`` paired episodes) as a fraction of the oracle; the table
-per variant, with a t interval over seeds, is :mod:`goalscope.analysis.sweep_table` (``goalscope sweep``).
+per variant, with a t interval over seeds, is :mod:`goalscope.analysis.effects.sweep_table` (``goalscope sweep``).
 
 May import: goalscope.errors, goalscope.inputs, goalscope.outputs, goalscope.program.{config,executors,jobs,runner},
 goalscope.rl.evaluation.

@@ -4,7 +4,7 @@ Each figure is drawn from the part's JSON, so the report and ``goalscope edits``
 drawn whether its result is positive or not. The report's section 9 (:mod:`goalscope.report.sections`) shows
 :func:`found_parts` with their ``CAPTIONS``.
 
-May import: goalscope.analysis (edits_common, planted), the core helpers (errors, inputs, outputs), matplotlib (inside
+May import: goalscope.analysis (edits.common, validate.planted), the core helpers (errors, inputs, outputs), matplotlib (inside
 the functions).
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from goalscope.analysis.edits_common import EDITS_DIR, METRICS
-from goalscope.analysis.planted import md_name
+from goalscope.analysis.edits.common import EDITS_DIR, METRICS
+from goalscope.analysis.validate.planted import md_name
 
 PATH_STYLE = {"no retrain": ("tab:blue", "-"), "retrained": ("tab:orange", "-"),
               "random, no retrain": ("0.5", "--")}

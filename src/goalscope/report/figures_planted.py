@@ -5,7 +5,7 @@ Fisher alone, random) do not depend on the number of RBs and are drawn as flat d
 so a curve that rises toward the objective can be read against what needs no superposition at all. Drawn whether
 or not the curve rises.
 
-May import: goalscope.analysis.planted, goalscope.report.common.
+May import: goalscope.analysis.validate.planted, goalscope.report.common.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from goalscope.analysis.planted import GOAL_AUROC, NULLS
+from goalscope.analysis.validate.planted import GOAL_AUROC, NULLS
 from goalscope.report.common import new_figure, write_csv
 
 NULL_STYLE = {"|Δ| (one RB)": "0.15", "control drift |Δ_ctrl|": "tab:brown", "Fisher alone (MA)": "tab:pink",

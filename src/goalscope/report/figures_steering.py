@@ -1,6 +1,6 @@
 """Figures of ``goalscope steer``: activation vs weight interventions per site, and MB's RB preference by distance.
 
-:func:`fig_steering` draws the summary of :func:`goalscope.analysis.steering.run_steering` (``RUN/steering/
+:func:`fig_steering` draws the summary of :func:`goalscope.analysis.steering.run.run_steering` (``RUN/steering/
 summary.json``); ``goalscope steer`` saves it as ``RUN/steering/steering.png`` and the report's ``steering`` section
 (:mod:`goalscope.report.sections`) embeds it.
 

@@ -194,7 +194,7 @@ def _undecided(card: dict | None) -> list[str]:
 def answer_cards(run: Run, card: dict | None) -> str:
     """The two cards the page opens with: where the objective is, and how sure we are, in plain words."""
     from goalscope.analysis.stats import MIN_SEEDS
-    from goalscope.analysis.grafts import ATTRIBUTION, HELD_OUT, PER_RB
+    from goalscope.analysis.validate.grafts import ATTRIBUTION, HELD_OUT, PER_RB
 
     s = run.summary
     where, sure, wrong = [], [], []

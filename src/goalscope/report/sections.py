@@ -259,7 +259,7 @@ def _family_words(name: str, info: dict) -> str:
 
 def _validation_details(run: Run, card: dict, page: Page) -> None:
     """Verdicts with their nulls, every comparison with its Holm p, ablations, stability: the evidence."""
-    from goalscope.analysis.grafts import PER_RB
+    from goalscope.analysis.validate.grafts import PER_RB
 
     fams = card.get("families") or {}
     # A scorecard from an older goalscope has one verdict string per heatmap: shown as its graft verdict.
@@ -345,8 +345,8 @@ def _section_provenance(run: Run, page: Page) -> None:
 
 def _section_steering(run: Run, page: Page) -> None:
     """Reads RUN/steering/summary.json (written by `goalscope steer RUN`)."""
-    from goalscope.analysis.steering import STEER_DIR
-    from goalscope.analysis.steering_summary import summary_markdown
+    from goalscope.analysis.steering.run import STEER_DIR
+    from goalscope.analysis.steering.summary import summary_markdown
 
     path = run.path / STEER_DIR / "summary.json"
     page.section("steering", f"{dict(SECTIONS)['steering']} (activations beside weights)",

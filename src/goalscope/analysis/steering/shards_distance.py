@@ -13,7 +13,7 @@ object is always in view and "in view or not" cannot be separated there; env fam
 **Units that track RB's objects.** Each unit's correlation with nearness to the nearest object of each type, in MA
 and MB_i, and whether the units whose tracking changed are the units Δ_i changed.
 
-The concentration diagnostics and the per-seed shard pass are in :mod:`goalscope.analysis.shards`.
+The concentration diagnostics and the per-seed shard pass are in :mod:`goalscope.analysis.steering.shards`.
 
 May import: goalscope.analysis.stats, goalscope.rl (evaluation), goalscope.agents (hooks), goalscope.envs (oracle)
 and below.

@@ -14,7 +14,7 @@ These do not depend on the number of RBs, so each is scored once per seed and sh
 intervals over per-seed means (each seed: the mean over up to ``MAX_SUBSETS`` RB subsets of that size), because a
 bootstrap over three seeds is close to a min/max rule.
 
-May import: goalscope.analysis.grafts, goalscope.analysis.stats, goalscope.errors, goalscope.signals.
+May import: goalscope.analysis.stats, goalscope.analysis.validate.ranking, goalscope.errors, goalscope.signals.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from goalscope.signals import aggregators as agg
 from goalscope.signals import delta as sig
 from goalscope.errors import GoalscopeError
 from goalscope.analysis.stats import t_interval
+from goalscope.analysis.validate.ranking import auroc, auroc_ceiling, precision_at_k
 
 SINGLE = "|Δ| (one RB)"  # the name the scorecard and report have always used
 CONTROL = "control drift |Δ_ctrl|"
@@ -60,9 +61,7 @@ def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray,
     """(AUROC, precision@k, AUROC ceiling) of flat ``scores`` for the positives in ``labels``; k = number of
     positives. ``scored`` (bool, same length) keeps only the entries training can move: an inert planted label
     (Δ, gradient and Fisher exactly 0) is left out of the scoring rather than counted as a positive no score can
-    rank. The ceiling is the best AUROC this score could reach given its exact zeros (:func:`grafts.auroc_ceiling`)."""
-    from goalscope.analysis.grafts import auroc, auroc_ceiling, precision_at_k  # grafts imports this module
-
+    rank. The ceiling is the best AUROC this score could reach given its exact zeros (:func:`goalscope.analysis.validate.ranking.auroc_ceiling`)."""
     flat = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels, bool).ravel()
     if scored is not None:

@@ -14,8 +14,8 @@ computed, and every aggregator run on that RB alone (where the aggregator is def
 ``spread`` are not), and reports the mean rank of the own plane, the fraction of
 (seed, RB) pairs where it ranks first, and the mean share of first-layer mass per labelled input channel.
 
-May import: goalscope.agents, goalscope.analysis.planted, goalscope.analysis.records,
-goalscope.analysis.superposition, goalscope.errors, goalscope.program, goalscope.signals.
+May import: goalscope.agents, goalscope.analysis.validate.planted, goalscope.analysis.records,
+goalscope.analysis.effects.superposition, goalscope.errors, goalscope.program, goalscope.signals.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from goalscope.signals import aggregators as agg
 from goalscope.signals import delta as sig
 from goalscope.errors import GoalscopeError
-from goalscope.analysis.planted import md_name
+from goalscope.analysis.validate.planted import md_name
 
 ABS_DELTA = "|Δ_i|"
 ABS_IG = "|IG_i| (attribution)"  # grafts.ATTRIBUTION
@@ -114,7 +114,7 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
 
     if getattr(cfg.env, "family", None) != "object_maze":
         return f"env family {getattr(cfg.env, 'family', '?')!r} has no object planes; the input-plane test needs the object maze"
-    from goalscope.analysis.superposition import attribution_maps
+    from goalscope.analysis.effects.superposition import attribution_maps
 
     ranks: dict = {}
     masses: dict = {}
@@ -129,7 +129,7 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
         controls = [sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, control_key)).state_dict)] if control_key else []
         fisher = None
         if "fisher" in cfg.superpose.methods:
-            from goalscope.analysis.superposition import ma_fisher
+            from goalscope.analysis.effects.superposition import ma_fisher
 
             fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s, run_dir, plan.ma[s])
         for rb in cfg.rbs():

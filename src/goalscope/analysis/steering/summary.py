@@ -2,10 +2,11 @@
 within each family), activation vs weight, layer and channel agreement, the cheese-vector analogue; and the
 markdown of ``RUN/steering/summary.md``.
 
-Inputs are the per-seed results of :mod:`goalscope.analysis.steering_vectors`; the shard diagnostics are summarised
-by :mod:`goalscope.analysis.shards` and :mod:`goalscope.analysis.shards_distance`.
+Inputs are the per-seed results of :mod:`goalscope.analysis.steering.vectors`; the shard diagnostics are summarised
+by :mod:`goalscope.analysis.steering.shards` and :mod:`goalscope.analysis.steering.shards_distance`.
 
-May import: goalscope.analysis (stats, records, shards, shards_distance, steering_vectors) and below.
+May import: goalscope.analysis (stats, records, steering.shards, steering.shards_distance,
+steering.vectors) and below.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import numpy as np
 
 from goalscope.analysis.stats import holm, spearman, t_interval, t_test
-from goalscope.analysis.steering_vectors import SCALES, SPACES, VECTORS, lean_of
+from goalscope.analysis.steering.vectors import SCALES, SPACES, VECTORS, lean_of
 
 # ----------------------------------------------------------------------------------------------------------------
 # Summary over MA seeds
@@ -215,7 +216,7 @@ def _fmt(ci, f="+.3f") -> str:
 
 def summary_markdown(s: dict) -> str:
     """``RUN/steering/summary.md``: the summary's tables (effects, tests, activation vs weight, agreement, shards)."""
-    from goalscope.analysis.shards import shards_markdown
+    from goalscope.analysis.steering.shards import shards_markdown
 
     n = s["seed_count"]
     lines = [f"# Steering vectors vs weight-space edits ({n} MA seeds, RBs {', '.join(s['rbs'])})", "",
@@ -264,7 +265,7 @@ def summary_markdown(s: dict) -> str:
         lines += ["", object_vector_markdown(s["object_vector"])]
     lines += ["", shards_markdown(s["shards"]), ""]
     if s.get("tracking"):
-        from goalscope.analysis.shards_distance import tracking_markdown
+        from goalscope.analysis.steering.shards_distance import tracking_markdown
 
         lines += [tracking_markdown(s["tracking"]), ""]
     return "\n".join(lines)

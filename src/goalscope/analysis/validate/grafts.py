@@ -1,10 +1,10 @@
 """The behavioural tests of validation, per seed, and the localisation of a planted objective: grafts (MA plus the
 top-k% of Δ by a ranking), ablations (MB with its top-k% reset to MA), the nulls every ranking is compared with,
-and AUROC / precision@k against planted labels. :mod:`goalscope.analysis.validation` runs them over a finished
+and AUROC / precision@k against planted labels. :mod:`goalscope.analysis.validate.validation` runs them over a finished
 experiment and judges them.
 
-May import: goalscope.analysis (stats, records, planted, entry, superposition), goalscope.program, goalscope.signals
-and below.
+May import: goalscope.analysis (records, validate.planted, validate.entry, effects.superposition), goalscope.program,
+goalscope.signals and below.
 """
 
 from __future__ import annotations
@@ -43,42 +43,7 @@ VERDICTS = ("RB-specific", "generic fine-tuning locus", "sensitivity only", "no 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Metrics on scores (pure)
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve via the Mann-Whitney U statistic, ties given average ranks."""
-    scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, bool).ravel()
-    n_pos, n_neg = labels.sum(), (~labels).sum()
-    if n_pos == 0 or n_neg == 0:
-        return math.nan
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    ranks = (sums / counts)[inverse]  # average rank within ties
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def auroc_ceiling(scores: np.ndarray, labels: np.ndarray) -> float:
-    """The best AUROC a non-negative score can reach given its exact zeros: every non-zero entry reordered at will
-    (positives first), the zeros left tied at the bottom, where a zero positive earns half a pair against each zero
-    negative and nothing against the rest. 1.0 without zero positives; NaN for a score with negative entries or
-    labels of one class. A planted label the score cannot move (Δ = 0, gradient 0, Fisher 0) caps it here."""
-    scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, bool).ravel()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0 or (scores < 0).any():
-        return math.nan
-    zero = scores == 0
-    p0, n0 = int((zero & labels).sum()), int((zero & ~labels).sum())
-    return float(((n_pos - p0) * n_neg + p0 * n0 / 2) / (n_pos * n_neg))
-
-
-def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Fraction of the ``k`` highest-scored entries that are labelled positive."""
-    top = np.argsort(-np.asarray(scores, float).ravel(), kind="stable")[:k]
-    return float(np.asarray(labels, bool).ravel()[top].mean())
+# Graft curves (pure)
 
 
 def graft_area(recovered, fractions=GRAFT_FRACTIONS) -> float:
@@ -185,7 +150,7 @@ def null_rankings(rb: str, deltas: dict, controls: list, fisher: dict, gen: torc
 def seed_attributions(run_dir: Path, s: int, ma, ma_key, mbs: dict, control_key=None) -> tuple[dict, dict]:
     """Signed IG maps of one MA seed, cached in the run: ``({rb: IG along MA -> MB}, {rb: IG along control -> MB})``
     (the second empty without an RA control)."""
-    from goalscope.analysis.superposition import attribution_maps
+    from goalscope.analysis.effects.superposition import attribution_maps
 
     ig = {rb: m for rb, (m, _) in attribution_maps(run_dir, s, ma, ma_key, mbs).items()}
     if not control_key:
@@ -199,7 +164,7 @@ def validate_seed(task: dict) -> dict:
     """Graft and ablation tests of |Δ_i|, of the attribution |IG_i| (and from the control, when there is one), every
     null and every heatmap built without RB_i (held-out) for one MA seed (only the RBs in ``task["test"]`` when it is
     given); returns plain numbers. Heatmaps built with RB_i contain Δ_i itself and are not scored here."""
-    from goalscope.analysis.superposition import ma_fisher
+    from goalscope.analysis.effects.superposition import ma_fisher
 
     torch.set_num_threads(1)
     run_dir, s = Path(task["run_dir"]), task["seed"]
@@ -255,14 +220,14 @@ def validate_seed(task: dict) -> dict:
 
 
 def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
-    """Planted truths. Input planes (any maze agent, :mod:`goalscope.analysis.entry`): RB's own object plane in the first
+    """Planted truths. Input planes (any maze agent, :mod:`goalscope.analysis.validate.entry`): RB's own object plane in the first
     layer's mass -> ``card["input_planes"]``. Planted parameters (``planner``, ``needle_planner``): AUROC /
     precision@k as the number of RBs grows, per aggregator, beside single-RB |Δ_i|, control drift, MA's Fisher
-    alone and random (see :mod:`goalscope.analysis.planted`) -> ``card["localisation"]``."""
-    from goalscope.analysis import planted as planted
+    alone and random (see :mod:`goalscope.analysis.validate.planted`) -> ``card["localisation"]``."""
+    from goalscope.analysis.validate import planted as planted
     from goalscope.agents.registry import movable_mask, objective_mask
-    from goalscope.analysis.superposition import ma_fisher
-    from goalscope.analysis.entry import entry_ground_truth
+    from goalscope.analysis.effects.superposition import ma_fisher
+    from goalscope.analysis.validate.entry import entry_ground_truth
 
     card["input_planes"] = entry_ground_truth(cfg, plan, run_dir, rows)
     ma0 = load_checkpoint(stage_dir(run_dir, plan.ma[cfg.seeds[0]]))

@@ -9,10 +9,10 @@ Cheap next to training (seconds), so it is recomputed on every run rather than c
                 RB objects collected, the *specific* lean (RB minus the other non-RA types, a difference in
                 differences that separates a lean from plain capability loss), RA return kept, selectivity
 4. superpose    one heatmap per aggregator and seed (plus the seed mean), per-RB heatmaps, seed stability
-                (:mod:`goalscope.analysis.superposition`)
+                (:mod:`goalscope.analysis.effects.superposition`)
 
-This module owns :func:`analyse` and parts 1-3. May import: goalscope.analysis (stats, records, competence,
-superposition), goalscope.program, goalscope.signals and below.
+This module owns :func:`analyse` and parts 1-3. May import: goalscope.analysis (stats, records,
+effects.competence, effects.superposition), goalscope.program, goalscope.signals and below.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ import torch
 from goalscope.signals import delta as sig
 from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.outputs import atomic_write_bytes
-from goalscope.analysis.competence import competence
+from goalscope.analysis.effects.competence import competence
 from goalscope.program.config import ExperimentConfig
 from goalscope.rl.evaluation import Profile, oracle_profile, run_episodes
 from goalscope.program.jobs import job_status, load_profile, stage_dir
 from goalscope.analysis.records import merge_records, record
-from goalscope.analysis.superposition import seed_deltas, superpose
+from goalscope.analysis.effects.superposition import seed_deltas, superpose
 from goalscope.analysis.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio, holm, seed_means, t_interval, t_test
 
 # The stages of records.csv this analysis writes (and replaces on every run); other commands own the rest.

@@ -13,12 +13,12 @@ line up):
                    the new reward pays, not what it values) that the group ablation exposes.
 
 Two decoders rank the candidate RBs: a zero-shot one (RB's own object plane by first-layer |Δ| share, no training:
-the input-plane ground truth of :mod:`goalscope.analysis.entry`), and a nearest-centroid classifier on standardised features
+the input-plane ground truth of :mod:`goalscope.analysis.validate.entry`), and a nearest-centroid classifier on standardised features
 trained on the run's other fine-tunes. Held-out accuracy: leave one fine-tune seed out, and leave one MA seed out,
 against chance 1/#RBs, with a t interval over MA seeds and a label-permutation p value; and per feature group, the
 accuracy with only that group and without it.
 
-May import: goalscope.analysis (edits_common, entry, records, stats), goalscope.program, goalscope.signals and below.
+May import: goalscope.analysis (records, stats, edits.common, validate.entry), goalscope.program, goalscope.signals and below.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ N_PERM = 500
 
 
 def _first_layer(arch: str, state: dict, env_cfg):
-    from goalscope.analysis.entry import input_channels
+    from goalscope.analysis.validate.entry import input_channels
 
     return input_channels(arch, state, env_cfg)
 
@@ -332,7 +332,7 @@ def run_decode(run_dir: str | Path, checkpoint: str | Path | None = None, n_perm
     import json
 
     from goalscope.agents.checkpoints import load_checkpoint
-    from goalscope.analysis.edits_common import EditRun
+    from goalscope.analysis.edits.common import EditRun
     from goalscope.analysis.records import merge_records
     from goalscope.outputs import atomic_write_bytes
 

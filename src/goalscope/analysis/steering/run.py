@@ -22,18 +22,19 @@
 4. Where: per (site, RB) the Spearman correlation over the site's units of |v_i| per channel with ‖Δ_i‖ of the
    module's output rows (units line up: same MA), beside the same with the control drift.
 
-Shard diagnostics of the same models (:mod:`goalscope.analysis.shards`, :mod:`goalscope.analysis.shards_distance`)
+Shard diagnostics of the same models (:mod:`goalscope.analysis.steering.shards`, :mod:`goalscope.analysis.steering.shards_distance`)
 are computed in the same pass. Per-seed results are written atomically to ``RUN/steering/seed<S>.json`` under a key
 of everything they depend on, so a rerun (or a resumed, killed run) reuses finished seeds. The summary (t intervals
 over MA seeds, Holm within each family) goes to ``RUN/steering/summary.json``, tidy rows to
 ``RUN/steering/records.csv`` and, as stages ``steering`` and ``shards``, into ``RUN/records.csv``.
 
 This module owns the orchestration: the tasks per seed, their cache, and the files written. The per-seed work is in
-:mod:`goalscope.analysis.steering_vectors`, the summary in :mod:`goalscope.analysis.steering_summary`, the figure in
+:mod:`goalscope.analysis.steering.vectors`, the summary in :mod:`goalscope.analysis.steering.summary`, the figure in
 :mod:`goalscope.report.figures_steering` (passed in as ``figure``: the analysis does not draw) and the command in
 :mod:`goalscope.cli.steer`.
 
-May import: goalscope.analysis (steering_vectors, steering_summary, shards, shards_distance, records),
+May import: goalscope.analysis (records, steering.vectors, steering.summary, steering.shards,
+steering.shards_distance),
 goalscope.program, goalscope.outputs, goalscope.errors and below.
 """
 
@@ -52,8 +53,8 @@ from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.outputs import atomic_write_bytes
 from goalscope.program.jobs import job_status
-from goalscope.analysis.steering_summary import summarise, summarise_object_vector, summary_markdown
-from goalscope.analysis.steering_vectors import OBS_SEED_OFFSET, object_vector_seed, steer_seed
+from goalscope.analysis.steering.summary import summarise, summarise_object_vector, summary_markdown
+from goalscope.analysis.steering.vectors import OBS_SEED_OFFSET, object_vector_seed, steer_seed
 
 VERSION = 1  # bump when steer_seed computes something new: cached seeds under another version are redone
 STEER_DIR = "steering"
@@ -151,8 +152,8 @@ def _steer_once(run_dir: Path, episodes, obs_episodes, sites, seeds, force, log,
                 for t in tasks]
     object_seeds = [_cached(out / f"object_vector_seed{t['seed']}.json", t, object_vector_seed, force, log,
                             f"object vector seed {t['seed']}") for t in tasks]
-    from goalscope.analysis import shards, shards_distance
-    from goalscope.analysis.shards import summarise_shards
+    from goalscope.analysis.steering import shards, shards_distance
+    from goalscope.analysis.steering.shards import summarise_shards
 
     summary, rows = summarise(per_seed)
     shard_summary, shard_rows = summarise_shards(per_seed)

@@ -1,11 +1,11 @@
 """The scorecard in words: built-in checks that a run's numbers make sense, and scorecard.md.
 
-May import: goalscope.analysis (stats, planted, entry, grafts).
+May import: goalscope.analysis.validate (planted, entry, grafts).
 """
 
 from __future__ import annotations
 
-from goalscope.analysis.grafts import OTHER_RB_NULL, PER_RB, RANDOM
+from goalscope.analysis.validate.grafts import OTHER_RB_NULL, PER_RB, RANDOM
 
 
 def built_in_checks(card: dict) -> list[dict]:
@@ -38,8 +38,8 @@ def scorecard_markdown(card: dict) -> str:
     """scorecard.md: the verdicts, graft areas, ablations, stability, localisation and checks of a scorecard in words."""
     lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
     # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
-    from goalscope.analysis.entry import entry_markdown
-    from goalscope.analysis.planted import localisation_markdown
+    from goalscope.analysis.validate.entry import entry_markdown
+    from goalscope.analysis.validate.planted import localisation_markdown
 
     lines += localisation_markdown(card.get("localisation"), card.get("localisation_verdicts", {}))
     if "input_planes" in card:

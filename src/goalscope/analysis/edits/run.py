@@ -2,18 +2,18 @@
 
 Four measurements on a finished run, each cached and resumable, each in its own module:
 
-linearity   MA + t·Δ_i, before and after the negate stage's RA retrain (:mod:`~goalscope.analysis.edits_linearity`);
+linearity   MA + t·Δ_i, before and after the negate stage's RA retrain (:mod:`~goalscope.analysis.edits.linearity`);
 arithmetic  scaling, seed means, transfer across MA seeds, MA + Δ_i + Δ_j against a real fine-tune on the pair
-            (:mod:`~goalscope.analysis.edits_arithmetic`);
+            (:mod:`~goalscope.analysis.edits.arithmetic`);
 targeted    MA + the top-k% of Δ_i by a heatmap against |Δ|, random, Fisher and control-drift masks
-            (:mod:`~goalscope.analysis.edits_targeted`);
-dynamics    (by name only) the fine-tune MA -> MB_i rerun with snapshots (:mod:`~goalscope.analysis.edits_dynamics`).
+            (:mod:`~goalscope.analysis.edits.targeted`);
+dynamics    (by name only) the fine-tune MA -> MB_i rerun with snapshots (:mod:`~goalscope.analysis.edits.dynamics`).
 
-What they share (the run opened for edits, the profile cache, the metrics) is :mod:`~goalscope.analysis.edits_common`.
+What they share (the run opened for edits, the profile cache, the metrics) is :mod:`~goalscope.analysis.edits.common`.
 This module is the entry point: :func:`run_edits` writes ``RUN/edits/<part>.json`` and ``RUN/edits/records.csv``;
 the names of the part modules are re-exported here.
 
-May import: goalscope.analysis (edits_*), goalscope.errors, goalscope.inputs, goalscope.outputs.
+May import: goalscope.analysis (records, edits.*), goalscope.errors, goalscope.inputs, goalscope.outputs.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from goalscope.analysis.edits_arithmetic import arithmetic, pair_jobs, pair_rewards, profile_gap_closed
-from goalscope.analysis.edits_common import (DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, EDITS_DIR, METRICS, PARTS,
+from goalscope.analysis.edits.arithmetic import arithmetic, pair_jobs, pair_rewards, profile_gap_closed
+from goalscope.analysis.edits.common import (DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, EDITS_DIR, METRICS, PARTS,
                                              RANDOM_DIRECTIONS, SNAPSHOT_UPDATES, T_GRID, EditRun, json_default)
-from goalscope.analysis.edits_dynamics import dynamics
-from goalscope.analysis.edits_linearity import linearity, linearity_jobs
-from goalscope.analysis.edits_targeted import targeted
+from goalscope.analysis.edits.dynamics import dynamics
+from goalscope.analysis.edits.linearity import linearity, linearity_jobs
+from goalscope.analysis.edits.targeted import targeted
 from goalscope.analysis.records import merge_records
 from goalscope.errors import ConfigError
 from goalscope.inputs import MAX_RANDOM_DIRECTIONS, finite_float, int_field

@@ -12,9 +12,9 @@ sizes.
 
 This module also owns the per-seed shard pass of ``goalscope steer`` (:func:`seed_shards`), its summary over MA
 seeds and its markdown; the other question, reflex vs pursuit (MB's RB preference by distance), and the units that
-track RB's objects are in :mod:`goalscope.analysis.shards_distance`.
+track RB's objects are in :mod:`goalscope.analysis.steering.shards_distance`.
 
-May import: goalscope.analysis (stats, records, shards_distance), goalscope.signals and below.
+May import: goalscope.analysis (stats, records, steering.shards_distance), goalscope.signals and below.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from goalscope.signals import delta as sig
-from goalscope.analysis.shards_distance import decision_stats, distance_markdown, summarise_distance
+from goalscope.analysis.steering.shards_distance import decision_stats, distance_markdown, summarise_distance
 from goalscope.analysis.stats import holm, t_interval, t_test
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@
 evaluates every activation intervention (``Δ_i``, ``random``, ``control``, ``patch``, ``control patch``) and weight
 edit (MA ± c·Δ_i on a site's parameters) on the run's paired evaluation episodes; :func:`object_vector_seed` is the
 cheese-vector analogue inside each MB_i. The whole method, the caching and the summary are described in
-:mod:`goalscope.analysis.steering`.
+:mod:`goalscope.analysis.steering.run`.
 
-May import: goalscope.analysis (stats, shards, shards_distance), goalscope.program, goalscope.signals, goalscope.rl,
+May import: goalscope.analysis (stats, steering.shards, steering.shards_distance), goalscope.program, goalscope.signals, goalscope.rl,
 goalscope.agents (hooks, checkpoints) and below.
 """
 
@@ -85,7 +85,7 @@ def _unit_norms(t: torch.Tensor) -> np.ndarray:
 
 def steer_seed(task: dict, log=lambda *a: None) -> dict:
     """Every steering and weight-space intervention, channel agreement and shard diagnostic of one MA seed."""
-    from goalscope.analysis import shards, shards_distance
+    from goalscope.analysis.steering import shards, shards_distance
 
     torch.set_num_threads(task.get("threads", 1))
     run_dir = Path(task["run_dir"])

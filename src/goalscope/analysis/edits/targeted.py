@@ -3,7 +3,8 @@ one rebuilt without RB_i), against the same k% by |Δ_i|, at random, by MA's Fis
 drift; the specific lean recovered, RA return kept, and lean per unit of weight changed (relative to the whole Δ_i).
 MA's Fisher is cached in ``RUN/edits/fisher/``.
 
-May import: goalscope.analysis (edits_common, records, stats, superposition, validation), goalscope.signals and
+May import: goalscope.analysis (records, stats, edits.common, effects.superposition,
+validate.validation), goalscope.signals and
 below.
 """
 
@@ -14,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from goalscope.analysis.edits_common import EDIT_FRACTIONS, EditRun, add, direction_seed, metrics, rounded, seed_ci
+from goalscope.analysis.edits.common import EDIT_FRACTIONS, EditRun, add, direction_seed, metrics, rounded, seed_ci
 from goalscope.analysis.records import record
 from goalscope.analysis.stats import MIN_SEEDS, holm
 from goalscope.errors import GoalscopeError
@@ -25,7 +26,7 @@ from goalscope.signals import delta as sig
 def targeted(er: EditRun, fractions=EDIT_FRACTIONS, heatmap: str = "ties") -> tuple[dict, list[dict]]:
     """MA + top-k% of Δ_i by each ranking, per MA seed and RB; each heatmap judged against every null: (result,
     records)."""
-    from goalscope.analysis.validation import compare_family
+    from goalscope.analysis.validate.validation import compare_family
     from goalscope.inputs import read_safetensors
     from goalscope.signals import aggregators as agg
 
@@ -135,7 +136,7 @@ def targeted(er: EditRun, fractions=EDIT_FRACTIONS, heatmap: str = "ties") -> tu
 def _cached_fisher(er: EditRun, ma_ck, s: int) -> dict:
     from safetensors.torch import save
 
-    from goalscope.analysis.superposition import ma_fisher
+    from goalscope.analysis.effects.superposition import ma_fisher
     from goalscope.inputs import read_safetensors
 
     path = er.out / "fisher" / f"{er.plan.ma[s]}-{er.cfg.superpose.fisher_samples}.safetensors"

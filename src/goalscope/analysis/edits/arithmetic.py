@@ -4,7 +4,7 @@ MA + Δ_i + Δ_j against MA fine-tuned on ``collect:i+collect:j`` (a new ``finet
 against a random direction of the same per-tensor norms; as behaviour profiles and the fraction of the real
 fine-tune's profile gap closed.
 
-May import: goalscope.analysis (edits_common, records), goalscope.program, goalscope.rl, goalscope.envs and below.
+May import: goalscope.analysis (records, edits.common), goalscope.program, goalscope.rl, goalscope.envs and below.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from goalscope.analysis.edits_common import (DEFAULT_PAIRS, METRICS, RANDOM_DIRECTIONS, EditRun, add, mean_profile,
+from goalscope.analysis.edits.common import (DEFAULT_PAIRS, METRICS, RANDOM_DIRECTIONS, EditRun, add, mean_profile,
                                              metrics, random_like, rounded, seed_ci)
 from goalscope.analysis.records import record
 from goalscope.errors import ConfigError

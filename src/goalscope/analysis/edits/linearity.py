@@ -6,7 +6,7 @@ The retrained points are ordinary ``negate`` jobs with alpha = -t (MA - alphaÂ·Î
 retrained. t = 0 is MA (before retrain) and the run's retrained-MA control (after). Questions per curve: monotone?
 where does capability break? is the negative side the mirror of the positive?
 
-May import: goalscope.analysis (edits_common, records, stats), goalscope.program and below.
+May import: goalscope.analysis (records, stats, edits.common), goalscope.program and below.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from goalscope.analysis.edits_common import (BREAK_LEVEL, METRICS, RANDOM_DIRECTIONS, T_GRID, EditRun, add,
+from goalscope.analysis.edits.common import (BREAK_LEVEL, METRICS, RANDOM_DIRECTIONS, T_GRID, EditRun, add,
                                              mean_profile, metrics, random_like, rounded, seed_ci)
 from goalscope.analysis.records import record
 from goalscope.analysis.stats import t_test

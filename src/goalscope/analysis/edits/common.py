@@ -1,9 +1,9 @@
 """Reward -> weights (issue 14), the part every measurement shares: a finished run opened for edits
 (:class:`EditRun`: config, plan, checkpoints loaded once, the profile cache, the run's job machinery), the edit
 algebra (MA + Σ t·Δ, random directions of the same per-tensor norms), the behaviour metrics of a profile, and the
-records file. The measurements are :mod:`~goalscope.analysis.edits_linearity`,
-:mod:`~goalscope.analysis.edits_arithmetic`, :mod:`~goalscope.analysis.edits_targeted` and
-:mod:`~goalscope.analysis.edits_dynamics`; :mod:`goalscope.analysis.edits` runs them.
+records file. The measurements are :mod:`~goalscope.analysis.edits.linearity`,
+:mod:`~goalscope.analysis.edits.arithmetic`, :mod:`~goalscope.analysis.edits.targeted` and
+:mod:`~goalscope.analysis.edits.dynamics`; :mod:`goalscope.analysis.edits.run` runs them.
 
 Every evaluation runs on the run's paired episodes (same evaluation seed: same mazes for every model) and is cached
 in ``RUN/edits/profiles/<hash of what was evaluated>.json`` (written atomically), so a rerun evaluates nothing

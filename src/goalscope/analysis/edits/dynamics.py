@@ -3,7 +3,7 @@ kept after a few updates (the same job spec, so its end point is MB_i bit for bi
 the first layer's reading of RB's own plane appears, cos(Δ(t), Δ), and whether the own-plane part moves before the
 rest. Snapshots are cached in ``RUN/edits/dynamics/<MB key>/``.
 
-May import: goalscope.analysis (edits_common, entry, records), goalscope.program, goalscope.rl, goalscope.envs and
+May import: goalscope.analysis (records, edits.common, validate.entry), goalscope.program, goalscope.rl, goalscope.envs and
 below.
 """
 
@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from goalscope.analysis.edits_common import SNAPSHOT_UPDATES, EditRun, metrics, rounded, seed_ci
+from goalscope.analysis.edits.common import SNAPSHOT_UPDATES, EditRun, metrics, rounded, seed_ci
 from goalscope.analysis.records import record
 from goalscope.outputs import atomic_write_bytes
 from goalscope.program.jobs import job_status
@@ -59,7 +59,7 @@ def _dynamics_snapshots(er: EditRun, s: int, rb: str, updates=SNAPSHOT_UPDATES) 
 def dynamics(er: EditRun, rbs=None, updates=SNAPSHOT_UPDATES) -> tuple[dict, list[dict]]:
     """Curves over the fine-tune's snapshots (lean gain, cos with the final Δ, own-plane read change...) and the
     onset of each: (result, records)."""
-    from goalscope.analysis.entry import input_channels
+    from goalscope.analysis.validate.entry import input_channels
 
     cfg, ra = er.cfg, er.cfg.ra
     rbs = rbs or er.rbs()

@@ -23,9 +23,9 @@ else is shown as exploratory (unadjusted p, no verdict). A claim whose family ca
 K would do"; a null that was not run is "not tested", never passed. Vocabulary: RB-specific / generic fine-tuning
 locus / sensitivity only / no better than random, always with the nulls beaten, not beaten and not tested.
 
-This module runs validation over a run and judges it (:func:`run_validation`); the per-seed tests and the
-localisation are in :mod:`goalscope.analysis.grafts`, the checks and scorecard.md in
-:mod:`goalscope.analysis.scorecard`. May import: goalscope.analysis, goalscope.program and below.
+This module runs validation over a run and judges it (:func:`run_validation`); per-seed tests and localisation are in
+:mod:`~goalscope.analysis.validate.grafts`, the checks and scorecard.md in :mod:`~goalscope.analysis.validate.scorecard`.
+May import: goalscope.analysis (stats, records, validate.*, effects.superposition), goalscope.program and below.
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.outputs import atomic_write_bytes
 from goalscope.errors import GoalscopeError
 from goalscope.program.jobs import job_status, stage_dir
-from goalscope.analysis import planted as pl
-from goalscope.analysis.grafts import (ABLATION_FRACTIONS, ATTRIBUTION, ATTRIBUTION_CONTROL, CONTROL_NULL, FISHER_NULL,
-                                      GRAFT_FRACTIONS, HELD_OUT, NULLS, OTHER_RB_NULL, PER_RB, RANDOM, STABILITY_FRACTION,
-                                      VALIDATION_EPISODES, VERDICTS, graft_area, localisation, smallest_k, validate_seed)
+from goalscope.analysis.validate import planted as pl
+from goalscope.analysis.validate.grafts import (ABLATION_FRACTIONS, ATTRIBUTION, ATTRIBUTION_CONTROL, CONTROL_NULL,
+                                                FISHER_NULL, GRAFT_FRACTIONS, HELD_OUT, NULLS, OTHER_RB_NULL, PER_RB,
+                                                RANDOM, STABILITY_FRACTION, VALIDATION_EPISODES, VERDICTS, graft_area,
+                                                localisation, smallest_k, validate_seed)
 from goalscope.analysis.records import record, write_records
-from goalscope.analysis.scorecard import built_in_checks, scorecard_markdown
+from goalscope.analysis.validate.scorecard import built_in_checks, scorecard_markdown
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, spearman, t_interval, t_test
 
 
@@ -285,7 +286,7 @@ def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None
 
 def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     from goalscope.analysis.records import read_records
-    from goalscope.analysis.superposition import write_attribution_heatmap  # superposition is heavy: only here
+    from goalscope.analysis.effects.superposition import write_attribution_heatmap  # superposition is heavy: only here
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
 
