@@ -109,6 +109,9 @@ def test_validate_a_small_real_planner_run(tmp_path):
     assert pl.ATTRIBUTION in card["localisation_verdicts"]
     assert len(list((out / "signals").glob("attribution_seed*.safetensors"))) == 2 * 2 * 2  # seeds x RBs x paths
     assert len(list((out / "signals").glob("fisher_seed*.safetensors"))) == 2  # one per MA, shared by every task
+    # Its agents are below their competence bar: the scorecard says its verdicts are not interpretable (issue 27).
+    assert "MA" in card["below_competence"]
+    assert (out / "scorecard.md").read_text().splitlines()[2].startswith("**Not interpretable:** MA")
     # ... and a heatmap like the aggregators': per seed the mean over RBs of |IG_i|, and the seed mean.
     from goalscope import load_run
 

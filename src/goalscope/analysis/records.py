@@ -26,6 +26,13 @@ MAX_RECORDS_BYTES = 1 << 30  # a run's records are a few MB; a file larger than 
 COLUMNS = ["stage", "model", "reward", "seed", "metric", "value", "ci_low", "ci_high", "detail"]
 
 
+def json_default(o):
+    """``json.dumps(default=...)`` for numpy and torch numbers and arrays: anything with ``.tolist()``."""
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
 def record(stage: str, model: str, reward: str, seed, metric: str, value: float,
            ci_low: float = math.nan, ci_high: float = math.nan, detail: str = "") -> dict:
     """One tidy row of records.csv (NaN bounds where there is no interval; ``seed`` empty for pooled rows)."""

@@ -132,7 +132,9 @@ def _header(run: Run, page: Page) -> None:
     cards = _competence_cards(run) or [("MA on RA", f"{pct(s.get('ma_fraction_of_oracle'))} of oracle",
                                         _ma_seed_range(run))]
     neg = s.get("negation") or []
-    if neg:
+    if neg and below_gate(s):
+        cards.append(("negation leans away from RB", "not interpretable", "models below the competence bar"))
+    elif neg:
         leans = sum(1 for e in neg if (e.get("retrained_MA") or {}).get("verdict") == "leans toward minimising RB")
         cards.append(("negation leans away from RB", f"{leans} / {len(neg)}", "RB×α vs MA retrained (Holm, t over seeds)"))
     page.add("<div class='key cards'>" + "".join(f"<div>{esc(a)}<b>{esc(b)}</b><small>{esc(c)}</small></div>" for a, b, c in cards)
@@ -152,6 +154,11 @@ def _competence_cards(run: Run) -> list[tuple[str, str, str]]:
         where = "on RA" if model == "MA" else "on its RB"
         cards.append((f"{model} {where}", value, ("" if c["passes"] else "below the bar: ") + c["verdict"]))
     return cards
+
+
+def below_gate(summary: dict) -> list[str]:
+    """The models (MA, MB[...]) below their competence bar: while there are any, the headline verdicts are withheld."""
+    return [m for m, c in (summary.get("competence") or {}).items() if not c.get("passes")]
 
 
 def _ma_seed_range(run: Run) -> str:
@@ -237,6 +244,12 @@ def answer_cards(run: Run, card: dict | None) -> str:
         where.append(f"<b>Negate and retrain:</b> MB* leans away from RB (specific lean, Holm-corrected) in "
                      f"{lean['retrained_MA']} of {len(neg)} (RB, α) against MA retrained alike and in "
                      f"{lean['random_direction']} of {len(neg)} against fresh random directions of the same size.")
+    below = below_gate(s)
+    if below:  # the headline is withheld: an objective read off agents that fail their gate may be learning noise
+        kept = [w for w in where if w.startswith("Validation has not been run") or "older goalscope" in w]
+        where = [f"<b>Not interpretable:</b> {esc(', '.join(below))} {'is' if len(below) == 1 else 'are'} below the "
+                 "competence bar (the cards below), so what the update signals localise may be learning noise. The "
+                 "verdicts are withheld here and kept, for reference, in the sections further down."] + kept
     n_seeds = len(run.cfg.seeds)
     sure.append(f"{n_seeds} MA seeds, {run.cfg.finetune.seeds_per_ma} fine-tune seed(s) per RB per MA, "
                 f"{run.cfg.negate.random_directions if run.cfg.negate.random_control else 0} random directions per "

@@ -46,13 +46,11 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.outputs import atomic_write_bytes
 from goalscope.program.jobs import job_status
+from goalscope.analysis.records import json_default
 from goalscope.analysis.steering.summary import summarise, summarise_object_vector, summary_markdown
 from goalscope.analysis.steering.vectors import OBS_SEED_OFFSET, object_vector_seed, steer_seed
 
@@ -175,7 +173,7 @@ def _steer_once(run_dir: Path, episodes, obs_episodes, sites, seeds, force, log,
     write_records(rows, out / "records.csv")
     # Into the run's records.csv as stages "steering" and "shards" (replacing earlier ones): one table of results.
     merge_records(run_dir / "records.csv", rows, ("steering", "shards"))
-    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1, default=_json_default).encode())
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=1, default=json_default).encode())
     try:
         fig = figure(summary) if figure is not None else None
         if fig is not None:
@@ -201,7 +199,7 @@ def _cached(path: Path, task: dict, compute, force: bool, log, what: str):
         except (GoalscopeError, KeyError, AttributeError, TypeError, ValueError):
             pass  # damaged: computed again
     log(f"{what}: running")
-    res = json.loads(json.dumps(compute(task, log=log), default=_json_default))  # as a reuse would read it
+    res = json.loads(json.dumps(compute(task, log=log), default=json_default))  # as a reuse would read it
     atomic_write_bytes(path, json.dumps({"key": task["key"], "digest": _digest(res), "result": res}).encode())
     return res
 
@@ -209,13 +207,3 @@ def _cached(path: Path, task: dict, compute, force: bool, log, what: str):
 def _digest(result) -> str:
     """A checksum of a cached result, so a file damaged inside (yet still JSON) is recomputed, not trusted."""
     return hashlib.sha256(json.dumps(result, sort_keys=True).encode()).hexdigest()
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    raise TypeError(type(o).__name__)

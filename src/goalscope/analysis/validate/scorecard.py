@@ -5,6 +5,9 @@ May import: goalscope.analysis.validate (planted, entry, grafts).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from goalscope.analysis.validate.grafts import OTHER_RB_NULL, PER_RB, RANDOM
 
 
@@ -34,9 +37,19 @@ def built_in_checks(card: dict) -> list[dict]:
     return out
 
 
+def below_competence(run_dir) -> list[str]:
+    """The models (MA, MB[...]) the run's competence gate flags (its summary.json; none when it has none)."""
+    path = Path(run_dir) / "summary.json"
+    competence = json.loads(path.read_text()).get("competence") or {} if path.exists() else {}
+    return [m for m, c in competence.items() if not c.get("passes")]
+
+
 def scorecard_markdown(card: dict) -> str:
     """scorecard.md: the verdicts, graft areas, ablations, stability, localisation and checks of a scorecard in words."""
     lines = [f"# Scorecard: {card['experiment']} ({card['arch']}, seeds {card['seeds']})", ""]
+    if card.get("below_competence"):
+        lines += [f"**Not interpretable:** {', '.join(card['below_competence'])} below the competence bar, so what "
+                  "their update signals localise may be learning noise; the verdicts below are kept for reference.", ""]
     # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
     from goalscope.analysis.validate.entry import entry_markdown
     from goalscope.analysis.validate.planted import localisation_markdown

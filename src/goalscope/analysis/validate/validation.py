@@ -50,8 +50,8 @@ from goalscope.analysis.validate.grafts import (ABLATION_FRACTIONS, ATTRIBUTION,
                                                 FISHER_NULL, GRAFT_FRACTIONS, HELD_OUT, NULLS, OTHER_RB_NULL, PER_RB,
                                                 RANDOM, STABILITY_FRACTION, VALIDATION_EPISODES, VERDICTS, graft_area,
                                                 localisation, smallest_k, validate_seed)
-from goalscope.analysis.records import record, write_records
-from goalscope.analysis.validate.scorecard import built_in_checks, scorecard_markdown
+from goalscope.analysis.records import json_default, record, write_records
+from goalscope.analysis.validate.scorecard import below_competence, built_in_checks, scorecard_markdown
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, spearman, t_interval, t_test
 
 
@@ -210,12 +210,6 @@ def family_info(tests: list[dict], n_seeds: int) -> dict:
             "min_seeds": MIN_SEEDS, "power": family_power(n_seeds, size)}
 
 
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(type(x).__name__)
-
-
 def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | None = None,
                          fractions=GRAFT_FRACTIONS) -> dict:
     """Curves, per-seed areas, the primary graft and ablation comparisons (Holm within each claim), one verdict per
@@ -301,6 +295,7 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     executor = executor or LocalExecutor(cfg.workers)
     rows: list[dict] = []
     card: dict = {"experiment": cfg.name, "arch": cfg.agent.arch, "seeds": cfg.seeds}
+    card["below_competence"] = below_competence(run_dir)  # verdicts on models below their gate: not interpretable
 
     n_episodes = episodes or min(cfg.evaluation.episodes, VALIDATION_EPISODES)
     # One task per (seed, RB), so the workers stay busy to the end (3 seeds on 2 workers left one idle a third of
@@ -325,7 +320,7 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
             if m in loc["by_method"] and n_max in loc["by_method"][m]:
                 card.setdefault("localisation_verdicts", {})[m] = _loc_verdict(loc["by_method"], m, n_max)
     write_records(rows, run_dir / "validation.csv")
-    atomic_write_bytes(run_dir / "scorecard.json", json.dumps(card, indent=2, default=_json_default).encode())
+    atomic_write_bytes(run_dir / "scorecard.json", json.dumps(card, indent=2, default=json_default).encode())
     atomic_write_bytes(run_dir / "scorecard.md", scorecard_markdown(card).encode())
     log(f"scorecard: {run_dir / 'scorecard.md'}")
     return card
