@@ -70,6 +70,17 @@ class Plan:
 FINETUNE_SEED_STRIDE = 7919  # fine-tune seed r of MA seed s is 1000 + s + r * stride: distinct for one MA
 
 
+def check_finished(run_dir: Path, before: str) -> None:
+    """ConfigError unless ``run_dir`` is a directory with the files of a finished run (experiment.json,
+    summary.json, records.csv), saying what it is needed for (``before``: "steering", ...); reads none of them."""
+    if not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
+    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
+        if not (run_dir / name).exists():
+            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
+                              f"before {before}")
+
+
 def direction_seed(seed: int, rb: str, alpha: float, direction: str) -> int:
     """The generator seed of one random negation direction: a hash of everything that names it."""
     blob = f"{seed}|{rb}|{alpha!r}|{direction}".encode()

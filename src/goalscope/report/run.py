@@ -127,16 +127,10 @@ def read_run(run_dir: str | Path) -> Run:
 
 
 def check_finished(run_dir: Path) -> None:
-    """ConfigError unless ``run_dir`` is a directory with the files of a finished run (experiment.json,
-    summary.json, records.csv); reads none of them."""
-    from goalscope.program.runner import EXPERIMENT_FILE
+    """ConfigError unless ``run_dir`` holds the files of a finished run (reads none of them)."""
+    from goalscope.program.runner import check_finished as check
 
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
-    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
-        if not (run_dir / name).exists():
-            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
-                              "before writing its report")
+    check(run_dir, "writing its report")
 
 
 # The types of summary.json's fields that the report and `goalscope results` read (a field may be absent).

@@ -69,14 +69,9 @@ def _key(obj) -> str:
 def _run_config(run_dir: Path, plan=None):
     """The run's experiment config and plan (role -> stage key); ``plan`` as given, or planned from the config."""
     from goalscope.program.config import experiment_from_dict
-    from goalscope.program.runner import EXPERIMENT_FILE, plan_experiment
+    from goalscope.program.runner import EXPERIMENT_FILE, check_finished, plan_experiment
 
-    if not run_dir.is_dir():
-        raise ConfigError(f"{run_dir} does not exist; run `goalscope run EXPERIMENT --out {run_dir}` first")
-    for name in (EXPERIMENT_FILE, "summary.json", "records.csv"):
-        if not (run_dir / name).exists():
-            raise ConfigError(f"{run_dir} has no {name}; finish the run with `goalscope run EXPERIMENT --out {run_dir}` "
-                              "before steering")
+    check_finished(run_dir, "steering")
     try:
         cfg = experiment_from_dict(json.loads((run_dir / EXPERIMENT_FILE).read_text()))
     except json.JSONDecodeError as e:
