@@ -12,6 +12,12 @@ def test_pointer_verdict_words():
     assert pointer_verdict((1.0, 0.9, 1.1), (1.05, 0.95, 1.2)).startswith("not distinguishable")
     nan = float("nan")
     assert pointer_verdict((1.0, nan, nan), (3.0, nan, nan)).startswith("undecided")  # one seed: no interval
+    # Decided seed by seed when the paired difference is given: overlapping intervals can still differ reliably
+    # (the 5-seed rcnn run: 1.11x [1.07, 1.16] vs 1.00x [0.93, 1.07], paired +0.11 [+0.01, +0.22]).
+    words = pointer_verdict((1.00, 0.93, 1.07), (1.11, 1.07, 1.16), (0.114, 0.0095, 0.219))
+    assert words.startswith("distinguishable") and "paired difference +0.11 [+0.01, +0.22]" in words
+    assert pointer_verdict((1.00, 0.93, 1.07), (1.11, 1.07, 1.16), (0.11, -0.02, 0.24)).startswith("not distinguishable")
+    assert pointer_verdict((1.0, 0.9, 1.1), (3.0, 2.5, 3.5), (2.0, nan, nan)).startswith("undecided")
 
 
 def test_small_real_pointer_experiment(tmp_path, capsys):

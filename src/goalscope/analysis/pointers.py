@@ -259,7 +259,12 @@ def analyse_pointers(out: Path, plan: PointerPlan, env: MazeConfig, episodes: in
         rows.append(record("pointers", name, "", None, "delta_l2_over_control", *ci, detail="CI over seeds"))
     summary["delta_l2_over_control"] = {k: [round(x, 4) for x in v] for k, v in ratios.items()}
     summary["retargeting_first_is_cued"] = float(np.mean([r["first_is_cued"] for s in summary["per_seed"] for r in s["retargeting"]]))
-    summary["verdict"] = pointer_verdict(ratios["cue changes with reward"], ratios["reward changes, cue fixed"])
+    # The decision is paired by seed (each seed's reward-change ratio minus its cue-change ratio, t interval): two
+    # overlapping intervals can still differ reliably seed by seed.
+    paired = t_interval(np.array(norms["reward changes, cue fixed"]) / control
+                        - np.array(norms["cue changes with reward"]) / control)
+    summary["reward_minus_cue_over_control"] = [round(x, 4) for x in paired]
+    summary["verdict"] = pointer_verdict(ratios["cue changes with reward"], ratios["reward changes, cue fixed"], paired)
     if not gate["MA_g"]["passes"]:
         summary["verdict"] += ("; but MA_g is below its competence bar (it does not follow its cue), so this says "
                                "little about objectives as pointers")
@@ -288,13 +293,17 @@ def rb_gate(fractions: list[float], prefs: list[float]) -> dict:
     return {"fraction_of_oracle": m, "preference": list(pref), "bar": RB_BAR, "passes": passes, "verdict": words}
 
 
-def pointer_verdict(cue_ratio, reward_ratio) -> str:
-    """Do the update signals tell 'the cue moved' apart from 'the objective moved'? (ratios to control drift)"""
-    if not (math.isfinite(reward_ratio[1]) and math.isfinite(cue_ratio[2])):
+def pointer_verdict(cue_ratio, reward_ratio, paired=None) -> str:
+    """Do the update signals tell 'the cue moved' apart from 'the objective moved'? (ratios to control drift; the
+    decision is the paired difference reward − cue over seeds, ``paired`` = (mean, lo, hi), when given)."""
+    if paired is None:
+        paired = (reward_ratio[0] - cue_ratio[0], reward_ratio[1] - cue_ratio[2], math.nan)
+    if not math.isfinite(paired[1]):
         return (f"undecided: cue change {cue_ratio[0]:.2f}x, reward change {reward_ratio[0]:.2f}x the control drift, "
                 "with no interval (one seed); run two or more")
-    if reward_ratio[1] > cue_ratio[2]:
+    diff = f"paired difference {paired[0]:+.2f} [{paired[1]:+.2f}, {paired[2]:+.2f}] over seeds"
+    if paired[1] > 0:
         return ("distinguishable: following a new cue moves the weights less than overriding it with a new reward "
-                f"({cue_ratio[0]:.2f}x vs {reward_ratio[0]:.2f}x the control drift)")
+                f"({cue_ratio[0]:.2f}x vs {reward_ratio[0]:.2f}x the control drift; {diff})")
     return (f"not distinguishable by update size: cue change {cue_ratio[0]:.2f}x, reward change {reward_ratio[0]:.2f}x "
-            "the control drift (CIs overlap)")
+            f"the control drift ({diff})")
