@@ -35,6 +35,7 @@ import re
 import traceback
 from pathlib import Path
 
+from goalscope.analysis.effects.competence import below_gate
 from goalscope.errors import GoalscopeError
 from goalscope.report.common import Page, esc, pca_note, pct
 from goalscope.report.run import SCORECARD, Run, read_run
@@ -154,11 +155,6 @@ def _competence_cards(run: Run) -> list[tuple[str, str, str]]:
         where = "on RA" if model == "MA" else "on its RB"
         cards.append((f"{model} {where}", value, ("" if c["passes"] else "below the bar: ") + c["verdict"]))
     return cards
-
-
-def below_gate(summary: dict) -> list[str]:
-    """The models (MA, MB[...]) below their competence bar: while there are any, the headline verdicts are withheld."""
-    return [m for m, c in (summary.get("competence") or {}).items() if not c.get("passes")]
 
 
 def _ma_seed_range(run: Run) -> str:

@@ -104,3 +104,9 @@ def competence(cfg, plan, run_dir, ok: set[str], oracle_fraction: dict[tuple[str
                       "preference": [round(x, 4) for x in ci], "seeds": len(per_seed[model]), "passes": passes,
                       "lift": [round(x, 4) for x in lift_ci] if lift_ci is not None else None, "verdict": words}
     return out
+
+
+def below_gate(summary: dict) -> list[str]:
+    """The models (MA, MB[...]) a run's summary marks below their competence bar: while there are any, headline
+    verdicts are withheld as not interpretable (the report's cards, the top of scorecard.md)."""
+    return [m for m, c in (summary.get("competence") or {}).items() if not c.get("passes")]

@@ -1,6 +1,6 @@
 """The scorecard in words: built-in checks that a run's numbers make sense, and scorecard.md.
 
-May import: goalscope.analysis.validate (planted, entry, grafts).
+May import: goalscope.analysis.validate (planted, entry, grafts), goalscope.analysis.effects.competence.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ def built_in_checks(card: dict) -> list[dict]:
 
 
 def below_competence(run_dir) -> list[str]:
-    """The models (MA, MB[...]) the run's competence gate flags (its summary.json; none when it has none)."""
+    """The models the run's competence gate flags (:func:`below_gate` of its summary.json; none without one)."""
+    from goalscope.analysis.effects.competence import below_gate
+
     path = Path(run_dir) / "summary.json"
-    competence = json.loads(path.read_text()).get("competence") or {} if path.exists() else {}
-    return [m for m, c in competence.items() if not c.get("passes")]
+    return below_gate(json.loads(path.read_text())) if path.exists() else []
 
 
 def scorecard_markdown(card: dict) -> str:
