@@ -98,10 +98,14 @@ def test_page_is_self_contained_with_one_embedded_png_per_figure(tiny):
     page = tiny["html"]
     names = expected_figures(tiny["summary"])
     imgs = re.findall(r"<img src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
-    assert len(imgs) == len(names) == len(re.findall(r"<img\b", page))
+    gifs = re.findall(r"<img class='rollout' src='data:image/gif;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(imgs) == len(names) == len(re.findall(r"<img\b", page)) - len(gifs)
     for name in names:
         assert f"id='fig-{name}'" in page, name
     assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in imgs)
+    # The rollouts of MA and one MB, animated, embedded and beside the page (issue 27).
+    assert len(gifs) == 2 and all(base64.b64decode(b)[:4] == b"GIF8" for b in gifs) and "href='#rollouts'" in page
+    assert (tiny["run"] / "report" / "rollout_MA.gif").exists() and (tiny["run"] / "report" / "rollout_MB.gif").exists()
     # Opens offline: nothing fetched from anywhere (no URLs, scripts, stylesheets or non-data image sources).
     assert not re.search(r"https?://", page)
     assert "<script" not in page and "<link" not in page and "@import" not in page

@@ -6,6 +6,9 @@ format marker, the architecture, and every tensor's name, shape and dtype before
 unpickles anything. Writes go to a temporary file that is fsynced and renamed, so a killed write never leaves a
 half-written file under the final name.
 
+A checkpoint also acts (:meth:`Checkpoint.act`, on the env's own observations) and makes a single Gymnasium env
+like the one it was trained in (:meth:`Checkpoint.make_env`), for videos and hand-driven rollouts.
+
 May import: goalscope (its version), goalscope.agents.registry, goalscope.envs, goalscope.errors, goalscope.inputs,
 goalscope.outputs.
 """
@@ -18,6 +21,8 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
@@ -27,8 +32,9 @@ from torch import nn
 from goalscope import __version__
 from goalscope.agents.registry import build_agent
 from goalscope.envs import env_from_json
-from goalscope.envs.rewards import Reward
-from goalscope.errors import CheckpointError, GoalscopeError
+from goalscope.envs.maze import MazeConfig
+from goalscope.envs.rewards import Reward, parse_reward
+from goalscope.errors import CheckpointError, ConfigError, GoalscopeError
 from goalscope.outputs import atomic_write_bytes
 from goalscope.inputs import MAX_STEPS, check_finite_state, check_model_size, int_field, read_json
 
@@ -61,6 +67,99 @@ class Checkpoint:
         check_state_dict(self.state_dict, model.state_dict(), self.arch)
         model.load_state_dict(self.state_dict)
         return model
+
+    def act(self, obs, greedy: bool = False, generator: torch.Generator | int | None = None):
+        """The action for one observation (shape ``env.obs_shape``, as :meth:`make_env`'s env gives it), an int,
+        or for a batch ``(B, *obs_shape)``, an int64 array. Sampled from the policy, or its most likely action when
+        ``greedy``; ``generator`` is a torch.Generator (one stream across a rollout's steps) or a seed, None draws
+        from torch's global generator. The model is built on the first call and reused while the weights stay."""
+        arr = np.asarray(obs)
+        shape = tuple(self.env.obs_shape)
+        single = arr.shape == shape
+        if not single and arr.shape[1:] != shape:
+            raise ConfigError(f"act: an observation of this checkpoint has shape {shape} (a batch: (B, *{shape})), "
+                              f"got {arr.shape}")
+        # A copy: Gymnasium may hand out read-only views, which torch.from_numpy warns about.
+        batch = torch.from_numpy(np.array(arr[None] if single else arr, order="C"))
+        with torch.inference_mode():
+            logits = self._model()(batch)[0].float()
+            if greedy:
+                actions = logits.argmax(-1)
+            else:
+                seeded = isinstance(generator, (int, np.integer))
+                gen = torch.Generator().manual_seed(int(generator)) if seeded else generator
+                actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1)
+        out = actions.numpy().astype(np.int64)
+        return int(out[0]) if single else out
+
+    def make_env(self, render_mode: str | None = None, reward: Reward | str | None = None) -> gym.Env:
+        """One Gymnasium env like the one this checkpoint was trained in, paying ``reward`` (default: its own),
+        whose observations :meth:`act` reads; ``render_mode="rgb_array"`` for videos."""
+        reward = self._reward(reward)
+        if isinstance(self.env, MazeConfig):
+            from goalscope.envs.gym import ObjectMazeEnv
+
+            return ObjectMazeEnv(self.env, reward, render_mode=render_mode)
+        make_single = getattr(self.env, "make_single", None)
+        if make_single is None:
+            family = getattr(self.env, "family", type(self.env).__name__)
+            raise ConfigError(f"env family {family!r} makes no single env (its config has no make_single)")
+        if reward.cued:
+            raise ConfigError(f"reward {reward.name!r}: cued rewards exist only in the object maze")
+        try:
+            env = make_single(render_mode=render_mode)
+        except TypeError as e:  # Gymnasium passes render_mode on to the env's constructor, which may not take one
+            if "render_mode" not in str(e):
+                raise
+            raise ConfigError(f"env.id {getattr(self.env, 'id', '?')!r} cannot be made with "
+                              f"render_mode={render_mode!r} (its constructor does not take one)") from None
+        return EventsReward(env, reward)
+
+    def _reward(self, reward: Reward | str | None) -> Reward:
+        if reward is None:
+            return self.reward
+        if isinstance(reward, str):
+            reward = parse_reward(reward, self.env.n_types, getattr(self.env, "event_names", None))
+        if reward.n_types != self.env.n_types:
+            raise ConfigError(f"reward {reward.name!r} has {reward.n_types} weights but the checkpoint's env has "
+                              f"{self.env.n_types} types")
+        return reward
+
+    def _model(self) -> nn.Module:
+        """The built model, rebuilt only when the architecture, env or any weight tensor changed (replaced, or
+        edited in place: a tensor's ``_version`` counts its in-place writes)."""
+        config = json.dumps([self.arch_config, self.env.to_json()], sort_keys=True, default=str)
+        stamp = (self.arch, config, [(k, t, t._version) for k, t in self.state_dict.items()])
+        cached = self.__dict__.get("_built")
+        if cached is None or not _same_stamp(cached[0], stamp):
+            self.__dict__["_built"] = (stamp, self.build().eval())
+        return self.__dict__["_built"][1]
+
+    def __getstate__(self) -> dict:
+        # The built model is a cache: pickles and copies carry the fields alone, as before.
+        return {k: v for k, v in self.__dict__.items() if k != "_built"}
+
+
+def _same_stamp(a, b) -> bool:
+    """Whether two :meth:`Checkpoint._model` stamps describe the same weights (tensors by identity, not value)."""
+    if a[:2] != b[:2] or len(a[2]) != len(b[2]):
+        return False
+    return all(ka == kb and ta is tb and va == vb for (ka, ta, va), (kb, tb, vb) in zip(a[2], b[2]))
+
+
+class EventsReward(gym.Wrapper):
+    """Pays ``info["events"] @ weights - step_cost`` each step, as goalscope's vectorised env of the
+    ``gym_events`` family does in training, in place of the env's own reward."""
+
+    def __init__(self, env: gym.Env, reward: Reward):
+        super().__init__(env)
+        self.paid = reward
+        self._weights = reward.vector().astype(np.float64)
+
+    def step(self, action):
+        obs, _, term, trunc, info = self.env.step(action)
+        events = np.asarray(info.get("events", np.zeros_like(self._weights)), dtype=np.float64)
+        return obs, float(events @ self._weights - self.paid.step_cost), term, trunc, info
 
 
 def versions() -> dict:

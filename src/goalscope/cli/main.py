@@ -1,6 +1,6 @@
 """The ``goalscope`` command line: the parser and ``main``; the commands live in one module per group
 (:mod:`~goalscope.cli.train`, :mod:`~goalscope.cli.experiment`, :mod:`~goalscope.cli.signals`,
-:mod:`~goalscope.cli.edits`, :mod:`~goalscope.cli.steer`).
+:mod:`~goalscope.cli.edits`, :mod:`~goalscope.cli.steer`, :mod:`~goalscope.cli.video`).
 
 Every user mistake (unknown reward, wrong vector length, missing or corrupt checkpoint, bad config...) ends as one
 line ``goalscope: error: ...`` and exit status 2; nothing is overwritten without ``--force``.
@@ -15,7 +15,7 @@ import os
 import sys
 
 from goalscope.errors import GoalscopeError
-from goalscope.cli import edits, experiment, signals, steer, train
+from goalscope.cli import edits, experiment, signals, steer, train, video
 
 DESCRIPTION = """\
 goalscope finds where a reinforcement-learning agent's objective lives in its weights.
@@ -30,9 +30,10 @@ Rewards are data: 'collect:0', 'avoid:2', '0.5*collect:0+collect:3', 'step:0.01'
 """
 
 # The order of ``goalscope --help``: one model, whole experiments, signals by hand, edits and decoding,
-# activations of a finished run.
-GROUPS = (train, experiment, signals, edits, steer)
-COMMANDS = {**train.COMMANDS, **experiment.COMMANDS, **signals.COMMANDS, **edits.COMMANDS, **steer.COMMANDS}
+# activations of a finished run, a model's rollout as a video.
+GROUPS = (train, experiment, signals, edits, steer, video)
+COMMANDS = {**train.COMMANDS, **experiment.COMMANDS, **signals.COMMANDS, **edits.COMMANDS, **steer.COMMANDS,
+            **video.COMMANDS}
 
 
 def build_parser() -> argparse.ArgumentParser:

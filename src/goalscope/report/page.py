@@ -5,6 +5,7 @@
     index.html              every figure embedded as a base64 PNG, no external JS, CSS or fonts (opens offline)
     <figure>.png / .svg     each figure on its own, raster and vector
     <figure>.csv            the tidy data behind each figure
+    rollout_MA.gif, ..._MB  the animated rollouts (embedded too), when the env renders rgb_array frames
 
 Sections (each opens with the question it answers):
 
@@ -16,9 +17,12 @@ Sections (each opens with the question it answers):
     6. maze pictures            what do MA, an MB and an MB* actually do?          checkpoints, rolled out here
     7. validation               grafting curves, localisation AUROC                scorecard.json, when present
     8. config and provenance    what was run, with what, and how long it took      experiment.json, meta.json
+    ...
+    11. rollouts                what do MA and an MB do, step by step?             checkpoints, rolled out here
 
 Nothing here trains or changes the run; the only computation beyond reading files is bootstrapping CIs and rolling
-out three policies for the maze pictures. matplotlib is imported inside the functions that draw.
+out three policies for the maze pictures and two for the animated rollouts. matplotlib is imported inside the
+functions that draw.
 
 This module owns the page: its CSS, the header and answer cards, and the writing of the sections
 (:mod:`goalscope.report.sections`, in their order) into the frame both share (:class:`~goalscope.report.common.Page`;
@@ -65,6 +69,8 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .lean{color:#0b6e2e;font-weight:600}.more{color:#b3261e;font-weight:600}
 pre{background:#f6f8fa;border:1px solid #e1e4e8;padding:.7em;overflow-x:auto;font-size:.8em}
 nav a{margin-right:1em}
+.rollouts{display:flex;flex-wrap:wrap;gap:1.5em;justify-content:center;text-align:center}
+figure img.rollout{width:240px;image-rendering:pixelated;display:inline-block}
 """
 
 

@@ -18,6 +18,7 @@ from goalscope.report.figures_edits import CAPTIONS as EDITS_CAPTIONS
 from goalscope.report.figures_edits import found_parts as edits_parts
 from goalscope.report.figures_mazes import fig_mazes
 from goalscope.report.figures_negation import NEG_CONTROLS, fig_negation, negation_rows
+from goalscope.report.figures_rollouts import ROLLOUT_STEPS, rollout_html, rollouts
 from goalscope.report.figures_signals import fig_cosine, frozen_units, heatmap_figures
 from goalscope.report.figures_steering import fig_steering
 from goalscope.report.figures_training import behaviour_table, fig_behaviour, fig_learning_curves
@@ -28,7 +29,7 @@ SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour prof
             ("heatmaps", "3. Where the update signals live"), ("cosine", "4. Cosine similarity of update signals"),
             ("negation", "5. Negate and retrain"), ("mazes", "6. Maze pictures"), ("validation", "7. Validation"),
             ("provenance", "8. Config and provenance"), ("edits", "9. Objective edits and decoding"),
-            ("steering", "10. Steering vectors and shards")]
+            ("steering", "10. Steering vectors and shards"), ("rollouts", "11. Rollouts")]
 
 
 def _section_learning(run: Run, page: Page) -> None:
@@ -190,7 +191,23 @@ def applies(run: Run, anchor: str) -> bool:
     they are left out (from the page and its contents) for any other env."""
     if anchor == "mazes":
         return getattr(run.cfg.env, "family", "object_maze") == "object_maze"
+    if anchor == "rollouts":  # left out for an env that renders nothing; a failure is the section's to show
+        try:
+            return bool(rollouts(run))
+        except Exception:
+            return True
     return True
+
+
+def _section_rollouts(run: Run, page: Page) -> None:
+    items = rollouts(run)
+    if not items:
+        return
+    page.section("rollouts", SECTIONS[10][1], "What do MA and an MB do, step by step? One episode each from the same "
+                 "start state, in the env they were trained in.")
+    page.add(rollout_html(page, items) + f"<figcaption>Animated: the start, then the picture after each action, at "
+             f"most {ROLLOUT_STEPS} steps; actions sampled with a seeded generator. Any checkpoint's video: "
+             "<code>goalscope video CHECKPOINT --out FILE.gif</code>.</figcaption></figure>")
 
 
 def _section_mazes(run: Run, page: Page) -> None:
@@ -390,4 +407,4 @@ def _section_edits(run: Run, page: Page) -> None:
 SECTION_WRITERS = [("learning", _section_learning), ("behaviour", _section_behaviour), ("heatmaps", _section_heatmaps),
                    ("cosine", _section_cosine), ("negation", _section_negation), ("mazes", _section_mazes),
                    ("validation", _section_validation), ("provenance", _section_provenance), ("edits", _section_edits),
-                   ("steering", _section_steering)]
+                   ("steering", _section_steering), ("rollouts", _section_rollouts)]
