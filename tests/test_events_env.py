@@ -109,7 +109,7 @@ def test_stock_minigrid_env_through_the_events_wrapper(tmp_path):
         "evaluation": {"episodes": 16, "bootstrap": 200},
     })
     summary = run_experiment(cfg, tmp_path / "run", log=lambda *a: None)
-    assert summary["failed_jobs"] == [] and summary["rbs"] == ["collect:1"]
+    assert summary["failed_jobs"] == [] and summary["rbs"] == ["collect:ball"]  # RBs are named by the env's event names
     assert {"return", "objects:1"} <= {r["metric"] for r in read_records(tmp_path / "run" / "records.csv")}
 
 

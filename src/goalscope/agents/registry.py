@@ -7,7 +7,7 @@ The protocol every agent follows (so any ``torch.nn.Module`` with this call sign
 Parameter names are stable and human-readable (``conv1.weight``, ``policy.bias``...) because they label the axes
 of every heatmap. An architecture is registered as a name, a config dataclass and a builder; checkpoints store the
 name and the config, so a model is rebuilt from data alone. The architectures themselves are one module each
-(cnn, mlp, planner, rcnn). May import: goalscope.agents.{cnn,mlp,planner,rcnn}, goalscope.errors, torch.
+(cnn, mlp, planner, rcnn, pixels). May import: goalscope.agents.{cnn,mlp,pixels,planner,rcnn}, goalscope.errors, torch.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch import nn
 
 from goalscope.agents.cnn import CNNAgent, CNNConfig
 from goalscope.agents.mlp import MLPAgent, MLPConfig
+from goalscope.agents.pixels import ImpalaCNNAgent, ImpalaCNNConfig, NatureCNNAgent, NatureCNNConfig
 from goalscope.agents.planner import (HiddenNeedleConfig, NeedlePlannerAgent, NeedlePlannerConfig, PlannerAgent,
                                      PlannerConfig)
 from goalscope.agents.rcnn import RCNNAgent, RCNNConfig
@@ -57,6 +58,10 @@ register_architecture(Architecture("hidden_needle_planner", HiddenNeedleConfig, 
                                    "objective where the policy is not most sensitive"))
 register_architecture(Architecture("rcnn", RCNNConfig, RCNNAgent,
                                    "CNN with a weight-tied recurrent conv (propagates along corridors), read at the agent"))
+register_architecture(Architecture("nature_cnn", NatureCNNConfig, NatureCNNAgent,
+                                   "Nature DQN's strided CNN over uint8 RGB frames (pixel envs such as Crafter)"))
+register_architecture(Architecture("impala_cnn", ImpalaCNNConfig, ImpalaCNNAgent,
+                                   "IMPALA's residual CNN over uint8 RGB frames (better features, ~5x nature_cnn's cost)"))
 
 
 def objective_parameters(model: nn.Module) -> tuple[str, ...] | None:

@@ -11,7 +11,7 @@ maze, so training, evaluation and analysis run unchanged.
 shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
 of its type.
 
-May import: goalscope.envs.rewards, goalscope.envs.minigrid_objects (the example env: its id, and its registration
+May import: goalscope.envs.rewards, goalscope.envs.batches, goalscope.envs.minigrid_objects (the example env: its id, and its registration
 when that id is used; minigrid itself is imported only then), goalscope.errors.
 """
 
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
+from goalscope.envs.batches import LocalBatch, ProcessBatch
 from goalscope.envs.minigrid_objects import MINIGRID_ID, register_minigrid
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, check_fields
@@ -49,6 +50,9 @@ class GymEventsConfig:
     events: str = "info"
     event_types: list = field(default_factory=list)
     obs: str = "array"
+    # 0: the envs step in the training process; N: spread over N worker processes (envs whose step costs
+    # milliseconds, such as Crafter, so that stepping them uses every core; goalscope.envs.batches).
+    processes: int = 0
     family = "gym_events"
     has_oracle = False
 
@@ -59,6 +63,8 @@ class GymEventsConfig:
             raise ConfigError(f"env.n_types must be a positive integer, got {self.n_types!r}")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 0:
+            raise ConfigError(f"env.processes must be an integer >= 0, got {self.processes!r}")
         if not isinstance(self.kwargs, dict):
             raise ConfigError(f"env.kwargs must be a table, got {self.kwargs!r}")
         if self.events not in EVENT_SOURCES or self.obs not in OBS_ADAPTERS:
@@ -82,19 +88,22 @@ class GymEventsConfig:
         """The event types' names (``env.event_types``), by which rewards, tables and figures name them."""
         return list(self.event_types) or None
 
-    def make_single(self) -> gym.Env:
+    def make_single(self, render_mode: str | None = None) -> gym.Env:
+        """One env as goalscope sees it (events reported, observations adapted); ``render_mode`` is passed to
+        ``gymnasium.make`` (e.g. ``"rgb_array"`` for videos)."""
         if self.id == MINIGRID_ID:
             register_minigrid()
         check_importable(self.id)
         if self.events == "minigrid" or self.obs == "minigrid":
             _import_minigrid()  # goalscope's own adapter: registers MiniGrid's stock envs
         try:
-            env = gym.make(self.id, **self.kwargs)
+            env = gym.make(self.id, **self.kwargs, **({"render_mode": render_mode} if render_mode else {}))
         except gym.error.Error as e:
             raise ConfigError(f"env.id {self.id!r}: {e}") from None
         if self.events == "info" and self.obs == "array":
             return env
-        return EventsWrapper(env, EVENT_SOURCES[self.events](self.event_types), OBS_ADAPTERS[self.obs])
+        source = None if self.events == "info" else EVENT_SOURCES[self.events](self.event_types)
+        return EventsWrapper(env, source, OBS_ADAPTERS[self.obs])
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -111,7 +120,10 @@ class GymEventsConfig:
         return self
 
     def to_json(self) -> dict:
-        return {"family": self.family, **dataclasses.asdict(self)}
+        d = {"family": self.family, **dataclasses.asdict(self)}
+        if not d["processes"]:  # left out at its default: runs recorded before it existed read the same
+            del d["processes"]
+        return d
 
     @staticmethod
     def from_json(d: dict) -> "GymEventsConfig":
@@ -191,7 +203,8 @@ def _spaces(cfg_json: str) -> tuple[tuple[int, ...], int]:
 
 
 class GymEventsVecEnv:
-    """Gymnasium's SyncVectorEnv behind the interface of :class:`goalscope.envs.maze.MazeVecEnv`."""
+    """A batch of Gymnasium envs (in this process, or in ``cfg.processes`` workers) behind the interface of
+    :class:`goalscope.envs.maze.MazeVecEnv`."""
 
     def __init__(self, cfg: GymEventsConfig, reward: Reward, n_envs: int, seed: int = 0):
         if reward.cued:
@@ -200,15 +213,21 @@ class GymEventsVecEnv:
             raise ConfigError(f"reward {reward.name!r} has {reward.n_types} weights but the env has {cfg.n_types} event types")
         self.cfg, self.reward, self.n_envs = cfg, reward, n_envs
         self._weights = reward.vector().astype(np.float64)
-        self.venv = gym.vector.SyncVectorEnv([cfg.make_single for _ in range(n_envs)],
-                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        self.reset(seed)
+        if cfg.processes:
+            self.batch = ProcessBatch(cfg.make_single, n_envs, cfg.n_types, cfg.processes)
+        else:
+            self.batch = LocalBatch(cfg.make_single, n_envs, cfg.n_types)
+        try:
+            self.reset(seed)
+        except BaseException:
+            self.close()
+            raise
 
     def set_reward(self, reward: Reward) -> None:
         self.reward, self._weights = reward, reward.vector().astype(np.float64)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
-        self._obs, _ = self.venv.reset(seed=seed)
+        self._obs = self.batch.reset(seed)
         self.counts = np.zeros((self.n_envs, self.cfg.n_types), dtype=np.int64)
         self.t = np.zeros(self.n_envs, dtype=np.int64)
         self.ep_return = np.zeros(self.n_envs)
@@ -219,15 +238,11 @@ class GymEventsVecEnv:
         return np.array(self._obs, copy=True)
 
     def close(self) -> None:
-        self.venv.close()
+        self.batch.close()
 
     def step(self, actions):
-        obs, _, term, trunc, info = self.venv.step(np.asarray(actions))
+        obs, term, trunc, events, final_obs = self.batch.step(np.asarray(actions))
         done = term | trunc
-        events = _events(info, self.n_envs, self.cfg.n_types)
-        if done.any():  # the ended episodes' last events are in final_info (their info is the reset's)
-            final = _events(info.get("final_info", {}), self.n_envs, self.cfg.n_types)
-            events[done] = final[done]
         reward = events @ self._weights - self.reward.step_cost
         got = events.argmax(1)
         self.first = np.where((self.first < 0) & (events.sum(1) > 0), got, self.first)
@@ -239,24 +254,13 @@ class GymEventsVecEnv:
         if len(done_idx):
             out = {"done_idx": done_idx, "counts": self.counts[done_idx].copy(), "steps": self.t[done_idx].copy(),
                    "returns": self.ep_return[done_idx].copy(), "first": self.first[done_idx].copy(),
-                   "final_obs": np.stack([info["final_obs"][i] for i in done_idx])}
+                   "final_obs": final_obs}
             self.counts[done_idx] = 0
             self.t[done_idx] = 0
             self.ep_return[done_idx] = 0.0
             self.first[done_idx] = -1
         self._obs = obs
         return self.observe(), reward.astype(np.float32), term, trunc, out
-
-
-def _events(info: dict, n: int, k: int) -> np.ndarray:
-    if "events" not in info:
-        return np.zeros((n, k), dtype=np.int64)
-    ev = np.asarray(info["events"])
-    if ev.dtype == object:  # entries missing for some envs come back as None
-        ev = np.stack([np.zeros(k) if e is None else np.asarray(e) for e in ev])
-    if ev.shape != (n, k):
-        raise ConfigError(f"the env reports events of shape {ev.shape[1:]} but the config says n_types = {k}")
-    return ev.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -267,7 +271,8 @@ class EventsWrapper(gym.Wrapper):
     """Any Gymnasium env with ``info["events"]`` computed by ``source`` and observations mapped by ``adapter``.
 
     ``source`` is an object with ``before(env)`` (called before each step, returns what it needs to remember) and
-    ``__call__(env, action, memo, terminated) -> int[K]``; ``adapter`` is ``(space) -> (space, fn)``.
+    ``__call__(env, action, memo, terminated) -> int[K]``, or None for an env that reports ``info["events"]``
+    itself (then only observations are mapped); ``adapter`` is ``(space) -> (space, fn)``.
     """
 
     def __init__(self, env: gym.Env, source, adapter):
@@ -277,9 +282,14 @@ class EventsWrapper(gym.Wrapper):
 
     def reset(self, *, seed=None, options=None):
         obs, info = self.env.reset(seed=seed, options=options)
+        if self.source is None:
+            return self._adapt(obs), info
         return self._adapt(obs), {**info, "events": np.zeros(self.source.n_types, dtype=np.int64)}
 
     def step(self, action):
+        if self.source is None:
+            obs, reward, term, trunc, info = self.env.step(action)
+            return self._adapt(obs), reward, term, trunc, info
         memo = self.source.before(self.env.unwrapped)
         obs, reward, term, trunc, info = self.env.step(action)
         events = self.source(self.env.unwrapped, int(action), memo, bool(term))
@@ -287,7 +297,7 @@ class EventsWrapper(gym.Wrapper):
 
 
 class InfoEvents:
-    """The env reports ``info["events"]`` itself: nothing to compute (the wrapper is not used)."""
+    """The env reports ``info["events"]`` itself: nothing to compute (the wrapper maps observations only)."""
 
     def __init__(self, types):
         self.n_types = len(types)

@@ -134,20 +134,23 @@ def type_names(env) -> list[str] | None:
 
 
 # Reward families: named generators of RB lists, the registry experiments draw from.
-def one_hot_family(n_types: int, exclude: Reward | None = None) -> list[Reward]:
-    """``collect:i`` for every object type, minus the types ``exclude`` already rewards (orthogonal RBs)."""
+def one_hot_family(n_types: int, exclude: Reward | None = None, names=None) -> list[Reward]:
+    """``collect:i`` for every object type, minus the types ``exclude`` already rewards (orthogonal RBs); in an env
+    that names its types (``names``), ``collect:NAME``."""
     skip = set(exclude.rewarded_types().tolist()) if exclude is not None else set()
-    return [parse_reward(f"collect:{i}", n_types) for i in range(n_types) if i not in skip]
+    return [parse_reward(f"collect:{names[i] if names else i}", n_types, names) for i in range(n_types)
+            if i not in skip]
 
 
-def composite_family(base: Reward, n_types: int, weight: float = 1.0) -> list[Reward]:
+def composite_family(base: Reward, n_types: int, weight: float = 1.0, names=None) -> list[Reward]:
     """"RA plus a new component": ``base + weight*collect:i`` for each type that ``base`` does not reward."""
     out = []
-    for r in one_hot_family(n_types, exclude=base):
+    for r in one_hot_family(n_types, exclude=base, names=names):
         i = int(r.rewarded_types()[0])
         w = np.asarray(base.weights, dtype=float)
         w[i] += weight
-        out.append(Reward(f"{base.name}+{weight:g}*collect:{i}", tuple(w.tolist()), base.step_cost))
+        out.append(Reward(f"{base.name}+{weight:g}*collect:{names[i] if names else i}", tuple(w.tolist()),
+                          base.step_cost))
     return out
 
 

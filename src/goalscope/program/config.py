@@ -113,9 +113,9 @@ class ExperimentConfig:
         out: list[Reward] = []
         for spec in self.finetune.rewards:
             if spec == "one_hot":
-                out += one_hot_family(self.env.n_types, exclude=self.ra)
+                out += one_hot_family(self.env.n_types, exclude=self.ra, names=type_names(self.env))
             elif spec == "composite":
-                out += composite_family(self.ra, self.env.n_types)
+                out += composite_family(self.ra, self.env.n_types, names=type_names(self.env))
             else:
                 out.append(parse_reward(spec, self.env.n_types, type_names(self.env)))
         names = [r.name for r in out]

@@ -56,18 +56,21 @@ class Profile:
 def run_episodes(policy: Policy, cfg, reward: Reward, n_episodes: int, seed: int) -> Profile:
     """One episode in each of ``n_episodes`` parallel envs; later episodes of an env are ignored."""
     env = cfg.eval_config().make(reward, n_episodes, seed=seed)
-    obs = env.reset(seed)
-    counts = np.zeros((n_episodes, cfg.n_types), dtype=np.int64)
-    steps = np.zeros(n_episodes, dtype=np.int64)
-    returns = np.zeros(n_episodes)
-    finished = np.zeros(n_episodes, dtype=bool)
-    for _ in range(cfg.max_steps):  # every env ends its first episode by truncation at max_steps at the latest
-        obs, _, _, _, info = env.step(policy(obs, env))
-        if info:
-            first = ~finished[info["done_idx"]]
-            idx = info["done_idx"][first]
-            counts[idx], steps[idx], returns[idx] = info["counts"][first], info["steps"][first], info["returns"][first]
-            finished[idx] = True
+    try:
+        obs = env.reset(seed)
+        counts = np.zeros((n_episodes, cfg.n_types), dtype=np.int64)
+        steps = np.zeros(n_episodes, dtype=np.int64)
+        returns = np.zeros(n_episodes)
+        finished = np.zeros(n_episodes, dtype=bool)
+        for _ in range(cfg.max_steps):  # every env ends its first episode by truncation at max_steps at the latest
+            obs, _, _, _, info = env.step(policy(obs, env))
+            if info:
+                first = ~finished[info["done_idx"]]
+                idx = info["done_idx"][first]
+                counts[idx], steps[idx], returns[idx] = info["counts"][first], info["steps"][first], info["returns"][first]
+                finished[idx] = True
+    finally:  # an env may hold worker processes (env.processes)
+        getattr(env, "close", lambda: None)()
     if not finished.all():
         raise ConfigError(f"{int((~finished).sum())} evaluation episodes did not end within env.max_steps = "
                           f"{cfg.max_steps}; the env's own step limit must not exceed it")

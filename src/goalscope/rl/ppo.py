@@ -90,6 +90,7 @@ class PPOConfig:
     eval_episodes: int = 256
     threads: int = 1
     save_every: int = 100_000  # env steps between resumable snapshots (needs a resume_dir; 0 = never)
+    save_every_s: float = 300.0  # and seconds of wall time between them (0 = never): slow envs lose minutes to a kill
     # "bf16": forward and backward passes under torch.autocast in bfloat16 (~1.6x faster for the whole trainer on
     # CPUs with AMX bf16 tiles, 0.86x with avx512_bf16 alone, ~0.5x where it is emulated); weights, Adam state, losses and everything saved
     # stay fp32. "fp32" (default) is bit-reproducible; bf16 is deterministic on one machine too, but its numbers
@@ -110,7 +111,7 @@ class PPOConfig:
         for name in ("total_steps", "n_envs", "n_steps", "epochs", "minibatch_size", "eval_episodes", "threads"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"ppo.{name} must be positive, got {getattr(self, name)}")
-        for name in ("eval_every", "save_every"):
+        for name in ("eval_every", "save_every", "save_every_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"ppo.{name} must be >= 0, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
@@ -139,8 +140,9 @@ class PPOConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        if d["device"] == "cpu":  # left out at its default: what runs recorded before it existed reads the same
-            del d["device"]
+        for name, default in (("device", "cpu"), ("save_every_s", 300.0)):
+            if d[name] == default:  # left out at its default: what runs recorded before it existed reads the same
+                del d[name]
         return d
 
 
@@ -219,9 +221,9 @@ def train(
         next_eval = ppo.eval_every or None
         step, first_update = 0, 0
         # Without the device: a snapshot taken on a GPU continues on a CPU (and back).
-        fingerprint = {"ppo": {k: v for k, v in ppo.to_json().items() if k != "device"}, "seed": seed,
-                       "reward": reward.to_json(), "env": env_cfg.to_json()}
-        snapshots = Snapshots(resume_dir, fingerprint, ppo.save_every, env)
+        fingerprint = {"ppo": {k: v for k, v in ppo.to_json().items() if k not in ("device", "save_every_s")},
+                       "seed": seed, "reward": reward.to_json(), "env": env_cfg.to_json()}
+        snapshots = Snapshots(resume_dir, fingerprint, ppo.save_every, env, ppo.save_every_s)
         resumed = snapshots.resume(model, optimizer, env, log, ep_returns)
         if resumed is not None:
             first_update, step, next_eval, obs = resumed
