@@ -220,21 +220,26 @@ def _overlap(name: str, value, chance) -> str:
 
 def print_results(run: Path, s: dict) -> None:
     """The tables printed at the end of a run: competence, cosines, negation verdicts, heatmaps."""
+    from goalscope.analysis.effects.competence import below_gate
+
     print(f"\n== {s['experiment']}: RA = {s['ra']}, RBs = {', '.join(s['rbs'])}, seeds = {s['seeds']}  ({run})")
     if s.get("failed_jobs"):
         print(f"!! {len(s['failed_jobs'])} jobs failed and are left out: {', '.join(s['failed_jobs'][:5])}")
     _print_competence(s)
     if s.get("cosine"):
         print("cosine between update signals: " + ", ".join(f"{k} {v:+.3f}" for k, v in s["cosine"].items()))
+    withheld = below_gate(s)
     if s.get("negation"):
-        print("\nnegate and retrain: MB* minus control, mean [95% CI] over seeds x episodes")
+        print("\nnegate and retrain: MB* minus control, mean [95% CI] over seeds x episodes"
+              + ("; verdicts withheld while models are below their competence bar" if withheld else ""))
         print(f"  {'RB':<14}{'alpha':>6}  {'control':<18}{'RB objects':>26}{'specific lean':>28}{'RA return':>28}  verdict")
         for e in s["negation"]:
             for c in ("retrained_MA", "random_direction"):
                 if c in e:
                     d = e[c]
                     print(f"  {e['rb']:<14}{e['alpha']:>6g}  {c:<18}{fmt_ci(d['rb_objects_diff']):>26}"
-                          f"{fmt_ci(d['specific_lean']):>28}{fmt_ci(d['ra_return_diff']):>28}  {d['verdict']}")
+                          f"{fmt_ci(d['specific_lean']):>28}{fmt_ci(d['ra_return_diff']):>28}  "
+                          f"{'not interpretable' if withheld else d['verdict']}")
     if s.get("heatmaps"):
         print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap [tensor-stratified chance]"
               " within an MA (fine-tune seeds) and across MA seeds (units need not line up there)")

@@ -61,7 +61,6 @@ class CrafterEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (*tuple(size), 3), dtype=np.uint8)
         self.action_space = gym.spaces.Discrete(self._env.action_space.n)
         self._last = np.zeros(len(self.achievements), dtype=np.int64)
-        self._frame = None
 
     def _counts(self, info: dict) -> np.ndarray:
         return np.array([info["achievements"][a] for a in self.achievements], dtype=np.int64)
@@ -70,7 +69,7 @@ class CrafterEnv(gym.Env):
         super().reset(seed=seed)
         if seed is not None:  # Crafter draws episode e's world from hash((seed, e)): restart its episode count
             self._env._seed, self._env._episode = int(seed), 0
-        self._frame = obs = self._env.reset()
+        obs = self._env.reset()
         self._last[:] = 0
         return obs, {"events": np.zeros(len(self.achievements), dtype=np.int64)}
 
@@ -78,12 +77,14 @@ class CrafterEnv(gym.Env):
         obs, _, done, info = self._env.step(int(action))
         counts = self._counts(info)
         events, self._last = counts - self._last, counts
-        self._frame = obs
         terminated = done and info["discount"] == 0  # Crafter's discount is 0 exactly when the player died
         return obs, 0.0, bool(terminated), bool(done and not terminated), {"events": events}
 
     def render(self):
-        return None if self.render_mode is None else self._frame
+        """The world as the player sees it, at 4x the observation's resolution (for videos)."""
+        if self.render_mode is None or self._env._player is None:
+            return None
+        return self._env.render(tuple(4 * np.asarray(self.observation_space.shape[:2])))
 
 
 def register_crafter() -> None:
