@@ -141,7 +141,9 @@ def test_tiny_real_crafter_experiment_runs_validates_and_reports(tmp_path):
     from goalscope.report.page import write_report
 
     full = load_experiment("experiments/crafter.toml")
-    env = {**full.env.to_json(), "max_steps": 24, "processes": 1, "kwargs": {**full.env.kwargs, "length": 24}}
+    # A 32x32 world generates 4x faster than Crafter's 64x64 (every reset makes a new world)
+    env = {**full.env.to_json(), "max_steps": 24, "processes": 1,
+           "kwargs": {**full.env.kwargs, "length": 24, "area": [32, 32]}}
     cfg = experiment_from_dict({
         **{k: v for k, v in full.to_json().items() if k in ("agent", "base")}, "name": "crafter-tiny",
         "seeds": [0, 1], "workers": 1, "env": env,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sys
+import weakref
 from typing import Callable
 
 import gymnasium as gym
@@ -119,6 +120,8 @@ class ProcessBatch:
         if ctx.get_start_method() == "fork":
             _warm(make)
         self.conns, self.procs = [], []
+        # Closed by close(), or when the batch is garbage-collected: an env dropped without close() leaks no workers.
+        self._finalizer = weakref.finalize(self, _shutdown, self.conns, self.procs)
         try:
             for size in sizes:
                 parent, child = ctx.Pipe()
@@ -157,15 +160,21 @@ class ProcessBatch:
         return obs, term, trunc, events, np.concatenate(finals) if finals else None
 
     def close(self) -> None:
-        for conn in self.conns:
-            try:
-                conn.send(("close", None))
-            except (BrokenPipeError, OSError):
-                pass
-        for proc in self.procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
-        for conn in self.conns:
-            conn.close()
-        self.conns, self.procs = [], []
+        self._finalizer()
+
+
+def _shutdown(conns: list, procs: list) -> None:
+    """Ask every worker to stop, wait a little, then end the ones still running (in place: the lists empty)."""
+    for conn in conns:
+        try:
+            conn.send(("close", None))
+        except (BrokenPipeError, OSError):
+            pass
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+    for conn in conns:
+        conn.close()
+    conns.clear()
+    procs.clear()

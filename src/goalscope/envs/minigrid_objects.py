@@ -14,7 +14,8 @@ MINIGRID_ID = "goalscope/MiniGridObjects-v0"
 DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
 
 
-def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type: int = 1, max_steps: int = 64):
+def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type: int = 1, max_steps: int = 64,
+                              render_mode: str | None = None):
     """A MiniGrid room with ``n_per_type`` of each (kind, colour) object; picking one up is an event of its type.
 
     The agent has four actions (left, right, forward, pickup); a picked-up object vanishes, so the agent's hands
@@ -37,7 +38,7 @@ def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type
     class ObjectsEnv(MiniGridEnv):
         def __init__(self):
             super().__init__(mission_space=MissionSpace(mission_func=lambda: "collect objects"), grid_size=size,
-                             max_steps=max_steps, see_through_walls=True)
+                             max_steps=max_steps, see_through_walls=True, render_mode=render_mode)
             self.action_space = gym.spaces.Discrete(4)
             self.observation_space = gym.spaces.Box(0, 255, (3, 7, 7), dtype=np.uint8)
 

@@ -47,13 +47,16 @@ def collect_observations(model, env_cfg, reward: Reward, n: int, seed: int) -> t
     n_envs = min(64, n)
     env = env_cfg.make(reward, n_envs, seed=seed)
     gen = torch.Generator().manual_seed(seed)
-    obs, out = env.reset(seed), []
-    with torch.inference_mode():
-        while sum(len(o) for o in out) < n:
-            t = torch.from_numpy(obs)
-            out.append(t)
-            logits, _ = model(t)
-            obs = env.step(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1).numpy())[0]
+    try:
+        obs, out = env.reset(seed), []
+        with torch.inference_mode():
+            while sum(len(o) for o in out) < n:
+                t = torch.from_numpy(obs)
+                out.append(t)
+                logits, _ = model(t)
+                obs = env.step(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1).numpy())[0]
+    finally:  # an env may hold worker processes (env.processes)
+        getattr(env, "close", lambda: None)()
     return torch.cat(out)[:n]
 
 
