@@ -161,5 +161,15 @@ def test_tiny_real_crafter_experiment_runs_validates_and_reports(tmp_path):
     card = run_validation(cfg, tmp_path / "run", LocalExecutor(1), episodes=4, log=lambda *a: None)
     assert card["verdicts"]
     page = write_report(tmp_path / "run", tmp_path / "report", log=lambda *a: None).read_text(encoding="utf-8")
-    assert "collect_wood" in page and "Maze pictures" not in page
+    assert "collect_wood" in page and "Maze pictures" not in page and "Achievements of each type" in page
     assert "Not interpretable" in page  # 128-step agents fail their gate: the headline is withheld
+
+
+def test_how_envs_are_stepped_and_named_leaves_job_keys_alone():
+    """Worker processes and the report's word for events change nothing a job learns, so not its cache key."""
+    from goalscope.program.jobs import Job
+
+    spec = {"env": GymEventsConfig.from_json(MAZE).to_json(), "ppo": {"n_envs": 8}, "seed": 0}
+    stepped = {**spec, "env": {**spec["env"], "processes": 2, "event_word": "things"}}
+    assert Job("train", spec, "MA").key == Job("train", stepped, "MA").key
+    assert Job("train", spec, "MA").key != Job("train", {**spec, "seed": 1}, "MA").key

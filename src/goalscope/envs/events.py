@@ -53,6 +53,7 @@ class GymEventsConfig:
     # 0: the envs step in the training process; N: spread over N worker processes (envs whose step costs
     # milliseconds, such as Crafter, so that stepping them uses every core; goalscope.envs.batches).
     processes: int = 0
+    event_word: str = ""  # what the env calls its events, for the report ("achievements"); "" = "events"
     family = "gym_events"
     has_oracle = False
 
@@ -63,6 +64,8 @@ class GymEventsConfig:
             raise ConfigError(f"env.n_types must be a positive integer, got {self.n_types!r}")
         if not isinstance(self.max_steps, int) or self.max_steps < 1:
             raise ConfigError(f"env.max_steps must be a positive integer, got {self.max_steps!r}")
+        if not isinstance(self.event_word, str):
+            raise ConfigError(f"env.event_word must be a string, got {self.event_word!r}")
         if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 0:
             raise ConfigError(f"env.processes must be an integer >= 0, got {self.processes!r}")
         if not isinstance(self.kwargs, dict):
@@ -121,8 +124,9 @@ class GymEventsConfig:
 
     def to_json(self) -> dict:
         d = {"family": self.family, **dataclasses.asdict(self)}
-        if not d["processes"]:  # left out at its default: runs recorded before it existed read the same
-            del d["processes"]
+        for name in ("processes", "event_word"):
+            if not d[name]:  # left out at its default: runs recorded before it existed read the same
+                del d[name]
         return d
 
     @staticmethod

@@ -56,13 +56,13 @@ class Job:
     def key(self) -> str:
         # How often training snapshots itself changes nothing in the result, so it must not change the key; nor
         # does where the network ran (a sweep begun on a GPU box is finished on a laptop, a CPU result is reused by a
-        # GPU rerun), nor how many processes stepped the envs. A setting at the value it had before the setting
-        # existed (fp32) keeps old runs' keys.
+        # GPU rerun), nor how many processes stepped the envs, nor the report's word for events. A setting at the
+        # value it had before the setting existed (fp32) keeps old runs' keys.
         spec = {**self.spec, "ppo": {k: v for k, v in self.spec["ppo"].items()
                                      if k not in ("save_every", "save_every_s", "device")
                                      and (k, v) != ("precision", "fp32")}}
         if isinstance(spec.get("env"), dict):
-            spec["env"] = {k: v for k, v in spec["env"].items() if k != "processes"}
+            spec["env"] = {k: v for k, v in spec["env"].items() if k not in ("processes", "event_word")}
         blob = json.dumps({"kind": self.kind, "spec": spec}, sort_keys=True).encode()
         return f"{self.kind}-{hashlib.sha256(blob).hexdigest()[:12]}"
 

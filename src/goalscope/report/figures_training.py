@@ -156,7 +156,7 @@ def fig_behaviour(run, out: Path | None = None, rows: list[dict] | None = None):
         flat = len(ms) <= 14
         ax.set_xticks(x, [m.replace(" a=", "\nα=").replace(": ", ":\n") for m in ms], fontsize=8,
                       rotation=0 if flat else 35, ha="center" if flat else "right")
-        ax.set_ylabel("objects collected per episode" if run.event_word == "objects" else "events per episode")
+        ax.set_ylabel("objects collected per episode" if run.event_word == "objects" else f"{run.event_word} per episode")
         ax.set_title(title, fontsize=10, loc="left")
         ax.grid(axis="y", alpha=0.3)
         ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))

@@ -77,8 +77,11 @@ class Run:
 
     @property
     def event_word(self) -> str:
-        """What the env's events are: objects collected in the maze, events anywhere else."""
-        return "objects" if getattr(self.cfg.env, "family", "object_maze") == "object_maze" else "events"
+        """What the env's events are: objects collected in the maze, else the env's own word (``env.event_word``,
+        e.g. Crafter's "achievements") or "events"."""
+        if getattr(self.cfg.env, "family", "object_maze") == "object_maze":
+            return "objects"
+        return getattr(self.cfg.env, "event_word", "") or "events"
 
     def type_label(self, k: int) -> str:
         tags = []

@@ -51,7 +51,8 @@ def _section_behaviour(run: Run, page: Page) -> None:
     write_csv(page.out, "behaviour.csv", rows)
     page.figure("behaviour", fig_behaviour(run, page.out, rows),
                 (f"Objects of each type collected per evaluation episode" if run.event_word == "objects" else
-                 "Events of each type per evaluation episode") + " (paired start states across models).",
+                 f"{run.event_word.capitalize()} of each type per evaluation episode")
+                + " (paired start states across models).",
                 ["behaviour.csv"])
     s = run.summary
     perf = {}
