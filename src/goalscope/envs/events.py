@@ -4,15 +4,16 @@ goalscope's program needs an environment whose dynamics stay fixed while the rew
 env that means: the env reports, in every step's ``info["events"]``, how many events of each of K types just
 happened (an object of type k picked up, a door opened...), and goalscope computes the reward itself as
 ``events @ weights - step_cost``. The env's own reward is ignored. Vectorisation is Gymnasium's own
-``SyncVectorEnv`` (same-step autoreset); this adapter gives it the interface of goalscope's native vectorised
+``SyncVectorEnv`` (same-step autoreset), in this process or in worker processes (``env.processes``,
+:mod:`goalscope.envs.batches`); this adapter gives it the interface of goalscope's native vectorised
 maze, so training, evaluation and analysis run unchanged.
 
 ``goalscope/MiniGridObjects-v0`` (:mod:`goalscope.envs.minigrid_objects`, needs the ``minigrid`` package) is the
 shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
 of its type.
 
-May import: goalscope.envs.rewards, goalscope.envs.batches, goalscope.envs.minigrid_objects (the example env: its id, and its registration
-when that id is used; minigrid itself is imported only then), goalscope.errors.
+May import: goalscope.envs.rewards, goalscope.envs.batches, goalscope.envs.minigrid_objects (the example env: its
+id, and its registration when that id is used; minigrid itself is imported only then), goalscope.errors.
 """
 
 from __future__ import annotations
