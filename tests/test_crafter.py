@@ -173,3 +173,22 @@ def test_how_envs_are_stepped_and_named_leaves_job_keys_alone():
     stepped = {**spec, "env": {**spec["env"], "processes": 2, "event_word": "things"}}
     assert Job("train", spec, "MA").key == Job("train", stepped, "MA").key
     assert Job("train", spec, "MA").key != Job("train", {**spec, "seed": 1}, "MA").key
+
+
+def test_a_worker_that_cannot_make_its_envs_says_why():
+    import os
+
+    parent = os.getpid()
+    cfg = GymEventsConfig.from_json(MAZE)
+
+    def broken():  # works here (where the batch warms one env up), fails in the workers
+        if os.getpid() != parent:
+            raise RuntimeError("no display")
+        return cfg.make_single()
+
+    batch = ProcessBatch(broken, 2, 3, processes=1)
+    try:
+        with pytest.raises(ConfigError, match="env worker process 0: cannot make its envs: RuntimeError: no display"):
+            batch.reset(0)
+    finally:
+        batch.close()

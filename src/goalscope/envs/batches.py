@@ -65,7 +65,12 @@ class LocalBatch:
 
 
 def _worker(conn, make, n: int, k: int) -> None:
-    batch = LocalBatch(make, n, k)
+    try:
+        batch = LocalBatch(make, n, k)
+    except Exception as e:  # noqa: BLE001 (the parent's first request reads it and raises it with the worker named)
+        conn.send((False, f"cannot make its envs: {type(e).__name__}: {e}"))
+        conn.close()
+        return
     try:
         while True:
             command, arg = conn.recv()
@@ -95,7 +100,7 @@ _WARMED: set[str] = set()
 def _warm(make: Callable[[], gym.Env]) -> None:
     """Make and reset one env in this process, once per factory, so that what an env loads or compiles on first use
     (Crafter: numba's compiled world generation, its textures) is inherited by every forked worker instead of being
-    redone in each: a Crafter worker then starts in 0.45 s instead of 1.2 s, and evaluations start one each."""
+    redone in each: a Crafter worker then starts in 0.45 s instead of 1.2 s, which every evaluation pays."""
     key = repr(make)
     if key not in _WARMED:
         env = make()
