@@ -146,7 +146,7 @@ def test_tiny_real_crafter_experiment_runs_validates_and_reports(tmp_path):
            "kwargs": {**full.env.kwargs, "length": 24, "area": [32, 32]}}
     cfg = experiment_from_dict({
         **{k: v for k, v in full.to_json().items() if k in ("agent", "base")}, "name": "crafter-tiny",
-        "seeds": [0, 1], "workers": 1, "env": env,
+        "seeds": [0], "workers": 1, "env": env,
         "ppo": {"n_envs": 4, "n_steps": 16, "minibatch_size": 32, "epochs": 1},
         "base": {"reward": full.base.reward, "steps": 128}, "finetune": {"rewards": ["collect:eat_cow"], "steps": 64},
         "negate": {"alphas": [1.0], "retrain_steps": 64, "random_directions": 1},
