@@ -187,6 +187,7 @@ def test_a_worker_that_cannot_make_its_envs_says_why():
         return cfg.make_single()
 
     batch = ProcessBatch(broken, 2, 3, processes=1)
+    batch.procs[0].join(timeout=10)  # the worker has said why and ended before it is asked anything
     try:
         with pytest.raises(ConfigError, match="env worker process 0: cannot make its envs: RuntimeError: no display"):
             batch.reset(0)

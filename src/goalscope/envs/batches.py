@@ -141,7 +141,10 @@ class ProcessBatch:
 
     def _ask(self, command: str, args) -> list:
         for conn, arg in zip(self.conns, args):
-            conn.send((command, arg))
+            try:
+                conn.send((command, arg))
+            except OSError:  # the worker has ended, and may have said why before it did: read below
+                pass
         out = []
         for i, conn in enumerate(self.conns):
             try:
