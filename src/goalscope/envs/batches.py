@@ -118,7 +118,6 @@ class ProcessBatch:
     config's bound method is)."""
 
     def __init__(self, make: Callable[[], gym.Env], n: int, k: int, processes: int):
-        self.n, self.k = n, k
         sizes = [len(s) for s in np.array_split(np.arange(n), min(processes, n))]
         self.offsets = np.cumsum([0, *sizes])
         ctx = _context()

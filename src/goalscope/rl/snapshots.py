@@ -42,7 +42,7 @@ class Snapshots:
         snap = _load_snapshot(self.directory, self.fingerprint) if self.directory else None
         restored = _restore(snap, model, optimizer, env, log, ep_returns) if snap is not None else None
         step = restored[1] if restored is not None else step
-        self.next_save = (step // self.every + 1) * self.every if self.enabled and self.every > 0 else None
+        self.next_save = self._after(step)
         self.last_save = time.monotonic()
         return restored
 
@@ -58,8 +58,11 @@ class Snapshots:
         _save_snapshot(self.directory, self.fingerprint, model, optimizer, env, obs, update, step, next_eval, log,
                        ep_returns)
         self.last_save = time.monotonic()
-        if self.next_save is not None:
-            self.next_save = (step // self.every + 1) * self.every
+        self.next_save = self._after(step)
+
+    def _after(self, step: int) -> int | None:
+        """The step of the next snapshot by steps after ``step`` (None when snapshots by steps are off)."""
+        return (step // self.every + 1) * self.every if self.enabled and self.every > 0 else None
 
 
 SNAPSHOT_TENSORS, SNAPSHOT_META = "snapshot.safetensors", "snapshot.json"
