@@ -286,30 +286,75 @@ def test_goal_reports_plainly_when_not_met():
     assert any(line.startswith("| ties | 0.600") for line in lines) and any("met" in line for line in lines)
 
 
+def _gradient_mass(model, obs_shape, plane: int, fl) -> torch.Tensor:
+    """First-layer mass of the output's gradient when only the agent and one object on ``plane`` are in view. The
+    gradient of a weight that reads input channel j is zero wherever channel j is: so the layer that truly reads the
+    planes has gradient on the agent's and ``plane``'s channels only, and a deeper layer passed off as it would not."""
+    obs = torch.zeros(1, *obs_shape)
+    r, c = obs_shape[1] // 2, obs_shape[2] // 2
+    obs[0, 1, r, c] = 1
+    obs[0, plane, r, c + 1] = 1
+    logits, value = model(obs)
+    params = dict(model.named_parameters())
+    grads = torch.autograd.grad(logits.sum() + value.sum(), [params[n] for n in fl.channel])
+    return fl.mass({n: g.abs() for n, g in zip(fl.channel, grads)})
+
+
 def test_input_channels_of_every_architecture():
     env = MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=8)
-    for arch, n_channels in (("cnn", 7), ("mlp", 5), ("planner", 3), ("needle_planner", 3)):
-        model = build_agent(arch, env.obs_shape, 4)
+    plain = ("cnn", {"relative_coords": False})  # no offset planes: in-channels equal the planes exactly
+    ego = MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=8, view="egocentric")
+    cases = [("cnn", None, env, 7, "conv1.weight"), (*plain, env, 5, "conv1.weight"),
+             ("rcnn", None, env, 5, "conv1.weight"), ("rcnn", {"channels": [4, 4]}, env, 5, "conv1.weight"),
+             ("mlp", None, env, 5, "pi_fc1.weight"), ("mlp", {"shared": True}, env, 5, "fc1.weight"),
+             ("mlp", None, ego, 5, "vf_fc1.weight"),
+             ("planner", None, env, 3, "reward_map1.weight"), ("needle_planner", None, env, 3, "reward_map1.weight"),
+             ("hidden_needle_planner", None, env, 3, "reward_map1.weight")]
+    for arch, config, e, n_channels, name in cases:
+        model = build_agent(arch, e.obs_shape, 4, config)
         state = model.state_dict()
-        labels, objects, per_channel = entry.input_channels(arch, state, env)
-        assert len(labels) == n_channels, (arch, labels)
+        fl = entry.first_layer(arch, state, e)
+        labels, objects, per_channel = entry.input_channels(arch, state, e)
+        assert len(labels) == n_channels and name in fl.channel, (arch, config, labels, list(fl.channel))
         assert [labels[i] for i in objects] == ["type 0", "type 1", "type 2"]
+        # The layer found (by shape, not by name) is the one the forward pass reads the planes through.
+        g = _gradient_mass(model, e.obs_shape, 2 + 1, fl)
+        read = {i for i, lab in enumerate(labels) if lab in ("agent", "type 1", "row offset", "column offset")}
+        assert g[objects[1]] > 0 and all(g[i] == 0 for i in range(n_channels) if i not in read), (arch, config, g)
         # A heatmap that is 1 on the first layer's type-1 entries only puts all its mass on type 1.
         heat = {k: torch.zeros_like(v) for k, v in state.items()}
         ones = {k: torch.ones_like(v) for k, v in state.items()}
         total = per_channel(ones)
         assert total.shape == (n_channels,) and (total > 0).all()
-        name = {"cnn": "conv1.weight", "mlp": "pi_fc1.weight"}.get(arch, "reward_map1.weight")
         w = heat[name]
-        if arch == "mlp":
-            w.view(w.shape[0], 5, -1)[:, objects[1]] = 1
+        if w.dim() == 2:
+            w.view(w.shape[0], n_channels, -1)[:, objects[1]] = 1
         else:
             w[:, objects[1]] = 1
         mass = per_channel(heat)
         assert entry.own_plane_rank(mass, objects, 1) == 1 and float(mass.sum()) == float(mass[objects[1]])
-    with pytest.raises(GoalscopeError, match="no first-layer map"):
+    with pytest.raises(GoalscopeError, match="no first-layer map for architecture 'unknown'"):
         entry.input_channels("unknown", {}, env)
+    # A first conv that reads something other than the planes (an RGB picture of the maze) is said, not guessed.
+    rgb = {"conv1.weight": torch.zeros(8, 3, 3, 3), "conv2.weight": torch.zeros(8, 5, 3, 3)}
+    with pytest.raises(GoalscopeError, match="first conv conv1.weight reads 3 channels, not the 5 maze planes"):
+        entry.input_channels("nature_cnn", rgb, env)
     assert entry.plane_labels(MazeConfig(size=7, n_types=2, cue=True))[-2:] == ["cue 0", "cue 1"]
+
+
+def test_input_plane_ground_truth_is_in_the_scorecard_and_the_report():
+    from goalscope.report.figures_validation import input_planes_html
+
+    ranks = {entry.ABS_DELTA: {0: [(1, 3), (1, 3)], 1: [(1, 3), (2, 3)]}, entry.FISHER_ALONE: {0: [(3, 3), (1, 3)], 1: [(2, 3), (2, 3)]}}
+    masses = {n: [np.ones(5)] * 4 for n in ranks}
+    card = entry.summarise(ranks, masses, ["walls", "agent", "type 0", "type 1", "type 2"], 3)
+    assert card["by_heatmap"][entry.ABS_DELTA]["rank1_count"] == 3
+    md = entry.entry_markdown(card)
+    assert "| 3/4 (0.75; 0.33) | 4 |" in md and "| 1/4 (0.25; 0.33) | 4 |" in md
+    html = input_planes_html(card)
+    assert "Input-plane ground truth" in html and "3/4 (0.33)" in html and "1/4 (0.33)" in html
+    # Not run is said, not dropped.
+    assert "Not run: no first-layer map for architecture" in input_planes_html("no first-layer map for architecture 'x'")
 
 
 def test_superposition_curve_figure_and_csv(tmp_path):

@@ -98,3 +98,25 @@ def fig_validation(run, card: dict | None = None, out: Path | None = None):
     fig.suptitle("Validation (scorecard.json)", fontsize=11)
     write_csv(out, "validation_curves.csv", rows, ["panel", "ranking", "x", "y", "min_over_seeds", "max_over_seeds"])
     return fig
+
+
+def input_planes_html(entry) -> str:
+    """The input-plane ground truth of a scorecard (any agent whose first layer reads the maze planes) as HTML, or
+    why it was not run; empty for a scorecard without one."""
+    from goalscope.analysis.validate.entry import rank1_count
+    from goalscope.report.common import esc, html_table
+
+    if entry is None:
+        return ""
+    if isinstance(entry, str):
+        return f"<h3>Input-plane ground truth</h3><p class='note'>Not run: {esc(entry)}</p>"
+    rows = [[esc(n), f"{v['mean_rank']:.2f} ({v['chance_mean_rank']:.2f})",
+             esc(", ".join(f"{x:.2f}" for x in v["per_seed_mean_rank"])),
+             f"{rank1_count(v)}/{v['pairs']} ({v['chance_rank1']:.2f})"]
+            for n, v in entry["by_heatmap"].items()]
+    return ("<h3>Input-plane ground truth</h3><p>A one-hot or composite RB changes the value of one object plane, "
+            "so the first layer's weights that read RB's own plane are a ground truth in any agent that reads the "
+            "planes. Rank 1 = RB's own plane holds the most first-layer mass among the object planes RB leaves "
+            "unchanged plus its own (chance in brackets).</p>" + html_table(
+                ["heatmap", "mean rank of the own plane (chance)", "per-seed mean rank",
+                 "(seed, RB) pairs ranking it first (chance fraction)"], rows, {1, 2, 3}))

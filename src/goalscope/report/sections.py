@@ -22,7 +22,7 @@ from goalscope.report.figures_rollouts import ROLLOUT_STEPS, rollout_html, rollo
 from goalscope.report.figures_signals import fig_cosine, frozen_units, heatmap_figures
 from goalscope.report.figures_steering import fig_steering
 from goalscope.report.figures_training import behaviour_table, fig_behaviour, fig_learning_curves
-from goalscope.report.figures_validation import fig_validation
+from goalscope.report.figures_validation import fig_validation, input_planes_html
 from goalscope.report.run import SCORECARD, Run
 
 SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour profiles"),
@@ -260,9 +260,10 @@ def _section_validation(run: Run, page: Page) -> None:
             page.add(f"<p><b>{esc(m)}:</b> {esc(v)}</p>")
     elif loc is not None:
         page.add(f"<p class='note'>Localisation: {esc(loc)}</p>")
+    page.add(input_planes_html(card.get("input_planes")))
     rest = {k: v for k, v in card.items() if k not in ("graft", "localisation", "verdicts", "held_out_graft_area",
                                                       "localisation_verdicts", "tests", "families", "stability",
-                                                      "ablation", "checks", "exploratory")}
+                                                      "ablation", "checks", "exploratory", "input_planes")}
     scalars = _scalars(rest)
     if scalars:
         page.add("<h3>Other scorecard entries</h3>" + html_table(["entry", "value"], [[esc(k), num(v)] for k, v in scalars], {1}))

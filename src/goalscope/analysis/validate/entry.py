@@ -20,6 +20,8 @@ goalscope.analysis.effects.superposition, goalscope.errors, goalscope.program, g
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -39,27 +41,74 @@ def plane_labels(env_cfg) -> list[str]:
     return ["walls", "agent", *[f"type {i}" for i in range(k)], *([f"cue {i}" for i in range(k)] if env_cfg.cue else [])]
 
 
-def input_channels(arch: str, state: dict, env_cfg) -> tuple[list[str], list[int], callable]:
-    """The first layer that reads the planes: (channel labels, index of each object type's channel, and a function
-    mapping a heatmap/|Δ| dict to first-layer mass per channel).
+PLANE_READERS = ("planner", "needle_planner", "hidden_needle_planner")  # reward_map1 reads the planes after walls/agent
 
-    ``cnn``: ``conv1.weight`` (out, C[+2], 3, 3); with relative coordinates the network appends two offset planes.
-    ``mlp``: ``fc1.weight`` (shared) or ``pi_fc1``/``vf_fc1`` (two towers, summed), columns laid out as (C, H, W).
-    ``planner`` / ``needle_planner`` / ``hidden_needle_planner``: ``reward_map1.weight`` reads only the planes after walls and agent.
-    """
+
+@dataclass(frozen=True)
+class FirstLayer:
+    """The weights that read the observation planes, and which input channel each of their entries reads.
+
+    ``labels``: one per input channel the layer reads; ``objects``: the index in ``labels`` of each object type's
+    plane; ``channel``: tensor name -> int64 tensor shaped like the weight, holding the channel of every entry."""
+    labels: list[str]
+    objects: list[int]
+    channel: dict[str, torch.Tensor]
+
+    def mass(self, heat: dict) -> torch.Tensor:
+        """A heatmap's (or |Δ|'s) mass per input channel, summed over every first-layer tensor."""
+        out = torch.zeros(len(self.labels), dtype=torch.float64)
+        for name, idx in self.channel.items():
+            out.index_add_(0, idx.flatten(), heat[name].detach().flatten().to(torch.float64))
+        return out
+
+
+def _channel_index(shape, axis_len: int) -> torch.Tensor:
+    """Channel of every entry of a weight whose axis 1 is (channel, rest) flattened (rest = 1 for a conv)."""
+    return (torch.arange(shape[1]) // axis_len).view(1, -1, *[1] * (len(shape) - 2)).expand(shape).contiguous()
+
+
+def first_layer(arch: str, state: dict, env_cfg) -> FirstLayer:
+    """Find the layer that reads the planes from the weights' shapes, not from the architecture's name.
+
+    The first 4-D weight (state-dict order is registration order, and every conv net here registers its input conv
+    first) reads the planes when its in-channels equal their number C, or C + 2 (``cnn``'s agent-relative offset
+    planes). Only that first one is considered: a deeper conv whose width happens to equal C would otherwise pass
+    for the input layer. Without any 4-D weight, the 2-D weights whose in-features equal C*H*W read the flattened
+    grid (``mlp``: one shared ``fc1`` or two towers, summed). The planners are the one case named: ``reward_map1``
+    reads only the planes after walls and agent, so its in-channels are C - 2, which shapes alone cannot tell from
+    a coincidence."""
     planes = plane_labels(env_cfg)
-    k = env_cfg.n_types
-    if arch == "cnn":
-        c_in = state["conv1.weight"].shape[1]
-        labels = planes + (["row offset", "column offset"] if c_in == len(planes) + 2 else [])
-        return labels, list(range(2, 2 + k)), lambda h: h["conv1.weight"].sum((0, 2, 3))
-    if arch == "mlp":
-        names = ["fc1.weight"] if "fc1.weight" in state else ["pi_fc1.weight", "vf_fc1.weight"]
-        c = len(planes)
-        return planes, list(range(2, 2 + k)), lambda h: sum(h[n].reshape(h[n].shape[0], c, -1).sum((0, 2)) for n in names)
-    if arch in ("planner", "needle_planner", "hidden_needle_planner"):
-        return planes[2:], list(range(k)), lambda h: h["reward_map1.weight"].sum((0, 2, 3))
-    raise GoalscopeError(f"input-plane ground truth: no first-layer map for architecture {arch!r}")
+    k, c = env_cfg.n_types, len(planes)
+    objects = list(range(2, 2 + k))
+    shape = tuple(getattr(env_cfg, "obs_shape", ()) or ())
+    if shape and shape[0] != c:  # e.g. an image of the maze: no input channel is an object plane
+        raise GoalscopeError(f"input-plane ground truth: the observation has {shape[0]} channels, not the {c} maze "
+                             f"planes ({', '.join(planes)}), so no input channel names an object type")
+    if arch in PLANE_READERS and "reward_map1.weight" in state:
+        w = state["reward_map1.weight"]
+        return FirstLayer(planes[2:], list(range(k)), {"reward_map1.weight": _channel_index(w.shape, 1)})
+    weights = [(n, v) for n, v in state.items() if n.endswith("weight") and v.dim() in (2, 4)]
+    convs = [(n, v) for n, v in weights if v.dim() == 4]
+    if convs:
+        name, w = convs[0]
+        if w.shape[1] in (c, c + 2):
+            labels = planes + (["row offset", "column offset"] if w.shape[1] == c + 2 else [])
+            return FirstLayer(labels, objects, {name: _channel_index(w.shape, 1)})
+        raise GoalscopeError(f"input-plane ground truth: architecture {arch!r}'s first conv {name} reads "
+                             f"{w.shape[1]} channels, not the {c} maze planes (or {c} + 2 offset planes)")
+    hw = int(np.prod(shape[1:])) if shape else 0
+    dense = [(n, v) for n, v in weights if hw and v.shape[1] == c * hw]
+    if dense:
+        return FirstLayer(planes, objects, {n: _channel_index(v.shape, hw) for n, v in dense})
+    raise GoalscopeError(f"input-plane ground truth: no first-layer map for architecture {arch!r} (no conv weight "
+                         f"and no dense weight reading the {c} x {hw} flattened planes)")
+
+
+def input_channels(arch: str, state: dict, env_cfg) -> tuple[list[str], list[int], callable]:
+    """(channel labels, index of each object type's channel, heatmap dict -> first-layer mass per channel) of
+    :func:`first_layer`."""
+    fl = first_layer(arch, state, env_cfg)
+    return fl.labels, fl.objects, fl.mass
 
 
 def comparison_types(ra, rb) -> list[int]:
@@ -99,6 +148,7 @@ def summarise(ranks: dict, masses: dict, labels: list[str], k: int) -> dict:
         out[name] = {"mean_rank": round(float(flat[:, 0].mean()), 3),
                      "chance_mean_rank": round(float(((flat[:, 1] + 1) / 2).mean()), 3),
                      "rank1_fraction": round(float((flat[:, 0] == 1).mean()), 3),
+                     "rank1_count": int((flat[:, 0] == 1).sum()),
                      "chance_rank1": round(float((1 / flat[:, 1]).mean()), 3),
                      "per_seed_mean_rank": [round(float(np.mean([r for r, _ in rs])), 3) for rs in by_seed.values()],
                      "pairs": len(flat), "mass_share": {lab: round(float(x), 4) for lab, x in zip(labels, share)}}
@@ -153,6 +203,11 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
     return out
 
 
+def rank1_count(v: dict) -> int:
+    """(seed, RB) pairs whose own plane ranked first (a scorecard from before the count was kept: from the fraction)."""
+    return int(v.get("rank1_count", round(v["rank1_fraction"] * v["pairs"])))
+
+
 def entry_markdown(entry: dict | str) -> str:
     """The scorecard section for :func:`entry_ground_truth`."""
     lines = ["## Input-plane ground truth (RB's own object plane in the first layer's mass)", ""]
@@ -161,12 +216,12 @@ def entry_markdown(entry: dict | str) -> str:
     lines += [f"Rank of RB's own plane (1 = most first-layer mass) among those of the {entry['object_types']} object "
               "planes whose value RB leaves unchanged, plus its own (RA's plane is left out for one-hot RBs, whose "
               "reward moves it too). Aggregators run on one RB alone (pca and spread are not defined for one signal).", "",
-              "| heatmap | mean rank (chance) | per-seed mean rank | ranked first (chance) | (seed, RB) pairs |",
+              "| heatmap | mean rank (chance) | per-seed mean rank | ranked first: pairs (fraction; chance) | (seed, RB) pairs |",
               "|---|---|---|---|---|"]
     for name, v in entry["by_heatmap"].items():
         lines.append(f"| {md_name(name)} | {v['mean_rank']:.2f} ({v['chance_mean_rank']:.2f}) | "
                      f"{', '.join(f'{x:.2f}' for x in v['per_seed_mean_rank'])} | "
-                     f"{v['rank1_fraction']:.2f} ({v['chance_rank1']:.2f}) | {v['pairs']} |")
+                     f"{rank1_count(v)}/{v['pairs']} ({v['rank1_fraction']:.2f}; {v['chance_rank1']:.2f}) | {v['pairs']} |")
     share = entry["by_heatmap"].get(ABS_DELTA, {}).get("mass_share", {})
     if share:
         lines += ["", "First-layer share of |Δ_i| per input channel: " + ", ".join(f"{k} {x:.3f}" for k, x in share.items())]
