@@ -21,7 +21,9 @@ with Holm-Bonferroni over those few; a null is beaten when its Holm-adjusted p <
 else is shown as exploratory (unadjusted p, no verdict). A claim whose family cannot pass at this seed count (see
 :func:`goalscope.analysis.stats.holm_reachable`; always below ``stats.MIN_SEEDS``) says "underpowered at N seeds,
 K would do"; a null that was not run is "not tested", never passed. Vocabulary: RB-specific / generic fine-tuning
-locus / sensitivity only / no better than random, always with the nulls beaten, not beaten and not tested.
+locus / sensitivity only / no better than random, always with the nulls beaten, not beaten and not tested; where a
+null is not beaten but the difference's 95% t interval excludes 0 (it fails only Holm), "not shown above N after
+Holm (raw p …)" instead of the rung below: the data do not say "no better".
 
 This module runs validation over a run and judges it (:func:`run_validation`); per-seed tests and localisation are in
 :mod:`~goalscope.analysis.validate.grafts`, the checks and scorecard.md in :mod:`~goalscope.analysis.validate.scorecard`.
@@ -51,6 +53,7 @@ from goalscope.analysis.validate.grafts import (ABLATION_FRACTIONS, ATTRIBUTION,
                                                 RANDOM, STABILITY_FRACTION, VALIDATION_EPISODES, VERDICTS, graft_area,
                                                 localisation, smallest_k, validate_seed)
 from goalscope.analysis.records import json_default, record, write_records
+from goalscope.analysis.validate.heldout import heldout_curve
 from goalscope.analysis.validate.scorecard import below_competence, built_in_checks, scorecard_markdown
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, spearman, t_interval, t_test
 
@@ -150,13 +153,36 @@ LADDER = ((VERDICTS[3], (RANDOM,), "not tested against random"),
           (VERDICTS[1], (CONTROL_NULL, OTHER_RB_NULL), "above sensitivity; RB-specificity not tested"))
 
 
-def ladder_label(beaten: list[str], not_beaten: list[str], ranking: str = "") -> str:
-    """The plain-words verdict of a claim from which nulls it beat; any null in neither list was not tested."""
+def shown_raw(test: dict) -> bool:
+    """Whether a comparison's two-sided 95% t interval lies above 0 (its raw one-sided p below 0.025): the data
+    show a difference, whether or not Holm over the claim's nulls lets it through."""
+    return bool(np.isfinite(test["diff"][1]) and test["diff"][1] > 0)
+
+
+def not_shown_text(tests: list[dict]) -> str:
+    """'not shown above N after Holm (raw p …)': comparisons whose interval excludes 0 but which Holm does not
+    pass. Saying "no better than N" there would claim an absence the interval contradicts."""
+    ps = ", ".join(f"{t['p']:.3g}" for t in tests)
+    return f"not shown above {', '.join(t['null'] for t in tests)} after Holm (raw p {ps})"
+
+
+def ladder_label(beaten: list[str], not_beaten: list[str], ranking: str = "", raw: dict | None = None) -> str:
+    """The plain-words verdict of a claim from which nulls it beat; any null in neither list was not tested.
+
+    ``raw``: null -> comparison, for the nulls not beaten whose interval nevertheless excludes 0 (:func:`shown_raw`).
+    Where every null not beaten at the deciding rung is one of them, the verdict says the effect was not shown after
+    Holm instead of naming the rung below ("no better than random" only where the interval includes 0)."""
+    raw = raw or {}
+    established = ""
     for failed, nulls, untested in LADDER:
-        if any(k in not_beaten for k in nulls):
+        missed = [k for k in nulls if k in not_beaten]
+        if missed:
+            if all(k in raw for k in missed):
+                return established + not_shown_text([raw[k] for k in missed])
             return failed
         if any(k not in beaten for k in nulls):
             return untested
+        established = {RANDOM: "above random; ", FISHER_NULL: "above sensitivity; "}.get(nulls[0], established)
     return VERDICTS[0] if not ranking.endswith(HELD_OUT) else "objective locus shared across RBs (held-out)"
 
 
@@ -180,7 +206,8 @@ def power_detail(power: dict) -> str:
 def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft") -> str:
     """Which nulls a ranking beats, in plain words: RB-specific (every null, another RB's mask included) / generic
     fine-tuning locus (random and Fisher alone, but not the control drift or another RB's mask) / sensitivity only
-    (random, not Fisher alone) / no better than random; "not tested" where a null that decides was not run;
+    (random, not Fisher alone) / no better than random; "not shown above N after Holm (raw p …)" where the deciding
+    null's interval excludes 0 but Holm does not pass it; "not tested" where a null that decides was not run;
     "underpowered at N seeds, K would do" when this claim's Holm family cannot pass at N seeds."""
     mine = {t["null"]: t for t in tests if t["ranking"] == ranking}
     if not mine:
@@ -191,14 +218,19 @@ def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft") -> 
     not_beaten = [k for k in NULLS if k in mine and not mine[k]["beaten"]]
     untested = [k for k in NULLS if k not in mine]
     power = family_power(n, len(mine))
+    raw = {k: mine[k] for k in not_beaten if shown_raw(mine[k])}
     parts = [f"beats {', '.join(beaten)}" if beaten else "beats no null"]
-    if not_beaten:  # in a family that cannot pass, a null not beaten is undecided, not a finding
-        parts.append(f"{'not' if power['reachable'] else 'undecided:'} {', '.join(not_beaten)}")
+    if not power["reachable"]:  # in a family that cannot pass, a null not beaten is undecided, not a finding
+        parts += [f"undecided: {', '.join(not_beaten)}"] if not_beaten else []
+    else:
+        absent = [k for k in not_beaten if k not in raw]
+        parts += [f"not {', '.join(absent)}"] if absent else []
+        parts += [not_shown_text(list(raw.values()))] if raw else []
     if untested:
         parts.append(f"not tested: {', '.join(untested)}")
     if not power["reachable"]:
         return f"{underpowered_text(power)} ({'; '.join(parts)}; {power_detail(power)}; {how})"
-    return f"{ladder_label(beaten, not_beaten, ranking)} ({'; '.join(parts)}; {how})"
+    return f"{ladder_label(beaten, not_beaten, ranking, raw)} ({'; '.join(parts)}; {how})"
 
 
 def family_info(tests: list[dict], n_seeds: int) -> dict:
@@ -269,16 +301,19 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
             "held_out_graft_area": {n[:-len(HELD_OUT)]: graft["area"][n] for n in judged if n.endswith(HELD_OUT)}}
 
 
-def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None = None, log=print) -> dict:
-    """Validate a finished run: graft and ablation tests per seed (through ``executor``), localisation, stability and
-    verdicts against the nulls; writes scorecard.json, scorecard.md and validation.csv, returns the scorecard."""
+def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None = None, log=print,
+                   test_rbs: int | None = None) -> dict:
+    """Validate a finished run: graft and ablation tests per seed (through ``executor``), the held-out curve over
+    the number of RBs, localisation, stability and verdicts against the nulls; writes scorecard.json, scorecard.md
+    and validation.csv, returns the scorecard. ``test_rbs``: grade only the first N RBs of each seed (every RB still
+    builds heatmaps and nulls); a family of 16 mixtures is otherwise 16 graft studies per seed."""
     from goalscope.outputs import analysing
 
     with analysing(run_dir):
-        return _run_validation(cfg, Path(run_dir), executor, episodes, log)
+        return _run_validation(cfg, Path(run_dir), executor, episodes, log, test_rbs)
 
 
-def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
+def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) -> dict:
     from goalscope.analysis.records import read_records
     from goalscope.analysis.effects.superposition import write_attribution_heatmap  # superposition is heavy: only here
     from goalscope.program.executors import LocalExecutor
@@ -298,13 +333,17 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log) -> dict:
     card["below_competence"] = below_competence(run_dir)  # verdicts on models below their gate: not interpretable
 
     n_episodes = episodes or min(cfg.evaluation.episodes, VALIDATION_EPISODES)
+    graded = [r.name for r in cfg.rbs()][:test_rbs]
+    card["graded_rbs"] = graded
     # One task per (seed, RB), so the workers stay busy to the end (3 seeds on 2 workers left one idle a third of
     # the time); each grades its RB exactly as a whole-seed task would (same episodes, same random stream).
     tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "control": plan.control.get(s),
               "mb": {r.name: plan.mb[(s, r.name)] for r in cfg.rbs()}, "methods": list(cfg.superpose.methods),
               "fisher_samples": cfg.superpose.fisher_samples, "test": [rb.name],
-              "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()]
+              "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()
+             if rb.name in graded]
     per_seed = merge_seed_results(executor.run(validate_seed, tasks, desc="validate"))
+    card["held_out_curve"] = heldout_curve(cfg, plan, run_dir, executor, n_episodes, graded, rows)
     # After the tasks, which cached MA's Fisher and every IG map in parallel: read back here, not computed serially.
     localisation(cfg, plan, run_dir, rows, card)
     write_attribution_heatmap(cfg, plan, run_dir)
@@ -347,14 +386,17 @@ def _loc_verdict(by_method: dict, m: str, n: int) -> str:
     untested = [b for b in pl.NULLS if b not in runs]
     power = family_power(len(mine), len(runs))
     how = f"one-sided paired t over {_seeds(len(mine))}, Holm over {len(runs)} nulls"
+    raw = [t for t in tests if not t["beaten"] and shown_raw(t)] if power["reachable"] else []
+    absent = [b for b in not_beaten if b not in {t["null"] for t in raw}]
     not_above = "not above" if power["reachable"] else "undecided:"  # a family that cannot pass finds nothing absent
-    parts = ([f"above {', '.join(beaten)}"] if beaten else []) + ([f"{not_above} {', '.join(not_beaten)}"] if not_beaten else [])
+    parts = ([f"above {', '.join(beaten)}"] if beaten else []) + ([f"{not_above} {', '.join(absent)}"] if absent else [])
+    parts += [not_shown_text(raw)] if raw else []
     parts += [f"not tested: {', '.join(untested)}"] if untested else []
     if not power["reachable"]:
         return f"{underpowered_text(power)} ({'; '.join(parts + [power_detail(power), how])})"
     if not not_beaten and not untested:
         return f"localises (AUROC above {', '.join(beaten)}; {how})"
-    if not beaten and not untested:
+    if not beaten and not untested and not raw:  # "no better" only where every interval includes 0
         return f"no better than any null ({', '.join(not_beaten)}; {how})"
     return f"{'; '.join(parts)} ({how})"
 
