@@ -77,6 +77,9 @@ def test_negation_verdict_needs_seeds_both_intervals_and_holm():
 
     boot, t_ci = (-0.1, -0.15, -0.05), (-0.1, -0.2, -0.01)
     assert negation_verdict(boot, t_ci, 0.01, 3) == "leans toward minimising RB"
-    assert negation_verdict(boot, t_ci, 0.2, 3).startswith("no detectable lean")  # fails Holm
+    # Both intervals exclude 0 but Holm fails: not shown after Holm, not "no detectable lean" (issue 34).
+    assert negation_verdict(boot, t_ci, 0.2, 3, 0.04) == \
+        "lean toward minimising RB: not shown after Holm (raw p 0.04, Holm p 0.2)"
+    assert negation_verdict(boot, (-0.1, -0.3, 0.1), 0.2, 3, 0.3).startswith("no detectable lean")
     assert negation_verdict(boot, (-0.1, -0.3, 0.1), 0.01, 3).startswith("no detectable lean")  # t interval spans 0
     assert negation_verdict(boot, t_ci, 0.01, 2).startswith("underpowered")

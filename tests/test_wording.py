@@ -4,6 +4,8 @@ overlap is set against a chance level that knows the input plane."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from goalscope.analysis.validate.grafts import CONTROL_NULL, FISHER_NULL, NULLS, OTHER_RB_NULL, PER_RB, RANDOM
@@ -43,3 +45,19 @@ def test_the_ladder_says_not_shown_at_the_rung_that_decides():
     assert ladder_label([RANDOM, FISHER_NULL], [CONTROL_NULL, OTHER_RB_NULL], PER_RB, raw) == "generic fine-tuning locus"
     assert ladder_label([RANDOM, FISHER_NULL, OTHER_RB_NULL], [CONTROL_NULL], PER_RB, raw) == \
         f"above sensitivity; not shown above {CONTROL_NULL} after Holm (raw p 0.02)"
+
+
+def test_the_negation_printout_shows_the_interval_its_verdict_uses(capsys):
+    from goalscope.cli.experiment import print_results
+
+    # A bootstrap interval over seeds x episodes that excludes 0, a t interval over seed means that does not: the
+    # verdict reads the second. Before, only the first was printed beside "no detectable lean (Holm)".
+    d = {"rb_objects_diff": [-0.4, -0.6, -0.2], "specific_lean": [-0.3, -0.5, -0.1], "ra_return_diff": [0.0, -0.1, 0.1],
+         "lean_t": [-0.3, -1.1, 0.5], "p": 0.21, "p_holm": 0.84, "verdict": "no detectable lean (Holm)"}
+    s = {"experiment": "x", "ra": "collect:0", "rbs": ["collect:1"], "seeds": [0, 1, 2],
+         "negation": [{"rb": "collect:1", "alpha": 1.0, "retrained_MA": d}]}
+    print_results(Path("run"), s)
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "retrained_MA" in x)
+    assert "-0.300 [-1.100, +0.500]" in line and "0.84" in line and line.endswith("no detectable lean (Holm)"), line
+    assert "t interval over per-seed means" in out

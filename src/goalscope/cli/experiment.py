@@ -230,15 +230,22 @@ def print_results(run: Path, s: dict) -> None:
         print("cosine between update signals: " + ", ".join(f"{k} {v:+.3f}" for k, v in s["cosine"].items()))
     withheld = below_gate(s)
     if s.get("negation"):
-        print("\nnegate and retrain: MB* minus control, mean [95% CI] over seeds x episodes"
-              + ("; verdicts withheld while models are below their competence bar" if withheld else ""))
-        print(f"  {'RB':<14}{'alpha':>6}  {'control':<18}{'RB objects':>26}{'specific lean':>28}{'RA return':>28}  verdict")
+        # The bootstrap intervals (seeds x episodes) are for reading; the verdict rests on the t interval over
+        # per-seed means and its Holm p, so those are printed beside it, or a bootstrap interval that excludes 0
+        # would sit unexplained next to "no detectable lean".
+        print("\nnegate and retrain: MB* minus control, mean [95% CI]; RB objects, specific lean and RA return: "
+              "hierarchical bootstrap over seeds x episodes; verdict: the t interval over per-seed means and its "
+              "Holm p, shown beside it" + ("; verdicts withheld while models are below their competence bar" if withheld else ""))
+        print(f"  {'RB':<14}{'alpha':>6}  {'control':<18}{'RB objects':>26}{'specific lean':>28}{'RA return':>28}"
+              f"{'lean, t over seeds':>28}{'p (Holm)':>10}  verdict")
         for e in s["negation"]:
             for c in ("retrained_MA", "random_direction"):
                 if c in e:
                     d = e[c]
+                    p = d.get("p_holm")
                     print(f"  {e['rb']:<14}{e['alpha']:>6g}  {c:<18}{fmt_ci(d['rb_objects_diff']):>26}"
-                          f"{fmt_ci(d['specific_lean']):>28}{fmt_ci(d['ra_return_diff']):>28}  "
+                          f"{fmt_ci(d['specific_lean']):>28}{fmt_ci(d['ra_return_diff']):>28}"
+                          f"{fmt_ci(d['lean_t']) if 'lean_t' in d else 'n/a':>28}{'n/a' if p is None else f'{p:.3g}':>10}  "
                           f"{'not interpretable' if withheld else d['verdict']}")
     if s.get("heatmaps"):
         print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap [tensor-stratified chance]"

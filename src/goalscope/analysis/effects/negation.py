@@ -243,7 +243,7 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
     for (d, boot, n), p_adj in zip(family, holm([d["p"] for d, _, _ in family])):
         d["p_holm"] = None if not np.isfinite(p_adj) else round(float(p_adj), 5)
         d["p"] = None if not np.isfinite(d["p"]) else round(float(d["p"]), 5)
-        d["verdict"] = negation_verdict(boot, d["lean_t"], p_adj, n)
+        d["verdict"] = negation_verdict(boot, d["lean_t"], p_adj, n, d["p"])
     summary["negation_family"] = {"tests": len(family), "correction": "Holm-Bonferroni", "level": 0.05,
                                   "interval": "t over per-seed means (verdict), hierarchical bootstrap (shown)",
                                   "min_seeds": MIN_SEEDS}
@@ -258,17 +258,22 @@ def _mean_profile(profiles: list[Profile]) -> Profile:
     return Profile(np.mean([p.counts for p in profiles], axis=0), np.mean([p.steps for p in profiles], axis=0))
 
 
-def negation_verdict(boot, t_ci, p_holm: float, n_seeds: int) -> str:
+def negation_verdict(boot, t_ci, p_holm: float, n_seeds: int, p_raw: float | None = None) -> str:
     """Plain words for a negation effect: both the bootstrap CI and the t interval must exclude 0, and the t test
-    must survive Holm within the negation family; below MIN_SEEDS seeds the answer is "underpowered"."""
+    must survive Holm within the negation family; below MIN_SEEDS seeds the answer is "underpowered". Where both
+    intervals exclude 0 but Holm does not pass, the lean is "not shown after Holm (raw p …)": "no detectable lean"
+    would claim an absence the intervals contradict."""
     if n_seeds < MIN_SEEDS:
         return f"underpowered ({n_seeds} seeds, fewer than {MIN_SEEDS})"
     if not (np.isfinite(boot[1]) and np.isfinite(t_ci[1]) and np.isfinite(p_holm)):
         return "not measurable"
-    if p_holm < 0.05 and boot[2] < 0 and t_ci[2] < 0:
-        return "leans toward minimising RB"
-    if p_holm < 0.05 and boot[1] > 0 and t_ci[1] > 0:
-        return "leans toward RB (more, not less)"
+    for lean, shown in (("leans toward minimising RB", boot[2] < 0 and t_ci[2] < 0),
+                        ("leans toward RB (more, not less)", boot[1] > 0 and t_ci[1] > 0)):
+        if shown and p_holm < 0.05:
+            return lean
+        if shown:
+            raw = "" if p_raw is None or not np.isfinite(p_raw) else f"raw p {p_raw:.3g}, "
+            return f"{lean.replace('leans', 'lean', 1)}: not shown after Holm ({raw}Holm p {p_holm:.3g})"
     return "no detectable lean (Holm)"
 
 
