@@ -7,12 +7,14 @@ import torch
 from goalscope.agents.planner import PlannerAgent
 from goalscope.agents.registry import build_agent, objective_parameters
 from goalscope.program.config import experiment_from_dict
+from goalscope.envs.rewards import parse_reward
 from goalscope.program.executors import LocalExecutor
 from goalscope.analysis.effects.experiment import run_experiment
 from goalscope.signals.delta import (add_masked, flatten, jaccard_chance, jaccard_chance_stratified, random_scores_like,
                                topk_mask, update_signal)
 from goalscope.analysis.validate.grafts import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, NULLS, OTHER_RB_NULL,
-                                                PER_RB, RANDOM, graft_area, graft_tests, null_rankings, smallest_k)
+                                                PER_RB, RANDOM, graft_area, graft_tests, null_rankings, rb_targets,
+                                                smallest_k)
 from goalscope.analysis.validate.ranking import auroc, precision_at_k
 from goalscope.analysis.validate.validation import (_loc_verdict, compare_family, locus_verdict, per_seed_scores,
                                                     run_validation, summarise_validation)
@@ -187,7 +189,8 @@ def _planted_seed(seed, n_params=2000, n_rb=3, locus=20, generic=100, sensitive=
             # Fisher heatmap).
             "sensitivity map": {"w": fisher_t["w"] * (1 + 1e-3 * torch.rand(n_params, generator=g))},
         }
-    targets = {rb: (i + 1, [k + 1 for k in range(n_rb) if k != i]) for i, rb in enumerate(names)}
+    ra = parse_reward("collect:0", n_rb + 1)
+    targets = {rb: rb_targets(parse_reward(f"collect:{i + 1}", n_rb + 1), ra) for i, rb in enumerate(names)}
     return graft_tests(ma, mbs, rankings, evaluate, targets, lambda p: float(p.counts[:, 0].mean()))
 
 
@@ -375,7 +378,7 @@ def test_another_rbs_mask_averages_over_every_other_rb():
         counts[:, 1] = 1 + float(state["w"][[0, 1]].mean())
         return Profile(counts, np.full(2, 8))
 
-    out = graft_tests(ma, {"rb0": mbs["rb0"]}, {"rb0": r}, evaluate, {"rb0": (1, [2])}, lambda p: 1.0,
+    out = graft_tests(ma, {"rb0": mbs["rb0"]}, {"rb0": r}, evaluate, {"rb0": rb_targets(parse_reward("collect:1", 3), parse_reward("collect:0", 3))}, lambda p: 1.0,
                       graft_fractions=(2 / 12, 1.0), ablation_fractions=(2 / 12,))
     lean = out["graft"]["rb0"]["lean"]
     assert lean[PER_RB][0] == pytest.approx(1.0)

@@ -58,6 +58,9 @@ def add_commands(sub) -> None:
     p.add_argument("run", type=Path, help="a finished run directory")
     p.add_argument("--episodes", type=bounded_int(MAX_EPISODES), help="evaluation episodes per graft point (default: the run's, at most 128)")
     p.add_argument("--workers", type=int, help="parallel processes (default: the run's config)")
+    p.add_argument("--test-rbs", type=bounded_int(1000), metavar="N",
+                   help="grade only the first N RBs of each seed (all RBs still build the heatmaps and nulls); "
+                        "default: every RB. A family of 16 mixtures is 16 graft studies per seed without it")
 
     p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
                        description="Train a goal-conditioned agent (the rewarded type is cued in the observation), "
@@ -212,10 +215,12 @@ def _print_competence(s: dict) -> None:
               f"{'...' if len(weak) > 4 else ''}): read what follows with that in mind")
 
 
-def _overlap(name: str, value, chance) -> str:
+def _overlap(name: str, value, chance, plane_chance=None) -> str:
     if value is None:
         return ""
-    return f"   {name} {value:.3f}" + (f" [{chance:.3f}]" if chance is not None else "")
+    levels = ([f"tensor {chance:.3f}"] if chance is not None else []) + \
+        ([f"tensor x plane {plane_chance:.3f}"] if plane_chance is not None else [])
+    return f"   {name} {value:.3f}" + (f" [{', '.join(levels)}]" if levels else "")
 
 
 def print_results(run: Path, s: dict) -> None:
@@ -248,13 +253,16 @@ def print_results(run: Path, s: dict) -> None:
                           f"{fmt_ci(d['lean_t']) if 'lean_t' in d else 'n/a':>28}{'n/a' if p is None else f'{p:.3g}':>10}  "
                           f"{'not interpretable' if withheld else d['verdict']}")
     if s.get("heatmaps"):
-        print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap [tensor-stratified chance]"
-              " within an MA (fine-tune seeds) and across MA seeds (units need not line up there)")
+        print("\nheatmaps: hottest tensors (score share / parameter share); top-1% overlap within an MA (fine-tune "
+              "seeds) and across MA seeds (units need not line up there), [chance: tensor-stratified, and stratified "
+              "by tensor and input plane where the first layer reads the maze planes: an overlap at that second "
+              "level is explained by the top entries reading the same input plane, not by shared units]")
         for m, h in s["heatmaps"].items():
             hot = ", ".join(f"{k} x{h['enrichment'][k]:.1f}" for k in h["hottest_tensors"])
             print(f"  {m:<20} {hot}" + _overlap("within MA", h.get("within_ma_jaccard_top1pct"),
-                                                h.get("within_ma_stratified_chance"))
-                  + _overlap("across MA seeds", h.get("seed_jaccard_top1pct"), h.get("seed_jaccard_stratified_chance")))
+                                                h.get("within_ma_stratified_chance"), h.get("within_ma_plane_stratified_chance"))
+                  + _overlap("across MA seeds", h.get("seed_jaccard_top1pct"), h.get("seed_jaccard_stratified_chance"),
+                             h.get("seed_jaccard_plane_stratified_chance")))
     for m, err in s.get("heatmap_errors", {}).items():
         print(f"  {m:<20} not computed: {err}")
     if s.get("stage_wall_s"):
@@ -292,7 +300,7 @@ def cmd_validate(args) -> None:
         if args.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {args.workers}")
         cfg = replace(cfg, workers=args.workers)
-    run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes)
+    run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes, test_rbs=args.test_rbs)
     print((args.run / "scorecard.md").read_text())
 
 

@@ -12,6 +12,10 @@ from short strings that name their meaning:
     1,0,-1,0                  a raw weight vector (must have one entry per object type)
     cued                      +1 for the type the observation cues (envs with ``cue = true``)
 
+Families generate lists of RBs from one word (``finetune.rewards``): ``one_hot`` (each other type alone),
+``composite`` (RA plus each other type) and ``mixture[:N[:SEED]]`` (N dense random weight vectors over all
+types; see :func:`mixture_family`).
+
 May import: goalscope.errors.
 """
 
@@ -154,4 +158,58 @@ def composite_family(base: Reward, n_types: int, weight: float = 1.0, names=None
     return out
 
 
-REWARD_FAMILIES = {"one_hot": one_hot_family, "composite": composite_family}
+MIXTURE_SPEC = re.compile(r"^mixture(?::(?P<n>\d+))?(?::(?P<seed>\d+))?$")
+MIXTURE_DEFAULT_N = 8
+MAX_MIXTURES = 256
+
+
+def mixture_family(n_types: int, n: int = MIXTURE_DEFAULT_N, seed: int = 0) -> list[Reward]:
+    """``n`` dense random rewards over all K types, so that every type a held-out RB values is also valued by the
+    RBs a heatmap is built from (a one-hot family cannot do that: each RB owns a type no other RB touches).
+
+    Each weight is drawn uniform in [-1, 1] (numpy's PCG64 seeded with ``seed``), the vector is scaled so its
+    largest |weight| is 1 and its sign flipped where needed so that largest-magnitude weight is positive: every RB
+    pays for at least one type, and negative weights are costs the agent should walk around. Weights are rounded to
+    2 decimals and the reward's name is its weight vector (``0.42,-0.13,...``), which parses back to the same
+    reward. Draws that repeat an earlier vector are redrawn."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_MIXTURES:
+        raise ConfigError(f"reward family 'mixture': the number of RBs must be in 1..{MAX_MIXTURES}, got {n!r}")
+    if n_types < 2:
+        raise ConfigError(f"reward family 'mixture' needs at least 2 object types, the env has {n_types}")
+    rng = np.random.default_rng(seed)
+    out: dict[tuple, Reward] = {}
+    while len(out) < n:
+        w = rng.uniform(-1.0, 1.0, n_types)
+        w = w / np.abs(w).max()
+        w = np.round(w * np.sign(w[np.argmax(np.abs(w))]), 2) + 0.0  # + 0.0 turns -0.0 into 0.0
+        key = tuple(float(x) for x in w)
+        out.setdefault(key, Reward(",".join(f"{x:g}" for x in key), key))
+    return list(out.values())
+
+
+def parse_mixture(spec: str) -> tuple[int, int] | None:
+    """``mixture`` / ``mixture:N`` / ``mixture:N:SEED`` -> (N, SEED); None for any other spec."""
+    m = MIXTURE_SPEC.match(spec.strip()) if isinstance(spec, str) else None
+    if not m:
+        return None
+    return int(m["n"] or MIXTURE_DEFAULT_N), int(m["seed"] or 0)
+
+
+def lean_weights(rb: Reward, base: Reward) -> np.ndarray:
+    """The *specific lean* of RB over RA as weights on the per-type object counts.
+
+    Over the types RA does not reward (RA's own type moves under every RB, by devaluation, and is not what makes
+    one RB differ from another) RB's weights are centred, so collecting more of everything scores 0, and scaled so
+    the largest entry is 1. For a one-hot ``collect:k`` this is exactly "type-k objects minus the mean of the other
+    non-RA types"; for a mixture it is the same contrast weighted by what RB pays. Zero where RB is flat there."""
+    w = np.asarray(rb.weights, dtype=float)
+    free = np.asarray(base.weights, dtype=float) <= 0
+    out = np.zeros_like(w)
+    if free.sum() < 1:
+        return out
+    out[free] = w[free] - w[free].mean()
+    top = out.max()
+    return out / top if top > 1e-12 else np.zeros_like(w)
+
+
+REWARD_FAMILIES = {"one_hot": one_hot_family, "composite": composite_family, "mixture": mixture_family}

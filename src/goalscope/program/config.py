@@ -16,7 +16,8 @@ from pathlib import Path
 from goalscope.agents.registry import arch_config, arch_config_to_json, build_agent
 from goalscope.envs import ENV_FAMILIES, env_from_json
 from goalscope.envs.maze import MazeConfig
-from goalscope.envs.rewards import Reward, composite_family, one_hot_family, parse_reward, type_names
+from goalscope.envs.rewards import (Reward, composite_family, mixture_family, one_hot_family, parse_mixture, parse_reward,
+                                    type_names)
 from goalscope.envs.events import trust_modules
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import (MAX_EPISODE_STEPS, MAX_JOBS, MAX_RANDOM_DIRECTIONS, MAX_SEEDS_PER_MA, MAX_STEPS,
@@ -40,8 +41,8 @@ class BaseSection:
 
 @dataclass(frozen=True)
 class FinetuneSection:
-    # RBs: explicit reward strings, or the families "one_hot" (every other type alone) and "composite" (RA plus
-    # each other type as a new component).
+    # RBs: explicit reward strings, or the families "one_hot" (every other type alone), "composite" (RA plus
+    # each other type as a new component) and "mixture[:N[:SEED]]" (N dense random weight vectors over all types).
     """``[finetune]``: the RBs (or reward families), the budget and fine-tune seeds per MA."""
     rewards: list[str] = field(default_factory=lambda: ["one_hot"])
     steps: int = 100_000
@@ -116,6 +117,8 @@ class ExperimentConfig:
                 out += one_hot_family(self.env.n_types, exclude=self.ra, names=type_names(self.env))
             elif spec == "composite":
                 out += composite_family(self.ra, self.env.n_types, names=type_names(self.env))
+            elif (mix := parse_mixture(spec)) is not None:
+                out += mixture_family(self.env.n_types, *mix)
             else:
                 out.append(parse_reward(spec, self.env.n_types, type_names(self.env)))
         names = [r.name for r in out]

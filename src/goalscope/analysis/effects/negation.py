@@ -30,6 +30,7 @@ from goalscope.outputs import atomic_write_bytes
 from goalscope.analysis.effects.competence import competence
 from goalscope.program.config import ExperimentConfig
 from goalscope.rl.evaluation import Profile, oracle_profile, run_episodes
+from goalscope.envs.rewards import lean_weights
 from goalscope.program.jobs import job_status, load_profile, stage_dir
 from goalscope.analysis.records import merge_records, record
 from goalscope.analysis.effects.superposition import seed_deltas, superpose
@@ -172,13 +173,14 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
     hierarchical bootstrap and t intervals, Holm-corrected verdicts (also in the summary's ``negation``)."""
     rows = []
     ra = cfg.ra
-    K = cfg.env.n_types
     n_boot = cfg.evaluation.bootstrap
     summary["negation"] = []
     family: list = []  # (summary entry, bootstrap CI, seeds) of every verdict, corrected together at the end
     for rb in cfg.rbs():
-        i_rb = rb.target_type(ra)
-        others = [k for k in range(K) if k != i_rb and k not in set(ra.rewarded_types().tolist())]
+        # For a one-hot RB: its type's objects, and those minus the mean of the other non-RA types; for a mixture
+        # the same weighted by what it pays (goalscope.envs.rewards.lean_weights).
+        lean_w = lean_weights(rb, ra)
+        raw_w = np.where(np.asarray(ra.weights) > 0, 0.0, np.asarray(rb.weights, dtype=float))
         for alpha in cfg.negate.alphas:
             seeds = [s for s in cfg.seeds if all(k in ok for k in (
                 plan.negated.get((s, rb.name, alpha, "delta")), plan.retrain_control.get(s), plan.ma.get(s)))]
@@ -199,11 +201,10 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
                                                               for j in range(n_dirs)])
 
             def rb_count(p):
-                return p.counts[..., i_rb].astype(float)
+                return p.counts.astype(float) @ raw_w
 
             def specific(p):
-                base = p.counts[..., others].mean(-1) if others else 0.0
-                return p.counts[..., i_rb] - base
+                return p.counts.astype(float) @ lean_w
 
             def ra_ret(p):
                 return ra.score(p.counts, p.steps)
@@ -221,7 +222,7 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
             for cname, c in controls.items():
                 tag = cname.replace(" ", "_")
                 lean = bootstrap_mean(rb_count(star) - rb_count(c), n_boot)
-                spec = bootstrap_mean(specific(star) - specific(c), n_boot) if others else (np.nan,) * 3
+                spec = bootstrap_mean(specific(star) - specific(c), n_boot) if lean_w.any() else (np.nan,) * 3
                 ra_change = bootstrap_mean(ra_ret(star) - ra_ret(c), n_boot)
                 # Selectivity: how much more RB behaviour than RA skill the negation removed (>1: selective).
                 sel = bootstrap_ratio(rb_count(c) - rb_count(star), ra_ret(c) - ra_ret(star), n_boot)
@@ -231,13 +232,13 @@ def negation_records(cfg, plan, run_dir, ok, summary) -> list[dict]:
                 rows.append(record("negation", model, rb.name, None, f"selectivity_vs_{tag}", *sel, detail))
                 # The verdict's evidence: a t interval over per-seed means (nominal coverage at 3-5 seeds) and its
                 # two-sided p, Holm-corrected below over every negation verdict of the run.
-                per_seed = seed_means(specific(star) - specific(c) if others else rb_count(star) - rb_count(c))
+                per_seed = seed_means(specific(star) - specific(c) if lean_w.any() else rb_count(star) - rb_count(c))
                 t_ci = t_interval(per_seed)
                 rows.append(record("negation", model, rb.name, None, f"lean_t_vs_{tag}", *t_ci,
                                    detail + " t interval over seed means"))
                 entry[tag] = {"rb_objects_diff": _ci(lean), "specific_lean": _ci(spec), "ra_return_diff": _ci(ra_change),
                               "lean_t": _ci(t_ci), "p": t_test(per_seed)}
-                family.append((entry[tag], spec if others else lean, len(seeds)))
+                family.append((entry[tag], spec if lean_w.any() else lean, len(seeds)))
             summary["negation"].append(entry)
     # Holm-Bonferroni over the whole negation family (every RB x alpha x control read by a verdict).
     for (d, boot, n), p_adj in zip(family, holm([d["p"] for d, _, _ in family])):

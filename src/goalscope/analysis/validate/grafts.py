@@ -22,6 +22,7 @@ from goalscope.errors import GoalscopeError
 from goalscope.rl.evaluation import evaluate
 from goalscope.program.jobs import stage_dir
 from goalscope.analysis.records import record
+from goalscope.envs.rewards import lean_weights
 
 GRAFT_FRACTIONS = (0.001, 0.01, 0.05, 0.25, 1.0)  # 100% is MB itself (not rerun); few points keep validate quick
 ABLATION_FRACTIONS = (0.01, 0.05)
@@ -39,6 +40,7 @@ ATTRIBUTION = "|IG_i| (attribution)"  # integrated gradients of the behaviour ch
 ATTRIBUTION_CONTROL = "|IG_i| from control"  # ... along the RA control -> MB_i (what continued training wrote, removed)
 NULLS = (RANDOM, FISHER_NULL, CONTROL_NULL, OTHER_RB_NULL)
 HELD_OUT = " (held-out)"
+MAX_OTHER_RB_MASKS = 4
 VERDICTS = ("RB-specific", "generic fine-tuning locus", "sensitivity only", "no better than random")
 
 
@@ -74,10 +76,18 @@ def _mean(rows) -> np.ndarray:
 # Behavioural tests for one seed (a picklable job for the executor)
 
 
-def specific_lean(profile, i_rb: int, others: list[int]) -> float:
-    """RB objects minus the mean of the other non-RA types: a lean, not a general rise in collecting."""
-    c = np.asarray(profile.counts, dtype=np.float64)
-    return float(c[:, i_rb].mean() - (c[:, others].mean() if others else 0.0))
+def specific_lean(profile, lean: np.ndarray) -> float:
+    """Mean over episodes of the object counts weighted by ``lean`` (:func:`goalscope.envs.rewards.lean_weights`):
+    for a one-hot RB, its objects minus the mean of the other non-RA types — a lean, not a general rise in
+    collecting."""
+    return float(np.mean(np.asarray(profile.counts, dtype=np.float64) @ np.asarray(lean, dtype=np.float64)))
+
+
+def rb_targets(rb, ra) -> tuple[np.ndarray, np.ndarray]:
+    """What a graft of RB's update is graded on: (its specific-lean weights, its raw weights over the types RA does
+    not reward). The raw count of a one-hot RB is its own type's objects."""
+    raw = np.where(np.asarray(ra.weights) > 0, 0.0, np.asarray(rb.weights, dtype=float))
+    return lean_weights(rb, ra), raw
 
 
 def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra_return,
@@ -85,7 +95,8 @@ def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra
     """Graft and ablation curves of every ranking, for every RB of one MA (pure given ``evaluate``).
 
     ``mbs``: RB -> MB state; ``rankings``: RB -> {name: scores}; ``evaluate``: state -> Profile on fixed paired
-    episodes; ``targets``: RB -> (its object type, the other non-RA types); ``ra_return``: Profile -> RA return.
+    episodes; ``targets``: RB -> (lean weights, raw weights) over object types (:func:`rb_targets`);
+    ``ra_return``: Profile -> RA return.
     Recovery is measured on the specific lean, (lean(graft) - lean(MA)) / (lean(MB) - lean(MA)), with the raw RB
     count's recovery and RA return (relative to MA) beside it. Grafting 100% of Δ is MB itself, so it is not rerun.
     A ranking given as a list of scores is a null made of several masks (another RB's mask: each other RB's):
@@ -95,23 +106,23 @@ def graft_tests(ma: dict, mbs: dict, rankings: dict, evaluate, targets: dict, ra
     ra_ma = ra_return(p_ma)
     out = {"graft": {}, "ablation": {}}
     for rb, mb in mbs.items():
-        i_rb, others = targets[rb]
+        lean, raw_w = targets[rb]
         delta = sig.update_signal(ma, mb)
         p_mb = evaluate(mb)
-        base, gain = specific_lean(p_ma, i_rb, others), specific_lean(p_mb, i_rb, others) - specific_lean(p_ma, i_rb, others)
-        raw_base = float(np.mean(p_ma.counts[:, i_rb]))
-        raw_gain = float(np.mean(p_mb.counts[:, i_rb])) - raw_base
+        base, gain = specific_lean(p_ma, lean), specific_lean(p_mb, lean) - specific_lean(p_ma, lean)
+        raw_base = specific_lean(p_ma, raw_w)
+        raw_gain = specific_lean(p_mb, raw_w) - raw_base
         ra_mb = ra_return(p_mb)
         g = {"gain": gain, "raw_gain": raw_gain, "lean": {}, "raw": {}, "ra": {}}
         abl = {}
 
         def recovered(p):  # lean and raw-RB recovery, RA return relative to MA
-            return ((specific_lean(p, i_rb, others) - base) / gain if gain > 0 else math.nan,
-                    (float(np.mean(p.counts[:, i_rb])) - raw_base) / raw_gain if raw_gain > 0 else math.nan,
+            return ((specific_lean(p, lean) - base) / gain if gain > 0 else math.nan,
+                    (specific_lean(p, raw_w) - raw_base) / raw_gain if raw_gain > 0 else math.nan,
                     ra_return(p) / ra_ma if ra_ma > 0 else math.nan)
 
         def lost(p):  # lean lost and RA return kept by an ablation
-            return ((gain + base - specific_lean(p, i_rb, others)) / gain if gain > 0 else math.nan,
+            return ((gain + base - specific_lean(p, lean)) / gain if gain > 0 else math.nan,
                     ra_return(p) / ra_mb if ra_mb > 0 else math.nan)
 
         for name, scores in rankings[rb].items():
@@ -135,13 +146,18 @@ def null_rankings(rb: str, deltas: dict, controls: list, fisher: dict, gen: torc
     """|Δ_i| and the nulls it is judged against, for RB ``rb`` of one MA (pure). A null that cannot be built here
     (no RA control; a single RB, so no other RB) is left out, and its verdict says "not tested".
 
-    Another RB's mask is a list, one |Δ_j| per other RB, graded as the mean over them: where fine-tuning on *some*
-    other objective writes, not on whichever RB happens to follow in the config."""
+    Another RB's mask is a list, one |Δ_j| per other RB (at most MAX_OTHER_RB_MASKS of them, those after RB in
+    the config's order), graded as the mean over them: where fine-tuning on *some* other objective writes, not on
+    whichever RB happens to follow in the config."""
     r = {PER_RB: {k: v.abs() for k, v in deltas[rb].items()}, RANDOM: sig.random_scores_like(deltas[rb], gen),
          FISHER_NULL: fisher}
     if controls:
         r[CONTROL_NULL] = {k: v.abs() for k, v in controls[0].items()}
-    others = [o for o in deltas if o != rb]
+    names = list(deltas)
+    i = names.index(rb)
+    # The next few RBs after this one (cyclically): with a family of 16 mixtures, 15 masks per graft point would
+    # cost 15 evaluations for one null.
+    others = [names[(i + j) % len(names)] for j in range(1, min(len(names), MAX_OTHER_RB_MASKS + 1))]
     if others:
         r[OTHER_RB_NULL] = [{k: v.abs() for k, v in deltas[o].items()} for o in others]
     return r
@@ -194,14 +210,11 @@ def validate_seed(task: dict) -> dict:
     gen = torch.Generator().manual_seed(10_000 + s)
     names = list(deltas)
     rankings, targets = {}, {}
-    n_types = len(ma.reward.weights)
-    ra_types = set(ma.reward.rewarded_types().tolist())
     for rb in names:
         r = null_rankings(rb, deltas, controls, fisher, gen)  # for every RB: the random stream is the seed's alone
         if rb not in tested:
             continue
-        i_rb = mbs[rb].reward.target_type(ma.reward)
-        targets[rb] = (i_rb, [k for k in range(n_types) if k != i_rb and k not in ra_types])
+        targets[rb] = rb_targets(mbs[rb].reward, ma.reward)
         r[ATTRIBUTION] = {k: v.abs() for k, v in ig[rb].items()}
         if ig_ctrl:
             r[ATTRIBUTION_CONTROL] = {k: v.abs() for k, v in ig_ctrl[rb].items()}

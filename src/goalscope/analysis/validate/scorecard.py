@@ -90,6 +90,10 @@ def scorecard_markdown(card: dict) -> str:
         lines += [f"| {t['ranking']} | {t['null']} | {t['measure']} | {_diff(t['diff'])} | {t['p']:.3g} |"
                   for t in card["exploratory"]]
         lines.append("")
+    if "held_out_curve" in card:
+        from goalscope.analysis.validate.heldout import curve_markdown
+
+        lines += [curve_markdown(card["held_out_curve"])]
     ab = card["ablation"]
     lines += ["## Ablation: MB with its top-k% reset to MA (mean over k = "
               f"{ab['fractions']}): fraction of the specific lean lost", "", "| ranking | lean lost [95% t CI] |", "|---|---|"]
