@@ -216,3 +216,19 @@ def test_another_rbs_mask_is_capped_for_large_families():
     deltas = {f"rb{i}": {"w": torch.full((4,), float(i))} for i in range(10)}
     r = null_rankings("rb8", deltas, [], {"w": torch.ones(4)}, torch.Generator().manual_seed(0))
     assert [float(m["w"][0]) for m in r[OTHER_RB_NULL]] == [9.0, 0.0, 1.0, 2.0]
+
+
+def test_the_report_draws_the_held_out_curve_beside_its_nulls():
+    from matplotlib.figure import Figure
+    from matplotlib import colormaps
+
+    from goalscope.report.figures_validation import _held_out_panel
+
+    parts = [p for s in range(3) for p in _curve_parts(s)]
+    curve = summarise_curve(parts, list(range(3)))
+    ax = Figure().subplots()
+    rows = _held_out_panel(ax, curve, colormaps["tab10"])
+    drawn = {r["ranking"] for r in rows}
+    assert {"mean_abs", "mean_abs" + ALIGNED, STRUCTURAL_PRIOR, RANDOM, PER_RB} <= drawn
+    assert [r["x"] for r in rows if r["ranking"] == "mean_abs"] == [1.0, 2.0, 3.0]
+    assert len(ax.get_legend_handles_labels()[1]) == len(drawn)

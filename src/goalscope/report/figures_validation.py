@@ -1,5 +1,5 @@
-"""Figures of validation (scorecard.json from ``goalscope validate``): graft curves against the nulls, and the
-localisation AUROC of a planted objective. The superposition curve is in :mod:`goalscope.report.figures_planted`.
+"""Figures of validation (scorecard.json from ``goalscope validate``): graft curves against the nulls, the
+localisation AUROC of a planted objective, and held-out heatmaps as the number of RBs grows. The superposition curve is in :mod:`goalscope.report.figures_planted`.
 
 May import: goalscope.report.run, goalscope.report.common, goalscope.analysis.
 """
@@ -31,6 +31,31 @@ def _validation_bands(run) -> dict[str, dict[float, tuple[float, float]]]:
     return out
 
 
+def _held_out_panel(ax, curve: dict, cmap) -> list[dict]:
+    """Graft area of held-out heatmaps against the number of other RBs they are built from, beside the nulls
+    (horizontal lines: they know no RB, so they do not depend on n) and |Δ_i| itself (the ceiling)."""
+    rows = []
+    for i, (name, by_n) in enumerate(curve["methods"].items()):
+        ns = sorted(by_n, key=int)
+        x = np.array([int(n) for n in ns], float)
+        m, lo, hi = (np.array([by_n[n][j] for n in ns], float) for j in range(3))
+        ax.errorbar(x * (1 + 0.03 * i), m, yerr=err_bars(m, lo, hi), marker="o", ms=4, capsize=2, color=cmap(i % 10),
+                    label=name)
+        rows += [{"panel": "held-out", "ranking": name, "x": a, "y": b, "min_over_seeds": c, "max_over_seeds": d}
+                 for a, b, c, d in zip(x, m, lo, hi)]
+    styles = {"|Δ_i|": ("0.15", "-")}
+    for j, (name, ci) in enumerate([*curve.get("ceiling", {}).items(), *curve.get("nulls", {}).items()]):
+        color, ls = styles.get(name, (("0.45", "0.6", "0.3", "darkorange")[j % 4], "--"))
+        ax.axhline(ci[0], color=color, ls=ls, lw=1, label=f"{name} (no n)")
+        rows.append({"panel": "held-out", "ranking": name, "x": "", "y": ci[0], "min_over_seeds": ci[1],
+                     "max_over_seeds": ci[2]})
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("number of other RBs the heatmap is built from (log)")
+    ax.set_ylabel("graft area of the held-out RB's lean")
+    ax.set_title("(c) held-out heatmaps as #RBs grows (95% t CI over MA seeds)", fontsize=10)
+    return rows
+
+
 def fig_validation(run, card: dict | None = None, out: Path | None = None):
     """Graft curves (and localisation AUROC when the architecture has a planted objective) from scorecard.json
     (``card``, read from the run when not given); None when there is nothing to draw. With ``out``, writes
@@ -41,8 +66,9 @@ def fig_validation(run, card: dict | None = None, out: Path | None = None):
         card = json.loads(path.read_text()) if path.exists() else {}
     graft = card.get("graft") if isinstance(card.get("graft"), dict) else None
     loc = card.get("localisation") if isinstance(card.get("localisation"), dict) else None
-    panels = [p for p, present in (("graft", graft and graft.get("curves")), ("auroc", loc and loc.get("by_method")))
-              if present]
+    curve = card.get("held_out_curve") if isinstance(card.get("held_out_curve"), dict) else None
+    panels = [p for p, present in (("graft", graft and graft.get("curves")), ("auroc", loc and loc.get("by_method")),
+                                   ("held-out", curve and curve.get("methods"))) if present]
     if not panels:
         return None
     fig = new_figure(6.2 * len(panels) + 1.0, 4.4)
@@ -74,6 +100,8 @@ def fig_validation(run, card: dict | None = None, out: Path | None = None):
             ax.set_xlabel("fraction of parameters grafted (top-k by ranking, log)")
             ax.set_ylabel("fraction of MB's specific lean recovered")
             ax.set_title("(a) graft curves: MA + top-k% of Δ (band: min–max over seeds)", fontsize=10)
+        elif panel == "held-out":
+            rows += _held_out_panel(ax, curve, cmap)
         else:
             for i, (name, by_n) in enumerate(loc["by_method"].items()):
                 ns = sorted(by_n, key=lambda n: int(n))
