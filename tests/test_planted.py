@@ -200,7 +200,7 @@ def test_inert_labels_never_move_and_leaving_them_out_lifts_the_ceiling(needle_r
     a, _, ceiling = planted.score(heat, r["labels"], scored)
     assert ceiling == 1.0 and a >= auroc(heat, r["labels"]) - 0.02
     res, _ = planted.seed_scores(r["deltas"], r["controls"], None, ["ties"], r["labels"], sizes=(4,), scored=scored)
-    assert res[("ties", 4)][0][2] == 1.0 and len(res[("ties", 4)][0]) == 3
+    assert res[("ties", 4)][0][2] == 1.0 and len(res[("ties", 4)][0]) == 5  # plain, p@k, ceiling, moved, strata
 
 
 def test_localisation_scores_every_method_and_null(needle_run):
@@ -311,6 +311,7 @@ def test_input_channels_of_every_architecture():
              ("planner", None, env, 3, "reward_map1.weight"), ("needle_planner", None, env, 3, "reward_map1.weight"),
              ("hidden_needle_planner", None, env, 3, "reward_map1.weight")]
     for arch, config, e, n_channels, name in cases:
+        torch.manual_seed(0)
         model = build_agent(arch, e.obs_shape, 4, config)
         state = model.state_dict()
         fl = entry.first_layer(arch, state, e)
@@ -318,9 +319,14 @@ def test_input_channels_of_every_architecture():
         assert len(labels) == n_channels and name in fl.channel, (arch, config, labels, list(fl.channel))
         assert [labels[i] for i in objects] == ["type 0", "type 1", "type 2"]
         # The layer found (by shape, not by name) is the one the forward pass reads the planes through.
-        g = _gradient_mass(model, e.obs_shape, 2 + 1, fl)
-        read = {i for i, lab in enumerate(labels) if lab in ("agent", "type 1", "row offset", "column offset")}
-        assert g[objects[1]] > 0 and all(g[i] == 0 for i in range(n_channels) if i not in read), (arch, config, g)
+        # (Some plane may show no gradient at all: a needle planner's 4 reward units can all be off for one type.)
+        seen = []
+        for t in range(3):
+            g = _gradient_mass(model, e.obs_shape, 2 + t, fl)
+            read = {i for i, lab in enumerate(labels) if lab in ("agent", f"type {t}", "row offset", "column offset")}
+            assert all(g[i] == 0 for i in range(n_channels) if i not in read), (arch, config, t, g)
+            seen.append(bool(g[objects[t]] > 0))
+        assert sum(seen) >= 2, (arch, config, seen)
         # A heatmap that is 1 on the first layer's type-1 entries only puts all its mass on type 1.
         heat = {k: torch.zeros_like(v) for k, v in state.items()}
         ones = {k: torch.ones_like(v) for k, v in state.items()}
@@ -339,6 +345,12 @@ def test_input_channels_of_every_architecture():
     rgb = {"conv1.weight": torch.zeros(8, 3, 3, 3), "conv2.weight": torch.zeros(8, 5, 3, 3)}
     with pytest.raises(GoalscopeError, match="first conv conv1.weight reads 3 channels, not the 5 maze planes"):
         entry.input_channels("nature_cnn", rgb, env)
+    # A colour image of the maze (3 channels, and with K = 1 as many as the planes) has no channel per type.
+    from types import SimpleNamespace
+
+    rgb_env = SimpleNamespace(family="object_maze", obs="rgb", n_types=1, cue=False, obs_shape=(3, 14, 14))
+    with pytest.raises(GoalscopeError, match="the observation is 'rgb', not one plane per object type"):
+        entry.first_layer("cnn", {"conv1.weight": torch.zeros(8, 3, 3, 3)}, rgb_env)
     assert entry.plane_labels(MazeConfig(size=7, n_types=2, cue=True))[-2:] == ["cue 0", "cue 1"]
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from goalscope.analysis.validate.grafts import CONTROL_NULL, FISHER_NULL, NULLS, OTHER_RB_NULL, PER_RB, RANDOM
 from goalscope.analysis.validate.validation import compare_family, ladder_label, locus_verdict
@@ -61,3 +63,86 @@ def test_the_negation_printout_shows_the_interval_its_verdict_uses(capsys):
     line = next(x for x in out.splitlines() if "retrained_MA" in x)
     assert "-0.300 [-1.100, +0.500]" in line and "0.84" in line and line.endswith("no detectable lean (Holm)"), line
     assert "t interval over per-seed means" in out
+
+
+def _plane_masks(seed: int):
+    """Two top-1%-like masks of an rcnn-shaped net whose first-layer entries all read input plane 4, placed
+    independently inside it: what two MA seeds with unaligned units but the same "where the type enters" give."""
+    from goalscope.agents.registry import build_agent
+    from goalscope.envs.maze import MazeConfig
+    from goalscope.signals.planes import first_layer
+
+    env = MazeConfig(size=7, n_types=5, n_per_type=1, max_steps=8)
+    state = build_agent("rcnn", env.obs_shape, 4).state_dict()
+    strata = first_layer("rcnn", state, env).channel
+    rng = np.random.default_rng(seed)
+    masks = []
+    for _ in range(2):
+        m = {k: torch.zeros(v.shape, dtype=torch.bool) for k, v in state.items()}
+        on = torch.zeros(m["conv1.weight"][:, 4].numel(), dtype=torch.bool)
+        on[torch.from_numpy(rng.choice(on.numel(), 60, replace=False))] = True
+        m["conv1.weight"][:, 4] = on.view(m["conv1.weight"][:, 4].shape)
+        m["fc.weight"].view(-1)[torch.from_numpy(rng.choice(m["fc.weight"].numel(), 60, replace=False))] = True
+        masks.append(m)
+    return masks, strata
+
+
+def test_a_plane_stratified_chance_explains_an_overlap_the_tensor_level_does_not():
+    from goalscope.signals.delta import flatten, jaccard, jaccard_chance_stratified
+
+    (a, b), strata = _plane_masks(0)
+    # Before: one chance level, tensor-stratified, far below the overlap of two masks that share only the plane.
+    observed = jaccard(flatten(a), flatten(b))
+    tensor = jaccard_chance_stratified(a, b, n_perm=200)
+    plane = jaccard_chance_stratified(a, b, n_perm=200, strata=strata)
+    assert tensor < observed / 2 and plane > tensor * 2
+    # The tensor-and-plane level is an actual shuffle within (tensor, plane), averaged.
+    shuffled = []
+    for i in range(200):
+        g = np.random.default_rng(i)
+        perm = {k: v.clone() for k, v in b.items()}
+        for k, v in b.items():
+            labels = strata.get(k, torch.zeros(v.shape, dtype=torch.long)).reshape(-1)
+            flat = perm[k].view(-1)
+            for lab in torch.unique(labels):
+                idx = torch.nonzero(labels == lab).flatten()
+                flat[idx] = v.reshape(-1)[idx[torch.from_numpy(g.permutation(len(idx)))]]
+        shuffled.append(jaccard(flatten(a), flatten(perm)))
+    assert plane == pytest.approx(np.mean(shuffled), rel=0.1)
+    # Without strata the draws are the tensor-stratified level exactly, as before.
+    assert jaccard_chance_stratified(a, b, seed=3) == jaccard_chance_stratified(a, b, seed=3, strata=None)
+
+
+def test_cross_seed_overlap_is_printed_and_reported_beside_both_chance_levels(capsys):
+    from goalscope.analysis.effects.superposition import _stability
+    from goalscope.cli.experiment import print_results
+    from goalscope.report.sections import _overlap_cell
+
+    (a, b), strata = _plane_masks(1)
+    jac, tensor, plane = _stability([{k: v.float() for k, v in m.items()} for m in (a, b)], strata)
+    assert tensor < jac and plane > 2 * tensor and _stability([a, b])[2] is None
+    h = {"hottest_tensors": ["conv1.weight"], "enrichment": {"conv1.weight": 9.0}, "seed_jaccard_top1pct": 0.268,
+         "seed_jaccard_stratified_chance": 0.037, "seed_jaccard_plane_stratified_chance": 0.25}
+    print_results(Path("run"), {"experiment": "x", "ra": "r", "rbs": ["b"], "seeds": [0, 1], "heatmaps": {"mean_abs": h}})
+    out = capsys.readouterr().out
+    assert "across MA seeds 0.268 [tensor 0.037, tensor x plane 0.250]" in out
+    assert "explained by the top entries reading the same input plane" in out
+    assert _overlap_cell(h, "seed_jaccard_top1pct", "seed_jaccard_stratified_chance",
+                         "seed_jaccard_plane_stratified_chance") == "0.268 [0.037; 0.25]"
+
+
+def test_plane_strata_come_from_the_same_finder_as_the_ground_truth():
+    from types import SimpleNamespace
+
+    from goalscope.agents.registry import build_agent
+    from goalscope.analysis.effects.superposition import plane_strata
+    from goalscope.envs.maze import MazeConfig
+
+    env = MazeConfig(size=7, n_types=3, n_per_type=1, max_steps=8)
+    state = build_agent("rcnn", env.obs_shape, 4).state_dict()
+    cfg = SimpleNamespace(seeds=[0], agent=SimpleNamespace(arch="rcnn"), env=env)
+    strata = plane_strata(cfg, SimpleNamespace(ma={0: "ma0"}), {"ma0": state})
+    assert list(strata) == ["conv1.weight"] and strata["conv1.weight"][:, 3].eq(3).all()
+    # No layer that reads planes (another env family): no second chance level, rather than a wrong one.
+    other = SimpleNamespace(seeds=[0], agent=SimpleNamespace(arch="rcnn"), env=SimpleNamespace(family="minigrid"))
+    assert plane_strata(other, SimpleNamespace(ma={0: "ma0"}), {"ma0": state}) is None

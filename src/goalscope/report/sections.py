@@ -82,6 +82,10 @@ def _section_behaviour(run: Run, page: Page) -> None:
         page.add(f"<p>MA reaches <b>{pct(s['ma_fraction_of_oracle'])}</b> of the oracle on RA.</p>")
 
 
+def _overlap_cell(h: dict, value: str, chance: str, plane: str) -> str:
+    return f"{num(h.get(value))} [{num(h.get(chance))}" + (f"; {num(h[plane])}]" if h.get(plane) is not None else "]")
+
+
 def _section_heatmaps(run: Run, page: Page) -> None:
     page.section("heatmaps", SECTIONS[2][1], "Which layers, tensors and units carry the update signals? A tensor "
                  "is 'enriched' when its share of the heatmap's score exceeds its share of the parameters (> 1).")
@@ -102,12 +106,14 @@ def _section_heatmaps(run: Run, page: Page) -> None:
         page.add("<h3>What each heatmap is mostly made of</h3><p>Spearman rank correlation of each heatmap with "
                  "references that know no RB; a map at ρ ≥ 0.9 with one of them mostly restates it. Top-1% overlap "
                  "is shown where units line up (another fine-tune seed of the same MA) and across MA seeds, each "
-                 "beside its tensor-stratified chance level.</p>" + html_table(
-                     ["aggregator", *[f"ρ with {r}" for r in refs], "top-1% Jaccard, same MA [chance]",
-                      "across MA seeds [chance]", "warning"],
+                 "beside its chance levels: the top entries placed at random within their tensor, and (where the "
+                 "first layer reads the maze planes) within their tensor and input plane: an overlap at that level "
+                 "is explained by reading the same input plane, not by shared units.</p>" + html_table(
+                     ["aggregator", *[f"ρ with {r}" for r in refs], "top-1% Jaccard, same MA [chance: tensor; tensor × plane]",
+                      "across MA seeds [chance: tensor; tensor × plane]", "warning"],
                      [[esc(m), *[num(h["spearman_with"].get(r)) for r in refs],
-                       f"{num(h.get('within_ma_jaccard_top1pct'))} [{num(h.get('within_ma_stratified_chance'))}]",
-                       f"{num(h.get('seed_jaccard_top1pct'))} [{num(h.get('seed_jaccard_stratified_chance'))}]",
+                       _overlap_cell(h, "within_ma_jaccard_top1pct", "within_ma_stratified_chance", "within_ma_plane_stratified_chance"),
+                       _overlap_cell(h, "seed_jaccard_top1pct", "seed_jaccard_stratified_chance", "seed_jaccard_plane_stratified_chance"),
                        esc(h.get("warning") or "")] for m, h in diag], set(range(1, len(refs) + 3))))
     pca = pca_note(run)
     if pca:

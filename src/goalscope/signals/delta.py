@@ -282,23 +282,35 @@ def jaccard_chance(fraction: float) -> float:
     return fraction / (2 - fraction)
 
 
-def jaccard_chance_stratified(a: Params, b: Params, n_perm: int = 20, seed: int = 0) -> float:
+def jaccard_chance_stratified(a: Params, b: Params, n_perm: int = 20, seed: int = 0,
+                              strata: dict[str, torch.Tensor] | None = None) -> float:
     """Chance Jaccard of two masks when each keeps its count of selected entries *per tensor* but places them at
     random inside the tensor (a permutation within each tensor, averaged over ``n_perm`` draws).
 
     The whole-network chance f/(2-f) ignores that top-k sets pile into a few tensors; two masks that merely favour
     the same tensors overlap far above it. Shuffling b within a tensor makes its overlap with a hypergeometric
-    (drawn here directly, which is the same distribution as shuffling and far cheaper)."""
+    (drawn here directly, which is the same distribution as shuffling and far cheaper).
+
+    ``strata``: tensor name -> an integer label per entry (shaped like the tensor), e.g. the input plane each
+    first-layer weight reads (:func:`goalscope.signals.planes.first_layer`). Entries are then placed at random only
+    among those of the same (tensor, label): two masks that merely favour the same input plane overlap far above the
+    tensor-stratified level, and only an overlap above this one says more than "they read the same plane"."""
     check_compatible(a, b, "a", "b")
     rng = np.random.default_rng(seed)
     inter = np.zeros(n_perm)
     n_a = n_b = 0
     for key in sorted(a):
         x, y = a[key].reshape(-1).bool(), b[key].reshape(-1).bool()
-        n, ka, kb = x.numel(), int(x.sum()), int(y.sum())
-        n_a, n_b = n_a + ka, n_b + kb
-        if ka and kb:
-            inter += rng.hypergeometric(ka, n - ka, kb, size=n_perm)
+        if strata is not None and key in strata:
+            labels = strata[key].reshape(-1)
+            groups = [(x[labels == g], y[labels == g]) for g in torch.unique(labels).tolist()]
+        else:
+            groups = [(x, y)]
+        for gx, gy in groups:
+            n, ka, kb = gx.numel(), int(gx.sum()), int(gy.sum())
+            n_a, n_b = n_a + ka, n_b + kb
+            if ka and kb:
+                inter += rng.hypergeometric(ka, n - ka, kb, size=n_perm)
     union = n_a + n_b - inter
     return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), np.nan))) if n_a + n_b else math.nan
 

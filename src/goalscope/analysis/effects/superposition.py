@@ -193,8 +193,9 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
     per_rb: dict[str, torch.Tensor] = {}
     errors: dict[str, str] = {}
     diagnostics: dict[str, dict[str, list[float]]] = {}
-    within_ma: dict[str, list[tuple[float, float]]] = {}
+    within_ma: dict[str, list[tuple[float, float, float | None]]] = {}
     pca_removed: list[dict] = []
+    strata = plane_strata(cfg, plan, states)
     for s in cfg.seeds:
         deltas, control = seed_deltas(cfg, plan, states, s)
         if not deltas:
@@ -226,8 +227,9 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
                 except GoalscopeError:
                     continue
                 a, b = sig.topk_mask(per_method[method][s], STABILITY_TOP), sig.topk_mask(other, STABILITY_TOP)
-                within_ma.setdefault(method, []).append((sig.jaccard(sig.flatten(a), sig.flatten(b)),
-                                                         sig.jaccard_chance_stratified(a, b, seed=s)))
+                within_ma.setdefault(method, []).append((
+                    sig.jaccard(sig.flatten(a), sig.flatten(b)), sig.jaccard_chance_stratified(a, b, seed=s),
+                    None if strata is None else sig.jaccard_chance_stratified(a, b, seed=s, strata=strata)))
         if len(deltas) >= 2:
             pca_removed.append(pca_removed_component(list(deltas.values()), control))
     atomic_write_bytes(heat_dir / "per_rb.safetensors", st_save({k: v.contiguous() for k, v in per_rb.items()}, metadata=HEATMAP))
@@ -247,26 +249,32 @@ def superpose(cfg, plan, states, run_dir, summary) -> list[dict]:
         for k in mean:
             rows.append(record("superpose", method, "", None, "score_share", shares[k], detail=k))
             rows.append(record("superpose", method, "", None, "enrichment", enrichment[k], detail=k))
-        stab = _stability(list(by_seed.values()))
+        stab = _stability(list(by_seed.values()), strata)
         if stab is not None:
             # Across MA seeds units do not line up: this overlap is only a tensor-size effect unless it clearly
-            # exceeds the tensor-stratified chance level beside it.
+            # exceeds the tensor-stratified chance level beside it, and only "they read the same input plane"
+            # unless it exceeds the tensor-and-plane chance too.
+            plane = "" if stab[2] is None else f"; tensor-and-input-plane-stratified chance {stab[2]:.4f}"
             rows.append(record("superpose", method, "", None, "seed_jaccard_top1pct", stab[0],
-                               detail=f"across MA seeds; tensor-stratified chance {stab[1]:.4f}"))
+                               detail=f"across MA seeds; tensor-stratified chance {stab[1]:.4f}{plane}"))
         diag = {ref: round(float(np.mean(v)), 4) for ref, v in diagnostics.get(method, {}).items()}
         for ref, v in diag.items():
             rows.append(record("superpose", method, "", None, f"spearman_with: {ref}", v, detail="mean over seeds"))
         within = within_ma.get(method)
+        within_plane = None if not within or within[0][2] is None else round(float(np.mean([w[2] for w in within])), 4)
         if within:
-            rows.append(record("superpose", method, "", None, "within_ma_jaccard_top1pct", float(np.mean([j for j, _ in within])),
-                               detail=f"other fine-tune seed of the same MA; stratified chance {np.mean([c for _, c in within]):.4f}"))
+            plane = "" if within_plane is None else f"; tensor-and-input-plane-stratified chance {within_plane:.4f}"
+            rows.append(record("superpose", method, "", None, "within_ma_jaccard_top1pct", float(np.mean([w[0] for w in within])),
+                               detail=f"other fine-tune seed of the same MA; stratified chance {np.mean([w[1] for w in within]):.4f}{plane}"))
         summary["heatmaps"][method] = {
             "hottest_tensors": sorted(enrichment, key=enrichment.get, reverse=True)[:3],
             "enrichment": {k: round(v, 3) for k, v in enrichment.items()},
             "seed_jaccard_top1pct": None if stab is None else round(stab[0], 4),
             "seed_jaccard_stratified_chance": None if stab is None else round(stab[1], 4),
-            "within_ma_jaccard_top1pct": None if not within else round(float(np.mean([j for j, _ in within])), 4),
-            "within_ma_stratified_chance": None if not within else round(float(np.mean([c for _, c in within])), 4),
+            "seed_jaccard_plane_stratified_chance": None if stab is None or stab[2] is None else round(stab[2], 4),
+            "within_ma_jaccard_top1pct": None if not within else round(float(np.mean([w[0] for w in within])), 4),
+            "within_ma_stratified_chance": None if not within else round(float(np.mean([w[1] for w in within])), 4),
+            "within_ma_plane_stratified_chance": within_plane,
             "spearman_with": diag, "warning": mostly_warning(diag)}
     if pca_removed:
         summary["pca_removed_component"] = {k: round(float(np.mean([p[k] for p in pca_removed if np.isfinite(p[k])])), 4)
@@ -330,11 +338,28 @@ def pca_note(p: dict) -> str:
     return f"PCA's removed component aligns with the control drift (cosine {c:.2f}; with the mean Δ {m:.2f})"
 
 
-def _stability(heatmaps: list[dict]) -> tuple[float, float] | None:
-    """Mean Jaccard overlap of the top-1% parameter sets between pairs of seeds, and its tensor-stratified chance."""
+def plane_strata(cfg, plan, states) -> dict | None:
+    """The input plane each first-layer weight reads (:func:`goalscope.signals.planes.first_layer`, the same
+    finder as the input-plane ground truth), as strata for a chance level; None where no layer reads planes."""
+    from goalscope.signals.planes import first_layer
+
+    ma = next((states[plan.ma[s]] for s in cfg.seeds if plan.ma.get(s) in states), None)
+    if ma is None:
+        return None
+    try:
+        return first_layer(cfg.agent.arch, ma, cfg.env).channel
+    except GoalscopeError:
+        return None
+
+
+def _stability(heatmaps: list[dict], strata: dict | None = None) -> tuple[float, float, float | None] | None:
+    """Mean Jaccard overlap of the top-1% parameter sets between pairs of seeds, its tensor-stratified chance, and
+    its chance stratified by tensor and input plane (None without ``strata``)."""
     if len(heatmaps) < 2:
         return None
     masks = [sig.topk_mask(h, STABILITY_TOP) for h in heatmaps]
     pairs = list(itertools.combinations(masks, 2))
+    plane = None if strata is None else float(np.mean([sig.jaccard_chance_stratified(a, b, seed=i, strata=strata)
+                                                      for i, (a, b) in enumerate(pairs)]))
     return (float(np.mean([sig.jaccard(sig.flatten(a), sig.flatten(b)) for a, b in pairs])),
-            float(np.mean([sig.jaccard_chance_stratified(a, b, seed=i) for i, (a, b) in enumerate(pairs)])))
+            float(np.mean([sig.jaccard_chance_stratified(a, b, seed=i) for i, (a, b) in enumerate(pairs)])), plane)
