@@ -82,6 +82,12 @@ class PlannerAgent(nn.Module):
         """Entries training can move (see :func:`reward_map_movable`): planted labels are scored only there."""
         return reward_map_movable(self)
 
+    @staticmethod
+    def objective_type_axes() -> dict[str, int]:
+        """Where the planted objective is indexed by object type: reward_map1's input axis reads plane k = type k,
+        so permuting it along that axis swaps what the agent values between types (the causal check's edit)."""
+        return {"reward_map1.weight": 1}
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, agent = _value_iteration(self, obs)
         q_here = (q * agent).sum((2, 3))
@@ -152,6 +158,12 @@ class NeedlePlannerAgent(nn.Module):
     def movable_mask(self) -> dict[str, torch.Tensor]:
         """Entries training can move (see :func:`reward_map_movable`): planted labels are scored only there."""
         return reward_map_movable(self)
+
+    @staticmethod
+    def objective_type_axes() -> dict[str, int]:
+        """Where the planted objective is indexed by object type: reward_map1's input axis reads plane k = type k,
+        so permuting it along that axis swaps what the agent values between types (the causal check's edit)."""
+        return {"reward_map1.weight": 1}
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q, agent = _value_iteration(self, obs)

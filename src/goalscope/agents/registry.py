@@ -97,6 +97,14 @@ def movable_mask(model: nn.Module) -> dict[str, torch.Tensor] | None:
 def get_architecture(name: str) -> Architecture:
     """The registered architecture called ``name`` (a ConfigError lists the known ones)."""
     if name not in ARCHITECTURES:
+def objective_type_axes(model: nn.Module) -> dict[str, int] | None:
+    """``{param: axis}`` where the planted objective has a type axis (index k along it reads object type k), for
+    architectures that expose ``objective_type_axes()``; None where it has none (then it can be zeroed, not
+    permuted across types)."""
+    fn = getattr(model, "objective_type_axes", None)
+    return None if fn is None else dict(fn())
+
+
         raise ConfigError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
     return ARCHITECTURES[name]
 

@@ -336,12 +336,18 @@ def train(
 # Jobs: a checkpoint in, a checkpoint out (what the CLI and the experiment runner call)
 
 
+def initial_model(arch: str, arch_config: dict, env_cfg, seed: int) -> nn.Module:
+    """The untrained model :func:`train_new` starts from for ``seed``: validation rebuilds it from a checkpoint's
+    arch, config and seed (MA's movement from init is a null), so the seeding convention lives here only."""
+    torch.manual_seed(seed)
+    return build_agent(arch, env_cfg.obs_shape, env_cfg.n_actions, arch_config)
+
+
 def train_new(arch: str, arch_config: dict, env_cfg, reward: Reward, ppo: PPOConfig, seed: int, *,
               log_dir: Path | None = None, progress: bool = False, resume_dir: Path | None = None,
               name: str | None = None, callbacks=()) -> Checkpoint:
     """Initialise ``arch`` from ``seed`` and train it on ``reward`` (this is how MA is made)."""
-    torch.manual_seed(seed)
-    model = build_agent(arch, env_cfg.obs_shape, env_cfg.n_actions, arch_config)
+    model = initial_model(arch, arch_config, env_cfg, seed)
     result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir,
                    name=name, callbacks=callbacks)
     return Checkpoint(arch, arch_config, env_cfg, reward, _state(model), result.steps, seed, None, _extra(result, ppo))

@@ -3,8 +3,8 @@ top-k% of Δ by a ranking), ablations (MB with its top-k% reset to MA), the null
 and AUROC / precision@k against planted labels. :mod:`goalscope.analysis.validate.validation` runs them over a finished
 experiment and judges them.
 
-May import: goalscope.analysis (records, validate.planted, validate.entry, effects.superposition), goalscope.program,
-goalscope.signals and below.
+May import: goalscope.analysis (records, validate.planted, validate.causal, validate.entry, effects.superposition),
+goalscope.program, goalscope.signals and below.
 """
 
 from __future__ import annotations
@@ -236,8 +236,13 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
     """Planted truths. Input planes (any maze agent, :mod:`goalscope.analysis.validate.entry`): RB's own object plane in the first
     layer's mass -> ``card["input_planes"]``. Planted parameters (``planner``, ``needle_planner``): AUROC /
     precision@k as the number of RBs grows, per aggregator, beside single-RB |Δ_i|, control drift, MA's Fisher
-    alone and random (see :mod:`goalscope.analysis.validate.planted`) -> ``card["localisation"]``."""
+    alone and random (see :mod:`goalscope.analysis.validate.planted`) -> ``card["localisation"]``, read also within
+    Fisher strata beside the RB-agnostic baselines, after the causal gate (does editing the planted part change
+    the rewarded behaviour? :mod:`goalscope.analysis.validate.causal`) -> ``card["localisation"]["causal_gate"]``."""
+    from goalscope.analysis.validate import causal
     from goalscope.analysis.validate import planted as planted
+    from goalscope.program.executors import LocalExecutor
+    from goalscope.rl.ppo import initial_model
     from goalscope.agents.registry import movable_mask, objective_mask
     from goalscope.analysis.effects.superposition import ma_fisher
     from goalscope.analysis.validate.entry import entry_ground_truth
@@ -250,7 +255,18 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
         return
     labels = sig.flatten({k: mask[k] for k in ma0.state_dict}).numpy()
     rbs = [r.name for r in cfg.rbs()]
-    per_seed, skipped, inert = [], {}, []
+    # The gate first: an AUROC against labels the agents ignore is no test of objective localisation.
+    gate_tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "mb": {rb: plan.mb[(s, rb)] for rb in rbs},
+                   "episodes": min(cfg.evaluation.episodes, VALIDATION_EPISODES), "eval_seed": cfg.evaluation.seed}
+                  for s in cfg.seeds]
+    gate = causal.gate(LocalExecutor(cfg.workers).run(causal.seed_gate, gate_tasks, desc="causal gate"))
+    for t in gate["tests"]:
+        if "skipped" not in t:
+            rows.append(record("validation", f"causal gate: {t['role']}", "", None, f"effect: {t['edit']}",
+                               t["mean"], t["lower"], math.nan,
+                               detail=f"one-sided 95% lower bound; p={t['p']:.4g}; passed={t['passed']}; "
+                                      f"seeds={t['seeds']}"))
+    per_seed, skipped, inert, infos = [], {}, [], []
     for s in cfg.seeds:
         ma = load_checkpoint(stage_dir(run_dir, plan.ma[s]))
         # Labels count only what training can move, judged from this MA's own weights (an inert one is left out).
@@ -272,10 +288,15 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
             if s_ == s and rb in deltas:
                 replicates.setdefault(rb, []).append(
                     sig.update_signal(ma.state_dict, load_checkpoint(stage_dir(run_dir, key)).state_dict))
+        # MA's starting point, rebuilt the way train_new seeded it (a fine-tuned or imported MA has none to rebuild).
+        with torch.random.fork_rng():
+            init = initial_model(ma.arch, ma.arch_config, ma.env, ma.seed).state_dict() if ma.parent is None else None
+        info: dict = {}
         res, skip = planted.seed_scores(deltas, controls, fisher, list(cfg.superpose.methods), labels, seed=s,
                                         replicates=replicates, scored=scored, attributions=ig,
-                                        control_attributions=ig_ctrl)
+                                        control_attributions=ig_ctrl, ma=ma.state_dict, init=init, info=info)
         per_seed.append(res)
+        infos.append(info)
         for m, by_n in skip.items():
             skipped.setdefault(m, {}).update(by_n)
     by_method = planted.summarise(per_seed)
@@ -286,6 +307,10 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
                                detail=f"seeds={len(cfg.seeds)}; t interval over seeds"))
             rows.append(record("validation", name, "", None, f"precision_at_k_n{n}", *v["precision_at_k_ci"],
                                detail=f"k={k_top}; t interval over seeds"))
+            for key in ("auroc_moved", "auroc_strata"):
+                if key in v:
+                    rows.append(record("validation", name, "", None, f"{key}_n{n}", *v[key],
+                                       detail=f"seeds={len(cfg.seeds)}; t interval over seeds; strata={planted.N_STRATA}"))
             if v.get("ceiling") is not None:
                 rows.append(record("validation", name, "", None, f"auroc_ceiling_n{n}", v["ceiling"],
                                    detail="best AUROC attainable given the score's exact zeros; mean over seeds"))
@@ -294,4 +319,5 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
         "inert_positives": inert, "inert_rule": "left out of the scoring: planted labels training cannot move "
         "(the architecture's movable_mask, from each MA's weights)",
         "skipped": {m: "; ".join(f"n={n}: {why}" for n, why in sorted(by_n.items())) for m, by_n in skipped.items()},
-        "goal": planted.goal(by_method)}
+        "goal": planted.goal(by_method), "causal_gate": gate, "strata_info": infos, "n_strata": planted.N_STRATA,
+        "baselines": list(planted.BASELINES), "goal_strata": planted.goal_within_strata(by_method, gate)}

@@ -8,13 +8,23 @@ them, rankings that carry no information about *which* reward changed:
 - ``|Δ| (one RB)``: one update signal alone, |Δ_i|, averaged over i (the thing superposition claims to improve on);
 - ``control drift |Δ_ctrl|``: MA fine-tuned on its own reward: where training writes anyway;
 - ``Fisher alone (MA)``: MA's diagonal Fisher, where the policy is sensitive (no RB information at all);
-- ``random``: a random score (chance: AUROC 0.5, precision@k = the objective's share of parameters).
+- ``random``: a random score (chance: AUROC 0.5, precision@k = the objective's share of parameters);
+- RB-agnostic baselines (issue 35): ``|θ_MA|``, MA's own training movement ``|θ_MA − θ_init|`` (init rebuilt from
+  the seed) and ``Fisher × θ²`` (rescaling-invariant sensitivity). A factor that rescales the planted pathway makes
+  Fisher arbitrarily bad and every Adam-driven ranking good, so these are scored beside Fisher alone.
+
+Each score is read three ways: plain AUROC over the movable entries; with never-moved parameters (Δ = 0 in every
+fine-tune and control of the seed) left out on both sides; and *within Fisher strata* (never-moved left out too):
+entries binned by MA's Fisher quantile into ``N_STRATA`` strata, each positive compared only with negatives of its
+stratum, per-stratum AUROCs combined by a positives-weighted mean. A score equal to Fisher sits at ~0.5 there, so
+sensitivity cannot pass it by construction; :func:`goal` reads that one.
 
 These do not depend on the number of RBs, so each is scored once per seed and shown at every n. CIs are Student t
 intervals over per-seed means (each seed: the mean over up to ``MAX_SUBSETS`` RB subsets of that size), because a
 bootstrap over three seeds is close to a min/max rule.
 
-May import: goalscope.analysis.stats, goalscope.analysis.validate.ranking, goalscope.errors, goalscope.signals.
+May import: goalscope.analysis.stats, goalscope.analysis.validate.ranking, goalscope.analysis.validate.causal,
+goalscope.errors, goalscope.signals.
 """
 
 from __future__ import annotations
@@ -28,20 +38,28 @@ import torch
 from goalscope.signals import aggregators as agg
 from goalscope.signals import delta as sig
 from goalscope.errors import GoalscopeError
-from goalscope.analysis.stats import t_interval
-from goalscope.analysis.validate.ranking import auroc, auroc_ceiling, precision_at_k
+from goalscope.analysis.stats import t_interval, t_quantile
+from goalscope.analysis.validate.causal import NOT_A_TEST, gate_markdown
+from goalscope.analysis.validate.ranking import (auroc, auroc_ceiling, precision_at_k, quantile_strata,
+                                                 stratified_auroc)
 
 SINGLE = "|Δ| (one RB)"  # the name the scorecard and report have always used
 CONTROL = "control drift |Δ_ctrl|"
 FISHER = "Fisher alone (MA)"
 RANDOM = "random"
-NULLS = (SINGLE, CONTROL, FISHER, RANDOM)
+NULLS = (SINGLE, CONTROL, FISHER, RANDOM)  # the paired-verdict family (validation._loc_verdict): kept at 4 for power
+THETA = "|θ_MA|"
+FROM_INIT = "|θ_MA − θ_init|"
+FISHER_THETA = "Fisher × θ² (MA)"
+AGNOSTIC = (THETA, FROM_INIT, FISHER_THETA)  # issue 35's RB-agnostic baselines, scored like nulls
+BASELINES = NULLS + AGNOSTIC  # every ranking that is not a method: never "best", always a margin to clear
+N_STRATA = 50  # Fisher strata for the within-strata AUROC (issue 35: ~7,000 entries, ~140 a stratum)
 ATTRIBUTION = "attribution |IG| (one RB)"  # integrated gradients of the behaviour change along MA -> MB_i
 ATTRIBUTION_CONTROL = "attribution from control |IG| (one RB)"  # ... along the RA control -> MB_i
 OVER_IG = " over IG"  # an aggregator fed the signed IG maps instead of the Δs
 SIZES = (1, 2, 4, 8)
 MAX_SUBSETS = 6
-GOAL_AUROC, GOAL_MARGIN = 0.95, 0.10  # issues 11/25: best AUROC >= 0.95, >= 0.10 above single |Δ_i| and Fisher alone
+GOAL_AUROC, GOAL_MARGIN = 0.95, 0.10  # issues 11/25/35: best AUROC >= 0.95, >= 0.10 above every null
 
 
 def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) -> list[tuple[str, ...]]:
@@ -57,31 +75,61 @@ def rb_subsets(rbs: list[str], n: int, limit: int = MAX_SUBSETS, seed: int = 0) 
 
 
 def score(scores: torch.Tensor | np.ndarray, labels: np.ndarray,
-          scored: np.ndarray | None = None) -> tuple[float, float, float]:
+          scored: np.ndarray | None = None, moved: np.ndarray | None = None,
+          strata: np.ndarray | None = None) -> tuple[float, ...]:
     """(AUROC, precision@k, AUROC ceiling) of flat ``scores`` for the positives in ``labels``; k = number of
     positives. ``scored`` (bool, same length) keeps only the entries training can move: an inert planted label
     (Δ, gradient and Fisher exactly 0) is left out of the scoring rather than counted as a positive no score can
-    rank. The ceiling is the best AUROC this score could reach given its exact zeros (:func:`goalscope.analysis.validate.ranking.auroc_ceiling`)."""
+    rank. The ceiling is the best AUROC this score could reach given its exact zeros (:func:`goalscope.analysis.validate.ranking.auroc_ceiling`).
+    With ``moved`` (flat bool, False = never moved in any fine-tune or control) two more numbers follow: the AUROC
+    with never-moved entries left out on both sides, and the AUROC within ``strata`` (one stratum index per entry
+    that is both scored and moved, :func:`goalscope.analysis.validate.ranking.stratified_auroc`; NaN without)."""
     flat = np.asarray(scores, dtype=np.float64).ravel()
     labels = np.asarray(labels, bool).ravel()
-    if scored is not None:
-        keep = np.asarray(scored, bool).ravel()
-        flat, labels = flat[keep], labels[keep]
-    return auroc(flat, labels), precision_at_k(flat, labels, int(labels.sum())), auroc_ceiling(flat, labels)
+    keep = np.ones(len(flat), bool) if scored is None else np.asarray(scored, bool).ravel()
+    out = (auroc(flat[keep], labels[keep]), precision_at_k(flat[keep], labels[keep], int(labels[keep].sum())),
+           auroc_ceiling(flat[keep], labels[keep]))
+    if moved is None:
+        return out
+    both = keep & np.asarray(moved, bool).ravel()
+    within = math.nan if strata is None else stratified_auroc(flat[both], labels[both], strata)[0]
+    return out + (auroc(flat[both], labels[both]), within)
+
+
+_score = score  # seed_scores shadows the name with its own three-way reading
+
+
+def never_moved(updates: list) -> np.ndarray:
+    """Flat bool: True where every update signal (fine-tunes and controls of one MA) is exactly 0."""
+    return np.logical_and.reduce([_flat(d) == 0 for d in updates])
+
+
+def fisher_strata(fisher: dict, keep: np.ndarray, n_strata: int = N_STRATA) -> np.ndarray:
+    """Stratum of each kept entry by MA's Fisher quantile (ties in one stratum), for :func:`score`'s ``strata``."""
+    return quantile_strata(_flat(fisher)[np.asarray(keep, bool)], n_strata)
 
 
 def _flat(h: dict) -> np.ndarray:
     return sig.flatten({k: v.detach().to(torch.float32) for k, v in h.items()}).numpy()
 
 
-def null_rankings(deltas: dict, controls: list, fisher: dict | None, generator: torch.Generator) -> dict:
-    """Rankings that know nothing about which RB changed: control drift, MA's Fisher, random."""
+def null_rankings(deltas: dict, controls: list, fisher: dict | None, generator: torch.Generator,
+                  ma: dict | None = None, init: dict | None = None) -> dict:
+    """Rankings that know nothing about which RB changed: control drift, MA's Fisher, random, and with MA's weights
+    ``ma`` |θ_MA| and Fisher × θ², with the rebuilt initial weights ``init`` |θ_MA − θ_init|. One whose input is
+    missing is left out (said "not tested" where it matters), never faked."""
     like = next(iter(deltas.values()))
     out = {RANDOM: sig.random_scores_like(like, generator)}
     if controls:
         out[CONTROL] = {k: torch.stack([c[k].abs() for c in controls]).mean(0) for k in like}
     if fisher is not None:
         out[FISHER] = fisher
+    if ma is not None:
+        out[THETA] = {k: ma[k].detach().abs().to(torch.float32) for k in like}
+        if fisher is not None:
+            out[FISHER_THETA] = {k: fisher[k].to(torch.float32) * ma[k].detach().to(torch.float32) ** 2 for k in like}
+        if init is not None:
+            out[FROM_INIT] = {k: (ma[k].detach().to(torch.float32) - init[k].to(torch.float32)).abs() for k in like}
     return out
 
 
@@ -98,7 +146,8 @@ def _heatmap(m: str, subset: tuple, deltas: dict, replicates: dict, controls: li
 def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list[str], labels: np.ndarray,
                 sizes=SIZES, seed: int = 0, replicates: dict | None = None,
                 scored: np.ndarray | None = None, attributions: dict | None = None,
-                control_attributions: dict | None = None) -> tuple[dict, dict]:
+                control_attributions: dict | None = None, ma: dict | None = None,
+                init: dict | None = None, info: dict | None = None) -> tuple[dict, dict]:
     """Scores of one seed: ``{(name, n): [(auroc, precision@k, AUROC ceiling) per subset]}`` and ``{method: reason}`` for methods
     that could not be computed at some n (e.g. ``pca`` with one RB, ``variance_ratio`` without fine-tune seeds).
 
@@ -108,12 +157,29 @@ def seed_scores(deltas: dict, controls: list, fisher: dict | None, methods: list
     keeps only the parameters training can move (see :func:`goalscope.agents.registry.movable_mask`).
     ``attributions`` (RB -> signed IG along MA -> MB_i, :mod:`goalscope.signals.attribution`) adds the
     single-RB |IG| ranking and every aggregator fed the IG maps instead of the Δs ("<method> over IG");
-    ``control_attributions`` (IG along control -> MB_i) adds its single-RB |IG|."""
+    ``control_attributions`` (IG along control -> MB_i) adds its single-RB |IG|. ``ma`` (MA's weights) and ``init``
+    (its rebuilt initial weights) add the RB-agnostic baselines (:func:`null_rankings`).
+
+    Every score is also read with never-moved entries left out (Δ = 0 in every Δ_i, replicate and control) and,
+    given ``fisher``, within its ``N_STRATA`` quantile strata: tuples of 5 (see :func:`score`). ``info``, when
+    given, receives the counts behind those readings (never-moved entries, strata and positives used)."""
     rbs = list(deltas)
     results: dict = {}
     skipped: dict = {}
+    keep = np.ones(len(labels), bool) if scored is None else np.asarray(scored, bool)
+    moved = ~never_moved([*deltas.values(), *controls, *(d for ds in (replicates or {}).values() for d in ds)])
+    strata = fisher_strata(fisher, keep & moved) if fisher is not None else None
+    if info is not None:
+        both = keep & moved
+        _, used, pos = stratified_auroc(labels[both], labels[both], strata) if strata is not None else (0, 0, 0)
+        info.update(never_moved=int((~moved).sum()), never_moved_positives=int((~moved & labels & keep).sum()),
+                    strata=used, positives_in_strata=pos, positives_moved=int((both & labels).sum()))
+
+    def score(s, lab, sc):  # every score of this seed, read the three ways
+        return _score(s, lab, sc, moved, strata)
+
     flat_nulls = {name: score(_flat(h), labels, scored) for name, h in
-                  null_rankings(deltas, controls, fisher, torch.Generator().manual_seed(10_000 + seed)).items()}
+                  null_rankings(deltas, controls, fisher, torch.Generator().manual_seed(10_000 + seed), ma, init).items()}
     single = [score(_flat({k: v.abs() for k, v in d.items()}), labels, scored) for d in deltas.values()]
     flat_nulls[SINGLE] = tuple(float(np.mean(col)) for col in zip(*single))
     for name, maps in ((ATTRIBUTION, attributions), (ATTRIBUTION_CONTROL, control_attributions)):
@@ -156,11 +222,18 @@ def summarise(per_seed: list[dict]) -> dict:
               for res in per_seed if (name, n) in res]
         # A t interval over 3 seeds can cross the metric's range; both metrics live in [0, 1].
         ci_a, ci_p = (np.clip(t_interval(x), 0.0, 1.0).tolist() for x in (au, pk))
-        out.setdefault(name, {})[n] = {"auroc": [round(x, 4) for x in ci_a], "precision_at_k": round(ci_p[0], 4),
-                                       "precision_at_k_ci": [round(x, 4) for x in ci_p],
-                                       "per_seed_auroc": [round(x, 4) for x in au],
-                                       "ceiling": round(float(np.mean(ce)), 4) if np.isfinite(ce).all() else None,
-                                       "per_seed_ceiling": [round(x, 4) if np.isfinite(x) else None for x in ce]}
+        v = out.setdefault(name, {})[n] = {
+            "auroc": [round(x, 4) for x in ci_a], "precision_at_k": round(ci_p[0], 4),
+            "precision_at_k_ci": [round(x, 4) for x in ci_p], "per_seed_auroc": [round(x, 4) for x in au],
+            "ceiling": round(float(np.mean(ce)), 4) if np.isfinite(ce).all() else None,
+            "per_seed_ceiling": [round(x, 4) if np.isfinite(x) else None for x in ce]}
+        for j, key in ((3, "auroc_moved"), (4, "auroc_strata")):  # the readings issue 35 added, where measured
+            xs = [float(np.nanmean([r[j] if len(r) > j else math.nan for r in res[(name, n)]]))
+                  if any(len(r) > j and np.isfinite(r[j]) for r in res[(name, n)]) else math.nan
+                  for res in per_seed if (name, n) in res]
+            if np.isfinite(xs).any():
+                v[key] = [round(x, 4) for x in np.clip(t_interval(xs), 0.0, 1.0).tolist()]
+                v["per_seed_" + key] = [round(x, 4) if np.isfinite(x) else None for x in xs]
     return out
 
 
@@ -198,6 +271,46 @@ def goal(by_method: dict) -> dict:
             "text": text}
 
 
+def goal_within_strata(by_method: dict, gate: dict | None) -> dict:
+    """Issue 35's bar, read on the AUROC within Fisher strata (never-moved entries left out): the best method
+    >= GOAL_AUROC; >= GOAL_MARGIN above every baseline at the same n (single-RB |Δ_i| and every RB-agnostic one: a
+    baseline not run is "not tested" and the goal is then not met); rising with the number of RBs (its per-seed
+    AUROC at that n minus at its smallest n, one-sided 95% t lower bound > 0); and only on agents that pass the
+    causal gate (:mod:`goalscope.analysis.validate.causal`). Point estimates, stated as such."""
+    key = "auroc_strata"
+    cands = [(name, n, v) for name, by_n in by_method.items() if name not in BASELINES
+             for n, v in by_n.items() if np.isfinite((v.get(key) or [math.nan])[0])]
+    if not cands:
+        return {"met": False, "text": "not measurable: no within-strata AUROC (no Fisher, or no method)"}
+    name, n, v = max(cands, key=lambda c: c[2][key][0])
+    best = v[key][0]
+    margins = {b: best - by_method[b][n][key][0] for b in BASELINES
+               if n in by_method.get(b, {}) and np.isfinite((by_method[b][n].get(key) or [math.nan])[0])}
+    untested = [b for b in BASELINES if b not in margins]
+    n0 = min(k for k, w in by_method[name].items() if np.isfinite((w.get(key) or [math.nan])[0]))
+    x, y = (np.asarray(by_method[name][k].get("per_seed_" + key, []), float) for k in (n, n0))
+    rise = lower = math.nan
+    if n != n0 and len(x) == len(y) and len(x) >= 2:
+        d = x - y
+        rise = float(d.mean())
+        lower = float(rise - t_quantile(0.95, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    rising = bool(np.isfinite(lower) and lower > 0)
+    passed = bool(gate and gate.get("passed"))
+    met = bool(best >= GOAL_AUROC and not untested and min(margins.values()) >= GOAL_MARGIN and rising and passed)
+    worst = min(margins, key=margins.get) if margins else None
+    text = (f"best within Fisher strata: {name} with {n} RBs, {best:.3f} [{v[key][1]:.3f}, {v[key][2]:.3f}]; "
+            + (f"smallest margin {margins[worst]:+.3f} over {worst}" if worst else "no baseline")
+            + f" ({', '.join(f'{b} {m:+.3f}' for b, m in margins.items())})"
+            + (f"; not tested: {', '.join(untested)}" if untested else "")
+            + (f"; rise from {n0} to {n} RBs {rise:+.3f} (one-sided 95% lower {lower:+.3f})" if n != n0 else
+               f"; best at the smallest n ({n0}): not rising")
+            + f"; causal gate {'passed' if passed else 'NOT passed' if gate else 'not run'}"
+            + f"; goal AUROC >= {GOAL_AUROC}, margins >= {GOAL_MARGIN}, rising, gate passed: "
+            + ("met" if met else "NOT met"))
+    return {"met": met, "best": name, "n": n, "auroc_strata": v[key], "margins": margins, "untested": untested,
+            "rise": rise, "rise_lower": lower, "gate_passed": passed, "text": text}
+
+
 def md_name(name: str) -> str:
     """A heatmap name for a Markdown table cell: a bare "|" (as in "|Δ|") would split the cell."""
     return name.replace("|", "\\|")
@@ -218,6 +331,13 @@ def localisation_markdown(loc, verdicts: dict) -> list[str]:
     lines = ["## Localisation against the planted objective"]
     if not isinstance(loc, dict):
         return lines + [str(loc)]
+    gate = loc.get("causal_gate")
+    if gate is not None:
+        lines = gate_markdown(gate) + lines
+        if not (isinstance(gate, dict) and gate.get("passed")):
+            lines += ["", f"**Every table below is {NOT_A_TEST}**: the planted objective is not shown to drive the "
+                      "agents' behaviour (causal gate above), so a high AUROC says where fine-tuning writes, not "
+                      "where an objective lives."]
     share = loc["positives"] / loc["parameters"]
     ns = sorted({int(n) for by_n in loc["by_method"].values() for n in by_n})
     seeds = max((len(v.get("per_seed_auroc", [])) for by_n in loc["by_method"].values() for v in by_n.values()), default=0)
@@ -231,8 +351,22 @@ def localisation_markdown(loc, verdicts: dict) -> list[str]:
               f"{seeds} seeds; each seed averages up to {MAX_SUBSETS} random RB subsets of each size. Nulls, the same "
               f"at every n: {', '.join(loc.get('nulls', []))}. MA's diagonal Fisher is scored both alone and inside "
               "the `fisher` aggregator (mean F ⊙ Δ²).", ""]
+    st = loc.get("strata_info") or []
+    if st:
+        lines += [f"Never-moved parameters (Δ = 0 in every fine-tune and control) per seed: "
+                  f"{', '.join(str(i['never_moved']) for i in st)} (planted labels among them: "
+                  f"{', '.join(str(i['never_moved_positives']) for i in st)}); left out on both sides in the last "
+                  f"two tables. Within Fisher strata: MA's Fisher cut at its {N_STRATA}-quantiles (ties kept in one "
+                  f"stratum) over the scored, moved entries; strata holding both classes per seed "
+                  f"{', '.join(str(i['strata']) for i in st)}, with {', '.join(str(i['positives_in_strata']) for i in st)}"
+                  f" of {', '.join(str(i['positives_moved']) for i in st)} moved positives; per-stratum AUROCs "
+                  "combined by a positives-weighted mean. A score equal to Fisher sits at ~0.5 there.", ""]
     for metric, key in (("AUROC", "auroc"), ("precision@k", "precision_at_k_ci"),
-                        ("AUROC ceiling given exact zeros", "ceiling")):
+                        ("AUROC ceiling given exact zeros", "ceiling"),
+                        ("AUROC, never-moved left out", "auroc_moved"), ("AUROC within Fisher strata", "auroc_strata")):
+        if key in ("auroc_moved", "auroc_strata") and not any(key in v for by_n in loc["by_method"].values()
+                                                              for v in by_n.values()):
+            continue
         if key == "ceiling" and not any(v.get("ceiling") is not None for by_n in loc["by_method"].values()
                                         for v in by_n.values()):
             continue
@@ -248,7 +382,10 @@ def localisation_markdown(loc, verdicts: dict) -> list[str]:
                                                             for n in ns) + " |")
         lines.append("")
     if loc.get("goal"):
-        lines.append(f"**Goal** (issue 11): {loc['goal']['text']}.")
+        lines.append(f"**Goal** (issue 11, plain AUROC): {loc['goal']['text']}.")
+    if loc.get("goal_strata"):
+        lines.append(f"**Goal** (issue 35, within Fisher strata, on agents that pass the causal gate): "
+                     f"{loc['goal_strata']['text']}.")
     for m, why in (loc.get("skipped") or {}).items():
         lines.append(f"- not computed: **{m}**: {why}")
     for m, v in verdicts.items():

@@ -46,3 +46,34 @@ def precision_at_k(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Fraction of the ``k`` highest-scored entries that are labelled positive."""
     top = np.argsort(-np.asarray(scores, float).ravel(), kind="stable")[:k]
     return float(np.asarray(labels, bool).ravel()[top].mean())
+
+
+def quantile_strata(values: np.ndarray, n_strata: int) -> np.ndarray:
+    """Stratum index (0 .. n_strata − 1) of each entry by the quantiles of ``values``: equal counts where values
+    differ, and tied values always in one stratum (so strata can be fewer, and unequal, when many entries tie)."""
+    v = np.asarray(values, float).ravel()
+    if n_strata < 1:
+        raise ValueError(f"n_strata must be >= 1, got {n_strata}")
+    if len(v) == 0:
+        return np.zeros(0, dtype=np.int64)
+    inner = np.quantile(v, np.arange(1, n_strata) / n_strata)
+    return np.searchsorted(np.unique(inner), v, side="right").astype(np.int64)
+
+
+def stratified_auroc(scores: np.ndarray, labels: np.ndarray, strata: np.ndarray) -> tuple[float, int, int]:
+    """AUROC within strata: each positive is compared only with negatives of its own stratum (matched on what
+    defined the strata, e.g. MA's Fisher), the per-stratum AUROCs combined by a mean weighted by positives. Returns
+    (AUROC, strata used, positives used); strata with no positive or no negative are left out, so their positives
+    are not counted (NaN when none is left)."""
+    scores, labels = np.asarray(scores, float).ravel(), np.asarray(labels, bool).ravel()
+    strata = np.asarray(strata).ravel()
+    total, weight, used = 0.0, 0, 0
+    for s in np.unique(strata):
+        inside = strata == s
+        n_pos = int(labels[inside].sum())
+        if n_pos == 0 or n_pos == int(inside.sum()):
+            continue
+        total += n_pos * auroc(scores[inside], labels[inside])
+        weight += n_pos
+        used += 1
+    return (total / weight if weight else math.nan), used, weight
