@@ -232,3 +232,18 @@ def test_the_report_draws_the_held_out_curve_beside_its_nulls():
     assert {"mean_abs", "mean_abs" + ALIGNED, STRUCTURAL_PRIOR, RANDOM, PER_RB} <= drawn
     assert [r["x"] for r in rows if r["ranking"] == "mean_abs"] == [1.0, 2.0, 3.0]
     assert len(ax.get_legend_handles_labels()[1]) == len(drawn)
+
+
+def test_shared_curve_leaves_out_exactly_what_validation_already_grades():
+    ma, mbs, _, slices = _plane_world(0)
+    ra = parse_reward("collect:0", 5)
+    deltas = {r: {k: mbs[r][k] - ma[k] for k in ma} for r in mbs}
+    types = {r: one_hot_type(parse_reward(r, 5), ra) for r in mbs}
+    order = [r for r in mbs if r != "collect:1"]
+    args = ("collect:1", order, deltas, curve_sizes(3), ["mean_abs"], [{"conv1.weight": torch.ones(6, 7, 3, 3)}],
+            {"conv1.weight": torch.ones(6, 7, 3, 3)}, torch.Generator().manual_seed(0), slices, types)
+    full, shared = set(curve_rankings(*args)), set(curve_rankings(*args, shared=True))
+    from goalscope.analysis.validate.grafts import CONTROL_NULL
+
+    assert full - shared == {(0, PER_RB), (0, RANDOM), (0, FISHER_NULL), (0, CONTROL_NULL), (3, "mean_abs")}
+    assert (0, STRUCTURAL_PRIOR) in shared and (3, "mean_abs" + ALIGNED) in shared

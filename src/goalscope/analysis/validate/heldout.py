@@ -108,19 +108,24 @@ def one_hot_type(rb, ra) -> int | None:
 
 
 def curve_rankings(rb: str, order: list[str], deltas: dict, sizes: list[int], methods: list[str], controls: list,
-                   fisher: dict, gen: torch.Generator, slices: dict | None = None, types: dict | None = None) -> dict:
+                   fisher: dict, gen: torch.Generator, slices: dict | None = None, types: dict | None = None,
+                   shared: bool = False) -> dict:
     """(size, name) -> scores for RB ``rb``: each method on the first n RBs of ``order``, role-aligned too where
-    ``slices`` and every RB's type (``types``) are known; plus |Δ_i| (the ceiling) and the nulls at size 0."""
-    out = {(0, PER_RB): {k: v.abs() for k, v in deltas[rb].items()},
-           (0, RANDOM): sig.random_scores_like(deltas[rb], gen), (0, FISHER_NULL): fisher}
-    if controls:
-        out[(0, CONTROL_NULL)] = {k: v.abs() for k, v in controls[0].items()}
+    ``slices`` and every RB's type (``types``) are known; plus |Δ_i| (the ceiling) and the nulls at size 0.
+    ``shared``: leave out what validation's own graft study of RB already grades (|Δ_i|, random, Fisher alone, the
+    control drift, and each plain method on all other RBs, its "(held-out)" ranking), so nothing is evaluated twice."""
+    out = {}
+    if not shared:
+        out = {(0, PER_RB): {k: v.abs() for k, v in deltas[rb].items()},
+               (0, RANDOM): sig.random_scores_like(deltas[rb], gen), (0, FISHER_NULL): fisher}
+        if controls:
+            out[(0, CONTROL_NULL)] = {k: v.abs() for k, v in controls[0].items()}
     aligned = slices and types and all(types.get(r) is not None for r in [rb, *order])
     if aligned:
         out[(0, STRUCTURAL_PRIOR)] = structural_prior(deltas[rb], slices, types[rb], gen)
     for n in sizes:
         pool = [deltas[o] for o in order[:n]]
-        variants = [("", pool)]
+        variants = [("", pool)] if not (shared and n == len(order)) else []
         if aligned:
             variants.append((ALIGNED, [align_roles(deltas[o], slices, types[o], types[rb]) for o in order[:n]]))
         for m in methods:
@@ -155,7 +160,8 @@ def heldout_task(task: dict) -> dict:
         slices = None
     types = {r: one_hot_type(mb.reward, ma.reward) for r, mb in mbs.items()}
     gen = torch.Generator().manual_seed(20_000 + 1000 * s + names.index(rb))
-    ranked = curve_rankings(rb, order, deltas, sizes, task["methods"], controls, fisher, gen, slices, types)
+    ranked = curve_rankings(rb, order, deltas, sizes, task["methods"], controls, fisher, gen, slices, types,
+                            task.get("shared", False))
     labels = {f"{n}|{name}": scores for (n, name), scores in ranked.items()}
 
     def evaluate_state(state):
@@ -254,16 +260,34 @@ def curve_verdict(tests: list[dict], size: int) -> str:
 # Over a run
 
 
-def heldout_curve(cfg, plan, run_dir: Path, executor, episodes: int, graded: list[str], rows: list) -> dict | str:
-    """The held-out curve of a finished run for the graded RBs of every seed (needs >= 2 RBs)."""
+def shared_areas(per_seed: list[dict], seed: int, rb: str, methods: list[str], n_all: int) -> dict:
+    """The curve's labels that validation's own graft study of (seed, RB) already measured (see ``shared`` in
+    :func:`curve_rankings`): the nulls and |Δ_i| at size 0, each plain method's "(held-out)" at size ``n_all``."""
+    from goalscope.analysis.validate.grafts import HELD_OUT
+
+    lean = next((r["graft"][rb]["lean"] for r in per_seed if r["seed"] == seed and rb in r["graft"]), {})
+    out = {f"0|{name}": graft_area(lean[name]) for name in (PER_RB, RANDOM, FISHER_NULL, CONTROL_NULL) if name in lean}
+    out.update({f"{n_all}|{m}": graft_area(lean[m + HELD_OUT]) for m in methods if m + HELD_OUT in lean})
+    return out
+
+
+def heldout_curve(cfg, plan, run_dir: Path, executor, episodes: int, graded: list[str], rows: list,
+                  per_seed: list[dict] | None = None) -> dict | str:
+    """The held-out curve of a finished run for the graded RBs of every seed (needs >= 2 RBs). ``per_seed``:
+    validation's graft results on the same episodes, whose nulls and full-size held-out heatmaps are reused."""
     rbs = [r.name for r in cfg.rbs()]
     if len(rbs) < 2:
         return "a held-out heatmap needs at least 2 RBs"
-    methods = [m for m in cfg.superpose.methods if m in DEFAULT_METHODS] or list(DEFAULT_METHODS)
+    methods = [m for m in cfg.superpose.methods if m in DEFAULT_METHODS]
+    if not methods:  # its largest size is validation's own held-out heatmap, graded there
+        return f"the held-out curve needs {' or '.join(DEFAULT_METHODS)} in superpose.methods"
     tasks = [{"run_dir": str(run_dir), "seed": s, "rb": rb, "ma": plan.ma[s], "control": plan.control.get(s),
               "mb": {r: plan.mb[(s, r)] for r in rbs}, "methods": methods, "fisher_samples": cfg.superpose.fisher_samples,
-              "episodes": episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in graded]
+              "episodes": episodes, "eval_seed": cfg.evaluation.seed, "shared": per_seed is not None}
+             for s in cfg.seeds for rb in graded]
     parts = [p for p in executor.run(heldout_task, tasks, desc="held-out curve") if p["gain"] > 0]
+    for p in parts if per_seed is not None else []:
+        p["area"].update(shared_areas(per_seed, p["seed"], p["rb"], methods, max(p["sizes"])))
     out = summarise_curve(parts, list(cfg.seeds))
     for m, by_n in out.get("methods", {}).items():
         for n, ci in by_n.items():

@@ -340,7 +340,7 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) 
               "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()
              if rb.name in graded]
     per_seed = merge_seed_results(executor.run(validate_seed, tasks, desc="validate"))
-    card["held_out_curve"] = heldout_curve(cfg, plan, run_dir, executor, n_episodes, graded, rows)
+    card["held_out_curve"] = heldout_curve(cfg, plan, run_dir, executor, n_episodes, graded, rows, per_seed)
     # After the tasks, which cached MA's Fisher and every IG map in parallel: read back here, not computed serially.
     localisation(cfg, plan, run_dir, rows, card)
     write_attribution_heatmap(cfg, plan, run_dir)
