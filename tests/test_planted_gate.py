@@ -246,3 +246,23 @@ def test_the_localisation_section_marks_a_failed_gate():
     assert f"Every table below is {causal.NOT_A_TEST}" in text
     assert "| AUROC within Fisher strata | 1 RB |" in text and "| ties | 0.900 [0.880, 0.920] |" in text
     assert "strata holding both classes per seed 40" in text and "causal gate NOT passed" in text
+
+
+def test_the_rb_agnostic_baselines_are_drawn_as_nulls(tmp_path):
+    from goalscope.report.figures_planted import curve_rows, fig_superposition_curve
+
+    by = {"ties": {1: _e(0.7, [0.7]), 2: _e(0.8, [0.8])}, **{b: {1: _e(0.6, [0.6])} for b in planted.BASELINES}}
+    rows = curve_rows({"by_method": by})
+    assert {r["heatmap"] for r in rows if r["null"]} == set(planted.BASELINES)
+    card = {"localisation": {"positives": 29, "parameters": 7290, "by_method": by}}
+    assert fig_superposition_curve(card, tmp_path) is not None
+
+
+def test_the_report_shows_the_gate_and_the_stratified_column():
+    from goalscope.report.sections import localisation_html
+
+    by = {"ties": {8: _e(0.9, [0.9])}, planted.FISHER: {8: {"auroc": [0.95, 0.9, 1.0]}}}
+    gate = {"passed": False, "text": f"the planted objective is NOT shown to drive behaviour; {causal.NOT_A_TEST}"}
+    html = localisation_html({"by_method": by, "causal_gate": gate, "n_strata": 50})
+    assert "Causal gate NOT passed" in html and causal.NOT_A_TEST in html and "within 50 Fisher strata" in html
+    assert "0.900 [0.880, 0.920]" in html and "—" in html  # Fisher's row has no stratified reading: a dash, not 0

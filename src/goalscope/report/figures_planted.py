@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from goalscope.analysis.validate.planted import GOAL_AUROC, NULLS
+from goalscope.analysis.validate.planted import BASELINES, GOAL_AUROC
 from goalscope.report.common import new_figure, write_csv
 
 NULL_STYLE = {"|Δ| (one RB)": "0.15", "control drift |Δ_ctrl|": "tab:brown", "Fisher alone (MA)": "tab:pink",
-              "random": "0.55"}
+              "random": "0.55", "|θ_MA|": "goldenrod", "|θ_MA − θ_init|": "teal", "Fisher × θ² (MA)": "0.35"}
 
 
 def curve_rows(loc: dict) -> list[dict]:
@@ -28,7 +28,7 @@ def curve_rows(loc: dict) -> list[dict]:
         for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0])):
             for metric, key in (("auroc", "auroc"), ("precision_at_k", "precision_at_k_ci")):
                 m, lo, hi = v.get(key, [np.nan] * 3)
-                rows.append({"heatmap": name, "null": name in NULLS, "metric": metric, "n_rbs": int(n),
+                rows.append({"heatmap": name, "null": name in BASELINES, "metric": metric, "n_rbs": int(n),
                              "mean": m, "ci_low": lo, "ci_high": hi})
     return rows
 
@@ -50,7 +50,7 @@ def fig_superposition_curve(card: dict, out: Path | None = None):
     palette = [colormaps["tab10"](i) for i in (0, 1, 2, 3, 4, 8, 9)] + [colormaps["tab20b"](i) for i in (0, 4, 8, 12, 16)]
     ns = sorted({r["n_rbs"] for r in rows})
     for ax, metric, chance in ((axes[0], "auroc", 0.5), (axes[1], "precision_at_k", share)):
-        methods = [name for name in loc["by_method"] if name not in NULLS]
+        methods = [name for name in loc["by_method"] if name not in BASELINES]
         for i, name in enumerate(methods):
             pts = [r for r in rows if r["heatmap"] == name and r["metric"] == metric and np.isfinite(r["mean"])]
             if not pts:
@@ -60,7 +60,7 @@ def fig_superposition_curve(card: dict, out: Path | None = None):
             lo, hi = np.array([r["ci_low"] for r in pts]), np.array([r["ci_high"] for r in pts])
             err = np.where(np.isfinite([m - lo, hi - m]), np.abs([m - lo, hi - m]), 0)
             ax.errorbar(x, m, yerr=err, marker="o", ms=4, capsize=2, color=palette[i % len(palette)], label=name)
-        for name in NULLS:
+        for name in BASELINES:
             pts = [r for r in rows if r["heatmap"] == name and r["metric"] == metric]
             if not pts:
                 continue
