@@ -259,7 +259,7 @@ def test_the_rb_agnostic_baselines_are_drawn_as_nulls(tmp_path):
 
 
 def test_the_report_shows_the_gate_and_the_stratified_column():
-    from goalscope.report.sections import localisation_html
+    from goalscope.report.figures_planted import localisation_html
 
     by = {"ties": {8: _e(0.9, [0.9])}, planted.FISHER: {8: {"auroc": [0.95, 0.9, 1.0]}}}
     gate = {"passed": False, "text": f"the planted objective is NOT shown to drive behaviour; {causal.NOT_A_TEST}"}

@@ -3,7 +3,7 @@
 Aggregators are lines with their 95% t intervals over seeds; the nulls (single-RB |Δ_i|, control drift, MA's
 Fisher alone, random) do not depend on the number of RBs and are drawn as flat dashed lines with a shaded interval,
 so a curve that rises toward the objective can be read against what needs no superposition at all. Drawn whether
-or not the curve rises.
+or not the curve rises. Also the report's localisation table (:func:`localisation_html`), after the causal gate.
 
 May import: goalscope.analysis.validate.planted, goalscope.report.common.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from goalscope.analysis.validate.planted import BASELINES, GOAL_AUROC
-from goalscope.report.common import new_figure, write_csv
+from goalscope.report.common import ci_text, esc, html_table, new_figure, num, write_csv
 
 NULL_STYLE = {"|Δ| (one RB)": "0.15", "control drift |Δ_ctrl|": "tab:brown", "Fisher alone (MA)": "tab:pink",
               "random": "0.55", "|θ_MA|": "goldenrod", "|θ_MA − θ_init|": "teal", "Fisher × θ² (MA)": "0.35"}
@@ -87,3 +87,29 @@ def fig_superposition_curve(card: dict, out: Path | None = None):
     goal = loc.get("goal") or {}
     fig.suptitle("Superposition curve" + (f" — {goal['text']}" if goal.get("text") else ""), fontsize=9)
     return fig
+
+
+def localisation_html(loc: dict) -> str:
+    """The report's planted-truth table: the causal gate and both goals first (issue 35), then every heatmap's
+    AUROC plain, with never-moved entries left out, and within Fisher strata."""
+    def ci(v, key):
+        return ci_text(*v[key], fmt=".3f") if key in v else "—"
+
+    trs = [[esc(m), esc(n), ci(v, "auroc"), num(v.get("precision_at_k")), num(v.get("ceiling")),
+            ci(v, "auroc_moved"), ci(v, "auroc_strata")]
+           for m, by_n in loc.get("by_method", {}).items() for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0]))]
+    inert = loc.get("inert_positives")
+    note = (f"<p>Planted labels training cannot move (inert in MA's weights), left out of the scoring: "
+            f"{esc(', '.join(map(str, inert)))} per seed. The ceiling is the best AUROC each score could reach "
+            "given its exact zeros.</p>") if inert else ""
+    gate = loc.get("causal_gate")
+    if isinstance(gate, dict):  # issue 35: the AUROC counts only where editing the planted part moves behaviour
+        note = (f"<p><b>Causal gate {'passed' if gate['passed'] else 'NOT passed'}:</b> {esc(gate['text'])}.</p>"
+                + note)
+    for key in ("goal_strata", "goal"):
+        if isinstance(loc.get(key), dict):
+            note += f"<p>{'Goal within Fisher strata' if key == 'goal_strata' else 'Goal (plain AUROC)'}: " \
+                    f"{esc(loc[key]['text'])}.</p>"
+    return "<h3>Localisation AUROC</h3>" + note + html_table(
+        ["heatmap", "RBs", "AUROC [95% CI]", "precision@k", "AUROC ceiling", "never-moved left out",
+         f"within {loc.get('n_strata', '')} Fisher strata"], trs, {1, 2, 3, 4, 5, 6})

@@ -230,32 +230,6 @@ def _section_mazes(run: Run, page: Page) -> None:
                 "path from the green square to the red cross.", ["maze_trajectories.csv"])
 
 
-def localisation_html(loc: dict) -> str:
-    """The report's planted-truth table: the causal gate and both goals first (issue 35), then every heatmap's
-    AUROC plain, with never-moved entries left out, and within Fisher strata."""
-    def ci(v, key):
-        return ci_text(*v[key], fmt=".3f") if key in v else "—"
-
-    trs = [[esc(m), esc(n), ci(v, "auroc"), num(v.get("precision_at_k")), num(v.get("ceiling")),
-            ci(v, "auroc_moved"), ci(v, "auroc_strata")]
-           for m, by_n in loc.get("by_method", {}).items() for n, v in sorted(by_n.items(), key=lambda kv: int(kv[0]))]
-    inert = loc.get("inert_positives")
-    note = (f"<p>Planted labels training cannot move (inert in MA's weights), left out of the scoring: "
-            f"{esc(', '.join(map(str, inert)))} per seed. The ceiling is the best AUROC each score could reach "
-            "given its exact zeros.</p>") if inert else ""
-    gate = loc.get("causal_gate")
-    if isinstance(gate, dict):  # issue 35: the AUROC counts only where editing the planted part moves behaviour
-        note = (f"<p><b>Causal gate {'passed' if gate['passed'] else 'NOT passed'}:</b> {esc(gate['text'])}.</p>"
-                + note)
-    for key in ("goal_strata", "goal"):
-        if isinstance(loc.get(key), dict):
-            note += f"<p>{'Goal within Fisher strata' if key == 'goal_strata' else 'Goal (plain AUROC)'}: " \
-                    f"{esc(loc[key]['text'])}.</p>"
-    return "<h3>Localisation AUROC</h3>" + note + html_table(
-        ["heatmap", "RBs", "AUROC [95% CI]", "precision@k", "AUROC ceiling", "never-moved left out",
-         f"within {loc.get('n_strata', '')} Fisher strata"], trs, {1, 2, 3, 4, 5, 6})
-
-
 def _section_validation(run: Run, page: Page) -> None:
     page.section("validation", SECTIONS[6][1], "Does the heatmap localise the objective? Grafting the top-scored "
                  "parameters of MB into MA should carry RB's behaviour across; AUROC scores the localisation.")
@@ -273,6 +247,8 @@ def _section_validation(run: Run, page: Page) -> None:
     _validation_details(run, card, page)
     loc = card.get("localisation")
     if isinstance(loc, dict):
+        from goalscope.report.figures_planted import localisation_html
+
         page.add(localisation_html(loc))
         from goalscope.report.figures_planted import fig_superposition_curve
 
