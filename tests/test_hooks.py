@@ -20,7 +20,10 @@ def _obs(cfg, n=8, seed=0):
 
 
 def _for(arch, cfg):
-    """``cfg``, or for ``nature_cnn`` (whose strides need frames of 36x36 or more) a maze that large."""
+    """``cfg``, or for ``nature_cnn`` (whose strides need frames of 36x36 or more) a maze that large, or for
+    ``pixel_rcnn`` the maze drawn in colour."""
+    if arch == "pixel_rcnn":
+        return dataclasses.replace(cfg, obs="rgb")
     if arch != "nature_cnn":
         return cfg
     return dataclasses.replace(cfg, size=37)

@@ -49,12 +49,14 @@ DEFAULT_SITES: dict[str, tuple[str, ...]] = {
     "PlannerAgent": ("reward_map1", "reward_map2", "transition", "policy"),
     "NeedlePlannerAgent": ("reward_map1", "reward_map2", "transition", "fc1", "fc2", "policy"),
     "RCNNAgent": ("conv1", "conv2", "conv3", "inject", "recur", "fc", "policy"),
+    "PixelRCNNAgent": ("conv1", "locate", "conv2", "conv3", "inject", "recur", "fc", "policy"),
     "NatureCNNAgent": ("conv1", "conv2", "conv3", "fc", "policy"),
     "ImpalaCNNAgent": (*(f"stack{i}.{c}" for i in range(1, 5)
                          for c in ("conv", "res1.conv0", "res1.conv1", "res2.conv0", "res2.conv1")), "fc", "policy"),
 }
 # Sites called more than once per forward pass in the built-in agents (value-iteration steps, recurrent convs).
-REPEATED_SITES = {"PlannerAgent": ("transition",), "NeedlePlannerAgent": ("transition",), "RCNNAgent": ("recur",)}
+REPEATED_SITES = {"PlannerAgent": ("transition",), "NeedlePlannerAgent": ("transition",), "RCNNAgent": ("recur",),
+                  "PixelRCNNAgent": ("recur",)}
 
 
 def all_sites(model: nn.Module) -> list[str]:

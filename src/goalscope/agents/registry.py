@@ -23,7 +23,7 @@ from goalscope.agents.mlp import MLPAgent, MLPConfig
 from goalscope.agents.pixels import ImpalaCNNAgent, ImpalaCNNConfig, NatureCNNAgent, NatureCNNConfig
 from goalscope.agents.planner import (HiddenNeedleConfig, NeedlePlannerAgent, NeedlePlannerConfig, PlannerAgent,
                                      PlannerConfig)
-from goalscope.agents.rcnn import RCNNAgent, RCNNConfig
+from goalscope.agents.rcnn import PixelRCNNAgent, PixelRCNNConfig, RCNNAgent, RCNNConfig
 from goalscope.errors import ConfigError, check_fields
 
 
@@ -58,6 +58,9 @@ register_architecture(Architecture("hidden_needle_planner", HiddenNeedleConfig, 
                                    "objective where the policy is not most sensitive"))
 register_architecture(Architecture("rcnn", RCNNConfig, RCNNAgent,
                                    "CNN with a weight-tied recurrent conv (propagates along corridors), read at the agent"))
+register_architecture(Architecture("pixel_rcnn", PixelRCNNConfig, PixelRCNNAgent,
+                                   "rcnn for the maze drawn in colour (env.obs = 'rgb'): per-cell conv, agent found by "
+                                   "a learned spatial softmax"))
 register_architecture(Architecture("nature_cnn", NatureCNNConfig, NatureCNNAgent,
                                    "Nature DQN's strided CNN over uint8 RGB frames (pixel envs such as Crafter)"))
 register_architecture(Architecture("impala_cnn", ImpalaCNNConfig, ImpalaCNNAgent,
@@ -94,9 +97,6 @@ def movable_mask(model: nn.Module) -> dict[str, torch.Tensor] | None:
     return None if fn is None else {k: v.to(torch.bool) for k, v in fn().items()}
 
 
-def get_architecture(name: str) -> Architecture:
-    """The registered architecture called ``name`` (a ConfigError lists the known ones)."""
-    if name not in ARCHITECTURES:
 def objective_type_axes(model: nn.Module) -> dict[str, int] | None:
     """``{param: axis}`` where the planted objective has a type axis (index k along it reads object type k), for
     architectures that expose ``objective_type_axes()``; None where it has none (then it can be zeroed, not
@@ -105,6 +105,9 @@ def objective_type_axes(model: nn.Module) -> dict[str, int] | None:
     return None if fn is None else dict(fn())
 
 
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture called ``name`` (a ConfigError lists the known ones)."""
+    if name not in ARCHITECTURES:
         raise ConfigError(f"unknown architecture {name!r} (known: {', '.join(sorted(ARCHITECTURES))})")
     return ARCHITECTURES[name]
 

@@ -9,13 +9,16 @@ can use another ``layout_seed`` to test on mazes never trained on.
 Observation: ``uint8[2 + K, H, W]`` one-hot planes: walls, agent, then one plane per object type. With
 ``cue=True`` K more planes follow, the plane of the cued type all ones: a reward of kind ``cued`` then pays for
 that type, so the objective can be read from the observation instead of stored in the weights.
+With ``obs="rgb"`` the same scene is a ``uint8[3, H*p, W*p]`` colour image instead (``p = cell_pixels``, each cell
+a p x p block of one colour), drawn so that *no input channel names a type* (:mod:`goalscope.envs.colours`).
 Actions: 0 up, 1 right, 2 down, 3 left. Walking into a wall leaves the agent in place. Stepping on an object
 collects it (it disappears) and pays the reward's weight for its type.
 
 The state is a handful of flat arrays indexed by env; ``step`` is pure array arithmetic with no Python loop over
-envs. The observation buffer is updated in place (only the cells that changed), which is what makes the env fast.
+envs. The observation buffer is updated in place (only the cells that changed), which is what makes the env fast;
+the colour image is drawn from it (one table lookup per cell) when an observation is returned.
 
-May import: goalscope.envs.rewards, goalscope.errors, goalscope.inputs (its bounds).
+May import: goalscope.envs.colours, goalscope.envs.rewards, goalscope.errors, goalscope.inputs (its bounds).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from goalscope.envs.colours import palette, render
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, check_fields
 from goalscope.inputs import MAX_EPISODE_STEPS
@@ -50,6 +54,10 @@ class MazeConfig:
     cue: bool = False  # add K constant planes showing a cued object type ("objective as pointer" tasks)
     fixed_cue: int = -1  # the cued type in every episode; -1 = a random type per episode
     view: str = "full"  # "full" grid, or "egocentric": a (2*size-1)-wide window centred on the agent
+    # "planes" (one-hot, one plane per type) or "rgb": a colour image in which no channel names a type (envs.colours).
+    # Both are left out of to_json at their defaults, so configs from before they existed keep their job keys.
+    obs: str = "planes"
+    cell_pixels: int = 2  # the side of a cell in "rgb" pixels
 
     def __post_init__(self):
         def integer(name: str, lo: int, hi: int = 10**9) -> None:
@@ -62,6 +70,13 @@ class MazeConfig:
                 raise ConfigError(f"env.{name} must be true or false, got {getattr(self, name)!r}")
         if self.view not in ("full", "egocentric"):
             raise ConfigError(f"env.view must be 'full' or 'egocentric', got {self.view!r}")
+        if self.obs not in ("planes", "rgb"):
+            raise ConfigError(f"env.obs must be 'planes' or 'rgb', got {self.obs!r}")
+        integer("cell_pixels", 1, 16)
+        if self.obs != "rgb" and self.cell_pixels != 2:
+            raise ConfigError(f"env.cell_pixels applies only to obs = 'rgb' (got {self.cell_pixels}, obs {self.obs!r})")
+        if self.obs == "rgb" and self.cue:
+            raise ConfigError("env.cue needs obs = 'planes': the cue planes have no place in the colour image")
         if self.layout not in ("maze", "open"):
             raise ConfigError(f"env.layout must be 'maze' or 'open', got {self.layout!r}")
         integer("size", 5, 63)
@@ -104,14 +119,26 @@ class MazeConfig:
     @property
     def obs_shape(self) -> tuple[int, int, int]:
         c, h, w = self.grid_shape
-        return (c, 2 * h - 1, 2 * w - 1) if self.view == "egocentric" else (c, h, w)
+        if self.view == "egocentric":
+            h, w = 2 * h - 1, 2 * w - 1
+        return (3, h * self.cell_pixels, w * self.cell_pixels) if self.obs == "rgb" else (c, h, w)
 
     def to_json(self) -> dict:
-        return asdict(self)  # no "family" key: the object maze is the default, and old run keys stay valid
+        # No "family" key: the object maze is the default, and old run keys stay valid; for the same reason fields
+        # added later are written only when they differ from their default.
+        d = asdict(self)
+        for name in _LATER_FIELDS:
+            if d[name] == _DEFAULTS[name]:
+                del d[name]
+        return d
 
     @staticmethod
     def from_json(d: dict) -> "MazeConfig":
         return MazeConfig(**check_fields(MazeConfig, d, "env", extra=("family",)))
+
+
+_LATER_FIELDS = ("obs", "cell_pixels")
+_DEFAULTS = {f: MazeConfig.__dataclass_fields__[f].default for f in _LATER_FIELDS}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -198,6 +225,7 @@ class MazeVecEnv:
         self.first = np.full(n_envs, -1, dtype=np.int64)  # type of the first object collected this episode
         self.cue = np.zeros(n_envs, dtype=np.int64)
         self._obs = np.zeros((n_envs, cfg.grid_shape[0], h * w), dtype=np.uint8)
+        self._palette = palette(cfg.n_types)
         self.reset(seed)
 
     def set_reward(self, reward: Reward) -> None:
@@ -232,7 +260,7 @@ class MazeVecEnv:
         c, s, _ = self.cfg.grid_shape
         grid = flat.reshape(len(flat), c, s, s)
         if self.cfg.view == "full":
-            return grid.copy()
+            return render(grid, self._palette, self.cfg.cell_pixels) if self.cfg.obs == "rgb" else grid.copy()
         padded = np.zeros((len(flat), c, 3 * s - 2, 3 * s - 2), dtype=np.uint8)
         padded[:, 0] = 1
         padded[:, :, s - 1:2 * s - 1, s - 1:2 * s - 1] = grid
@@ -240,7 +268,8 @@ class MazeVecEnv:
         win = np.arange(2 * s - 1)
         rows, cols = r[:, None] + win, col[:, None] + win
         m = np.arange(len(flat))
-        return padded[m[:, None, None, None], np.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+        out = padded[m[:, None, None, None], np.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+        return render(out, self._palette, self.cfg.cell_pixels) if self.cfg.obs == "rgb" else out
 
     def _reset_envs(self, idx: np.ndarray) -> None:
         m = len(idx)

@@ -201,7 +201,8 @@ def steer_seed(task: dict, log=lambda *a: None) -> dict:
                              "top_unit_same": bool(np.argmax(dv) == np.argmax(dd))})
 
     track = None
-    if getattr(env, "family", None) == "object_maze" and getattr(env, "view", "full") == "full" and not env.cue:
+    if (getattr(env, "family", None) == "object_maze" and getattr(env, "view", "full") == "full" and not env.cue
+            and getattr(env, "obs", "planes") == "planes"):
         raw = shards_distance.tracking({"MA": ma, **{f"MB[{rb}]": m for rb, m in mbs.items()}}, obs, sites, n_types)
         track = shards_distance.tracking_seed(raw, targets, deltas, site_params) if raw is not None else None
     shard = shards.seed_shards(ma_ck, {rb: c for rb, c in mb_cks.items()}, ctrl_ck, deltas, d_ctrl, v, v_ctrl,
@@ -229,8 +230,9 @@ def object_vector_seed(task: dict, log=lambda *a: None) -> dict:
     episodes, eval_seed = task["episodes"], task["eval_seed"]
     ma_ck = load_checkpoint(stage_dir(run_dir, task["ma"]))
     env, ra = ma_ck.env, ma_ck.reward
-    if getattr(env, "family", None) != "object_maze" or getattr(env, "view", "full") != "full":
-        return {"seed": task["seed"], "rows": [], "note": "needs full-view object-maze observations"}
+    if (getattr(env, "family", None) != "object_maze" or getattr(env, "view", "full") != "full"
+            or getattr(env, "obs", "planes") != "planes"):  # clearing "the RB object is there" needs its own plane
+        return {"seed": task["seed"], "rows": [], "note": "needs full-view object-maze observations (one-hot planes)"}
     ma = ma_ck.build().eval()
     sites = list(task.get("sites") or hooks.default_sites(ma))
     ra_types = set(ra.rewarded_types().tolist())
