@@ -103,6 +103,9 @@ def test_small_real_end_to_end_run(tiny_run):
     assert len(lean) == 2 and all(r["ci_low"] <= r["value"] <= r["ci_high"] for r in lean)
     for method in ("mean", "median", "mean_abs", "ties", "pca", "control_subtracted", "fisher"):
         assert (out / "heatmaps" / f"{method}.safetensors").exists(), method
+    # Across MA seeds the overlap has a second chance level, stratified by tensor and input plane (cnn's conv1).
+    h = summary["heatmaps"]["mean_abs"]
+    assert 0 < h["seed_jaccard_stratified_chance"] and h["seed_jaccard_plane_stratified_chance"] is not None
     cos = json.loads((out / "signals" / "cosine.json").read_text())
     assert len(cos["names"]) == 2 * 3 and np.allclose(np.diag(cos["matrix"]), 1.0)
     assert summary["stage_wall_s"]["negate"] > 0
