@@ -95,11 +95,10 @@ def _section_heatmaps(run: Run, page: Page) -> None:
         trs = []
         for m, h in hs.items():
             hot = ", ".join(f"{esc(k)} ×{h['enrichment'][k]:.2f}" for k in h.get("hottest_tensors", []))
-            j = h.get("seed_jaccard_top1pct")
-            trs.append([esc(m), hot, "n/a" if j is None else f"{j:.3f}"])
-        page.add("<h3>Hottest tensors per aggregator</h3>" +
-                 html_table(["aggregator", "hottest tensors (enrichment)", "top-1% overlap across MA seeds (Jaccard)"],
-                        trs, {2}))
+            trs.append([esc(m), hot, "n/a" if h.get("seed_jaccard_top1pct") is None else
+                        _overlap_cell(h, "seed_jaccard_top1pct", "seed_jaccard_stratified_chance", "seed_jaccard_plane_stratified_chance")])
+        page.add("<h3>Hottest tensors per aggregator</h3>" + html_table(
+            ["aggregator", "hottest tensors (enrichment)", "top-1% overlap across MA seeds [chance: tensor; tensor × plane]"], trs, {2}))
     diag = [(m, h) for m, h in hs.items() if h.get("spearman_with")]
     if diag:
         refs = list(dict.fromkeys(r for _, h in diag for r in h["spearman_with"]))
