@@ -11,13 +11,22 @@ per-env round trips and the stalls of one env's slow reset eat the second core. 
 worker a contiguous share of the envs (a ``SyncVectorEnv`` of its own), so a step costs one round trip per worker
 and a slow reset is averaged over the worker's share (benchmarks/README.md, "Crafter").
 
+Workers die with the process that started them, even one killed with SIGKILL: a forked worker closes every
+pipe end it inherited but its own (so the parent's death is an end-of-file it sees), on Linux asks for SIGKILL
+when its parent dies (``PR_SET_PDEATHSIG``), and everywhere polls its pipe with a timeout and leaves once its
+parent pid has changed. There are never more workers than CPUs (nor than ``MAX_ENV_PROCESSES``, however many a
+config asks for): more would only take turns on the same cores.
+
 May import: goalscope.errors.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 import weakref
 from typing import Callable
 
@@ -64,7 +73,46 @@ class LocalBatch:
         self.venv.close()
 
 
-def _worker(conn, make, n: int, k: int) -> None:
+MAX_ENV_PROCESSES = 256  # env.processes: a config may ask for no more (and gets at most one worker per CPU)
+PARENT_POLL_S = 0.2  # how often an idle worker checks that its parent is still there
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, as in a container or under taskset)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _die_with(parent: int, inherited: list, main_thread: bool) -> None:
+    """Tie this worker's life to ``parent``'s (see the module docstring).
+
+    ``inherited``: the pipe ends a forked worker holds only because fork copied them (the parent's end of its own
+    pipe, the other workers' ends); while the worker holds its parent's end, the parent's death closes nothing it
+    would notice. Linux's parent-death signal follows the *thread* that forked, so it is asked for only when that
+    was the main thread (a batch made in a short-lived thread would otherwise lose its workers with the thread)."""
+    for conn in inherited:
+        try:
+            conn.close()
+        except OSError:
+            pass
+    if main_thread and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass  # the pipe and the pid check below still end the worker
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(70)
+
+
+def _worker(conn, make, n: int, k: int, parent: int | None = None, inherited: list = (),
+            main_thread: bool = False) -> None:
+    if parent is not None:
+        _die_with(parent, inherited, main_thread)
     try:
         batch = LocalBatch(make, n, k)
     except Exception as e:  # noqa: BLE001 (the parent's first request reads it and raises it with the worker named)
@@ -73,6 +121,9 @@ def _worker(conn, make, n: int, k: int) -> None:
         return
     try:
         while True:
+            while not conn.poll(PARENT_POLL_S):
+                if parent is not None and os.getppid() != parent:
+                    return  # re-parented: whoever started this worker is gone
             command, arg = conn.recv()
             if command == "close":
                 break
@@ -80,8 +131,8 @@ def _worker(conn, make, n: int, k: int) -> None:
                 conn.send((True, batch.reset(arg) if command == "reset" else batch.step(arg)))
             except Exception as e:  # noqa: BLE001 (handed to the parent, which raises it with the worker named)
                 conn.send((False, f"{type(e).__name__}: {e}"))
-    except (EOFError, KeyboardInterrupt):
-        pass  # the parent went away
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass  # the parent went away (a send to a closed pipe is an OSError)
     finally:
         batch.close()
         conn.close()
@@ -112,24 +163,31 @@ def _warm(make: Callable[[], gym.Env]) -> None:
 
 
 class ProcessBatch:
-    """``n`` envs from ``make`` spread over ``processes`` worker processes, each stepping a contiguous share.
+    """``n`` envs from ``make`` spread over ``processes`` worker processes (at most one per CPU and
+    ``MAX_ENV_PROCESSES``), each stepping a contiguous share.
 
     Workers are forked on Linux (:func:`_context`); elsewhere they are spawned, so ``make`` must be picklable (a
     config's bound method is)."""
 
     def __init__(self, make: Callable[[], gym.Env], n: int, k: int, processes: int):
-        sizes = [len(s) for s in np.array_split(np.arange(n), min(processes, n))]
+        workers = max(1, min(processes, n, cpu_count(), MAX_ENV_PROCESSES))
+        sizes = [len(s) for s in np.array_split(np.arange(n), workers)]
         self.offsets = np.cumsum([0, *sizes])
         ctx = _context()
-        if ctx.get_start_method() == "fork":
+        fork = ctx.get_start_method() == "fork"
+        if fork:
             _warm(make)
+        main_thread = threading.current_thread() is threading.main_thread()
         self.conns, self.procs = [], []
         # Closed by close(), or when the batch is garbage-collected: an env dropped without close() leaks no workers.
         self._finalizer = weakref.finalize(self, _shutdown, self.conns, self.procs)
         try:
             for size in sizes:
                 parent, child = ctx.Pipe()
-                proc = ctx.Process(target=_worker, args=(child, make, size, k), daemon=True)
+                # A spawned worker inherits no pipe ends; handing it ours would pickle (duplicate) them.
+                inherited = [parent, *self.conns] if fork else []
+                proc = ctx.Process(target=_worker, args=(child, make, size, k, os.getpid(), inherited, main_thread),
+                                   daemon=True)
                 proc.start()
                 child.close()
                 self.conns.append(parent)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from goalscope.envs.batches import LocalBatch, ProcessBatch
+from goalscope.envs.batches import MAX_ENV_PROCESSES, LocalBatch, ProcessBatch
 from goalscope.envs.minigrid_objects import MINIGRID_ID, register_minigrid
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, check_fields
@@ -69,6 +69,9 @@ class GymEventsConfig:
             raise ConfigError(f"env.event_word must be a string, got {self.event_word!r}")
         if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 0:
             raise ConfigError(f"env.processes must be an integer >= 0, got {self.processes!r}")
+        if self.processes > MAX_ENV_PROCESSES:
+            raise ConfigError(f"env.processes must be at most {MAX_ENV_PROCESSES} (MAX_ENV_PROCESSES; a run uses at "
+                              f"most one per CPU anyway), got {self.processes:,}")
         if not isinstance(self.kwargs, dict):
             raise ConfigError(f"env.kwargs must be a table, got {self.kwargs!r}")
         if self.events not in EVENT_SOURCES or self.obs not in OBS_ADAPTERS:
