@@ -247,3 +247,24 @@ def test_shared_curve_leaves_out_exactly_what_validation_already_grades():
 
     assert full - shared == {(0, PER_RB), (0, RANDOM), (0, FISHER_NULL), (0, CONTROL_NULL), (3, "mean_abs")}
     assert (0, STRUCTURAL_PRIOR) in shared and (3, "mean_abs" + ALIGNED) in shared
+
+
+def test_validate_runs_the_curve_on_a_small_real_mixture_run(tmp_path):
+    from goalscope.analysis.effects.experiment import run_experiment
+    from goalscope.analysis.validate.entry import comparison_types
+    from goalscope.analysis.validate.validation import run_validation
+    from goalscope.program.executors import LocalExecutor
+
+    cfg = experiment_from_dict({**TINY, "finetune": {"steps": 1024, "rewards": ["mixture:4"]}, "negate": {"enabled": False},
+                                "superpose": {"methods": ["mean_abs", "ties"]}})
+    rb = cfg.rbs()[0]
+    assert comparison_types(cfg.ra, rb) == [rb.target_type(cfg.ra)]  # a mixture moves every plane's value
+    run_experiment(cfg, tmp_path / "run", log=lambda *a: None)
+    card = run_validation(cfg, tmp_path / "run", LocalExecutor(1), episodes=8, log=lambda *a: None, test_rbs=2)
+    assert card["graded_rbs"] == [r.name for r in cfg.rbs()[:2]]
+    assert set(card["graft"]["rb_gain"]) == set(card["graded_rbs"])  # only the graded RBs get graft studies
+    curve = card["held_out_curve"]
+    assert curve["sizes"] == [1, 2, 3] and len(curve["graded"]) + len(curve["no_gain"]) == 2 * 2
+    assert STRUCTURAL_PRIOR not in curve["nulls"]  # mixtures have no one slice: no prior, no role alignment
+    assert isinstance(card["input_planes"], str) and "mixture" in card["input_planes"]
+    assert "Held-out heatmaps as the number of RBs grows" in (tmp_path / "run" / "scorecard.md").read_text()

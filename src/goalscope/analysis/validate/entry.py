@@ -108,6 +108,8 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
             fisher = ma_fisher(ma, cfg.superpose.fisher_samples, s, run_dir, plan.ma[s])
         for rb in cfg.rbs():
             own, among = rb.target_type(cfg.ra), comparison_types(cfg.ra, rb)
+            if len(among) < 2:  # a dense mixture changes every plane's value: no plane is its own to rank
+                continue
             mb = load_checkpoint(stage_dir(run_dir, plan.mb[(s, rb.name)]))
             delta = sig.update_signal(ma.state_dict, mb.state_dict)
             heat = rb_heatmaps(delta, controls, fisher, list(cfg.superpose.methods))
@@ -118,6 +120,9 @@ def entry_ground_truth(cfg, plan, run_dir, rows: list) -> dict | str:
                 mass = per_channel({k: v.detach().to(torch.float64) for k, v in h.items()})
                 ranks.setdefault(name, {}).setdefault(s, []).append((own_plane_rank(mass, objects, own, among), len(among)))
                 masses.setdefault(name, []).append(mass.numpy())
+    if not ranks:
+        return ("no RB here changes the value of a single object plane (a mixture RB changes them all), so no "
+                "plane is RB's own to rank; the input-plane test needs one-hot or composite RBs")
     out = summarise(ranks, masses, labels, cfg.env.n_types)
     for name, v in out["by_heatmap"].items():
         rows.append(record("validation", name, "", None, "own_plane_mean_rank", v["mean_rank"],

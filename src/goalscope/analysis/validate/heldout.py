@@ -214,7 +214,8 @@ def summarise_curve(parts: list[dict], seeds: list[int]) -> dict:
     labels = {lab for p in parts for lab in p["area"]}
     methods = sorted({lab.split("|", 1)[1] for lab in labels if not lab.startswith("0|")})
     nulls = [n for n in CURVE_NULLS if f"0|{n}" in labels]
-    out = {"sizes": sizes, "graded": sorted({(p["seed"], p["rb"]) for p in parts}, key=str),
+    out = {"sizes": sizes, "graded": sorted({(p["seed"], p["rb"]) for p in parts if p["gain"] > 0}, key=str),
+           "no_gain": sorted({(p["seed"], p["rb"]) for p in parts if not p["gain"] > 0}, key=str),
            "measure": "graft area of the specific lean (k < 100%), mean over a seed's graded RBs",
            "ceiling": {PER_RB: [round(x, 4) for x in t_interval(_per_seed(parts, f"0|{PER_RB}", seeds))]},
            "nulls": {n: [round(x, 4) for x in t_interval(_per_seed(parts, f"0|{n}", seeds))] for n in nulls},
@@ -285,7 +286,8 @@ def heldout_curve(cfg, plan, run_dir: Path, executor, episodes: int, graded: lis
               "mb": {r: plan.mb[(s, r)] for r in rbs}, "methods": methods, "fisher_samples": cfg.superpose.fisher_samples,
               "episodes": episodes, "eval_seed": cfg.evaluation.seed, "shared": per_seed is not None}
              for s in cfg.seeds for rb in graded]
-    parts = [p for p in executor.run(heldout_task, tasks, desc="held-out curve") if p["gain"] > 0]
+    # An MB that gained no lean has NaN areas (no recovery is defined), which the per-seed means leave out.
+    parts = executor.run(heldout_task, tasks, desc="held-out curve")
     for p in parts if per_seed is not None else []:
         p["area"].update(shared_areas(per_seed, p["seed"], p["rb"], methods, max(p["sizes"])))
     out = summarise_curve(parts, list(cfg.seeds))
@@ -304,7 +306,9 @@ def curve_markdown(curve: dict | str) -> str:
         return "\n".join(lines + [curve or "not run", ""])
     sizes = curve["sizes"]
     lines += [f"Graft area (specific lean, k < 100%) of Δ_i grafted through a heatmap built from n *other* RBs; "
-              f"{len(curve['graded'])} (seed, RB) pairs; mean [95% t interval over MA seeds].", "",
+              f"{len(curve['graded'])} (seed, RB) pairs" + (f" ({len(curve['no_gain'])} more left out: their MB gained no "
+                                                              "lean, so no recovery is defined)" if curve.get("no_gain") else "")
+              + "; mean [95% t interval over MA seeds].", "",
               "| heatmap | " + " | ".join(f"n = {n}" for n in sizes) + " | rises with #RBs |",
               "|---|" + "---|" * (len(sizes) + 1)]
     for m, by_n in curve["methods"].items():
