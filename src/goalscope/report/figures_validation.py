@@ -50,6 +50,7 @@ def _held_out_panel(ax, curve: dict, cmap) -> list[dict]:
         rows.append({"panel": "held-out", "ranking": name, "x": "", "y": ci[0], "min_over_seeds": ci[1],
                      "max_over_seeds": ci[2]})
     ax.set_xscale("log", base=2)
+    ax.set_xticks(curve["sizes"], [str(n) for n in curve["sizes"]])
     ax.set_xlabel("number of other RBs the heatmap is built from (log)")
     ax.set_ylabel("graft area of the held-out RB's lean")
     ax.set_title("(c) held-out heatmaps as #RBs grows (95% t CI over MA seeds)", fontsize=10)
