@@ -675,3 +675,87 @@ def test_hostile_run_directories_many(finished, tmp_path_factory, capsys, quick_
 @given(damages=st.lists(_damage, min_size=1, max_size=3))
 def test_hostile_run_directories_full_report(finished, tmp_path_factory, capsys, damages):
     _fuzz(finished, tmp_path_factory, capsys, damages)  # every figure section drawn: about a minute an example
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue 37: a damaged scorecard.json is blamed on itself; no reader follows a symbolic link planted in the run
+
+
+@pytest.mark.parametrize("content", ['{"verdicts": {', "[]", '{"verdicts": []}', '{"graft": 3}',
+                                     '{"verdicts": {"|Δ_i|": {}}}', "link"])
+def test_a_damaged_scorecard_is_blamed_on_itself(shared, capsys, quick_report, content):
+    from goalscope.errors import GoalscopeError
+    from goalscope.report.run import load_run
+
+    run_dir, home = shared
+    card = run_dir / "scorecard.json"
+    if content == "link":
+        (home / "card.json").write_text("{}")
+        card.symlink_to(home / "card.json")
+    else:
+        card.write_text(content)
+    code, _, err = run(capsys, "report", run_dir)
+    one_line_exit_2(code, err, "scorecard.json")
+    assert "summary.json" not in err and ("goalscope validate" in err or "symbolic link" in err), err
+    if "|Δ_i|" in content:
+        return  # well-formed JSON with the top-level types right: the API hands it over as it is
+    with pytest.raises(GoalscopeError, match="scorecard.json") as e:
+        load_run(run_dir).scorecard
+    assert "summary.json" not in str(e.value)
+
+
+@pytest.mark.parametrize("plant", ["heatmaps/mean.safetensors", "stages/zz-link", ".lock"])
+@pytest.mark.parametrize("command", ["report", "results", "load_run"])
+def test_readers_refuse_a_symbolic_link_planted_in_the_run(shared, capsys, plant, command):
+    from goalscope.errors import GoalscopeError
+    from goalscope.report.run import load_run
+
+    run_dir, home = shared
+    link = run_dir / plant
+    if plant == "stages/zz-link":
+        (home / "dir").mkdir()
+        link.symlink_to(home / "dir", target_is_directory=True)
+    else:
+        link.parent.mkdir(exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(home / "notes.txt")
+    before = tree(home)
+    if command == "load_run":
+        with pytest.raises(GoalscopeError, match=f"{plant} is a symbolic link"):
+            view = load_run(run_dir)
+            view.records, view.heatmap("mean")
+    else:
+        code, _, err = run(capsys, command, run_dir)
+        one_line_exit_2(code, err, f"{plant} is a symbolic link")
+    assert tree(home) == before
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda v: v.checkpoint("MA", seed=[0]), "seed must be an integer"),
+    (lambda v: v.checkpoint("MA", seed=0.5), "seed must be an integer"),
+    (lambda v: v.checkpoint("MB", seed=0, rb=3), "rb must be a string or None"),
+    (lambda v: v.stage_key("MA", True), "seed must be an integer"),
+    (lambda v: v.delta(seed={}), "seed must be an integer"),
+    (lambda v: v.heatmap("../heatmaps/ties"), "method must be an aggregator's name"),
+    (lambda v: v.heatmap(3), "method must be an aggregator's name"),
+    (lambda v: v.heatmap("ties", seed=[0]), "seed must be an integer or None"),
+])
+def test_run_view_accessors_check_their_arguments(shared, call, fragment):
+    from goalscope.errors import ConfigError
+    from goalscope.report.run import load_run
+
+    run_dir, _ = shared
+    with pytest.raises(ConfigError, match=fragment):
+        call(load_run(run_dir))
+
+
+@pytest.mark.parametrize("args, fragment", [((12,), "path must be a run directory"),
+                                            ((None,), "path must be a run directory"),
+                                            (("RUN", 5), "trust_modules must be a list")])
+def test_load_run_checks_its_arguments(shared, args, fragment):
+    from goalscope.errors import ConfigError
+    from goalscope.report.run import load_run
+
+    run_dir, _ = shared
+    with pytest.raises(ConfigError, match=fragment):
+        load_run(*[run_dir if a == "RUN" else a for a in args])

@@ -47,13 +47,22 @@ class UnsafePathError(GoalscopeError):
     and turned into a note, always the command's one-line error."""
 
 
-def _link_error(link: Path, root: Path) -> GoalscopeError:
+def _link_error(link: Path, root: Path, verb: str = "writes") -> GoalscopeError:
     try:
         target = os.readlink(link)
     except OSError:
         target = "?"
-    return UnsafePathError(f"{link} is a symbolic link (to {target}); goalscope never writes through a symbolic link "
+    return UnsafePathError(f"{link} is a symbolic link (to {target}); goalscope never {verb} through a symbolic link "
                           f"inside {root}: remove it, or copy the run")
+
+
+def refuse_links(root: Path) -> None:
+    """Refuse to read a run (report, results, the Python API) with a symbolic link planted anywhere inside it: a
+    heatmap, stage or ``.lock`` that is a link would make goalscope read (and show, or act on) a file of someone
+    else's choosing as if the run had written it."""
+    link = find_link(root)
+    if link is not None:
+        raise _link_error(link, _abs(root), "reads")
 
 
 def guard(path: Path, root: Path | None = None) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import tomllib
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def int_field(value, name: str, lo: int = 0, hi: int = MAX_STEPS, error=ConfigEr
     if not lo <= value <= hi:
         raise error(f"{name} must be between {lo:,} and {hi:,}, got {value:,}")
     return value
+
+
+def check_type(value, name: str, kinds, error=ConfigError) -> None:
+    """``error`` naming ``name`` unless ``value`` is one of ``kinds`` (``int`` takes numpy's integers too, as a
+    DataFrame hands them out; a bool counts as no int: ``seed=True``)."""
+    kinds = tuple(numbers.Integral if k is int else k for k in (kinds if isinstance(kinds, tuple) else (kinds,)))
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = {numbers.Integral: "an integer", float: "a number", str: "a string", type(None): "None"}
+        raise error(f"{name} must be {' or '.join(names.get(k, k.__name__) for k in kinds)}, got {value!r}")
 
 
 def check_ppo_sizes(ppo, obs_shape, where: str = "ppo", error=ConfigError) -> None:

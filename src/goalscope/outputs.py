@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from goalscope.confinement import (NOFOLLOW_WRITES, UnsafePathError, confine, find_link,  # noqa: F401 (re-exported)
-                                   guard, innermost_root, make_dir, open_dir_below, remove_tree)
+                                   guard, innermost_root, make_dir, open_dir_below, refuse_links, remove_tree)
 from goalscope.errors import ConfigError, GoalscopeError
 
 MARKER = ".goalscope"
@@ -275,7 +275,9 @@ class Lock:
 
 
 def check_unlocked(run_dir: Path) -> None:
-    """Refuse to read a run that a live goalscope process holds locked: it has not finished."""
+    """Refuse to read a run that a live goalscope process holds locked (it has not finished), or one with a
+    symbolic link planted inside it (:func:`refuse_links`; the lock itself would be read through it)."""
+    refuse_links(run_dir)
     lock = Lock(Path(run_dir) / ".lock")
     if not lock.path.exists() or holds_lock(lock.path, lock.owner):
         return

@@ -72,22 +72,36 @@ class Checkpoint:
         """The action for one observation (shape ``env.obs_shape``, as :meth:`make_env`'s env gives it), an int,
         or for a batch ``(B, *obs_shape)``, an int64 array. Sampled from the policy, or its most likely action when
         ``greedy``; ``generator`` is a torch.Generator (one stream across a rollout's steps) or a seed, None draws
-        from torch's global generator. The model is built on the first call and reused while the weights stay."""
-        arr = np.asarray(obs)
+        from torch's global generator. The model is built on the first call and reused while the weights stay.
+
+        ConfigError (one sentence) for an observation of the wrong shape, of a non-real dtype (complex, strings,
+        objects), holding NaN or inf, or so far out of range that the policy's outputs are not finite, and for a
+        ``generator`` that is neither None, a torch.Generator nor a seed in [0, 2**64)."""
+        gen = _generator(generator)
+        try:
+            arr = np.asarray(obs)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise ConfigError(f"act: the observation is not an array of numbers ({e})") from None
+        if arr.dtype.kind not in "biuf":
+            raise ConfigError(f"act: observations must be real numbers (integer, boolean or float), got dtype "
+                              f"{arr.dtype}")
         shape = tuple(self.env.obs_shape)
         single = arr.shape == shape
         if not single and arr.shape[1:] != shape:
             raise ConfigError(f"act: an observation of this checkpoint has shape {shape} (a batch: (B, *{shape})), "
                               f"got {arr.shape}")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise ConfigError("act: the observation holds NaN or inf")
         # A copy: Gymnasium may hand out read-only views, which torch.from_numpy warns about.
         batch = torch.from_numpy(np.array(arr[None] if single else arr, order="C"))
         with torch.inference_mode():
             logits = self._model()(batch)[0].float()
+            if not bool(torch.isfinite(logits).all()):  # a greedy argmax of NaN would quietly be action 0
+                raise ConfigError("act: the policy's outputs are not finite for this observation (values far "
+                                  "outside the range its env produces, such as 3e38, overflow the network)")
             if greedy:
                 actions = logits.argmax(-1)
             else:
-                seeded = isinstance(generator, (int, np.integer))
-                gen = torch.Generator().manual_seed(int(generator)) if seeded else generator
                 actions = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(-1)
         out = actions.numpy().astype(np.int64)
         return int(out[0]) if single else out
@@ -95,6 +109,8 @@ class Checkpoint:
     def make_env(self, render_mode: str | None = None, reward: Reward | str | None = None) -> gym.Env:
         """One Gymnasium env like the one this checkpoint was trained in, paying ``reward`` (default: its own),
         whose observations :meth:`act` reads; ``render_mode="rgb_array"`` for videos."""
+        if render_mode is not None and not isinstance(render_mode, str):
+            raise ConfigError(f"render_mode must be a string such as 'rgb_array' or None, got {render_mode!r}")
         reward = self._reward(reward)
         if isinstance(self.env, MazeConfig):
             from goalscope.envs.gym import ObjectMazeEnv
@@ -118,6 +134,8 @@ class Checkpoint:
     def _reward(self, reward: Reward | str | None) -> Reward:
         if reward is None:
             return self.reward
+        if not isinstance(reward, (str, Reward)):
+            raise ConfigError(f"reward must be a reward name such as 'collect:0', a Reward or None, got {reward!r}")
         if isinstance(reward, str):
             reward = parse_reward(reward, self.env.n_types, getattr(self.env, "event_names", None))
         if reward.n_types != self.env.n_types:
@@ -138,6 +156,17 @@ class Checkpoint:
     def __getstate__(self) -> dict:
         # The built model is a cache: pickles and copies carry the fields alone, as before.
         return {k: v for k, v in self.__dict__.items() if k != "_built"}
+
+
+def _generator(generator) -> torch.Generator | None:
+    """:meth:`Checkpoint.act`'s ``generator`` as a torch.Generator (a seed makes a fresh one) or None."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return generator
+    if isinstance(generator, (int, np.integer)) and not isinstance(generator, (bool, np.bool_)):
+        if 0 <= int(generator) < 2**64:
+            return torch.Generator().manual_seed(int(generator))
+    raise ConfigError(f"act: generator must be a torch.Generator, a seed (an integer from 0 to 2**64 - 1) or None, "
+                      f"got {generator!r}")
 
 
 def _same_stamp(a, b) -> bool:

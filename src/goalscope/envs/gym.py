@@ -72,6 +72,12 @@ class ObjectMazeEnv(gym.Env):
         return self._env.observe()[0], {}
 
     def step(self, action):
+        if isinstance(action, np.ndarray) and action.size == 1:
+            action = action.reshape(())  # what a vectorised caller hands one env
+        if not self.action_space.contains(action):  # -1 and 1.5 would move the agent somewhere, 4 fail deep inside
+            got = (f"an array of shape {action.shape} ({action.dtype})" if isinstance(action, np.ndarray)
+                   else repr(action)[:60])
+            raise ConfigError(f"action must be an integer from 0 to {N_ACTIONS - 1}, got {got}")
         before = self._env.counts[0].copy()
         grid = self._env.grid_state()
         obs, reward, term, trunc, info = self._env.step(np.array([action]))
@@ -117,7 +123,15 @@ class ObjectMazeVectorEnv(VectorEnv):
         return self._env.reset(seed), {}
 
     def step(self, actions):
-        obs, reward, term, trunc, info = self._env.step(np.asarray(actions))
+        try:
+            actions = np.asarray(actions)
+        except (ValueError, TypeError):  # ragged lists
+            actions = np.zeros(0, dtype=object)
+        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu" or not (
+                (actions >= 0) & (actions < N_ACTIONS)).all():
+            raise ConfigError(f"actions must be {self.num_envs} integers from 0 to {N_ACTIONS - 1}, got an array of "
+                              f"shape {actions.shape} ({actions.dtype})")
+        obs, reward, term, trunc, info = self._env.step(actions)
         out = {}
         if info:
             mask = np.zeros(self.num_envs, dtype=bool)

@@ -6,13 +6,12 @@ May import: goalscope.report.run, goalscope.report.common, goalscope.analysis.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from goalscope.report.common import err_bars, new_figure, write_csv
-from goalscope.report.run import SCORECARD, as_run
+from goalscope.report.run import as_run, read_scorecard
 
 NULL_NAMES = ("random", "Fisher alone (MA)", "|Δ_ctrl| (RA control drift)", "another RB's |Δ_j|")  # validation.NULLS
 
@@ -63,8 +62,7 @@ def fig_validation(run, card: dict | None = None, out: Path | None = None):
     validation_curves.csv there."""
     run = as_run(run)
     if card is None:
-        path = run.path / SCORECARD
-        card = json.loads(path.read_text()) if path.exists() else {}
+        card = read_scorecard(run.path) or {}
     graft = card.get("graft") if isinstance(card.get("graft"), dict) else None
     loc = card.get("localisation") if isinstance(card.get("localisation"), dict) else None
     curve = card.get("held_out_curve") if isinstance(card.get("held_out_curve"), dict) else None

@@ -33,7 +33,6 @@ the sections never import this module); the figures are drawn by the ``figures_*
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import re
 import traceback
@@ -42,7 +41,7 @@ from pathlib import Path
 from goalscope.analysis.effects.competence import below_gate
 from goalscope.errors import GoalscopeError
 from goalscope.report.common import Page, esc, pca_note, pct
-from goalscope.report.run import SCORECARD, Run, read_run
+from goalscope.report.run import SCORECARD, Run, read_run, read_scorecard
 from goalscope.report.sections import SECTION_WRITERS, SECTIONS, applies
 
 REPORT_DIR = "report"
@@ -130,8 +129,7 @@ def _header(run: Run, page: Page) -> None:
     page.add("<p>goalscope trains MA on RA, fine-tunes copies on other rewards RB<sub>i</sub> (MB<sub>i</sub>), "
              "takes the update signals Δ<sub>i</sub> = MB<sub>i</sub> − MA, tests them by negating and retraining "
              "(MB* = MA − αΔ retrained on RA, against controls), and superposes them into per-parameter heatmaps.</p>")
-    card_path = run.path / SCORECARD
-    page.add(answer_cards(run, json.loads(card_path.read_text()) if card_path.exists() else None))
+    page.add(_answer_cards(run))
     page.add("<nav>" + "".join(f"<a href='#{a}'>{esc(t)}</a>" for a, t in SECTIONS if applies(run, a)) + "</nav>")
     if s.get("failed_jobs"):
         page.add(f"<p class='err'>{len(s['failed_jobs'])} jobs failed and are left out: "
@@ -146,6 +144,20 @@ def _header(run: Run, page: Page) -> None:
         cards.append(("negation leans away from RB", f"{leans} / {len(neg)}", "RB×α vs MA retrained (Holm, t over seeds)"))
     page.add("<div class='key cards'>" + "".join(f"<div>{esc(a)}<b>{esc(b)}</b><small>{esc(c)}</small></div>" for a, b, c in cards)
              + "</div>")
+
+
+def _answer_cards(run: Run) -> str:
+    """:func:`answer_cards` from the run's scorecard.json, which is blamed (with `goalscope validate`, which
+    rewrites it) when its fields have the wrong shape: the cards drawn from summary.json alone then work."""
+    card = read_scorecard(run.path)
+    try:
+        return answer_cards(run, card)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        if card is None:
+            raise
+        answer_cards(run, None)  # raises again if summary.json is (also) to blame
+        raise GoalscopeError(f"{run.path / SCORECARD} is damaged ({type(e).__name__}: {e}); rewrite it with "
+                             f"`goalscope validate {run.path}`") from None
 
 
 def _competence_cards(run: Run) -> list[tuple[str, str, str]]:

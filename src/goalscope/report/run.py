@@ -20,6 +20,7 @@ model. May import: goalscope.analysis, goalscope.program and below.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,10 +29,10 @@ from pathlib import Path
 import torch
 
 from goalscope.errors import ConfigError, GoalscopeError
-from goalscope.inputs import read_json
+from goalscope.inputs import check_type, read_json
 
-__all__ = ["ROLES", "SCORECARD", "Run", "read_run", "check_finished", "check_summary", "roles_from_stages", "as_run",
-           "RunView", "load_run"]
+__all__ = ["ROLES", "SCORECARD", "Run", "read_run", "check_finished", "check_summary", "read_scorecard",
+           "roles_from_stages", "as_run", "RunView", "load_run"]
 
 ROLES = ("MA", "MA'", "MB", "control", "retrain_control", "MB*")
 SCORECARD = "scorecard.json"
@@ -130,10 +131,13 @@ def read_run(run_dir: str | Path) -> Run:
 
 
 def check_finished(run_dir: Path) -> None:
-    """ConfigError unless ``run_dir`` holds the files of a finished run (reads none of them)."""
+    """ConfigError unless ``run_dir`` holds the files of a finished run (reads none of them); UnsafePathError when
+    a symbolic link is planted anywhere inside it (nothing is read through one)."""
+    from goalscope.confinement import refuse_links
     from goalscope.program.runner import check_finished as check
 
     check(run_dir, "writing its report")
+    refuse_links(run_dir)
 
 
 # The types of summary.json's fields that the report and `goalscope results` read (a field may be absent).
@@ -160,6 +164,31 @@ def check_summary(summary, path: Path, advice: str) -> dict:
             if not all(isinstance(v, item) for v in items):
                 raise GoalscopeError(f"{path} is damaged: an entry of {key!r} is not a {item.__name__}; {advice}")
     return summary
+
+
+# The types of scorecard.json's fields that the report and the API read (a field may be absent).
+SCORECARD_TYPES = {"verdicts": dict, "graft": dict, "localisation": dict, "held_out_curve": dict, "families": dict,
+                   "localisation_verdicts": dict}
+
+
+def read_scorecard(run_dir: Path) -> dict | None:
+    """``RUN/scorecard.json`` (written by ``goalscope validate``), bounded and type-checked, or None before
+    validation has run. A damaged one is a one-line GoalscopeError naming it and ``goalscope validate``, which
+    rewrites it (never summary.json, which it does not come from)."""
+    path, advice = Path(run_dir) / SCORECARD, f"rewrite it with `goalscope validate {run_dir}`"
+    if path.is_symlink():
+        raise GoalscopeError(f"{path} is a symbolic link; goalscope never reads through one: remove it and {advice}")
+    if not path.exists():
+        return None
+    card = read_json(path, advice=advice)
+    if not isinstance(card, dict):
+        raise GoalscopeError(f"{path} is damaged (not a table); {advice}")
+    for key, kind in SCORECARD_TYPES.items():
+        value = card.get(key)
+        if value is not None and not isinstance(value, kind):
+            raise GoalscopeError(f"{path} is damaged: {key!r} is a {type(value).__name__}, not a {kind.__name__}; "
+                                 f"{advice}")
+    return card
 
 
 def roles_from_stages(cfg, found: dict[str, dict]):
@@ -293,6 +322,10 @@ class RunView:
         :data:`ROLES`; an MB needs ``rb``, an MB* ``rb``, ``alpha`` and ``direction`` (``"delta"``, or
         ``"random"``, ``"random1"``... for the random-direction controls). ConfigError naming what the run has
         when it has no such model."""
+        check_type(seed, "seed", int)
+        check_type(rb, "rb", (str, type(None)))
+        check_type(alpha, "alpha", (int, float, type(None)))
+        check_type(direction, "direction", str)
         p = self._run.plan
         table = {"MA": (p.ma, seed), "MA'": (p.ma_other, seed), "control": (p.control, seed),
                  "retrain_control": (p.retrain_control, seed), "MB": (p.mb, (seed, rb)),
@@ -335,6 +368,9 @@ class RunView:
         """An aggregator's heatmap: the seed mean, or one seed's."""
         from goalscope.inputs import read_safetensors
 
+        check_type(seed, "seed", (int, type(None)))
+        if not isinstance(method, str) or not method or "/" in method or "\\" in method or method[0] == ".":
+            raise ConfigError(f"method must be an aggregator's name such as 'ties', got {method!r}")
         path = self.path / "heatmaps" / f"{method}.safetensors"
         if not path.exists():
             have = sorted(p.stem for p in (self.path / "heatmaps").glob("*.safetensors"))
@@ -348,11 +384,9 @@ class RunView:
 
     @property
     def scorecard(self) -> dict | None:
-        """``scorecard.json`` of ``goalscope validate``, or None before it has run."""
-        from goalscope.inputs import read_json
-
-        path = self.path / "scorecard.json"
-        return read_json(path) if path.exists() else None
+        """``scorecard.json`` of ``goalscope validate``, or None before it has run (GoalscopeError naming it when
+        it is damaged)."""
+        return read_scorecard(self.path)
 
 
 def load_run(path: str | Path, trust_modules: list[str] | tuple[str, ...] = ()) -> RunView:
@@ -363,8 +397,12 @@ def load_run(path: str | Path, trust_modules: list[str] | tuple[str, ...] = ()) 
     register its env, event source or observation adapter) only once it is trusted: ``trust_modules=["module"]``
     (as ``goalscope --trust-module module`` does on the command line). Trusting it later works too:
     ``goalscope.envs.events.trust_modules(["module"])`` before the run's first read."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"load_run: path must be a run directory (a str or Path), got {path!r}")
     if isinstance(trust_modules, str):
         trust_modules = [trust_modules]
+    if not isinstance(trust_modules, (list, tuple)) or not all(isinstance(m, str) for m in trust_modules):
+        raise ConfigError(f"load_run: trust_modules must be a list of module names, got {trust_modules!r}")
     if trust_modules:
         from goalscope.envs.events import trust_modules as trust
 

@@ -23,7 +23,7 @@ from goalscope.report.figures_signals import fig_cosine, frozen_units, heatmap_f
 from goalscope.report.figures_steering import fig_steering
 from goalscope.report.figures_training import behaviour_table, fig_behaviour, fig_learning_curves
 from goalscope.report.figures_validation import fig_validation, input_planes_html
-from goalscope.report.run import SCORECARD, Run
+from goalscope.report.run import SCORECARD, Run, read_scorecard
 
 SECTIONS = [("learning", "1. Learning curves"), ("behaviour", "2. Behaviour profiles"),
             ("heatmaps", "3. Where the update signals live"), ("cosine", "4. Cosine similarity of update signals"),
@@ -232,12 +232,11 @@ def _section_mazes(run: Run, page: Page) -> None:
 def _section_validation(run: Run, page: Page) -> None:
     page.section("validation", SECTIONS[6][1], "Does the heatmap localise the objective? Grafting the top-scored "
                  "parameters of MB into MA should carry RB's behaviour across; AUROC scores the localisation.")
-    path = run.path / SCORECARD
-    if not path.exists():
+    card = read_scorecard(run.path)
+    if card is None:
         page.add(f"<p class='note'>Validation has not been run for this run (no {SCORECARD}); run "
                  f"<code>goalscope validate {esc(run.path)}</code>, then write this report again.</p>")
         return
-    card = json.loads(path.read_text())
     fig = fig_validation(run, card, page.out)
     if fig is not None:
         page.figure("validation", fig, "Graft curves: how much of MB's extra RB behaviour MA regains from only the "
