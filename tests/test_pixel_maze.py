@@ -127,7 +127,7 @@ def test_pixel_rcnn_builds_runs_and_learns_through_every_layer():
     where = model.agent_map(torch.relu(model.conv1(x.float() / 255)))
     assert where.shape == (6, 1, 7, 7)
     torch.testing.assert_close(where.sum((1, 2, 3)), torch.ones(6))
-    logits_at = model.locate(torch.relu(model.conv1(x.float() / 255))) * 10.0  # the default locate_scale
+    logits_at = model.locate(torch.relu(model.conv1(x.float() / 255))) * 30.0  # the default locate_scale
     torch.testing.assert_close(where.flatten(1), torch.softmax(logits_at.flatten(1), 1))
     (logits.sum() + value.sum()).backward()
     for name, p in model.named_parameters():
