@@ -493,8 +493,9 @@ def test_a_damaged_steering_cache_entry_is_recomputed(steered, tmp_path, capsys)
 
 
 def test_edits_checks_its_pairs_before_working(shared, capsys):
-    run_dir, _ = shared  # three object types: the default pair collect:3+collect:4 does not exist
-    code, _, err = run(capsys, "edits", run_dir, "--t", "1", "--random-directions", "1", "--episodes", "4")
+    run_dir, _ = shared  # three object types: the pair collect:3+collect:4 does not exist
+    code, _, err = run(capsys, "edits", run_dir, "--t", "1", "--random-directions", "1", "--episodes", "4",
+                       "--pairs", "collect:1+collect:2,collect:3+collect:4")
     one_line_exit_2(code, err, "'collect:3+collect:4'")
     assert not (run_dir / "edits").exists()  # refused before the first evaluation
 
@@ -759,3 +760,25 @@ def test_load_run_checks_its_arguments(shared, args, fragment):
     run_dir, _ = shared
     with pytest.raises(ConfigError, match=fragment):
         load_run(*[run_dir if a == "RUN" else a for a in args])
+
+
+def test_edits_default_pairs_follow_the_run(shared, capsys):
+    """Issue 37, finding 7: the default --pairs named types 3 and 4, so `edits` failed on any run with fewer than 5."""
+    from goalscope.analysis.edits.arithmetic import default_pairs
+    from goalscope.analysis.edits.common import DEFAULT_PAIRS, EditRun
+
+    run_dir, _ = shared  # three object types: RA collect:0, RBs collect:1 and collect:2
+    assert default_pairs(EditRun(run_dir, 4, lambda *a: None)) == ("collect:1+collect:2",)
+    code, out, err = run(capsys, "edits", run_dir, "--parts", "arithmetic", "--random-directions", "0",
+                         "--episodes", "4")
+    assert code == 0, err
+    arith = json.loads((run_dir / "edits" / "arithmetic.json").read_text())
+    assert "collect:1+collect:2" in json.dumps(arith) and "collect:3" not in json.dumps(arith)
+    from types import SimpleNamespace
+
+    from goalscope.program.config import load_experiment
+
+    cfg = load_experiment("experiments/default.toml")  # five types: the pairs the paper's default run always had
+    er = SimpleNamespace(cfg=cfg, rbs=lambda: [r.name for r in cfg.rbs()])
+    er.types = lambda r: EditRun.types(er, r)
+    assert default_pairs(er) == DEFAULT_PAIRS

@@ -22,7 +22,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def add_commands(sub) -> None:
     """The parsers of the issue-14 commands: edits, decode."""
-    from goalscope.analysis.edits.common import DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, PARTS, RANDOM_DIRECTIONS, T_GRID
+    from goalscope.analysis.edits.common import DEFAULT_PARTS, EDIT_FRACTIONS, PARTS, RANDOM_DIRECTIONS, T_GRID
 
     p = sub.add_parser("edits", help="write objectives into MA without training: linearity curves, arithmetic, "
                                      "targeted edits",
@@ -36,8 +36,8 @@ def add_commands(sub) -> None:
                    help=f"comma-separated subset of {', '.join(PARTS)} (dynamics reruns every fine-tune: by name only)")
     p.add_argument("--t", default=",".join(f"{t:g}" for t in T_GRID), help="linearity: the t grid")
     p.add_argument("--no-retrain", action="store_true", help="linearity: skip the retrained curve")
-    p.add_argument("--pairs", default=",".join(DEFAULT_PAIRS),
-                   help="arithmetic: pair rewards to fine-tune MA on ('' for none)")
+    p.add_argument("--pairs", help="arithmetic: pair rewards to fine-tune MA on, e.g. collect:1+collect:2 ('' for "
+                                   "none; default: the run's single-object RBs two by two, at most two pairs)")
     p.add_argument("--fractions", default=",".join(f"{k:g}" for k in EDIT_FRACTIONS), help="targeted: the k grid")
     p.add_argument("--heatmap", default="ties", help="targeted: the aggregator whose heatmap picks the top-k%%")
     p.add_argument("--random-directions", type=int, default=RANDOM_DIRECTIONS, help="random directions per edit")
@@ -60,7 +60,7 @@ def cmd_edits(args) -> None:
     from goalscope.analysis.edits.run import run_edits
 
     parts = tuple(x.strip() for x in args.parts.split(",") if x.strip())
-    pairs = tuple(x.strip() for x in args.pairs.split(",") if x.strip())
+    pairs = None if args.pairs is None else tuple(x.strip() for x in args.pairs.split(",") if x.strip())
     res = run_edits(args.run, parts, episodes=args.episodes, workers=args.workers, t_grid=_floats(args.t),
                     retrain=not args.no_retrain, pairs=pairs, fractions=_floats(args.fractions), heatmap=args.heatmap,
                     n_random=args.random_directions)

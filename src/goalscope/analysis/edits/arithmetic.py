@@ -13,10 +13,10 @@ import math
 
 import numpy as np
 
-from goalscope.analysis.edits.common import (DEFAULT_PAIRS, METRICS, RANDOM_DIRECTIONS, EditRun, add, mean_profile,
+from goalscope.analysis.edits.common import (METRICS, RANDOM_DIRECTIONS, EditRun, add, mean_profile,
                                              metrics, random_like, rounded, seed_ci)
 from goalscope.analysis.records import record
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.program.jobs import Job
 from goalscope.rl.evaluation import Profile
 
@@ -39,6 +39,23 @@ def pair_rewards(er: EditRun, pairs) -> list:
     return out
 
 
+def default_pairs(er: EditRun, most: int = 2) -> tuple[str, ...]:
+    """The pairs ``edits`` fine-tunes on when ``--pairs`` is not given, from the run's own RBs: its single-type
+    RBs (``collect:k`` of a type RA does not reward) two by two in order, at most ``most`` pairs, none when it has
+    fewer than two (``collect:1+collect:2``, ``collect:3+collect:4`` on the default 5-type run)."""
+    from goalscope.envs.rewards import parse_reward
+
+    singles = []
+    for name in er.rbs():
+        try:
+            own, _ = er.types(parse_reward(name, er.cfg.env.n_types))
+        except GoalscopeError:
+            continue  # an RB by the env's own type names: pairs of those are named with --pairs
+        if len(own) == 1 and name == f"collect:{own[0]}":
+            singles.append(name)
+    return tuple(f"{a}+{b}" for a, b in zip(singles[0::2], singles[1::2]))[:most]
+
+
 def pair_jobs(er: EditRun, pairs) -> dict:
     """(seed, pair name) -> a finetune job: MA on collect:i+collect:j for the fine-tune budget, fine-tune seed 0."""
     ppo = er.cfg.ppo_config(er.cfg.finetune.steps).to_json()
@@ -58,11 +75,12 @@ def profile_gap_closed(edit: np.ndarray, ma: np.ndarray, target: np.ndarray) -> 
     return 1 - float(np.abs(edit - target).sum()) / d0 if d0 > 0 else math.nan
 
 
-def arithmetic(er: EditRun, pairs=DEFAULT_PAIRS, workers: int = 1, scales=(0.5, 1.0, 2.0),
+def arithmetic(er: EditRun, pairs=None, workers: int = 1, scales=(0.5, 1.0, 2.0),
                n_random: int = RANDOM_DIRECTIONS) -> tuple[dict, list[dict]]:
-    """Scaling, fine-tune-seed means, transfer across MA seeds and pair sums against real fine-tunes: (result,
-    records)."""
+    """Scaling, fine-tune-seed means, transfer across MA seeds and pair sums against real fine-tunes (``pairs``:
+    reward texts, None for :func:`default_pairs`): (result, records)."""
     cfg, ra = er.cfg, er.cfg.ra
+    pairs = default_pairs(er) if pairs is None else pairs
     jobs = pair_jobs(er, pairs) if pairs else {}
     if jobs:
         er.run_jobs(list(jobs.values()), workers, "arithmetic fine-tunes")

@@ -35,7 +35,7 @@ from goalscope.signals import delta as sig
 
 T_GRID = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 EDIT_FRACTIONS = (0.01, 0.05, 0.20)
-DEFAULT_PAIRS = ("collect:1+collect:2", "collect:3+collect:4")
+DEFAULT_PAIRS = ("collect:1+collect:2", "collect:3+collect:4")  # default_pairs of the default 5-type run
 RANDOM_DIRECTIONS = 3
 EDITS_DIR = "edits"
 PARTS = ("linearity", "arithmetic", "targeted", "dynamics")

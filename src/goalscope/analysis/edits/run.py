@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from goalscope.analysis.edits.arithmetic import arithmetic, pair_jobs, pair_rewards, profile_gap_closed
+from goalscope.analysis.edits.arithmetic import arithmetic, default_pairs, pair_jobs, pair_rewards, profile_gap_closed
 from goalscope.analysis.edits.common import (DEFAULT_PAIRS, DEFAULT_PARTS, EDIT_FRACTIONS, EDITS_DIR, METRICS, PARTS,
                                              RANDOM_DIRECTIONS, SNAPSHOT_UPDATES, T_GRID, EditRun, json_default)
 from goalscope.analysis.edits.dynamics import dynamics
@@ -35,14 +35,15 @@ from goalscope.inputs import MAX_RANDOM_DIRECTIONS, finite_float, int_field
 from goalscope.outputs import analysing, atomic_write_bytes, remove_stale_tmp
 
 __all__ = ["DEFAULT_PAIRS", "DEFAULT_PARTS", "EDIT_FRACTIONS", "EDITS_DIR", "METRICS", "PARTS", "RANDOM_DIRECTIONS",
-           "SNAPSHOT_UPDATES", "T_GRID", "EditRun", "arithmetic", "dynamics", "linearity", "linearity_jobs",
-           "pair_jobs", "pair_rewards", "profile_gap_closed", "run_edits", "targeted"]
+           "SNAPSHOT_UPDATES", "T_GRID", "EditRun", "arithmetic", "default_pairs", "dynamics", "linearity",
+           "linearity_jobs", "pair_jobs", "pair_rewards", "profile_gap_closed", "run_edits", "targeted"]
 
 
 def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None = None, workers: int = 1,
-              t_grid=T_GRID, retrain: bool = True, pairs=DEFAULT_PAIRS, fractions=EDIT_FRACTIONS,
+              t_grid=T_GRID, retrain: bool = True, pairs=None, fractions=EDIT_FRACTIONS,
               heatmap: str = "ties", n_random: int = RANDOM_DIRECTIONS, log=print) -> dict:
-    """Run (or resume) the chosen parts on a finished run; writes RUN/edits/<part>.json and RUN/edits/records.csv."""
+    """Run (or resume) the chosen parts on a finished run; writes RUN/edits/<part>.json and RUN/edits/records.csv.
+    ``pairs``: the arithmetic part's pair rewards, None for pairs of the run's own RBs (:func:`default_pairs`)."""
     torch.set_num_threads(1)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
@@ -54,6 +55,8 @@ def run_edits(run_dir: str | Path, parts=DEFAULT_PARTS, *, episodes: int | None 
 def _run_edits(run_dir, parts, episodes, workers, t_grid, retrain, pairs, fractions, heatmap, n_random, log) -> dict:
     er = EditRun(run_dir, episodes, log)
     # Every argument is checked before the first evaluation (a bad pair used to surface after the linearity part).
+    if pairs is None:  # a fixed default would name types a run with fewer objects does not have
+        pairs = default_pairs(er)
     if "arithmetic" in parts and pairs:
         pair_rewards(er, pairs)
     int_field(n_random, "--random-directions", 0, MAX_RANDOM_DIRECTIONS)
