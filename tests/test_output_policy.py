@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from goalscope.cli import main
@@ -782,3 +783,54 @@ def test_edits_default_pairs_follow_the_run(shared, capsys):
     er = SimpleNamespace(cfg=cfg, rbs=lambda: [r.name for r in cfg.rbs()])
     er.types = lambda r: EditRun.types(er, r)
     assert default_pairs(er) == DEFAULT_PAIRS
+
+
+# Issue 37, finding 2: reads of run files bounded in bytes and elements
+
+
+def _cosine(run_dir: Path, n: int) -> None:
+    rng = np.random.default_rng(0)
+    names = [f"seed{i % 3} | signal {i}" for i in range(n)]
+    (run_dir / "signals" / "cosine.json").write_text(json.dumps({"names": names,
+                                                                 "matrix": rng.uniform(-1, 1, (n, n)).tolist()}))
+
+
+@pytest.mark.parametrize("n", [120, 400])
+def test_a_large_cosine_matrix_draws_a_bounded_figure(shared, n):
+    from goalscope.report.figures_signals import MAX_FIGURE_INCHES, fig_cosine
+    from goalscope.report.run import read_run
+
+    run_dir, _ = shared
+    _cosine(run_dir, n)  # 400 x 400 once took the report 252 s and 13 GB
+    fig = fig_cosine(read_run(run_dir))
+    assert max(fig.get_size_inches()) <= MAX_FIGURE_INCHES + 5  # the matrix, and the summary by pair type beside it
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ('{"names": ["a", "b"], "matrix": [[1, 0], [0]]}', "square matrix"),
+    ('{"names": ["a"], "matrix": [["x"]]}', "not a number"),
+    ('{"names": 3, "matrix": []}', "square matrix"),
+    (json.dumps({"names": [str(i) for i in range(500)], "matrix": [[0] * 500] * 500}), "more than 200,000 values"),
+])
+def test_a_damaged_or_oversized_cosine_file_is_one_error(shared, content, fragment):
+    from goalscope.errors import GoalscopeError
+    from goalscope.report.figures_signals import fig_cosine
+    from goalscope.report.run import read_run
+
+    run_dir, _ = shared
+    (run_dir / "signals" / "cosine.json").write_text(content)
+    with pytest.raises(GoalscopeError, match=fragment):
+        fig_cosine(read_run(run_dir))
+
+
+def test_a_huge_training_log_is_refused_while_streaming(shared):
+    from goalscope.errors import GoalscopeError
+    from goalscope.report.figures_training import MAX_LOG_ROWS, fig_learning_curves
+    from goalscope.report.run import read_run
+
+    run_dir, _ = shared
+    run = read_run(run_dir)
+    log = run.stage(next(iter(run.plan.ma.values()))) / "train_log.csv"
+    log.write_text("step,charts/episode_return\n" + "1,0\n" * (MAX_LOG_ROWS + 10))  # 3M rows: 101 s, 1.9 GB
+    with pytest.raises(GoalscopeError, match=f"more than {MAX_LOG_ROWS:,} rows"):
+        fig_learning_curves(run)

@@ -2,12 +2,11 @@
 did not move, and the cosine similarity of the signals. Each figure function returns a matplotlib Figure; with
 ``out`` it also writes the CSV of the data behind it.
 
-May import: goalscope.report.run, goalscope.report.common.
+May import: goalscope.report.run, goalscope.report.common, goalscope.inputs, goalscope.errors.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -268,6 +267,31 @@ def frozen_units(run) -> list[dict]:
              "signals": len(c)} for p, c in counts.items()]
 
 
+MAX_FIGURE_INCHES = 30.0  # the cosine matrix's side: at most 3,000 pixels, however many signals
+MAX_LABELLED = 64  # signals named on the matrix's axes; beyond, the names are in cosine.csv
+
+
+def read_cosine(path: Path) -> tuple[list[str], np.ndarray]:
+    """``signals/cosine.json`` as (names, n x n matrix), bounded like every JSON file of a run (bytes and values,
+    :func:`goalscope.inputs.read_json`: at most ~440 signals) and shape-checked; a damaged one is one
+    GoalscopeError naming it."""
+    from goalscope.errors import GoalscopeError
+    from goalscope.inputs import read_json
+
+    redo = "recompute it with `goalscope run EXPERIMENT --out RUN --force analysis`"
+    data = read_json(path, advice=redo)
+    names = data.get("names") if isinstance(data, dict) else None
+    rows = data.get("matrix") if isinstance(data, dict) else None
+    n = len(names) if isinstance(names, list) else -1
+    if (n < 0 or not all(isinstance(x, str) for x in names) or not isinstance(rows, list) or len(rows) != n
+            or not all(isinstance(r, list) and len(r) == n for r in rows)):
+        raise GoalscopeError(f"{path} is damaged (not a list of names and a square matrix of as many rows); {redo}")
+    try:
+        return names, np.asarray(rows, dtype=float).reshape(n, n)
+    except (TypeError, ValueError):
+        raise GoalscopeError(f"{path} is damaged (a cosine that is not a number); {redo}") from None
+
+
 def fig_cosine(run, out: Path | None = None):
     """Cosine similarity of every pair of update signals, and a summary by pair type; None without
     signals/cosine.json. With ``out``, writes cosine.csv and cosine_groups.csv there."""
@@ -275,8 +299,7 @@ def fig_cosine(run, out: Path | None = None):
     path = run.path / "signals" / "cosine.json"
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
-    names, mat = data["names"], np.asarray(data["matrix"], dtype=float)
+    names, mat = read_cosine(path)
     if not names:
         return None
     write_csv(out, "cosine.csv", [{"a": a, "b": b, "cosine": float(mat[i, j])}
@@ -285,7 +308,7 @@ def fig_cosine(run, out: Path | None = None):
     from matplotlib.colors import TwoSlopeNorm
 
     n = len(names)
-    size = max(5.0, 0.42 * n + 2.5)
+    size = min(max(5.0, 0.42 * n + 2.5), MAX_FIGURE_INCHES)  # 400 signals once asked for 13 GB of canvas
     fig = new_figure(size + (4.2 if groups else 0), size)
     if groups:
         left, right = fig.subfigures(1, 2, width_ratios=[size, 4.2])
@@ -295,8 +318,9 @@ def fig_cosine(run, out: Path | None = None):
     else:
         ax, ax_g = fig.subplots(1, 1), None
     im = ax.imshow(mat, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -1.0, 1.0), interpolation="nearest")
-    ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(n), names, fontsize=7)
+    if n <= MAX_LABELLED:
+        ax.set_xticks(range(n), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(n), names, fontsize=7)
     if n <= 20:
         for i in range(n):
             for j in range(n):

@@ -20,12 +20,27 @@ from goalscope.report.run import as_run
 N_BOOT_MAX = 1000  # bootstrap resamples for the behaviour CIs (the analysis' own CIs are read from records.csv)
 
 
+MAX_LOG_BYTES = 64 << 20  # a stage's train_log.csv: one row per PPO update, ~1 KB each
+MAX_LOG_ROWS = 200_000  # a 3-million-row log once took the report 100 s and 1.9 GB
+
+
 def _read_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, episode returns) of a stage's train_log.csv, streamed with its bytes and rows capped: a log
+    past either is a GoalscopeError naming it (the section says so; the rest of the report is drawn)."""
+    from goalscope.errors import GoalscopeError
+
     steps, rets = [], []
     if not path.exists():
         return np.zeros(0), np.zeros(0)
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
+    redo = "retrain that stage (`goalscope run EXPERIMENT --out RUN --force STAGE`)"
+    if path.stat().st_size > MAX_LOG_BYTES:
+        raise GoalscopeError(f"{path} is {path.stat().st_size:,} bytes, more than the {MAX_LOG_BYTES:,} goalscope "
+                             f"reads from a training log; {redo}")
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        for n, row in enumerate(csv.DictReader(f)):
+            if n >= MAX_LOG_ROWS:
+                raise GoalscopeError(f"{path} has more than {MAX_LOG_ROWS:,} rows, more than goalscope reads from a "
+                                     f"training log; {redo}")
             r = row.get("charts/episode_return", "")
             if r not in ("", None) and row.get("step") not in ("", None):
                 steps.append(float(row["step"]))

@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from goalscope.errors import GoalscopeError
+from goalscope.inputs import read_json
 from goalscope.program.runner import CONTROL_MODELS
 from goalscope.report.common import Page, ci_text, esc, html_table, num, pca_note, pct, write_csv
 from goalscope.report.figures_edits import CAPTIONS as EDITS_CAPTIONS
@@ -335,7 +337,10 @@ def _section_provenance(run: Run, page: Page) -> None:
     for key in run.ok:
         meta = run.stage(key) / "meta.json"
         if meta.exists():
-            versions = json.loads(meta.read_text()).get("versions") or {}
+            try:  # bounded like every file of a run; a damaged one just names no versions
+                versions = read_json(meta).get("versions") or {}
+            except (GoalscopeError, AttributeError):
+                continue
             if versions:
                 break
     page.add("<h3>Software</h3>" + html_table(["package", "version"], [[esc(k), esc(v)] for k, v in versions.items()]))
@@ -373,7 +378,7 @@ def _section_steering(run: Run, page: Page) -> None:
     if not path.exists():
         page.add(f"<p>Not computed: run <code>goalscope steer {esc(run.path)}</code>.</p>")
         return
-    s = json.loads(path.read_text())
+    s = read_json(path, advice=f"rewrite it with `goalscope steer {run.path}`")
     fig = fig_steering(s)
     page.figure("steering", fig, "Specific lean change relative to MA for activation (circles) and weight (squares) "
                 "interventions with Δ_i and its nulls, per site (patch: MB's own activation per observation, "
