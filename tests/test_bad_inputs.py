@@ -416,3 +416,43 @@ def test_a_swap_killed_halfway_loses_nothing(tmp_path):
             raise RuntimeError("the retrain fails")
     assert (out / "meta.json").read_text() == "old result"  # put back, and kept through the failed retrain
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Issue 37, finding 3: env settings in a checkpoint bounded before an env allocates on their word
+
+
+def _minigrid_ckpt(tmp_path, env_id, kwargs, **fields):
+    pytest.importorskip("minigrid")
+    from goalscope.agents.checkpoints import Checkpoint, save_checkpoint
+    from goalscope.agents.registry import build_agent
+    from goalscope.envs.events import GymEventsConfig
+    from goalscope.envs.rewards import parse_reward
+
+    cfg = GymEventsConfig(id=env_id, kwargs=kwargs, **fields)
+    model = build_agent("cnn", cfg.obs_shape, cfg.n_actions, {})
+    out = tmp_path / "ck"
+    save_checkpoint(Checkpoint("cnn", {}, cfg, parse_reward("collect:0", cfg.n_types), model.state_dict()), out)
+    return out
+
+
+@pytest.mark.parametrize("command", [["eval", "--episodes", "2"], ["video", "--episodes", "1"]])
+@pytest.mark.parametrize("size, fragment", [(100_000, "env.kwargs.size must be between 4 and 63"),
+                                            (5_000, "env.kwargs.size must be between 4 and 63")])
+def test_a_huge_grid_in_a_checkpoints_env_is_one_line(tmp_path, capsys, command, size, fragment):
+    from goalscope.envs.minigrid_objects import MINIGRID_ID
+
+    ck = _minigrid_ckpt(tmp_path, MINIGRID_ID, {"size": 7, "max_steps": 16}, n_types=3, max_steps=16)
+    _edit_meta(ck, lambda m: m["env"]["kwargs"].update(size=size))  # 5,000: 25M cells per env, gigabytes
+    extra = ["--out", tmp_path / "v.gif"] if command[0] == "video" else []
+    code, _, err = run(capsys, command[0], ck, *command[1:], *extra)
+    one_line_exit_2(code, err, fragment)
+
+
+def test_an_env_that_runs_out_of_memory_is_one_line(tmp_path, capsys):
+    """A third-party env goalscope cannot bound (a stock MiniGrid room 100,000 wide): its MemoryError is one line."""
+    ck = _minigrid_ckpt(tmp_path, "MiniGrid-Empty-5x5-v0", {"size": 5, "max_steps": 16}, n_types=1, max_steps=16,
+                        events="minigrid", obs="minigrid", event_types=["goal"])
+    _edit_meta(ck, lambda m: m["env"]["kwargs"].update(size=100_000))
+    code, _, err = run(capsys, "eval", ck, "--episodes", "2")
+    one_line_exit_2(code, err, "out of memory")

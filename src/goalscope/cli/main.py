@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the user's filesystem said no (full disk, permissions, /proc): one line, nothing lost
         where = f"{e.filename}: " if e.filename else ""
         return _fail(f"{where}{e.strerror or e}")
+    except MemoryError:  # what a setting far too large for this machine (an env.kwargs grid side, say) ends in
+        return _fail("out of memory: a setting asks for more than this machine has (an env.kwargs value such as a "
+                     "grid size, or a batch too large); nothing was written past the last finished stage")
     except KeyboardInterrupt:
         print("goalscope: interrupted; finished stages are kept, rerun the same command to resume", file=sys.stderr)
         return 130

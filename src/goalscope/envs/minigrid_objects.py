@@ -1,6 +1,7 @@
 """The shipped real example of an events env: a MiniGrid room of keys, balls and boxes (``goalscope/MiniGridObjects-v0``,
 id :data:`MINIGRID_ID`, which :mod:`goalscope.envs.events` imports from here); picking an object up is an event of its
-type. Needs the ``minigrid`` package (imported only when the env is made). May import: goalscope.errors.
+type. Needs the ``minigrid`` package (imported only when the env is made). May import: goalscope.errors,
+goalscope.inputs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,22 @@ from goalscope.errors import ConfigError
 
 MINIGRID_ID = "goalscope/MiniGridObjects-v0"
 DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
+
+
+MAX_SIZE = 63  # the room's side, walls included (the object maze's bound): MiniGrid allocates size² cells per env
+
+
+def _check_sizes(size, objects, n_per_type, max_steps) -> None:
+    """The factory's arguments bounded before MiniGrid allocates anything (a checkpoint's ``size: 100000`` once
+    ended in a MemoryError inside MiniGrid, a smaller one in gigabytes): the room holds every object and the agent."""
+    from goalscope.inputs import MAX_EPISODE_STEPS, int_field
+
+    int_field(size, "env.kwargs.size", 4, MAX_SIZE)
+    int_field(max_steps, "env.kwargs.max_steps", 1, MAX_EPISODE_STEPS)
+    if not isinstance(objects, (list, tuple)) or not all(isinstance(o, (list, tuple)) and len(o) == 2 for o in objects):
+        raise ConfigError(f"env.kwargs.objects must be a list of [kind, colour] pairs, got {objects!r}")
+    room = (size - 2) ** 2 - 1
+    int_field(n_per_type, "env.kwargs.n_per_type", 1, max(1, room // max(1, len(objects))))
 
 
 def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type: int = 1, max_steps: int = 64,
@@ -30,6 +47,7 @@ def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type
         raise ConfigError("the MiniGrid example needs the minigrid package: pip install minigrid") from None
 
     kinds = {"ball": Ball, "key": Key, "box": Box}
+    _check_sizes(size, objects, n_per_type, max_steps)
     objects = [tuple(o) for o in objects]
     for kind, colour in objects:
         if kind not in kinds:
