@@ -12,8 +12,13 @@ maze, so training, evaluation and analysis run unchanged.
 shipped real example: a MiniGrid room with keys, balls and boxes of distinct colours; picking one up is an event
 of its type.
 
-May import: goalscope.envs.rewards, goalscope.envs.batches, goalscope.envs.minigrid_objects (the example env: its
-id, and its registration when that id is used; minigrid itself is imported only then), goalscope.errors.
+Before any training, :func:`_spaces` (through ``obs_shape``, which experiment validation reads) refuses in one line
+what would otherwise fail after it: ``env.kwargs`` keys the env's constructor does not take, and an env whose own
+step limit exceeds ``env.max_steps`` (every evaluation episode must end within it).
+
+May import: goalscope.envs.rewards, goalscope.envs.batches, goalscope.envs.sources, goalscope.envs.minigrid_objects
+(the example env: its id, and its registration when that id is used; minigrid itself is imported only then),
+goalscope.errors.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import json
 import os
 import sys
@@ -32,6 +38,8 @@ import numpy as np
 from goalscope.envs.batches import MAX_ENV_PROCESSES, LocalBatch, ProcessBatch
 from goalscope.envs.minigrid_objects import MINIGRID_ID, register_minigrid
 from goalscope.envs.rewards import Reward
+from goalscope.envs.sources import (COUNTS, EVENT_SOURCES, OBS_ADAPTERS, EventsWrapper, InfoEvents,  # noqa: F401
+                                    MiniGridEvents, import_minigrid)
 from goalscope.errors import ConfigError, check_fields
 
 
@@ -55,6 +63,13 @@ class GymEventsConfig:
     # milliseconds, such as Crafter, so that stepping them uses every core; goalscope.envs.batches).
     processes: int = 0
     event_word: str = ""  # what the env calls its events, for the report ("achievements"); "" = "events"
+    # An event source's repeats: "every" occurrence counts, or only the "first" per episode (per object where the
+    # source tells objects apart, as MiniGrid's does: a key picked up, dropped and picked up again is one
+    # "collect:key"). "" = the default: "first" for an event source, "every" for an env that reports
+    # info["events"] itself (its events mean what it says). A recorded config without the key (a run made before
+    # it existed) counted every occurrence: from_json reads it so, and to_json leaves "every" out, so those runs'
+    # job keys stay the same.
+    count: str = ""
     family = "gym_events"
     has_oracle = False
 
@@ -74,6 +89,13 @@ class GymEventsConfig:
                               f"most one per CPU anyway), got {self.processes:,}")
         if not isinstance(self.kwargs, dict):
             raise ConfigError(f"env.kwargs must be a table, got {self.kwargs!r}")
+        if self.count == "":
+            object.__setattr__(self, "count", "every" if self.events == "info" else "first")
+        if self.count not in COUNTS:
+            raise ConfigError(f"env.count must be one of {', '.join(map(repr, COUNTS))}, got {self.count!r}")
+        if self.count != "every" and self.events == "info":
+            raise ConfigError(f"env.count = {self.count!r} needs an event source (env.events); an env that reports "
+                              f"info['events'] itself counts its events as it says")
         if self.events not in EVENT_SOURCES or self.obs not in OBS_ADAPTERS:
             import_env_module(self.id)  # the user's module may register its own event source or adapter
         if self.events not in EVENT_SOURCES:
@@ -102,15 +124,19 @@ class GymEventsConfig:
             register_minigrid()
         check_importable(self.id)
         if self.events == "minigrid" or self.obs == "minigrid":
-            _import_minigrid()  # goalscope's own adapter: registers MiniGrid's stock envs
+            import_minigrid()  # goalscope's own adapter: registers MiniGrid's stock envs
         try:
             env = gym.make(self.id, **self.kwargs, **({"render_mode": render_mode} if render_mode else {}))
         except gym.error.Error as e:
             raise ConfigError(f"env.id {self.id!r}: {e}") from None
+        except TypeError as e:  # a key the signature check could not see (a constructor taking **kwargs)
+            if "keyword argument" not in str(e):
+                raise
+            raise ConfigError(f"env.kwargs: {self.id!r}: {e}{_misplaced_hint(self.kwargs)}") from None
         if self.events == "info" and self.obs == "array":
             return env
         source = None if self.events == "info" else EVENT_SOURCES[self.events](self.event_types)
-        return EventsWrapper(env, source, OBS_ADAPTERS[self.obs])
+        return EventsWrapper(env, source, OBS_ADAPTERS[self.obs], self.count)
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -131,11 +157,24 @@ class GymEventsConfig:
         for name in ("processes", "event_word"):
             if not d[name]:  # left out at its default: runs recorded before it existed read the same
                 del d[name]
+        if d["count"] == "every":  # what runs recorded before env.count counted: their keys stay the same
+            del d["count"]
         return d
 
     @staticmethod
     def from_json(d: dict) -> "GymEventsConfig":
-        return GymEventsConfig(**check_fields(GymEventsConfig, d, "env", extra=("family",)))
+        """A recorded config (experiment.json, a checkpoint, a job spec); without ``count`` it counted every
+        occurrence. A TOML file's ``[env]`` without it gets the default (:func:`with_default_count`)."""
+        d = check_fields(GymEventsConfig, d, "env", extra=("family",))
+        return GymEventsConfig(**{"count": "every", **d})
+
+
+def with_default_count(env: dict) -> dict:
+    """An ``[env]`` table of the user's own with ``count`` made explicit: left out, it is the documented default
+    (``"first"`` for an event source), where a recorded config without it means ``"every"`` (:meth:`from_json`)."""
+    if env.get("family") == "gym_events" and "count" not in env:
+        return {**env, "count": ""}
+    return env
 
 
 TRUST_ENV = "GOALSCOPE_TRUST_MODULES"  # comma-separated modules env ids may import; inherited by worker processes
@@ -194,9 +233,71 @@ def _untrusted_hint(env_id: str) -> str:
             f"--trust-module {module} (Python: load_run(path, trust_modules=[{module!r}]))")
 
 
+def _misplaced_hint(kwargs: dict) -> str:
+    ours = sorted(set(kwargs) & {f.name for f in dataclasses.fields(GymEventsConfig)})
+    return (f"; {', '.join(ours)} {'is a setting' if len(ours) == 1 else 'are settings'} of goalscope's: put "
+            f"{'it' if len(ours) == 1 else 'them'} under [env] itself, not [env.kwargs]") if ours else ""
+
+
+def _constructor_params(entry) -> set[str] | None:
+    """The keyword names ``entry`` (an env class or function) takes, following ``**kwargs`` up a class's bases
+    (MiniGrid's envs hand theirs to ``MiniGridEnv``); None where they cannot be known (``**kwargs`` to the end)."""
+    if not inspect.isclass(entry):
+        params = inspect.signature(entry).parameters.values()
+        return None if any(p.kind is p.VAR_KEYWORD for p in params) else {p.name for p in params}
+    names: set[str] = set()
+    for cls in entry.__mro__:
+        if "__init__" not in vars(cls) or cls is object:
+            continue
+        params = inspect.signature(vars(cls)["__init__"]).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None
+
+
+def _check_kwargs(cfg: GymEventsConfig) -> None:
+    """Refuse ``env.kwargs`` keys the env's constructor does not take, before the env is made: such a key used to
+    reach the constructor and end in a 71-line traceback."""
+    if not cfg.kwargs:
+        return
+    env_id = cfg.id
+    if ":" in env_id:  # module:Env-v0, the module allowed and imported first (it registers the id)
+        check_importable(env_id)
+        import_env_module(env_id)
+        env_id = env_id.split(":", 1)[1]
+    try:
+        spec = gym.spec(env_id)
+        entry = (gym.envs.registration.load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str)
+                 else spec.entry_point)
+        takes = _constructor_params(entry)
+    except Exception:  # noqa: BLE001 (an id gymnasium cannot resolve fails in make_single, with its own message)
+        return
+    if takes is None:
+        return
+    unknown = sorted(set(cfg.kwargs) - takes - set(inspect.signature(gym.make).parameters))
+    if unknown:
+        name = getattr(entry, "__qualname__", str(entry))
+        raise ConfigError(f"env.kwargs.{unknown[0]}: {cfg.id!r} ({name}) takes no argument {unknown[0]!r} (it takes: "
+                          f"{', '.join(sorted(takes - {'self'})) or 'none'}){_misplaced_hint(cfg.kwargs)}")
+
+
+def own_step_limit(env: gym.Env) -> int | None:
+    """The step at which ``env`` truncates its episodes by itself: its registration's ``max_episode_steps``, or an
+    integer ``max_steps`` of the unwrapped env (MiniGrid's); None if it says neither."""
+    limits = [getattr(env.spec, "max_episode_steps", None), getattr(env.unwrapped, "max_steps", None)]
+    limits = [x for x in limits if isinstance(x, int) and not isinstance(x, bool) and x > 0]
+    return min(limits) if limits else None
+
+
 @functools.lru_cache(maxsize=16)
 def _spaces(cfg_json: str) -> tuple[tuple[int, ...], int]:
     cfg = GymEventsConfig.from_json(json.loads(cfg_json))
+    if cfg.id == MINIGRID_ID:
+        register_minigrid()
+    elif cfg.events == "minigrid" or cfg.obs == "minigrid":
+        import_minigrid()
+    _check_kwargs(cfg)
     env, env_id = cfg.make_single(), cfg.id
     if not isinstance(env.observation_space, gym.spaces.Box):
         env.close()
@@ -205,6 +306,11 @@ def _spaces(cfg_json: str) -> tuple[tuple[int, ...], int]:
     try:
         if not isinstance(env.action_space, gym.spaces.Discrete):
             raise ConfigError(f"env {env_id!r}: goalscope's agents need a Discrete action space, got {env.action_space}")
+        limit = own_step_limit(env)
+        if limit is not None and limit > cfg.max_steps:
+            raise ConfigError(f"env {env_id!r} ends its episodes at {limit:,} steps (its own limit) but env.max_steps "
+                              f"= {cfg.max_steps:,}, and every evaluation episode must end within env.max_steps: add "
+                              f"`max_steps = {limit}` under [env] (or lower the env's own limit in [env.kwargs])")
         return tuple(env.observation_space.shape), int(env.action_space.n)
     finally:
         env.close()
@@ -269,136 +375,3 @@ class GymEventsVecEnv:
             self.first[done_idx] = -1
         self._obs = obs
         return self.observe(), reward.astype(np.float32), term, trunc, out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Bringing an env that does not report events: a wrapper, event sources and observation adapters
-
-
-class EventsWrapper(gym.Wrapper):
-    """Any Gymnasium env with ``info["events"]`` computed by ``source`` and observations mapped by ``adapter``.
-
-    ``source`` is an object with ``before(env)`` (called before each step, returns what it needs to remember) and
-    ``__call__(env, action, memo, terminated) -> int[K]``, or None for an env that reports ``info["events"]``
-    itself (then only observations are mapped); ``adapter`` is ``(space) -> (space, fn)``.
-    """
-
-    def __init__(self, env: gym.Env, source, adapter):
-        super().__init__(env)
-        self.source = source
-        self.observation_space, self._adapt = adapter(env.observation_space)
-
-    def reset(self, *, seed=None, options=None):
-        obs, info = self.env.reset(seed=seed, options=options)
-        if self.source is None:
-            return self._adapt(obs), info
-        return self._adapt(obs), {**info, "events": np.zeros(self.source.n_types, dtype=np.int64)}
-
-    def step(self, action):
-        if self.source is None:
-            obs, reward, term, trunc, info = self.env.step(action)
-            return self._adapt(obs), reward, term, trunc, info
-        memo = self.source.before(self.env.unwrapped)
-        obs, reward, term, trunc, info = self.env.step(action)
-        events = self.source(self.env.unwrapped, int(action), memo, bool(term))
-        return self._adapt(obs), reward, term, trunc, {**info, "events": events}
-
-
-class InfoEvents:
-    """The env reports ``info["events"]`` itself: nothing to compute (the wrapper maps observations only)."""
-
-    def __init__(self, types):
-        self.n_types = len(types)
-
-
-class MiniGridEvents:
-    """Events of a MiniGrid env, one type per descriptor: ``KIND`` or ``KIND:COLOUR`` for picking up an object
-    (key, ball, box), ``drop:KIND`` or ``drop:KIND:COLOUR`` for putting one down, ``door``/``door:COLOUR`` for
-    opening a door, ``goal`` for reaching the goal square.
-
-    The source only observes: every event is read from the env's state before and after the step (what the agent
-    carries, whether the door in front of it is open, the cell it stands on), and nothing in the env is changed,
-    so the env's dynamics are MiniGrid's own (a key picked up stays in the agent's hands and can open its door).
-    """
-
-    KINDS = ("key", "ball", "box", "door", "goal", "drop")
-    CARRIED = ("key", "ball", "box")
-
-    def __init__(self, types):
-        self.types = []
-        for t in types:
-            parts = t.split(":")
-            kind = parts[0]
-            if kind not in self.KINDS:
-                raise ConfigError(f"env.event_types: {kind!r} is not a MiniGrid event ({', '.join(self.KINDS)})")
-            if kind == "drop":
-                if len(parts) not in (2, 3) or parts[1] not in self.CARRIED:
-                    raise ConfigError(f"env.event_types: {t!r}: a drop is 'drop:KIND' or 'drop:KIND:COLOUR' with "
-                                      f"KIND one of {', '.join(self.CARRIED)}")
-                self.types.append(("drop", parts[1], parts[2] if len(parts) == 3 else None))
-            else:
-                if len(parts) > 2:
-                    raise ConfigError(f"env.event_types: {t!r} is not KIND or KIND:COLOUR")
-                self.types.append(("get", kind, parts[1] if len(parts) == 2 else None))
-        self.n_types = len(self.types)
-
-    def _type_of(self, what: str, kind: str, colour: str) -> int | None:
-        return next((i for i, (w, k, c) in enumerate(self.types) if w == what and k == kind and c in (None, colour)),
-                    None)
-
-    def before(self, env):
-        front = env.grid.get(*env.front_pos)
-        door = front if front is not None and front.type == "door" else None
-        return env.carrying, door, door is not None and door.is_open
-
-    def __call__(self, env, action, memo, terminated):
-        events = np.zeros(self.n_types, dtype=np.int64)
-        carried, door, was_open = memo
-        hit = []
-        if env.carrying is not None and env.carrying is not carried:
-            hit.append(("get", env.carrying.type, env.carrying.color))
-        if carried is not None and env.carrying is not carried:
-            hit.append(("drop", carried.type, carried.color))
-        if door is not None and door.is_open and not was_open:
-            hit.append(("get", "door", door.color))
-        cell = env.grid.get(*env.agent_pos)
-        if terminated and cell is not None and cell.type == "goal":
-            hit.append(("get", "goal", cell.color))
-        for what, kind, colour in hit:
-            t = self._type_of(what, kind, colour)
-            if t is not None:
-                events[t] += 1
-        return events
-
-
-def _array(space):
-    return space, lambda obs: obs
-
-
-def _channels_first(space: gym.spaces.Box):
-    h, w, c = space.shape
-    return gym.spaces.Box(0, 255, (c, h, w), dtype=np.uint8), lambda img: np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.uint8)
-
-
-def _image(space):
-    """An ``H x W x C`` image observation, channels first (what goalscope's CNN reads)."""
-    return _channels_first(space)
-
-
-def _minigrid(space):
-    """MiniGrid's Dict observation: its ``image`` (the egocentric view), channels first."""
-    if not isinstance(space, gym.spaces.Dict) or "image" not in space.spaces:
-        raise ConfigError(f"env.obs 'minigrid' needs a Dict observation with an 'image', got {space}")
-    out, fn = _channels_first(space["image"])
-    return out, lambda obs: fn(obs["image"])
-
-
-EVENT_SOURCES: dict[str, type] = {"info": InfoEvents, "minigrid": MiniGridEvents}
-OBS_ADAPTERS = {"array": _array, "image": _image, "minigrid": _minigrid}
-
-
-def _import_minigrid() -> None:
-    try:
-        import minigrid  # noqa: F401  (importing it registers MiniGrid's envs with Gymnasium)
-    except ImportError:
-        raise ConfigError("env.events/obs 'minigrid' needs the minigrid package: pip install minigrid") from None

@@ -18,7 +18,7 @@ from goalscope.envs import ENV_FAMILIES, env_from_json
 from goalscope.envs.maze import MazeConfig
 from goalscope.envs.rewards import (Reward, composite_family, mixture_family, one_hot_family, parse_mixture, parse_reward,
                                     type_names)
-from goalscope.envs.events import trust_modules
+from goalscope.envs.events import trust_modules, with_default_count
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import (MAX_EPISODE_STEPS, MAX_JOBS, MAX_RANDOM_DIRECTIONS, MAX_SEEDS_PER_MA, MAX_STEPS,
                               check_model_size, check_ppo_sizes, int_field, read_toml)
@@ -266,11 +266,20 @@ def load_experiment(path: str | Path) -> ExperimentConfig:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"experiment file {str(path)!r} does not exist")
-    data = read_toml(path)
+    data = file_defaults(read_toml(path))
     env = data.get("env")
     if isinstance(env, dict) and isinstance(env.get("id"), str) and ":" in env["id"]:
         trust_modules([env["id"].split(":", 1)[0]])
     return experiment_from_dict(data)
+
+
+def file_defaults(data: dict) -> dict:
+    """A parsed experiment file with the defaults that a file left out means and a record left out does not
+    (``env.count``: a run recorded before it existed counted every event; a file of today gets the documented
+    default)."""
+    if isinstance(data, dict) and isinstance(data.get("env"), dict):
+        return {**data, "env": with_default_count(data["env"])}
+    return data
 
 
 def experiment_from_dict(data: dict) -> ExperimentConfig:

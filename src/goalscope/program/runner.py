@@ -9,7 +9,7 @@ Jobs in a wave are independent and go to the executor together. Finished jobs ar
 killed run resumes where it stopped when the same command is run again.
 
 May import: goalscope.errors, goalscope.inputs, goalscope.outputs, goalscope.program.config,
-goalscope.program.executors, goalscope.program.jobs.
+goalscope.program.executors, goalscope.program.jobs, goalscope.program.preflight.
 """
 
 from __future__ import annotations
@@ -228,6 +228,12 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
     executor = executor or LocalExecutor(cfg.workers)
     _check_same_experiment(run_dir, cfg, reconfigure)
     plan = plan_experiment(cfg)
+    if any(j.kind in ("train", "finetune") and (job_status(run_dir, j.key) or {}).get("status") != "ok"
+           for j in plan.jobs()):  # a finished run's re-analysis trains nothing: no rollout to pay for
+        from goalscope.program.preflight import rare_event_warnings
+
+        for line in rare_event_warnings(cfg):  # before any training: a run that cannot learn says so first
+            log(line)
     timings = {}
     with confine(run_dir), RunLock(run_dir) as lock:
         for d in (run_dir, run_dir / "heatmaps", run_dir / "signals"):  # what a killed run left half-written

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from goalscope.errors import ConfigError
 from goalscope.inputs import read_toml
-from goalscope.program.config import ExperimentConfig, experiment_from_dict
+from goalscope.program.config import ExperimentConfig, experiment_from_dict, file_defaults
 
 SWEEP_KEYS = ("seeds", "variant", "grid")
 
@@ -105,7 +105,7 @@ def load_sweep(path: str | Path, device: str | None = None, precision: str | Non
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"sweep file {str(path)!r} does not exist")
-    data = read_toml(path)
+    data = file_defaults(read_toml(path))
     for key, value in (("device", device), ("precision", precision)):
         if value is not None:
             data.setdefault("ppo", {})[key] = value
