@@ -566,6 +566,16 @@ _damage = st.one_of(
 )
 
 
+# Issue 37: sizes that once cost minutes and gigabytes; every reader must stay under MAX_RSS doing them.
+_size_damage = st.one_of(
+    st.tuples(st.just("big cosine"), st.just("signals/cosine.json"), st.integers(30, 460)),
+    st.tuples(st.just("long log"), st.just("stages/*/train_log.csv"), st.integers(1_000, 260_000)),
+    st.tuples(st.just("huge file"), st.sampled_from(_FILES + ["scorecard.json", "steering/summary.json"]),
+              st.just(80 << 20)),
+)
+MAX_RSS = 3 << 30  # bytes: a reader of a hostile run stays under this (a clean tiny run's report: ~0.4 GB)
+
+
 def _pick(run_dir: Path, pattern: str, rnd: int) -> Path:
     found = sorted(run_dir.glob(pattern)) or [run_dir / pattern.replace("*", "x")]
     return found[rnd % len(found)]
@@ -612,6 +622,14 @@ def _apply(run_dir: Path, home: Path, op, pattern, arg, rnd: int) -> None:
     elif op == "dir instead" and path.is_file():
         path.unlink()
         path.mkdir()
+    elif op == "big cosine" and path.parent.is_dir():  # issue 37: 400 x 400 once took 13 GB
+        names = [f"seed{i % 3} | s{i}" for i in range(arg)]
+        path.write_text(json.dumps({"names": names, "matrix": [[0.5] * arg] * arg}))
+    elif op == "long log" and path.parent.is_dir():  # issue 37: 3 million rows once took 1.9 GB
+        path.write_text("step,charts/episode_return\n" + "1,0\n" * arg)
+    elif op == "huge file" and path.parent.is_dir():  # past every byte cap (sparse: costs no disk)
+        with open(path, "wb") as f:
+            f.truncate(arg)
 
 
 def _hostile_run(finished, tmp_path_factory, damages):
@@ -834,3 +852,75 @@ def test_a_huge_training_log_is_refused_while_streaming(shared):
     log.write_text("step,charts/episode_return\n" + "1,0\n" * (MAX_LOG_ROWS + 10))  # 3M rows: 101 s, 1.9 GB
     with pytest.raises(GoalscopeError, match=f"more than {MAX_LOG_ROWS:,} rows"):
         fig_learning_curves(run)
+
+
+
+# Issue 37: the write commands on hostile runs, and the damaged sizes with every reader's sections drawn
+
+_WRITE_COMMANDS = {
+    "edits": ["--parts", "targeted", "--fractions", "0.05", "--random-directions", "0", "--episodes", "2"],
+    "decode": ["--permutations", "10"],
+    "steer": ["--obs-episodes", "2", "--episodes", "2", "--sites", "policy"],
+    "validate": ["--episodes", "2"],
+}
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) << 10
+
+
+def _fuzz_write(finished, tmp_path_factory, capsys, damages, command):
+    run_dir, home = _hostile_run(finished, tmp_path_factory, damages)
+    outside = tree(home)
+    code, _, err = run(capsys, command, run_dir, *_WRITE_COMMANDS[command])
+    assert code in (0, 2), err
+    if code == 2:
+        one_line_exit_2(code, err)
+    assert tree(home) == outside, "a byte outside the run changed"
+    assert _peak_rss() < MAX_RSS
+
+
+@pytest.fixture
+def size_sections(monkeypatch):
+    """The report with only the sections that read the files the size damages grow (learning curves, cosine)."""
+    import goalscope.report.page as page
+
+    monkeypatch.setattr(page, "SECTION_WRITERS", [w for w in page.SECTION_WRITERS if w[0] in ("learning", "cosine")])
+
+
+_FEW = settings(max_examples=4, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+_MANY = settings(max_examples=100, deadline=None,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+@_FEW
+@given(damages=st.lists(st.one_of(_damage, _size_damage), min_size=1, max_size=3),
+       command=st.sampled_from(sorted(_WRITE_COMMANDS)))
+def test_hostile_run_directories_write_commands(finished, tmp_path_factory, capsys, damages, command):
+    _fuzz_write(finished, tmp_path_factory, capsys, damages, command)
+
+
+@_FEW
+@given(damages=st.lists(_size_damage, min_size=1, max_size=3))
+def test_hostile_run_directory_sizes(finished, tmp_path_factory, capsys, size_sections, damages):
+    _fuzz(finished, tmp_path_factory, capsys, damages)
+    assert _peak_rss() < MAX_RSS
+
+
+@pytest.mark.slow
+@_MANY
+@given(damages=st.lists(st.one_of(_damage, _size_damage), min_size=1, max_size=5),
+       command=st.sampled_from(sorted(_WRITE_COMMANDS)))
+def test_hostile_run_directories_write_commands_many(finished, tmp_path_factory, capsys, damages, command):
+    _fuzz_write(finished, tmp_path_factory, capsys, damages, command)
+
+
+@pytest.mark.slow
+@_MANY
+@given(damages=st.lists(_size_damage, min_size=1, max_size=3))
+def test_hostile_run_directory_sizes_many(finished, tmp_path_factory, capsys, size_sections, damages):
+    _fuzz(finished, tmp_path_factory, capsys, damages)
+    assert _peak_rss() < MAX_RSS
