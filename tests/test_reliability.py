@@ -303,3 +303,14 @@ def test_full_disk_leaves_the_previous_file_readable(tmp_path, monkeypatch):
         atomic_write_bytes(target, b"new results that do not fit\n")
     assert target.read_bytes() == b"old results\n"
     assert [p.name for p in tmp_path.iterdir()] == ["records.csv"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("meta", ["[]", "[" * 100_000 + "]" * 100_000, '"snapshot"'])
+def test_a_damaged_snapshot_is_started_over_not_a_traceback(tmp_path, meta):
+    """Issue 37: a snapshot's JSON is a run file like any other, read bounded; one of the wrong shape starts the job
+    over instead of raising AttributeError or RecursionError mid-run."""
+    from goalscope.rl.snapshots import SNAPSHOT_META, SNAPSHOT_TENSORS, _load_snapshot
+
+    (tmp_path / SNAPSHOT_META).write_text(meta)
+    (tmp_path / SNAPSHOT_TENSORS).write_bytes(b"\0" * 16)
+    assert _load_snapshot(tmp_path, {"job": 1}) is None

@@ -10,7 +10,7 @@ An env that cannot hand over its state (``get_state``/``set_state``: the object 
 env in general cannot) still resumes: weights, optimiser and RNG are restored and the envs start fresh episodes
 from a seed drawn from the run's seed and step. Such a run is not bit-identical to an uninterrupted one (the
 episodes in flight at the kill are lost), and its log row at the resume says so (``charts/resumed_fresh_episodes``).
-May import: goalscope.outputs, torch, safetensors, numpy.
+May import: goalscope.outputs, goalscope.inputs, goalscope.errors, torch, safetensors, numpy.
 """
 
 from __future__ import annotations
@@ -101,10 +101,15 @@ def _load_snapshot(directory: Path, fingerprint: dict) -> dict | None:
     meta_path, tensor_path = Path(directory) / SNAPSHOT_META, Path(directory) / SNAPSHOT_TENSORS
     if not meta_path.exists() or not tensor_path.exists():
         return None
+    from goalscope.errors import GoalscopeError
+    from goalscope.inputs import read_json
+
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)  # bounded: a snapshot is a file of the run like any other
         blob = tensor_path.read_bytes()
-    except (OSError, json.JSONDecodeError):
+    except (OSError, GoalscopeError):
+        return None
+    if not isinstance(meta, dict):
         return None
     if meta.get("fingerprint") != fingerprint or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
         return None  # another job's or a half-written snapshot: start from the beginning
