@@ -79,6 +79,14 @@ def test_env_step_takes_the_integers_callers_hand_it():
         assert obs.shape == ENV.obs_shape
 
 
+@pytest.mark.parametrize("seed", [-1, "abc", 1.5, True, [1]])
+@pytest.mark.parametrize("vector", [False, True])
+def test_env_reset_refuses_a_seed_that_is_not_one(seed, vector):
+    env = ObjectMazeVectorEnv(2, ENV) if vector else ObjectMazeEnv(ENV)
+    with pytest.raises(ConfigError, match="seed must be None or an integer >= 0"):
+        env.reset(seed=seed)
+
+
 @pytest.mark.parametrize("actions", [[0, 4], [0, -1], [0.5, 1], [0], [[0, 1]]])
 def test_vector_env_step_refuses_actions_it_does_not_have(actions):
     env = ObjectMazeVectorEnv(2, ENV)
@@ -108,9 +116,13 @@ def _act_case(ck, obs, greedy, generator):
     assert ((actions >= 0) & (actions < ENV.n_actions)).all()
 
 
-def _step_case(actions):
+def _step_case(seed, actions):
     env = ObjectMazeEnv(ENV)
-    env.reset(seed=0)
+    try:
+        env.reset(seed=seed)
+    except GoalscopeError as e:
+        assert str(e) and "\n" not in str(e)
+        env.reset(seed=0)
     for action in actions:
         try:
             obs, reward, term, trunc, info = env.step(action)
@@ -137,9 +149,9 @@ def test_act_fuzzed(ck, obs, greedy, generator):
 
 
 @_FEW
-@given(actions=_actions)
-def test_env_step_fuzzed(actions):
-    _step_case(actions)
+@given(seed=_generators, actions=_actions)
+def test_env_step_fuzzed(seed, actions):
+    _step_case(seed, actions)
 
 
 @pytest.mark.slow
@@ -151,6 +163,6 @@ def test_act_fuzzed_many(ck, obs, greedy, generator):
 
 @pytest.mark.slow
 @_MANY
-@given(actions=_actions)
-def test_env_step_fuzzed_many(actions):
-    _step_case(actions)
+@given(seed=_generators, actions=_actions)
+def test_env_step_fuzzed_many(seed, actions):
+    _step_case(seed, actions)

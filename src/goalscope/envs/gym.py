@@ -43,6 +43,15 @@ def _config(config: MazeConfig | dict | None, options: dict) -> MazeConfig:
     return MazeConfig.from_json({**base, **options})
 
 
+def _seed(seed) -> int | None:
+    """``seed`` as Gymnasium takes it (None or an integer >= 0; numpy's integers too), else one ConfigError."""
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be None or an integer >= 0, got {str(seed)[:60]!r}")
+    return int(seed)
+
+
 def _obs_space(cfg: MazeConfig) -> gym.spaces.Box:
     return gym.spaces.Box(0, 1, cfg.obs_shape, dtype=np.uint8)
 
@@ -65,6 +74,7 @@ class ObjectMazeEnv(gym.Env):
         self._frame: dict | None = None  # the grid to render (the final one after an episode ends)
 
     def reset(self, *, seed=None, options=None):
+        seed = _seed(seed)
         super().reset(seed=seed)
         # Without a seed, continue the env's own stream: a fresh episode, still reproducible from the first seed.
         self._env.reset(int(self.np_random.integers(2**31)) if seed is None else seed)
@@ -116,8 +126,9 @@ class ObjectMazeVectorEnv(VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
 
     def reset(self, *, seed=None, options=None):
-        if seed is not None and not isinstance(seed, int):
-            seed = int(seed[0])
+        if isinstance(seed, (list, tuple)) and len(seed) == self.num_envs:
+            seed = seed[0]  # Gymnasium's one seed per env: the maze seeds env i with seed + i itself
+        seed = _seed(seed)
         if seed is None:  # a fresh batch of episodes, continuing the env's own random stream
             return self._env.reset(), {}
         return self._env.reset(seed), {}
