@@ -268,3 +268,11 @@ def test_validate_runs_the_curve_on_a_small_real_mixture_run(tmp_path):
     assert STRUCTURAL_PRIOR not in curve["nulls"]  # mixtures have no one slice: no prior, no role alignment
     assert isinstance(card["input_planes"], str) and "mixture" in card["input_planes"]
     assert "Held-out heatmaps as the number of RBs grows" in (tmp_path / "run" / "scorecard.md").read_text()
+
+
+def test_positive_mixtures_only_reweight_what_to_collect():
+    cfg = experiment_from_dict({**TINY, "finetune": {"steps": 1024, "rewards": ["mixture+:5:1"]}})
+    ws = np.array([r.weights for r in cfg.rbs()])
+    assert ws.shape == (5, 3) and (ws >= 0).all() and np.allclose(ws.max(1), 1.0)
+    assert [tuple(w) for w in ws] == [r.weights for r in mixture_family(3, 5, 1, positive=True)]
+    assert not (ws == np.array([r.weights for r in mixture_family(3, 5, 1)])).all()

@@ -13,8 +13,8 @@ from short strings that name their meaning:
     cued                      +1 for the type the observation cues (envs with ``cue = true``)
 
 Families generate lists of RBs from one word (``finetune.rewards``): ``one_hot`` (each other type alone),
-``composite`` (RA plus each other type) and ``mixture[:N[:SEED]]`` (N dense random weight vectors over all
-types; see :func:`mixture_family`).
+``composite`` (RA plus each other type) and ``mixture[:N[:SEED]]`` / ``mixture+[:N[:SEED]]`` (N dense random
+weight vectors over all types, signed / non-negative; see :func:`mixture_family`).
 
 May import: goalscope.errors.
 """
@@ -158,20 +158,22 @@ def composite_family(base: Reward, n_types: int, weight: float = 1.0, names=None
     return out
 
 
-MIXTURE_SPEC = re.compile(r"^mixture(?::(?P<n>\d+))?(?::(?P<seed>\d+))?$")
+MIXTURE_SPEC = re.compile(r"^mixture(?P<positive>\+)?(?::(?P<n>\d+))?(?::(?P<seed>\d+))?$")
 MIXTURE_DEFAULT_N = 8
 MAX_MIXTURES = 256
 
 
-def mixture_family(n_types: int, n: int = MIXTURE_DEFAULT_N, seed: int = 0) -> list[Reward]:
+def mixture_family(n_types: int, n: int = MIXTURE_DEFAULT_N, seed: int = 0, positive: bool = False) -> list[Reward]:
     """``n`` dense random rewards over all K types, so that every type a held-out RB values is also valued by the
     RBs a heatmap is built from (a one-hot family cannot do that: each RB owns a type no other RB touches).
 
-    Each weight is drawn uniform in [-1, 1] (numpy's PCG64 seeded with ``seed``), the vector is scaled so its
-    largest |weight| is 1 and its sign flipped where needed so that largest-magnitude weight is positive: every RB
-    pays for at least one type, and negative weights are costs the agent should walk around. Weights are rounded to
-    2 decimals and the reward's name is its weight vector (``0.42,-0.13,...``), which parses back to the same
-    reward. Draws that repeat an earlier vector are redrawn."""
+    Each weight is drawn uniform in [-1, 1] (in [0, 1] with ``positive``) from numpy's PCG64 seeded with ``seed``,
+    the vector is scaled so its largest |weight| is 1 and its sign flipped where needed so that largest-magnitude
+    weight is positive: every RB pays for at least one type. Negative weights are costs the agent must walk
+    around, which makes a signed mixture a harder task than a one-hot RB (unlearning RA's type when it turns
+    negative); a positive mixture only re-weights what to collect. Weights are rounded to 2 decimals and the
+    reward's name is its weight vector (``0.42,-0.13,...``), which parses back to the same reward. Draws that repeat
+    an earlier vector are redrawn."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_MIXTURES:
         raise ConfigError(f"reward family 'mixture': the number of RBs must be in 1..{MAX_MIXTURES}, got {n!r}")
     if n_types < 2:
@@ -179,7 +181,7 @@ def mixture_family(n_types: int, n: int = MIXTURE_DEFAULT_N, seed: int = 0) -> l
     rng = np.random.default_rng(seed)
     out: dict[tuple, Reward] = {}
     while len(out) < n:
-        w = rng.uniform(-1.0, 1.0, n_types)
+        w = rng.uniform(0.0 if positive else -1.0, 1.0, n_types)
         w = w / np.abs(w).max()
         w = np.round(w * np.sign(w[np.argmax(np.abs(w))]), 2) + 0.0  # + 0.0 turns -0.0 into 0.0
         key = tuple(float(x) for x in w)
@@ -187,12 +189,12 @@ def mixture_family(n_types: int, n: int = MIXTURE_DEFAULT_N, seed: int = 0) -> l
     return list(out.values())
 
 
-def parse_mixture(spec: str) -> tuple[int, int] | None:
-    """``mixture`` / ``mixture:N`` / ``mixture:N:SEED`` -> (N, SEED); None for any other spec."""
+def parse_mixture(spec: str) -> tuple[int, int, bool] | None:
+    """``mixture[+][:N[:SEED]]`` -> (N, SEED, positive); None for any other spec."""
     m = MIXTURE_SPEC.match(spec.strip()) if isinstance(spec, str) else None
     if not m:
         return None
-    return int(m["n"] or MIXTURE_DEFAULT_N), int(m["seed"] or 0)
+    return int(m["n"] or MIXTURE_DEFAULT_N), int(m["seed"] or 0), bool(m["positive"])
 
 
 def lean_weights(rb: Reward, base: Reward) -> np.ndarray:

@@ -42,7 +42,8 @@ class BaseSection:
 @dataclass(frozen=True)
 class FinetuneSection:
     # RBs: explicit reward strings, or the families "one_hot" (every other type alone), "composite" (RA plus
-    # each other type as a new component) and "mixture[:N[:SEED]]" (N dense random weight vectors over all types).
+    # each other type as a new component) and "mixture[+][:N[:SEED]]" (N dense random weight vectors over all
+    # types; "+" for non-negative ones).
     """``[finetune]``: the RBs (or reward families), the budget and fine-tune seeds per MA."""
     rewards: list[str] = field(default_factory=lambda: ["one_hot"])
     steps: int = 100_000
