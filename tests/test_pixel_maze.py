@@ -124,19 +124,42 @@ def test_pixel_rcnn_builds_runs_and_learns_through_every_layer():
     x = _image(cfg)
     logits, value = model(x)
     assert logits.shape == (6, 4) and value.shape == (6,)
-    where = model.agent_map(torch.relu(model.conv1(x.float() / 255)))
-    assert where.shape == (6, 1, 7, 7)
-    torch.testing.assert_close(where.sum((1, 2, 3)), torch.ones(6))
-    logits_at = model.locate(torch.relu(model.conv1(x.float() / 255))) * 30.0  # the default locate_scale
-    torch.testing.assert_close(where.flatten(1), torch.softmax(logits_at.flatten(1), 1))
     (logits.sum() + value.sum()).backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert "locate.weight" not in dict(model.named_parameters())  # the default finds the agent without weights
     assert build_agent("pixel_rcnn", cfg.obs_shape, 4, {}).iterations == 14  # default: twice the side in cells
     with pytest.raises(ConfigError, match="cell_pixels"):
         build_agent("pixel_rcnn", (3, 15, 15), 4, {"cell_pixels": 2})
     with pytest.raises(ConfigError, match="cell_pixels"):  # one-hot planes are not an image of 2-pixel cells
         build_agent("pixel_rcnn", MazeConfig(**SMALL).obs_shape, 4, {})
+    with pytest.raises(ConfigError, match="agent.locate"):
+        build_agent("pixel_rcnn", cfg.obs_shape, 4, {"locate": "plane"})
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_colour_locate_is_the_agent_plane(p):
+    cfg = MazeConfig(**SMALL, obs="rgb", cell_pixels=p)
+    ra = parse_reward("collect:0", 5)
+    img = cfg.make(ra, 32, seed=7).observe()
+    planes = MazeConfig(**SMALL).make(ra, 32, seed=7).observe()
+    model = build_agent("pixel_rcnn", cfg.obs_shape, 4, {**AGENT_CFG, "cell_pixels": p})
+    where = model.agent_map(torch.from_numpy(img).float(), None)
+    torch.testing.assert_close(where, torch.from_numpy(planes[:, 1:2]).float())
+
+
+def test_learned_locate_is_a_scaled_softmax_that_learns():
+    cfg = MazeConfig(**SMALL, obs="rgb")
+    torch.manual_seed(0)
+    model = build_agent("pixel_rcnn", cfg.obs_shape, 4, {**AGENT_CFG, "locate": "learned", "locate_scale": 7.0})
+    x = _image(cfg)
+    cells = torch.relu(model.conv1(x.float() / 255))
+    where = model.agent_map(x.float(), cells)
+    assert where.shape == (6, 1, 7, 7)
+    torch.testing.assert_close(where.flatten(1), torch.softmax(model.locate(cells).flatten(1) * 7.0, 1))
+    logits, value = model(x)
+    (logits.sum() + value.sum()).backward()
+    assert model.locate.weight.grad.abs().sum() > 0
 
 
 def _scene(agent=(5, 5), size=15, seed=0, p=2) -> torch.Tensor:
@@ -148,27 +171,15 @@ def _scene(agent=(5, 5), size=15, seed=0, p=2) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img))[None]
 
 
-def _located(iterations: int) -> torch.nn.Module:
-    """pixel_rcnn whose conv1 passes each cell's colour on and whose `locate` picks the agent's colour (white) alone:
-    the softmax is one-hot to within e^-100, as training would sharpen it."""
+def _model(iterations: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_agent("pixel_rcnn", (3, 30, 30), 4, {"channels": [3, 4], "width": 4, "iterations": iterations,
-                                                         "hidden": 8})
-    with torch.no_grad():
-        model.conv1.weight.zero_()
-        model.conv1.bias.zero_()
-        for c in range(3):
-            model.conv1.weight[c, c] = 1.0 / 4  # mean over the cell's 2x2 pixels of channel c, in [0, 1]
-        model.locate.weight.fill_(200.0 / model.locate_scale)
-        model.locate.bias.fill_(-200.0 * 2.9 / model.locate_scale)  # white sums to 3; the next brightest colour to 2.5
-    return model
+    return build_agent("pixel_rcnn", (3, 30, 30), 4, {"channels": [16, 8], "width": 8, "iterations": iterations,
+                                                      "hidden": 8})
 
 
 def test_pixel_rcnn_reads_where_the_agent_is():
-    model = _located(iterations=2)
+    model = _model(iterations=2)
     a = _scene((5, 5))
-    where = model.agent_map(torch.relu(model.conv1(a.float() / 255)))
-    assert where[0, 0, 5, 5] > 1 - 1e-6
     # The same surroundings at another place give the same output.
     b = torch.roll(_scene((5, 5)), (8, 8), (2, 3))
     torch.testing.assert_close(model(a)[0], model(b)[0])
@@ -177,7 +188,7 @@ def test_pixel_rcnn_reads_where_the_agent_is():
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_pixel_rcnn_reach_grows_one_cell_per_iteration(iterations):
     # The per-cell conv sees only its own cell, so the reach is rcnn's: readout 1 + conv2 1 + inject 1 + one per step.
-    model = _located(iterations)
+    model = _model(iterations)
     reach = 3 + iterations
     base = _scene((7, 7))
     out = model(base)[0]
@@ -193,13 +204,14 @@ def test_pixel_rcnn_reach_grows_one_cell_per_iteration(iterations):
 
 def test_hooks_record_pixel_rcnn_sites():
     cfg = MazeConfig(**SMALL, obs="rgb")
-    model = build_agent("pixel_rcnn", cfg.obs_shape, 4, AGENT_CFG)
+    model = build_agent("pixel_rcnn", cfg.obs_shape, 4, {**AGENT_CFG, "locate": "learned"})
     sites = hooks.default_sites(model)
-    assert sites[:2] == ["conv1", "locate"] and "recur" in sites and sites[-1] == "policy"
+    assert sites[:3] == ["conv1", "locate", "conv2"] and "recur" in sites and sites[-1] == "policy"
     assert hooks.repeated_sites(model) == ("recur",)
     with hooks.record(model, sites) as acts:
         model(_image(cfg))
     assert acts["conv1"].shape == (6, 8, 7, 7) and acts["locate"].shape == (6, 1, 7, 7)
+    assert "locate" not in hooks.default_sites(build_agent("pixel_rcnn", cfg.obs_shape, 4, AGENT_CFG))
 
 
 def test_tiny_training_on_the_colour_maze():

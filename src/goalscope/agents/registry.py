@@ -59,8 +59,8 @@ register_architecture(Architecture("hidden_needle_planner", HiddenNeedleConfig, 
 register_architecture(Architecture("rcnn", RCNNConfig, RCNNAgent,
                                    "CNN with a weight-tied recurrent conv (propagates along corridors), read at the agent"))
 register_architecture(Architecture("pixel_rcnn", PixelRCNNConfig, PixelRCNNAgent,
-                                   "rcnn for the maze drawn in colour (env.obs = 'rgb'): per-cell conv, agent found by "
-                                   "a learned spatial softmax"))
+                                   "rcnn for the maze drawn in colour (env.obs = 'rgb'): a per-cell conv computes "
+                                   "what each cell holds, read at the agent's (white) cell"))
 register_architecture(Architecture("nature_cnn", NatureCNNConfig, NatureCNNAgent,
                                    "Nature DQN's strided CNN over uint8 RGB frames (pixel envs such as Crafter)"))
 register_architecture(Architecture("impala_cnn", ImpalaCNNConfig, ImpalaCNNAgent,
