@@ -233,6 +233,8 @@ def print_results(run: Path, s: dict) -> None:
     _print_competence(s)
     if s.get("cosine"):
         print("cosine between update signals: " + ", ".join(f"{k} {v:+.3f}" for k, v in s["cosine"].items()))
+    if s.get("degenerate_signals"):
+        print(f"!! {s['degenerate_signals']}")
     withheld = below_gate(s)
     if s.get("negation"):
         # The bootstrap intervals (seeds x episodes) are for reading; the verdict rests on the t interval over

@@ -293,8 +293,10 @@ def answer_cards(run: Run, card: dict | None) -> str:
         elif run.cfg.finetune.seeds_per_ma < 2:
             sure.append("Stability where units line up needs ≥ 2 fine-tune seeds per MA (finetune.seeds_per_ma); "
                         "this run has 1, so no within-MA stability is measured.")
-        wrong += [f"{c['check']}: {c['detail']}" for c in card.get("checks") or [] if not c.get("ok")]
+        wrong += [f"{c['check']}: {c['detail']}" for c in card.get("checks") or [] if c.get("ok") is False]
     cos = s.get("cosine") or {}
+    if s.get("degenerate_signals"):
+        wrong.append(s["degenerate_signals"])
     if cos.get("same_rb_across_seeds") is not None and cos.get("rb_vs_rb_same_seed") is not None \
             and cos["same_rb_across_seeds"] <= cos["rb_vs_rb_same_seed"]:
         wrong.append(f"update signals of the same RB from different MA seeds are less alike (cosine "

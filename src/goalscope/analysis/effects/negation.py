@@ -40,6 +40,8 @@ from goalscope.analysis.stats import MIN_SEEDS, bootstrap_mean, bootstrap_ratio,
 ANALYSIS_STAGES = ("performance", "signals", "negation", "superpose")
 
 
+IDENTICAL_COSINE = 0.9999  # update signals of two fine-tunes this alike are one update, not two
+
 def analyse(cfg: ExperimentConfig, plan, run_dir: Path, log=print) -> dict:
     # One thread, always: float reductions depend on the thread count, and a resumed run must reproduce the
     # analysis of an uninterrupted one bit for bit (its jobs, which also set one thread, may never run here).
@@ -148,6 +150,14 @@ def signal_records(cfg, plan, states, run_dir, summary) -> list[dict]:
             groups["rb_vs_control_same_seed" if "control" in (ra_ + rb_) else "rb_vs_rb_same_seed"].append(cos[i, j])
         elif ra_ == rb_ and "control" not in ra_:
             groups["same_rb_across_seeds"].append(cos[i, j])
+    identical = [(a, b) for (i, a), (j, b) in itertools.combinations(enumerate(names), 2)
+                 if a.split(" | ")[0] == b.split(" | ")[0] and "control" not in a + b and cos[i, j] > IDENTICAL_COSINE]
+    if identical:  # MBs whose RBs never paid: the same rewards, the same seed, the same update
+        (a, b), n = identical[0], len(groups["rb_vs_rb_same_seed"])
+        summary["degenerate_signals"] = (
+            f"degenerate family: {len(identical)} of {n} pairs of different RBs of one MA have identical update "
+            f"signals (cosine > {IDENTICAL_COSINE}; e.g. {a} and {b.split(' | ')[1]}): their fine-tunes saw the same "
+            "rewards (an RB whose events never happen pays nothing), so nothing can tell those RBs apart")
     summary["cosine"] = {}
     for g, vals in groups.items():
         if vals:

@@ -6,35 +6,50 @@ May import: goalscope.analysis.validate (planted, entry, grafts), goalscope.anal
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from goalscope.analysis.validate.grafts import OTHER_RB_NULL, PER_RB, RANDOM
 
 
 def built_in_checks(card: dict) -> list[dict]:
-    """Checks whose expected direction is known; each says plainly when it went the wrong way."""
+    """Checks whose expected direction is known; each says plainly when it went the wrong way, and ``ok`` is None
+    ("not measurable") where its two numbers are NaN or tied: a run that learned nothing did not fail a check."""
     out = []
     st = card.get("stability") or {}
     w = st.get("within_ma") or {}
     same, diff = (w.get("same RB, other fine-tune seed") or {}), (w.get("different RBs, same MA") or {})
     if same.get("jaccard") is not None and diff.get("jaccard") is not None:
-        out.append({"check": "top-1% |Δ| sets agree more for the same RB (other fine-tune seed) than for different RBs",
-                    "ok": same["jaccard"] > diff["jaccard"],
-                    "detail": f"same RB {same['jaccard']:.3f} vs different RBs {diff['jaccard']:.3f} (same MA)"})
+        out.append(_check("top-1% |Δ| sets agree more for the same RB (other fine-tune seed) than for different RBs",
+                          same["jaccard"], diff["jaccard"], "same RB {:.3f} vs different RBs {:.3f} (same MA)"))
     if same.get("jaccard") is not None:
-        out.append({"check": "same-RB top-1% overlap exceeds its tensor-stratified chance level",
-                    "ok": same["jaccard"] > same["chance"],
-                    "detail": f"{same['jaccard']:.3f} vs chance {same['chance']:.3f}"})
+        out.append(_check("same-RB top-1% overlap exceeds its tensor-stratified chance level",
+                          same["jaccard"], same["chance"], "{:.3f} vs chance {:.3f}"))
     g = card.get("graft") or {}
     area = g.get("area") or {}
     if PER_RB in area and RANDOM in area:
-        out.append({"check": "grafting the top of |Δ_i| recovers more specific lean than a random mask",
-                    "ok": bool(area[PER_RB] > area[RANDOM]), "detail": f"area {area[PER_RB]:.3f} vs {area[RANDOM]:.3f}"})
+        out.append(_check("grafting the top of |Δ_i| recovers more specific lean than a random mask",
+                          area[PER_RB], area[RANDOM], "area {:.3f} vs {:.3f}"))
     if PER_RB in area and OTHER_RB_NULL in area:
-        out.append({"check": "|Δ_i| recovers RB_i better than another RB's mask does",
-                    "ok": bool(area[PER_RB] > area[OTHER_RB_NULL]),
-                    "detail": f"area {area[PER_RB]:.3f} vs {area[OTHER_RB_NULL]:.3f}"})
+        out.append(_check("|Δ_i| recovers RB_i better than another RB's mask does",
+                          area[PER_RB], area[OTHER_RB_NULL], "area {:.3f} vs {:.3f}"))
     return out
+
+
+def _check(check: str, a, b, detail: str) -> dict:
+    if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+        why = "not measurable: no MB gained specific lean, so nothing was recovered" if "area" in detail else \
+            "not measurable: a value is missing"
+        return {"check": check, "ok": None, "detail": why}
+    if a == b:
+        return {"check": check, "ok": None, "detail": "not measurable: a tie, " + detail.format(a, b)}
+    return {"check": check, "ok": bool(a > b), "detail": detail.format(a, b)}
+
+
+def degenerate_signals(run_dir) -> str | None:
+    """The run's note on identical update signals of different RBs (summary.json's ``degenerate_signals``)."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()).get("degenerate_signals") if path.exists() else None
 
 
 def below_competence(run_dir) -> list[str]:
@@ -51,6 +66,8 @@ def scorecard_markdown(card: dict) -> str:
     if card.get("below_competence"):
         lines += [f"**Not interpretable:** {', '.join(card['below_competence'])} below the competence bar, so what "
                   "their update signals localise may be learning noise; the verdicts below are kept for reference.", ""]
+    if card.get("degenerate_signals"):
+        lines += [f"**{card['degenerate_signals'][0].upper()}{card['degenerate_signals'][1:]}.**", ""]
     # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).
     from goalscope.analysis.validate.entry import entry_markdown
     from goalscope.analysis.validate.planted import localisation_markdown
@@ -109,10 +126,13 @@ def scorecard_markdown(card: dict) -> str:
     lines += ["", f"Across MA seeds ({ac['measure']}): same RB {ac['same RB']}, different RBs {ac['different RBs']}.", ""]
     lines += ["## Built-in checks", ""]
     for c in card.get("checks", []):
-        lines.append(f"- {'ok' if c['ok'] else '**WENT THE WRONG WAY**'}: {c['check']} ({c['detail']})")
+        word = "not measurable" if c["ok"] is None else "ok" if c["ok"] else "**WENT THE WRONG WAY**"
+        lines.append(f"- {word}: {c['check']} ({c['detail']})")
     lines.append("")
     return "\n".join(lines)
 
 
 def _diff(d) -> str:
+    if not all(math.isfinite(x) for x in d):  # no seed had a gain to compare: not a difference of NaN
+        return "not measurable"
     return f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"

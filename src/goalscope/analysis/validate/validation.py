@@ -51,7 +51,8 @@ from goalscope.analysis.validate.grafts import (ABLATION_FRACTIONS, ATTRIBUTION,
 from goalscope.analysis.records import json_default, record, write_records
 from goalscope.analysis.validate.heldout import heldout_curve
 from goalscope.analysis.validate.stability import stability
-from goalscope.analysis.validate.scorecard import below_competence, built_in_checks, scorecard_markdown
+from goalscope.analysis.validate.scorecard import (below_competence, built_in_checks, degenerate_signals,
+                                                   scorecard_markdown)
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, t_interval, t_test
 
 
@@ -200,17 +201,22 @@ def power_detail(power: dict) -> str:
             f"reaches p = {power['smallest_p']:.2g} at {_seeds(power['seeds'])}")
 
 
-def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft") -> str:
+def locus_verdict(tests: list[dict], ranking: str, test_name: str = "graft", n_seeds: int | None = None) -> str:
     """Which nulls a ranking beats, in plain words: RB-specific (every null, another RB's mask included) / generic
     fine-tuning locus (random and Fisher alone, but not the control drift or another RB's mask) / sensitivity only
     (random, not Fisher alone) / no better than random; "not shown above N after Holm (raw p …)" where the deciding
     null's interval excludes 0 but Holm does not pass it; "not tested" where a null that decides was not run;
-    "underpowered at N seeds, K would do" when this claim's Holm family cannot pass at N seeds."""
+    "underpowered at N seeds, K would do" when this claim's Holm family cannot pass at N seeds. Of ``n_seeds`` MA
+    seeds, those whose MBs gained no specific lean have nothing to recover or lose: they are left out, and said so."""
     mine = {t["null"]: t for t in tests if t["ranking"] == ranking}
     if not mine:
         return "not measurable"
     n = min(t["seeds"] for t in mine.values())
-    how = f"one-sided t over {n} MA seed{'s' if n != 1 else ''}, Holm over its {len(mine)} primary {test_name} comparisons"
+    left = f"{n_seeds - n} of {n_seeds} MA seeds left out: their MBs gained no specific lean" if (n_seeds or 0) > n else ""
+    if n == 0 and left:
+        return f"not measurable ({left}, so there is nothing to recover or lose)"
+    how = (f"one-sided t over {n} MA seed{'s' if n != 1 else ''}{f' ({left})' if left else ''}, Holm over its "
+           f"{len(mine)} primary {test_name} comparisons")
     beaten = [k for k in NULLS if k in mine and mine[k]["beaten"]]
     not_beaten = [k for k in NULLS if k in mine and not mine[k]["beaten"]]
     untested = [k for k in NULLS if k not in mine]
@@ -240,7 +246,7 @@ def family_info(tests: list[dict], n_seeds: int) -> dict:
 
 
 def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | None = None,
-                         fractions=GRAFT_FRACTIONS) -> dict:
+                         fractions=GRAFT_FRACTIONS, n_rbs: int | None = None) -> dict:
     """Curves, per-seed areas, the primary graft and ablation comparisons (Holm within each claim), one verdict per
     judged ranking and measure, and the exploratory comparisons (unadjusted, no verdict).
 
@@ -248,10 +254,18 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
     every heatmap on held-out RBs (built without the RB it is scored on).
     Any other ranking present (e.g. in tests) is shown for reference, without a verdict."""
     rows = rows if rows is not None else []
+    n_rbs = n_rbs or len({rb for res in per_seed for rb in res["graft"]})  # the family's RBs, graded or not
     scores = per_seed_scores(per_seed, fractions)
     judged = [n for n in [PER_RB, ATTRIBUTION, ATTRIBUTION_CONTROL, *(m + HELD_OUT for m in methods)] if n in scores]
     families = {t: compare_family(scores, t, judged) for t in ("graft", "ablation")}
-    verdicts = {n: {t: locus_verdict(families[t], n, t) for t in families} for n in judged}
+    verdicts = {n: {t: locus_verdict(families[t], n, t, len(per_seed)) for t in families} for n in judged}
+    for n in [n for n in judged if n.endswith(HELD_OUT) and n_rbs == 2]:  # built without RB_i: from RB_j's Δ alone
+        same = OTHER_RB_NULL in scores and np.isfinite(scores[n]["graft"]).any() and all(np.array_equal(
+            np.asarray(scores[n][k], float), np.asarray(scores[OTHER_RB_NULL][k], float), equal_nan=True)
+            for k in ("curve", "ablation"))
+        verdicts[n] = {t: f"same as the other-RB null ({OTHER_RB_NULL}): with 2 RBs, the heatmap built without RB_i "
+                          "ranks RB_j's Δ alone; not judged" if same else
+                          f"{v} (with 2 RBs, built from the other RB's Δ alone)" for t, v in verdicts[n].items()}
     exploratory = exploratory_tests(scores, judged, fractions)
     roles = {n: "null" if n in NULLS else ("judged" if n in judged else "reference") for n in scores}
     gains = {}
@@ -344,7 +358,8 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) 
     # After the tasks, which cached MA's Fisher and every IG map in parallel: read back here, not computed serially.
     localisation(cfg, plan, run_dir, rows, card)
     write_attribution_heatmap(cfg, plan, run_dir)
-    card.update(summarise_validation(per_seed, list(cfg.superpose.methods), rows))
+    card.update(summarise_validation(per_seed, list(cfg.superpose.methods), rows, n_rbs=len(cfg.rbs())))
+    card["degenerate_signals"] = degenerate_signals(run_dir)
     card["episodes"] = n_episodes
     card["stability"] = stability(cfg, plan, run_dir, rows)
     card["checks"] = built_in_checks(card)
