@@ -32,7 +32,9 @@ def add_commands(sub) -> None:
     p.add_argument("--address", help="Ray cluster to use with --executor ray: auto (the cluster this node is in) or "
                                       "ray://HOST:10001 (default: start Ray on this machine). On several nodes, --out "
                                       "must be on a filesystem every node sees")
-    p.add_argument("--quick", action="store_true", help="a tiny version of the experiment (small budgets, 1 seed) to try things out")
+    p.add_argument("--quick", action="store_true",
+                   help="a small version of the experiment (1 seed, budgets capped at 60k/20k/8k steps), said before it "
+                        "starts: about a minute on the default maze, longer on a pixel env")
     _add_device_arg(p)
 
     p = sub.add_parser("results", help="print the summary tables of a finished run",
@@ -129,6 +131,7 @@ def cmd_run(args) -> None:
         cfg = with_ppo(cfg, **overrides)
     if args.quick:
         cfg = quick(cfg)
+        print(quick_line(cfg), flush=True)
     if args.workers is not None:
         if args.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {args.workers}")
@@ -147,6 +150,18 @@ def quick(cfg):
                    finetune=replace(cfg.finetune, steps=min(cfg.finetune.steps, 20_000)),
                    negate=replace(cfg.negate, alphas=[1.0], retrain_steps=min(cfg.negate.retrain_steps, 8_000)),
                    evaluation=replace(cfg.evaluation, episodes=min(cfg.evaluation.episodes, 128))).validate()
+
+
+def quick_line(cfg) -> str:
+    """What ``--quick`` runs, said before it starts: on an env whose step costs milliseconds (Crafter) its budgets
+    are not the minute they are on the maze."""
+    from goalscope.program.runner import plan_experiment
+
+    jobs = plan_experiment(cfg).jobs()
+    steps = sum(j.spec["ppo"]["total_steps"] for j in jobs if "ppo" in j.spec)
+    return (f"--quick: 1 seed, MA {cfg.base.steps:,} steps, MBs {cfg.finetune.steps:,} steps each ({len(cfg.rbs())} "
+            f"RBs), {len(jobs)} jobs, {steps:,} env steps in all: about a minute on the default maze, longer where "
+            f"an env step costs more")
 
 
 def cmd_results(args) -> None:

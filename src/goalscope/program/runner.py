@@ -228,8 +228,9 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
     executor = executor or LocalExecutor(cfg.workers)
     _check_same_experiment(run_dir, cfg, reconfigure)
     plan = plan_experiment(cfg)
-    if any(j.kind in ("train", "finetune") and (job_status(run_dir, j.key) or {}).get("status") != "ok"
-           for j in plan.jobs()):  # a finished run's re-analysis trains nothing: no rollout to pay for
+    pending = {j.kind for j in plan.jobs() if (job_status(run_dir, j.key) or {}).get("status") != "ok"}
+    earlier = _earlier_walls(run_dir)
+    if pending & {"train", "finetune"}:  # a finished run's re-analysis trains nothing: no rollout to pay for
         from goalscope.program.preflight import rare_event_warnings
 
         for line in rare_event_warnings(cfg):  # before any training: a run that cannot learn says so first
@@ -245,6 +246,7 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
                 remove_tree(leftover)
         if force:
             log(f"--force {force}: removed {_force(run_dir, plan, force)} finished jobs")
+            pending |= set(KINDS if force == "all" else KINDS[KINDS.index(force):] if force in KINDS else ())
         if getattr(executor, "in_order", False):
             timings.update(run_pipelined(run_dir, plan.waves, executor, lock.owner, log))
             _check_some_ma(run_dir, plan)
@@ -259,10 +261,22 @@ def run_stages(cfg: ExperimentConfig, run_dir: str | Path, *, analyse, executor=
         start = time.perf_counter()
         summary = analyse(cfg, plan, run_dir, log=log)
         timings["analysis"] = round(time.perf_counter() - start, 2)
-        summary["stage_wall_s"] = timings
         summary["job_wall_s"] = _job_times(run_dir, plan)
+        for kind in set(timings) - pending - {"analysis"}:  # done in an earlier session: its wall, not this one's 0
+            timings[kind] = earlier.get(kind, summary["job_wall_s"].get(kind, 0.0))
+        summary["stage_wall_s"] = timings
         atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _earlier_walls(run_dir: Path) -> dict:
+    """Stage walls of the session that last finished this run (its summary.json); a run killed before one did
+    has none, and its finished stages fall back to their jobs' summed compute time."""
+    try:
+        walls = json.loads((run_dir / "summary.json").read_text()).get("stage_wall_s")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {k: v for k, v in walls.items() if isinstance(v, (int, float))} if isinstance(walls, dict) else {}
 
 
 def _check_some_ma(run_dir: Path, plan: Plan) -> None:
