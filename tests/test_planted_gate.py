@@ -79,10 +79,32 @@ def test_the_gate_fails_a_planner_whose_map_is_disconnected():
     assert "**Not passed:**" in lines and "| MA | zero |" in lines
 
 
+def test_an_mb_that_still_values_mas_type_is_swapped_with_another():
+    """Fine-tuning MA (collect:0) on collect:1 adds type 1 to the map more than it removes type 0: swapping 1 with
+    0 would hand type 1 a slice that still pays. The MB's partner skips MA's type, so the edit removes the lean."""
+    model = hand_planner(True)
+    with torch.no_grad():
+        model.reward_map1.weight[0, 1] = 1.0  # the MB values types 0 and 1 alike
+    reward = parse_reward("collect:1", 5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def collect(st):
+        model.load_state_dict(st)
+        return float(evaluate(model, ENV, reward, 64, 7).counts[:, 1].mean())
+
+    kept = causal.model_effects(state, objective_mask(model), objective_type_axes(model), [1], 5, collect, 0, draws=1)
+    moved = causal.model_effects(state, objective_mask(model), objective_type_axes(model), [1], 5, collect, 0, draws=1,
+                                 avoid=[0])
+    assert kept[causal.PERMUTE]["permutation"][1] == 0 and moved[causal.PERMUTE]["permutation"][1] == 2
+    assert moved[causal.PERMUTE]["effect"] > kept[causal.PERMUTE]["effect"] + 0.2, (kept, moved)
+
+
 def test_edits_and_the_permutation():
     assert causal.swap_permutation(5, [0]) == [1, 0, 2, 3, 4]
     assert causal.swap_permutation(5, [0, 3]) == [1, 0, 3, 2, 4]  # each rewarded type reads an unrewarded one
     assert causal.swap_permutation(2, [0, 1]) is None
+    assert causal.swap_permutation(5, [1], avoid=[0]) == [0, 2, 1, 3, 4]  # an MB's partner is never MA's type
+    assert causal.swap_permutation(2, [1], avoid=[0]) == [1, 0]  # ... unless nothing else is left
     state = {"w": torch.arange(12.0).view(2, 6), "b": torch.ones(3)}
     edited, moved = causal.permute_edit(state, {"w": 1}, [1, 0, 2])
     assert edited["w"][:, :3].tolist() == [[1, 0, 2], [7, 6, 8]] and edited["w"][:, 3:].equal(state["w"][:, 3:])

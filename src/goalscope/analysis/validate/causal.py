@@ -7,7 +7,8 @@ MB of every seed, on paired evaluation episodes, the planted part is edited two 
 
 - **zero**: every planted entry set to 0;
 - **permute across types** (where the planted part has a type axis, :func:`goalscope.agents.registry.objective_type_axes`):
-  each rewarded type's slice swapped with an unrewarded type's, so the agent values what it was not paid for.
+  each rewarded type's slice swapped with an unrewarded type's (for an MB, one MA was not paid for either), so the
+  agent values what it was not paid for.
 
 Each edit is also made on random sets of the same size outside the planted part (zero: as many entries; permute:
 as many entries as the type swap moves, their values rotated along a random cycle so every one changes), averaged
@@ -41,11 +42,14 @@ NOT_A_TEST = "not a test of objective localisation"
 # Edits (pure)
 
 
-def swap_permutation(n_types: int, rewarded) -> list[int] | None:
+def swap_permutation(n_types: int, rewarded, avoid=()) -> list[int] | None:
     """perm[k] = the type whose slice type k reads after the edit: each rewarded type swapped with an unrewarded one
-    (in order), the rest unchanged. None when every type is rewarded (nothing to swap with)."""
+    (in order), the rest unchanged. Partners in ``avoid`` come last: an MB fine-tuned from collect:0 to collect:1
+    still values type 0 (fine-tuning adds type 1 more than it removes type 0), so swapping 1 with 0 hands type 1
+    a slice that still pays and tests nothing. None when every type is rewarded (nothing to swap with)."""
     rewarded = [int(t) for t in rewarded if 0 <= int(t) < n_types]
-    free = [t for t in range(n_types) if t not in rewarded]
+    avoid = {int(t) for t in avoid}
+    free = sorted((t for t in range(n_types) if t not in rewarded), key=lambda t: t in avoid)
     if not rewarded or len(free) < len(rewarded):
         return None
     perm = list(range(n_types))
@@ -115,7 +119,7 @@ def _size(mask: dict) -> int:
 
 
 def model_effects(state: dict, mask: dict, axes: dict | None, rewarded, n_types: int, collect, seed: int,
-                  draws: int = DRAWS) -> dict:
+                  draws: int = DRAWS, avoid=()) -> dict:
     """Rewarded-type collection of one model under each edit (pure given ``collect``: state -> mean rewarded objects
     per episode on fixed paired episodes): ``{"base": x, edit: {"planted": x, "random": mean x, "effect": random −
     planted, "size": entries edited}}``; an edit that cannot be made here is absent, with its reason under "skipped"."""
@@ -125,7 +129,7 @@ def model_effects(state: dict, mask: dict, axes: dict | None, rewarded, n_types:
     planted = collect(zero_edit(state, mask))
     out[ZERO] = {"planted": planted, "random": float(np.mean(rand)), "effect": float(np.mean(rand)) - planted,
                  "size": _size(mask)}
-    perm = swap_permutation(n_types, rewarded)
+    perm = swap_permutation(n_types, rewarded, avoid)
     if not axes:
         out["skipped"][PERMUTE] = "the planted part has no type axis"
     elif perm is None:
@@ -239,5 +243,7 @@ def seed_gate(task: dict) -> dict:
             p = evaluate(model, ck.env, ck.reward, task["episodes"], task["eval_seed"])
             return float(np.asarray(p.counts)[:, rewarded].sum(1).mean())
 
-        out[role] = model_effects(ck.state_dict, mask, axes, rewarded, n_types, collect, s)
+        # An MB's swap partner is never a type MA was paid for (see swap_permutation).
+        out[role] = model_effects(ck.state_dict, mask, axes, rewarded, n_types, collect, s,
+                                  avoid=() if ck is ma else ma.reward.rewarded_types())
     return out
