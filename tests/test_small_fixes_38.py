@@ -36,3 +36,27 @@ def test_quick_says_what_it_runs_before_starting(tmp_path, capsys):
     first = out.splitlines()[0]
     assert first.startswith("--quick: 1 seed, MA 512 steps, MBs 256 steps") and "4 jobs" in first, first
     assert json.loads((tmp_path / "run" / "experiment.json").read_text())["seeds"] == [0]
+
+
+def test_an_installed_library_whose_import_fails_says_its_own_error(monkeypatch):
+    """procgen2 downgraded numpy under pandas 3: `load_run(...).records` said "pip install pandas" (issue 38)."""
+    import builtins
+
+    import pytest
+
+    from goalscope.errors import GoalscopeError, import_failure
+    from goalscope.report import run as report_run
+
+    real = builtins.__import__
+
+    def broken(name, *a, **k):
+        if name == "pandas":
+            raise ImportError("numpy.core.multiarray failed to import")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(GoalscopeError, match="pandas is installed but its import failed .*multiarray failed"):
+        report_run._pandas()
+    monkeypatch.setattr(builtins, "__import__", real)
+    absent = ModuleNotFoundError("No module named 'crafter'", name="crafter")
+    assert import_failure("crafter", "X needs crafter", "pip install crafter", absent) == "X needs crafter: pip install crafter"

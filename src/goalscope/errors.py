@@ -38,3 +38,13 @@ def check_fields(cls, data, where: str, extra: tuple[str, ...] = ()) -> dict:
         if key not in known and key not in extra:
             raise ConfigError(f"{where}: unknown field {key!r} (known: {', '.join(sorted([*known, *extra]))})")
     return {k: v for k, v in data.items() if k not in extra}
+
+
+def import_failure(package: str, need: str, install: str, error: ImportError) -> str:
+    """The one line for an optional ``package`` that did not import: ``need`` (what needs it) and ``install`` (the
+    command) when it is absent; its own error when it is installed and its import fails (pandas built for another
+    numpy, say), which the install command would not fix and ``from None`` would otherwise hide."""
+    missing = isinstance(error, ModuleNotFoundError) and (error.name or "").split(".")[0] == package
+    if missing:
+        return f"{need}: {install}"
+    return f"{need}, and {package} is installed but its import failed ({type(error).__name__}: {error})"

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, import_failure
 
 CRAFTER_ID = "goalscope/Crafter-v0"
 ACHIEVEMENTS = ("collect_coal", "collect_diamond", "collect_drink", "collect_iron", "collect_sapling", "collect_stone",
@@ -32,8 +32,9 @@ ACHIEVEMENTS = ("collect_coal", "collect_diamond", "collect_drink", "collect_iro
 def _crafter():
     try:
         import crafter
-    except ImportError:
-        raise ConfigError(f"{CRAFTER_ID} needs the crafter package: pip install 'goalscope[crafter]'") from None
+    except ImportError as e:
+        raise ConfigError(import_failure("crafter", f"{CRAFTER_ID} needs the crafter package",
+                                         "pip install 'goalscope[crafter]'", e)) from None
     return crafter
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, import_failure
 
 MINIGRID_ID = "goalscope/MiniGridObjects-v0"
 DEFAULT_OBJECTS = (("ball", "red"), ("key", "blue"), ("box", "green"))
@@ -43,8 +43,9 @@ def make_minigrid_objects_env(size: int = 7, objects=DEFAULT_OBJECTS, n_per_type
         from minigrid.core.mission import MissionSpace
         from minigrid.core.world_object import Ball, Box, Key
         from minigrid.minigrid_env import MiniGridEnv
-    except ImportError:
-        raise ConfigError("the MiniGrid example needs the minigrid package: pip install minigrid") from None
+    except ImportError as e:
+        raise ConfigError(import_failure("minigrid", "the MiniGrid example needs the minigrid package",
+                                         "pip install minigrid", e)) from None
 
     kinds = {"ball": Ball, "key": Key, "box": Box}
     _check_sizes(size, objects, n_per_type, max_steps)

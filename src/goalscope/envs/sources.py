@@ -12,7 +12,7 @@ import inspect
 import gymnasium as gym
 import numpy as np
 
-from goalscope.errors import ConfigError
+from goalscope.errors import ConfigError, import_failure
 
 # What an event source's __call__ may ask for by keyword, besides (env, action, memo, terminated): sources written
 # before these existed take four arguments and are called with four.
@@ -183,4 +183,5 @@ def import_minigrid() -> None:
     try:
         import minigrid  # noqa: F401  (importing it registers MiniGrid's envs with Gymnasium)
     except ImportError as e:
-        raise ConfigError(f"env.events/obs 'minigrid' needs the minigrid package: pip install minigrid ({e})") from None
+        raise ConfigError(import_failure("minigrid", "env.events/obs 'minigrid' needs the minigrid package",
+                                         "pip install minigrid", e)) from None

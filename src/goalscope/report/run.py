@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from goalscope.errors import ConfigError, GoalscopeError
+from goalscope.errors import ConfigError, GoalscopeError, import_failure
 from goalscope.inputs import check_type, read_json
 
 __all__ = ["ROLES", "SCORECARD", "Run", "read_run", "check_finished", "check_summary", "read_scorecard",
@@ -413,6 +413,7 @@ def load_run(path: str | Path, trust_modules: list[str] | tuple[str, ...] = ()) 
 def _pandas():
     try:
         import pandas as pd
-    except ImportError:
-        raise GoalscopeError("tables in the Python API are pandas DataFrames: pip install pandas") from None
+    except ImportError as e:
+        raise GoalscopeError(import_failure("pandas", "tables in the Python API are pandas DataFrames",
+                                            "pip install pandas", e)) from None
     return pd
