@@ -167,8 +167,9 @@ def check_summary(summary, path: Path, advice: str) -> dict:
 
 
 # The types of scorecard.json's fields that the report and the API read (a field may be absent).
-SCORECARD_TYPES = {"verdicts": dict, "graft": dict, "localisation": dict, "held_out_curve": dict, "families": dict,
-                   "localisation_verdicts": dict}
+# A part validate could not compute (localisation without a planted objective, say) is a sentence saying why.
+SCORECARD_TYPES = {"verdicts": dict, "graft": dict, "localisation": (dict, str), "held_out_curve": (dict, str),
+                   "families": dict, "localisation_verdicts": dict}
 
 
 def read_scorecard(run_dir: Path) -> dict | None:
@@ -186,8 +187,8 @@ def read_scorecard(run_dir: Path) -> dict | None:
     for key, kind in SCORECARD_TYPES.items():
         value = card.get(key)
         if value is not None and not isinstance(value, kind):
-            raise GoalscopeError(f"{path} is damaged: {key!r} is a {type(value).__name__}, not a {kind.__name__}; "
-                                 f"{advice}")
+            raise GoalscopeError(f"{path} is damaged: {key!r} is a {type(value).__name__}, not a "
+                                 f"{getattr(kind, '__name__', 'dict')}; {advice}")
     return card
 
 
