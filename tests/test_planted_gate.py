@@ -288,3 +288,10 @@ def test_the_report_shows_the_gate_and_the_stratified_column():
     html = localisation_html({"by_method": by, "causal_gate": gate, "n_strata": 50})
     assert "Causal gate NOT passed" in html and causal.NOT_A_TEST in html and "within 50 Fisher strata" in html
     assert "0.900 [0.880, 0.920]" in html and "—" in html  # Fisher's row has no stratified reading: a dash, not 0
+
+
+def test_a_baseline_is_never_the_best_method_of_either_goal():
+    by = {planted.SINGLE: {8: _e(0.5, [0.5, 0.5])}, planted.FISHER_THETA: {8: _e(0.99, [0.99, 0.99])},
+          "ties": {1: _e(0.6, [0.6, 0.6]), 8: _e(0.8, [0.8, 0.81])}}
+    assert planted.goal(by)["best"] == "ties"
+    assert planted.goal_within_strata(by, {"passed": True})["best"] == "ties"

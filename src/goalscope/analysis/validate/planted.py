@@ -251,7 +251,7 @@ def goal(by_method: dict) -> dict:
     such), with the CI of the best beside it. Without a Fisher null only the first margin is checked (and said)."""
     best = None
     for name, by_n in by_method.items():
-        if name in NULLS:
+        if name in BASELINES:  # a ranking that knows no RB is a bar to clear, never the best method
             continue
         for n, v in by_n.items():
             if np.isfinite(v["auroc"][0]) and (best is None or v["auroc"][0] > best[2]["auroc"][0]):
