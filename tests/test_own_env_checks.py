@@ -172,3 +172,15 @@ def test_sources_are_given_the_steps_reward_truncated_and_info_and_old_ones_stil
         env.reset(seed=0)
         u = env.unwrapped
         assert [env.step(a)[4]["events"][0] for a in (u.actions.forward, u.actions.forward, u.actions.right)] == expect
+
+
+def test_a_run_made_before_env_count_is_refused_with_the_line_that_continues_it(tmp_path):
+    """Its experiment.json has no count (every occurrence); today's file without one means "first"."""
+    cfg = load_experiment(_toml(tmp_path, extra="max_steps = 288"))
+    run = tmp_path / "run"
+    run.mkdir()
+    old = cfg.to_json()
+    del old["env"]["count"]
+    (run / "experiment.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match='counted every occurrence.*`count = "every"` under \\[env\\]'):
+        run_stages(cfg, run, analyse=None, log=lambda *a: None)

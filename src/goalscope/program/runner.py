@@ -188,6 +188,12 @@ def _check_same_experiment(run_dir: Path, cfg: ExperimentConfig, reconfigure: bo
             raise ConfigError(f"{run_dir} computed in {was} and ppo.precision resolves to {now} here; continue it in "
                               f"{was} with `--precision {was}`{emulated}, or use another --out")
         diff = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+        envs = [d.get("env") if isinstance(d.get("env"), dict) else {} for d in (old, new)]
+        if diff == "env" and {**envs[0], "count": None} == {**envs[1], "count": None}:
+            raise ConfigError(f"{run_dir} counted every occurrence of an event (env.count = "
+                              f"{envs[0].get('count', 'every')!r}) and this file's env.count is "
+                              f"{envs[1].get('count')!r} (the default for an event source since issue 38); continue "
+                              f"the run with `count = \"{envs[0].get('count', 'every')}\"` under [env], or use another --out")
         raise ConfigError(f"{run_dir} was run with a different experiment ({diff!r} differs); use another --out, or "
                           "--reconfigure to reuse its finished stages with the new config")
 
