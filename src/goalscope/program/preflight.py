@@ -10,6 +10,8 @@ May import: goalscope.envs, goalscope.program.config.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from goalscope.envs.rewards import Reward
@@ -19,24 +21,28 @@ from goalscope.program.config import ExperimentConfig
 # needs the reward to happen before it can be reinforced, and an MB starts from MA, which has no reason to make an
 # RB's events more often than chance.
 RARE_EVENTS = 10
-ROLLOUT_ENVS, ROLLOUT_STEPS = 16, 256  # 4,096 random steps: about a second on MiniGrid, a few on Crafter
+ROLLOUT_ENVS, ROLLOUT_STEPS = 16, 256  # 4,096 random steps: about 2 s on MiniGrid
+ROLLOUT_SECONDS = 20.0  # or fewer, where a step costs milliseconds (Crafter: ~56 s for 4,096 on 2 busy cores)
 
 
-def random_event_counts(env_cfg, n_envs: int = ROLLOUT_ENVS, steps: int = ROLLOUT_STEPS, seed: int = 0):
-    """Events of each type made by a uniformly random policy over ``n_envs * steps`` env steps (finished and
-    unfinished episodes alike), and that number of steps."""
+def random_event_counts(env_cfg, n_envs: int = ROLLOUT_ENVS, steps: int = ROLLOUT_STEPS, seed: int = 0,
+                        seconds: float = ROLLOUT_SECONDS):
+    """Events of each type made by a uniformly random policy over ``n_envs * steps`` env steps, or as many as
+    ``seconds`` allow (finished and unfinished episodes alike), and the number of steps taken."""
     env = env_cfg.make(Reward("random", (0.0,) * env_cfg.n_types), n_envs, seed=seed)
     rng = np.random.default_rng(seed)
     total = np.zeros(env_cfg.n_types, dtype=np.int64)
+    deadline, done = time.monotonic() + seconds, 0
     try:
-        for _ in range(steps):
+        while done < steps and (done == 0 or time.monotonic() < deadline):
             _, _, _, _, info = env.step(rng.integers(env_cfg.n_actions, size=n_envs))
+            done += 1
             if info:
                 total += info["counts"].sum(0)
         total += env.counts.sum(0)
     finally:
         getattr(env, "close", lambda: None)()
-    return total, n_envs * steps
+    return total, n_envs * done
 
 
 def rare_event_warnings(cfg: ExperimentConfig, counts=None, n_steps: int | None = None) -> list[str]:
