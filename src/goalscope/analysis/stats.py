@@ -249,3 +249,12 @@ def family_power(n_seeds: int, m: int, alpha: float = ALPHA) -> dict:
     return {"seeds": n_seeds, "tests": m, "threshold": alpha / max(m, 1), "smallest_p": smallest_reachable_p(n_seeds),
             "reachable": holm_reachable(n_seeds, m, alpha), "seeds_needed": seeds_needed(max(m, 1), alpha),
             "effect": LARGEST_EFFECT}
+
+
+def paired_test(a, b) -> dict:
+    """One-sided paired t over seeds that ``a`` exceeds ``b`` (per-seed values; seeds missing on either side are
+    left out), with the difference's mean and two-sided 95% t interval for display."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    return {"seeds": int(len(d)), "diff": [round(x, 4) for x in t_interval(d)],
+            "p": t_test(d, "greater") if len(d) else math.nan}

@@ -31,7 +31,7 @@ import torch
 
 from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.analysis.records import record
-from goalscope.analysis.stats import ALPHA, MIN_SEEDS, holm, t_interval, t_test
+from goalscope.analysis.stats import ALPHA, MIN_SEEDS, holm, paired_test, t_interval, t_test
 from goalscope.analysis.validate.grafts import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, PER_RB, RANDOM, graft_area,
                                                 graft_tests, rb_targets)
 from goalscope.errors import GoalscopeError
@@ -45,7 +45,6 @@ STRUCTURAL_PRIOR = "structural prior (own slice)"
 ALIGNED = " (role-aligned)"
 CURVE_NULLS = (RANDOM, FISHER_NULL, CONTROL_NULL, STRUCTURAL_PRIOR)
 DEFAULT_METHODS = ("mean_abs", "mean")  # defined for one signal, so the curve starts at n = 1
-DEFAULT_TEST_RBS = 4
 
 
 def curve_sizes(n_others: int) -> list[int]:
@@ -190,12 +189,6 @@ def _per_seed(parts: list[dict], label: str, seeds: list[int]) -> list[float]:
     return out
 
 
-def _paired(a, b) -> dict:
-    d = (np.asarray(a, float) - np.asarray(b, float))
-    d = d[np.isfinite(d)]
-    return {"seeds": int(len(d)), "diff": [round(x, 4) for x in t_interval(d)], "p": t_test(d, "greater") if len(d) else math.nan}
-
-
 def slope(sizes: list[int], areas: list[float]) -> float:
     """Least-squares slope of area on log2(#RBs) (NaN with fewer than two finite points)."""
     x, y = np.log2(np.asarray(sizes, float)), np.asarray(areas, float)
@@ -227,7 +220,7 @@ def summarise_curve(parts: list[dict], seeds: list[int]) -> dict:
             continue
         out["methods"][m] = {n: [round(x, 4) for x in t_interval(v)] for n, v in per_n.items()}
         top = max(per_n)
-        tests = [{"null": null, **_paired(per_n[top], _per_seed(parts, f"0|{null}", seeds))} for null in nulls]
+        tests = [{"null": null, **paired_test(per_n[top], _per_seed(parts, f"0|{null}", seeds))} for null in nulls]
         for t, adj in zip(tests, holm([t["p"] for t in tests])):
             t.update(p_holm=float(adj), beaten=bool(np.isfinite(adj) and adj < ALPHA and t["seeds"] >= MIN_SEEDS))
         out["tests"][m] = {"size": top, "tests": tests, "verdict": curve_verdict(tests, top)}

@@ -53,7 +53,7 @@ from goalscope.analysis.validate.heldout import heldout_curve
 from goalscope.analysis.validate.stability import stability
 from goalscope.analysis.validate.scorecard import (below_competence, built_in_checks, degenerate_signals,
                                                    scorecard_markdown)
-from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, t_interval, t_test
+from goalscope.analysis.stats import ALPHA, MIN_SEEDS, family_power, holm, paired_test, t_interval
 
 
 def merge_seed_results(parts: list[dict]) -> list[dict]:
@@ -89,15 +89,6 @@ def per_seed_scores(per_seed: list[dict], fractions=GRAFT_FRACTIONS) -> dict:
                 d["ablation"].append(float(np.nanmean(abl)) if abl else math.nan)
             out[name] = d
     return out
-
-
-def paired_test(a, b) -> dict:
-    """One-sided paired t over seeds that ``a`` exceeds ``b`` (per-seed values; seeds missing on either side are
-    left out), with the difference's mean and two-sided 95% t interval for display."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    d = (a - b)[np.isfinite(a) & np.isfinite(b)]
-    return {"seeds": int(len(d)), "diff": [round(x, 4) for x in t_interval(d)],
-            "p": t_test(d, "greater") if len(d) else math.nan}
 
 
 def holm_claim(tests: list[dict]) -> list[dict]:
