@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # torch is pinned to the CPU build; see docs/howto/gpu.md for a CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean docs-figures
 
 # What the demo needs (goalscope and its dependencies); the test extras (Ray, SB3, MiniGrid, Jupyter) come with
 # `make test`, so a fresh `make demo` installs only what it runs.
@@ -25,6 +25,11 @@ demo: install
 	$(BIN)/goalscope run experiments/default.toml --out runs/demo
 	$(BIN)/goalscope validate runs/demo --episodes 64
 	$(BIN)/goalscope report runs/demo
+
+# Every image under docs/images/, redrawn by the report's figure functions from the runs docs/figures.toml names
+# (their directories must be there: `make demo` for runs/demo; the manifest says how each other run was made).
+docs-figures: install
+	$(BIN)/goalscope report --docs docs/figures.toml
 
 test: $(VENV)/.test-extras
 	$(BIN)/python -m pytest -q

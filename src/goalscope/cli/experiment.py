@@ -49,9 +49,15 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("report", help="write a self-contained HTML report of a finished run",
                        description="Write RUN/report/index.html (figures embedded, opens offline) with PNG, SVG and "
-                                   "CSV files of every figure next to it, and print its path.")
-    p.add_argument("run", type=Path, help="run directory, e.g. runs/demo")
+                                   "CSV files of every figure next to it, and print its path. With --docs, draw "
+                                   "the docs' images instead, from the runs a manifest names (make docs-figures).")
+    p.add_argument("run", type=Path, nargs="?", help="run directory, e.g. runs/demo")
     p.add_argument("--out", type=Path, help="report directory (default: RUN/report)")
+    p.add_argument("--docs", type=Path, metavar="MANIFEST",
+                   help="draw every image a docs manifest lists (docs/figures.toml) with the report's figure "
+                        "functions, captioned with run, command, seeds and machine")
+    p.add_argument("--only", action="append", metavar="RUN",
+                   help="with --docs: only the figures of this manifest run (repeatable), e.g. --only demo")
 
     p = sub.add_parser("validate", help="score a finished run's heatmaps: grafts, ablations, held-out RBs, planted truth",
                        description="Write runs/NAME/scorecard.json and scorecard.md: localisation AUROC against a "
@@ -291,6 +297,18 @@ def cmd_report(args) -> None:
     """``goalscope report``: write the HTML report of a finished run and print its path."""
     from goalscope.report.page import write_report
 
+    if args.docs is not None:
+        if args.run is not None or args.out is not None:
+            raise ConfigError("--docs takes its runs and its images folder from the manifest: drop RUN and --out")
+        from goalscope.report.docs_figures import write_docs_figures
+
+        written = write_docs_figures(args.docs, only=args.only)
+        print(f"{len(written)} images, {sum(p.stat().st_size for p in written) / 1024:.0f} KB")
+        return
+    if args.run is None:
+        raise ConfigError("report needs a run directory (goalscope report runs/demo) or --docs MANIFEST")
+    if args.only:
+        raise ConfigError("--only selects runs of a --docs manifest")
     out = check_output_path(args.out or args.run / "report", "report directory")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; --out takes a directory for the report")
