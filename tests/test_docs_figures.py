@@ -100,7 +100,7 @@ def test_a_run_whose_seeds_differ_from_the_manifest_is_refused(tiny, tmp_path):
     manifest = _manifest(tmp_path, tiny["run"], [0, 1, 2, 3], [("neg.png", "negation")])
     with pytest.raises(ConfigError, match=r"has seeds \[0, 1\] but the manifest says \[0, 1, 2, 3\]"):
         write_docs_figures(manifest, log=lambda *a: None)
-    assert not (tmp_path / "images" / "neg.png").exists()
+    assert not (tmp_path / "images").exists()
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -183,7 +183,9 @@ def test_docs_images_are_the_manifests_and_each_page_shows_its_figure_and_captio
         assert f.pages, f"{f.file} is shown on no page"
         for page in f.pages:
             # the link and the caption line with run, command, seeds and machine, exactly as the manifest makes them
-            assert markdown(manifest, f, page) in (manifest.root / page).read_text(encoding="utf-8"), (f.file, page)
+            expected = markdown(manifest, f, page)
+            assert expected in (manifest.root / page).read_text(encoding="utf-8"), \
+                f"{page} does not show {f.file} with its caption; paste these lines:\n\n{expected}\n"
     shown = {f.file for f in manifest.figures if "README.md" in f.pages}
     assert len(shown) == 1, "README.md shows one headline figure"
 

@@ -142,7 +142,6 @@ def write_docs_figures(manifest_path: str | Path, only: list[str] | None = None,
     unknown = set(only or ()) - {f.run for f in manifest.figures}
     if unknown:
         raise ConfigError(f"--only names {sorted(unknown)}, which no figure of {manifest_path} uses")
-    make_dir(manifest.images)
     runs, written = {}, []
     for f in manifest.figures:
         if only and f.run not in only:
@@ -155,6 +154,7 @@ def write_docs_figures(manifest_path: str | Path, only: list[str] | None = None,
             raise GoalscopeError(f"{f.file} would be {len(data):,} bytes, over the docs' cap of {cap:,}; lower its "
                                  "dpi in the manifest")
         out = manifest.images / f.file
+        make_dir(manifest.images)  # only once a figure is drawn: a run that is not there leaves no empty folder
         atomic_write_bytes(out, data)
         log(f"{out} ({len(data) / 1024:.0f} KB, {f.figure} of {f.run_path.as_posix()})")
         written.append(out)
