@@ -195,3 +195,14 @@ def test_make_target_runs_the_manifest():
     target = make.split("\ndocs-figures:", 1)[1].split("\n\n", 1)[0]
     assert "goalscope report --docs docs/figures.toml" in target
     assert docs_figures.REGENERATE == "make docs-figures"
+
+
+def test_only_draws_the_named_runs_figures(tiny, tmp_path):
+    # a second run that is not there: --only must not open it
+    manifest = _manifest(tmp_path, tiny["run"], tiny["cfg"].seeds, [("neg.png", "negation")])
+    manifest.write_text(manifest.read_text() + '\n[runs.gone]\npath = "nowhere"\ncommand = "c"\nseeds = [0]\n\n'
+                        '[[figures]]\nfile = "gone.png"\nrun = "gone"\nfigure = "negation"\ncaption = "c"\n')
+    written = write_docs_figures(manifest, only=["tiny"], log=lambda *a: None)
+    assert [p.name for p in written] == ["neg.png"] and not (tmp_path / "images" / "gone.png").exists()
+    with pytest.raises(ConfigError, match="does not exist"):
+        write_docs_figures(manifest, log=lambda *a: None)
