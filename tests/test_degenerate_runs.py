@@ -94,3 +94,11 @@ def test_seeds_left_out_are_counted_and_said():
     verdict = locus_verdict(tests, "|Δ_i|", "graft", n_seeds=3)
     assert "underpowered at 1 seed" in verdict and "2 of 3 MA seeds left out: their MBs gained no specific lean" in verdict
     assert "left out" not in locus_verdict(tests, "|Δ_i|", "graft", n_seeds=1)
+
+
+def test_the_report_lists_the_degenerate_family_and_no_nan_check_as_wrong(empty_run, tmp_path):
+    from goalscope.report.page import write_report
+
+    page = write_report(empty_run, tmp_path / "report", log=lambda *a: None).read_text(encoding="utf-8")
+    assert "degenerate family: 1 of 1 pairs" in page
+    assert "nan vs nan" not in page and "no MB gained specific lean" not in page  # not measurable is no failure
