@@ -188,3 +188,11 @@ def test_a_run_made_before_env_count_is_refused_with_the_line_that_continues_it(
     (run / "experiment.json").write_text(json.dumps(old))
     with pytest.raises(ConfigError, match='counted every occurrence.*`count = "every"` under \\[env\\]'):
         run_stages(cfg, run, analyse=None, log=lambda *a: None)
+
+
+def test_crafters_own_episode_length_is_checked_against_env_max_steps():
+    pytest.importorskip("crafter")
+    cfg = GymEventsConfig(id="goalscope/Crafter-v0", n_types=1, max_steps=256, event_types=["collect_wood"],
+                          obs="image", kwargs={"achievements": ["collect_wood"], "length": 1000})
+    with pytest.raises(ConfigError, match="ends its episodes at 1,000 steps .* add `max_steps = 1000`"):
+        cfg.obs_shape

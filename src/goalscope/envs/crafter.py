@@ -57,6 +57,7 @@ class CrafterEnv(gym.Env):
             raise ConfigError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.achievements = tuple(achievements)
         self.render_mode = render_mode
+        self.max_steps = int(length)  # the episode limit, where goalscope checks env.max_steps against it
         self._env = _crafter().Env(area=tuple(area), view=tuple(view), size=tuple(size), reward=False,
                                    length=length, seed=0)
         self.observation_space = gym.spaces.Box(0, 255, (*tuple(size), 3), dtype=np.uint8)
