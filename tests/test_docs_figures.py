@@ -206,3 +206,18 @@ def test_only_draws_the_named_runs_figures(tiny, tmp_path):
     assert [p.name for p in written] == ["neg.png"] and not (tmp_path / "images" / "gone.png").exists()
     with pytest.raises(ConfigError, match="does not exist"):
         write_docs_figures(manifest, log=lambda *a: None)
+
+
+def test_the_structural_prior_stands_out_in_the_reports_held_out_panel(tiny):
+    """The null a held-out heatmap must beat is drawn in its own colour, in the report and on the front page."""
+    from matplotlib.colors import to_rgba
+
+    from goalscope.report.figures_validation import fig_headline, fig_validation
+    from goalscope.report.run import read_run
+
+    run = read_run(tiny["run"])
+    for fig in (fig_validation(run), fig_headline(run)):
+        lines = {ln.get_label(): ln.get_color() for ln in fig.axes[-1].get_lines()}
+        prior = next(c for label, c in lines.items() if label.startswith("structural prior"))
+        assert to_rgba(prior) == to_rgba("darkorange")
+        assert sum(to_rgba(c) == to_rgba("darkorange") for c in lines.values()) == 1

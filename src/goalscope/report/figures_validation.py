@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from goalscope.analysis.validate.heldout import STRUCTURAL_PRIOR
 from goalscope.report.common import err_bars, new_figure, write_csv
 from goalscope.report.run import as_run, read_scorecard
 
@@ -51,8 +52,9 @@ def _held_out_panel(ax, curve: dict, cmap, keep=None, colors=None) -> list[dict]
     for j, (name, ci) in enumerate([*curve.get("ceiling", {}).items(), *curve.get("nulls", {}).items()]):
         if not keep(name):
             continue
-        color, ls = styles.get(name, (("0.45", "0.6", "0.3", "darkorange")[j % 4], "--"))
-        color = colors.get(name, color)
+        color, ls = styles.get(name, (("0.45", "0.6", "0.3")[j % 3], "--"))
+        # the structural prior is the null a held-out heatmap has to beat: never one grey among the others
+        color = colors.get(name, "darkorange" if name == STRUCTURAL_PRIOR else color)
         ax.axhline(ci[0], color=color, ls=ls, lw=1, label=f"{name} (no n)")
         rows.append({"panel": "held-out", "ranking": name, "x": "", "y": ci[0], "min_over_seeds": ci[1],
                      "max_over_seeds": ci[2]})
@@ -157,8 +159,8 @@ def fig_validation(run, card: dict | None = None, out: Path | None = None):
 # the report's all-grey nulls cannot be told apart in one small picture.
 HEADLINE_COLORS = {"|Δ_i|": "black", "random": "0.6", "Fisher alone (MA)": "tab:pink",
                    "|Δ_ctrl| (RA control drift)": "tab:brown", "another RB's |Δ_j|": "tab:olive",
-                   "structural prior (own slice)": "darkorange"}
-HEADLINE_HELD_OUT = ("|Δ_i|", "structural prior (own slice)", "Fisher alone (MA)", "random")
+                   STRUCTURAL_PRIOR: "darkorange"}
+HEADLINE_HELD_OUT = ("|Δ_i|", STRUCTURAL_PRIOR, "Fisher alone (MA)", "random")
 
 
 def fig_headline(run, card: dict | None = None):
