@@ -55,7 +55,7 @@ def _held_out_panel(ax, curve: dict, cmap, keep=None, colors=None) -> list[dict]
         color, ls = styles.get(name, (("0.45", "0.6", "0.3")[j % 3], "--"))
         # the structural prior is the null a held-out heatmap has to beat: never one grey among the others
         color = colors.get(name, "darkorange" if name == STRUCTURAL_PRIOR else color)
-        ax.axhline(ci[0], color=color, ls=ls, lw=1, label=f"{name} (no n)")
+        ax.axhline(ci[0], color=color, ls=ls, lw=1, label=f"{name} (same at every n)")
         rows.append({"panel": "held-out", "ranking": name, "x": "", "y": ci[0], "min_over_seeds": ci[1],
                      "max_over_seeds": ci[2]})
     ax.set_xscale("log", base=2)
