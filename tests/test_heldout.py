@@ -7,9 +7,9 @@ import torch
 
 from goalscope.analysis.validate.grafts import (FISHER_NULL, PER_RB, RANDOM, graft_area, graft_tests,
                                                 null_rankings, rb_targets, specific_lean, OTHER_RB_NULL)
-from goalscope.analysis.validate.heldout import (ALIGNED, STRUCTURAL_PRIOR, align_roles, curve_rankings, curve_sizes,
-                                                 curve_verdict, nested_order, one_hot_type, slope, structural_prior,
-                                                 summarise_curve, type_masks)
+from goalscope.analysis.validate.heldout import (ALIGNED, STRUCTURAL_PRIOR, align_roles, changed_types,
+                                                 curve_rankings, curve_sizes, curve_verdict, nested_order,
+                                                 one_hot_type, slope, structural_prior, summarise_curve, type_masks)
 from goalscope.envs.rewards import lean_weights, mixture_family, parse_reward
 from goalscope.errors import ConfigError
 from goalscope.program.config import experiment_from_dict
@@ -112,6 +112,15 @@ def test_structural_prior_ranks_the_own_slice_first():
     prior = structural_prior(like, slices, own=1, gen=torch.Generator().manual_seed(0))
     assert prior["conv1.weight"][:, 3].min() >= 1 > prior["conv1.weight"][:, [0, 1, 2]].max()
     assert prior["fc"].max() < 1
+
+
+def test_a_mixtures_prior_ranks_every_slice_it_revalues_first():
+    ra = parse_reward("collect:0", 4)
+    assert changed_types(parse_reward("0.5,1,-1,0", 4), ra) == [0, 1, 2]
+    channel = torch.arange(6).view(1, 6, 1, 1).expand(3, 6, 3, 3)
+    slices = {"conv1.weight": [channel == 2 + t for t in range(4)]}
+    prior = structural_prior({"conv1.weight": torch.zeros(3, 6, 3, 3)}, slices, [0, 1, 2], torch.Generator().manual_seed(1))
+    assert prior["conv1.weight"][:, 2:5].min() >= 1 > prior["conv1.weight"][:, [0, 1, 5]].max()
 
 
 def test_one_hot_type():
@@ -265,7 +274,8 @@ def test_validate_runs_the_curve_on_a_small_real_mixture_run(tmp_path):
     assert set(card["graft"]["rb_gain"]) == set(card["graded_rbs"])  # only the graded RBs get graft studies
     curve = card["held_out_curve"]
     assert curve["sizes"] == [1, 2, 3] and len(curve["graded"]) + len(curve["no_gain"]) == 2 * 2
-    assert STRUCTURAL_PRIOR not in curve["nulls"]  # mixtures have no one slice: no prior, no role alignment
+    # A mixture has no one slice to align; its structural prior ranks every type slice it revalues first.
+    assert STRUCTURAL_PRIOR in curve["nulls"] and not any(m.endswith(ALIGNED) for m in curve["methods"])
     assert isinstance(card["input_planes"], str) and "mixture" in card["input_planes"]
     assert "Held-out heatmaps as the number of RBs grows" in (tmp_path / "run" / "scorecard.md").read_text()
 

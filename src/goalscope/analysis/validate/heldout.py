@@ -83,14 +83,21 @@ def align_roles(delta: dict, slices: dict, src: int, dst: int) -> dict:
     return out
 
 
-def structural_prior(like: dict, slices: dict, own: int, gen: torch.Generator) -> dict:
-    """Random scores that rank every weight of type ``own``'s slice (``slices``: from :func:`type_masks`) first
-    (uniform in [1, 2) there, [0, 1) elsewhere): knows where the type enters and nothing else."""
+def structural_prior(like: dict, slices: dict, own, gen: torch.Generator) -> dict:
+    """Random scores that rank every weight of the slices of type(s) ``own`` (``slices``: from :func:`type_masks`)
+    first (uniform in [1, 2) there, [0, 1) elsewhere): knows where the types enter and nothing else."""
     out = sig.random_scores_like(like, gen)
     for name, idx in slices.items():
         out[name] = out[name].clone()
-        out[name][idx[own]] += 1.0
+        for t in np.atleast_1d(own):
+            out[name][idx[int(t)]] = out[name][idx[int(t)]].clamp(max=1.0 - 1e-6) + 1.0
     return out
+
+
+def changed_types(rb, ra) -> list[int]:
+    """The object types whose value RB changes from RA's: a mixture RB's own slices (every one it weighs
+    differently), which the structural prior ranks first."""
+    return [t for t, (a, b) in enumerate(zip(ra.weights, rb.weights)) if a != b]
 
 
 def one_hot_type(rb, ra) -> int | None:
@@ -110,7 +117,9 @@ def curve_rankings(rb: str, order: list[str], deltas: dict, sizes: list[int], me
                    fisher: dict, gen: torch.Generator, slices: dict | None = None, types: dict | None = None,
                    shared: bool = False) -> dict:
     """(size, name) -> scores for RB ``rb``: each method on the first n RBs of ``order``, role-aligned too where
-    ``slices`` and every RB's type (``types``) are known; plus |Δ_i| (the ceiling) and the nulls at size 0.
+    ``slices`` and every RB's one type (``types``: an int per one-hot RB; a mixture's is the list of types it
+    revalues, which has no one slice to align but is what its structural prior ranks first) are known; plus |Δ_i|
+    (the ceiling) and the nulls at size 0.
     ``shared``: leave out what validation's own graft study of RB already grades (|Δ_i|, random, Fisher alone, the
     control drift, and each plain method on all other RBs, its "(held-out)" ranking), so nothing is evaluated twice."""
     out = {}
@@ -119,8 +128,8 @@ def curve_rankings(rb: str, order: list[str], deltas: dict, sizes: list[int], me
                (0, RANDOM): sig.random_scores_like(deltas[rb], gen), (0, FISHER_NULL): fisher}
         if controls:
             out[(0, CONTROL_NULL)] = {k: v.abs() for k, v in controls[0].items()}
-    aligned = slices and types and all(types.get(r) is not None for r in [rb, *order])
-    if aligned:
+    aligned = slices and types and all(isinstance(types.get(r), int) for r in [rb, *order])
+    if slices and types and types.get(rb) is not None:  # a mixture's "type" is the list of types it revalues
         out[(0, STRUCTURAL_PRIOR)] = structural_prior(deltas[rb], slices, types[rb], gen)
     for n in sizes:
         pool = [deltas[o] for o in order[:n]]
@@ -157,7 +166,8 @@ def heldout_task(task: dict) -> dict:
         slices = type_masks(first_layer(ma.arch, ma.state_dict, env))
     except GoalscopeError:
         slices = None
-    types = {r: one_hot_type(mb.reward, ma.reward) for r, mb in mbs.items()}
+    types = {r: (t if (t := one_hot_type(mb.reward, ma.reward)) is not None else changed_types(mb.reward, ma.reward))
+             for r, mb in mbs.items()}
     gen = torch.Generator().manual_seed(20_000 + 1000 * s + names.index(rb))
     ranked = curve_rankings(rb, order, deltas, sizes, task["methods"], controls, fisher, gen, slices, types,
                             task.get("shared", False))
