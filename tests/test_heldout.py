@@ -286,3 +286,12 @@ def test_positive_mixtures_only_reweight_what_to_collect():
     assert ws.shape == (5, 3) and (ws >= 0).all() and np.allclose(ws.max(1), 1.0)
     assert [tuple(w) for w in ws] == [r.weights for r in mixture_family(3, 5, 1, positive=True)]
     assert not (ws == np.array([r.weights for r in mixture_family(3, 5, 1)])).all()
+
+
+def test_a_held_out_heatmap_above_every_graft_null_is_sent_to_the_structural_prior():
+    from goalscope.analysis.validate.grafts import CONTROL_NULL, HELD_OUT, NULLS
+    from goalscope.analysis.validate.validation import ladder_label
+
+    v = ladder_label(list(NULLS), [], "mean_abs" + HELD_OUT)
+    assert v.startswith("above every graft null") and "structural prior" in v  # not "objective locus shared"
+    assert ladder_label(list(NULLS), [], PER_RB) == "RB-specific" and CONTROL_NULL in NULLS

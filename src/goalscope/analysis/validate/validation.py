@@ -172,7 +172,10 @@ def ladder_label(beaten: list[str], not_beaten: list[str], ranking: str = "", ra
         if any(k not in beaten for k in nulls):
             return untested
         established = {RANDOM: "above random; ", FISHER_NULL: "above sensitivity; "}.get(nulls[0], established)
-    return VERDICTS[0] if not ranking.endswith(HELD_OUT) else "objective locus shared across RBs (held-out)"
+    if not ranking.endswith(HELD_OUT):
+        return VERDICTS[0]
+    # These nulls know nothing of where types enter; the held-out curve judges that (the structural prior).
+    return "above every graft null (held-out; against the structural prior: see the held-out curve)"
 
 
 def _seeds(n: int) -> str:
