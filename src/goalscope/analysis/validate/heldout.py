@@ -6,8 +6,9 @@ n of them (n = 1, 2, 4, 8, 16, ... up to all others; nested, so a curve moves by
 Each heatmap's top-k% mask grafts Δ_i onto MA (:func:`goalscope.analysis.validate.grafts.graft_tests`), and the graft
 area (specific-lean recovery, k < 100%) is compared with nulls that know nothing of RB_i: random, MA's Fisher alone,
 the RA-control drift — and, where the env says which input slice carries each object type, **the structural prior**:
-random scores inside RB_i's own slice (its type's first-layer weights), ranked above everything else. A held-out
-heatmap that only beats the prior transfers *where types enter*, not a pattern; one that beats it transfers more.
+random scores inside RB_i's own slice (its type's first-layer weights; for a mixture, every slice of a type it
+revalues), ranked above everything else. A held-out heatmap that only reaches the prior transfers *where types
+enter*, not a pattern; one that beats it transfers more.
 
 A test that cannot succeed is not a finding (``../shared/reference/measurement-notes.md``): with one-hot RBs, each
 objective lives in its own type's input slice, which a heatmap from other types cannot name. Two ways to make the test
