@@ -62,11 +62,7 @@ class RCNNAgent(nn.Module):
         for i in range(len(cfg.channels)):
             self.add_module(f"conv{i + 1}", init_layer(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1), math.sqrt(2)))
         self.n_conv = len(cfg.channels)
-        self.inject = init_layer(nn.Conv2d(chans[-1], cfg.width, 3, padding=1), math.sqrt(2))
-        self.recur = init_layer(nn.Conv2d(cfg.width, cfg.width, 3, padding=1), 1.0)
-        self.fc = init_layer(nn.Linear(len(NEIGHBOURHOOD) * cfg.width, cfg.hidden), math.sqrt(2))
-        self.policy = init_layer(nn.Linear(cfg.hidden, n_actions), 0.01)
-        self.value = init_layer(nn.Linear(cfg.hidden, 1), 1.0)
+        _add_recurrent_readout(self, chans[-1], cfg, n_actions)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.features(obs)
@@ -78,12 +74,7 @@ class RCNNAgent(nn.Module):
         agent = x[:, 1:2]  # one-hot; the agent never stands on the outer wall, so rolls never wrap onto it
         for i in range(self.n_conv):
             x = torch.relu(getattr(self, f"conv{i + 1}")(x))
-        z = self.inject(x)
-        h = torch.relu(z)
-        for _ in range(self.iterations):
-            h = torch.relu(self.recur(h) + z)
-        around = [(h * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in NEIGHBOURHOOD]
-        return torch.relu(self.fc(torch.cat(around, 1)))
+        return _recur_and_read(self, x, agent)
 
 
 
@@ -126,11 +117,7 @@ class PixelRCNNAgent(nn.Module):
             # Read from the cell features alone (a cell's colour, not its neighbours'), so the readout stays
             # translation-equivariant like rcnn's one-hot plane.
             self.locate = init_layer(nn.Conv2d(chans[1], 1, 1), 1.0)
-        self.inject = init_layer(nn.Conv2d(chans[-1], cfg.width, 3, padding=1), math.sqrt(2))
-        self.recur = init_layer(nn.Conv2d(cfg.width, cfg.width, 3, padding=1), 1.0)
-        self.fc = init_layer(nn.Linear(len(NEIGHBOURHOOD) * cfg.width, cfg.hidden), math.sqrt(2))
-        self.policy = init_layer(nn.Linear(cfg.hidden, n_actions), 0.01)
-        self.value = init_layer(nn.Linear(cfg.hidden, 1), 1.0)
+        _add_recurrent_readout(self, chans[-1], cfg, n_actions)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.features(obs)
@@ -151,11 +138,27 @@ class PixelRCNNAgent(nn.Module):
         agent = self.agent_map(pixels, x)
         for i in range(1, self.n_conv):
             x = torch.relu(getattr(self, f"conv{i + 1}")(x))
-        z = self.inject(x)
-        h = torch.relu(z)
-        for _ in range(self.iterations):
-            h = torch.relu(self.recur(h) + z)
-        # The agent never stands on the outer wall, so a one-hot map's rolls never wrap onto a real cell (what a
-        # learned softmax puts there wraps to the far side).
-        around = [(h * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in NEIGHBOURHOOD]
-        return torch.relu(self.fc(torch.cat(around, 1)))
+        # What a learned softmax puts on the outer wall wraps to the far side in the readout's rolls.
+        return _recur_and_read(self, x, agent)
+
+
+def _add_recurrent_readout(net: nn.Module, in_channels: int, cfg, n_actions: int) -> None:
+    """``inject``, ``recur``, ``fc``, ``policy`` and ``value`` of an rcnn-style net, registered on ``net`` itself
+    (their names are the heatmaps' and the checkpoints'), in this order (the init's random stream depends on it)."""
+    net.inject = init_layer(nn.Conv2d(in_channels, cfg.width, 3, padding=1), math.sqrt(2))
+    net.recur = init_layer(nn.Conv2d(cfg.width, cfg.width, 3, padding=1), 1.0)
+    net.fc = init_layer(nn.Linear(len(NEIGHBOURHOOD) * cfg.width, cfg.hidden), math.sqrt(2))
+    net.policy = init_layer(nn.Linear(cfg.hidden, n_actions), 0.01)
+    net.value = init_layer(nn.Linear(cfg.hidden, 1), 1.0)
+
+
+def _recur_and_read(net: nn.Module, x: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
+    """The weight-tied recurrence over cell features ``x`` (input re-injected every step), read at the cell
+    ``agent`` marks and its four neighbours. The agent never stands on the outer wall, so a one-hot map's rolls
+    never wrap onto a real cell."""
+    z = net.inject(x)
+    h = torch.relu(z)
+    for _ in range(net.iterations):
+        h = torch.relu(net.recur(h) + z)
+    around = [(h * torch.roll(agent, (dr, dc), (2, 3))).sum((2, 3)) for dr, dc in NEIGHBOURHOOD]
+    return torch.relu(net.fc(torch.cat(around, 1)))
