@@ -1,11 +1,11 @@
 """The scorecard in words: built-in checks that a run's numbers make sense, and scorecard.md.
 
-May import: goalscope.analysis.validate (planted, entry, grafts), goalscope.analysis.effects.competence.
+May import: goalscope.analysis.validate (planted, entry, grafts), goalscope.analysis.effects.competence,
+goalscope.inputs, goalscope.errors.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -46,18 +46,33 @@ def _check(check: str, a, b, detail: str) -> dict:
     return {"check": check, "ok": bool(a > b), "detail": detail.format(a, b)}
 
 
+def _summary(run_dir) -> dict:
+    """The run's summary.json (empty without one); a damaged one is one line naming it and the command that
+    rewrites it, not a traceback halfway through validation."""
+    from goalscope.errors import GoalscopeError
+    from goalscope.inputs import read_json
+
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return {}
+    advice = f"rewrite it with `goalscope run <experiment> --out {run_dir} --force analysis`"
+    data = read_json(path, advice)
+    if not isinstance(data, dict):
+        raise GoalscopeError(f"{path} is damaged: it holds a {type(data).__name__}, not a table; {advice}")
+    return data
+
+
 def degenerate_signals(run_dir) -> str | None:
     """The run's note on identical update signals of different RBs (summary.json's ``degenerate_signals``)."""
-    path = Path(run_dir) / "summary.json"
-    return json.loads(path.read_text()).get("degenerate_signals") if path.exists() else None
+    return _summary(run_dir).get("degenerate_signals")
 
 
 def below_competence(run_dir) -> list[str]:
     """The models the run's competence gate flags (:func:`below_gate` of its summary.json; none without one)."""
     from goalscope.analysis.effects.competence import below_gate
 
-    path = Path(run_dir) / "summary.json"
-    return below_gate(json.loads(path.read_text())) if path.exists() else []
+    summary = _summary(run_dir)
+    return below_gate(summary) if summary else []
 
 
 def scorecard_markdown(card: dict) -> str:

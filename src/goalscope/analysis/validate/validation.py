@@ -42,7 +42,8 @@ import torch
 
 from goalscope.outputs import atomic_write_bytes
 from goalscope.errors import GoalscopeError
-from goalscope.program.jobs import job_status
+from goalscope.agents.checkpoints import load_checkpoint
+from goalscope.program.jobs import job_status, stage_dir
 from goalscope.analysis.validate import planted as pl
 from goalscope.analysis.validate.grafts import (ABLATION_FRACTIONS, ATTRIBUTION, ATTRIBUTION_CONTROL, CONTROL_NULL,
                                                 FISHER_NULL, GRAFT_FRACTIONS, HELD_OUT, NULLS, OTHER_RB_NULL, PER_RB,
@@ -332,6 +333,9 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) 
     missing = [j.label for j in plan.jobs() if j.kind != "negate" and (job_status(run_dir, j.key) or {}).get("status") != "ok"]
     if missing:
         raise GoalscopeError(f"{run_dir} is not finished ({missing[0]} missing); run `goalscope run` first")
+    for j in plan.jobs():  # a damaged checkpoint is one line here, not an error from a worker under a progress bar
+        if j.kind != "negate":
+            load_checkpoint(stage_dir(run_dir, j.key))
     executor = executor or LocalExecutor(cfg.workers)
     rows: list[dict] = []
     card: dict = {"experiment": cfg.name, "arch": cfg.agent.arch, "seeds": cfg.seeds}
