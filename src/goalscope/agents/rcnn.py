@@ -33,6 +33,7 @@ May import: goalscope.agents.layers, goalscope.errors, torch.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -140,6 +141,44 @@ class PixelRCNNAgent(nn.Module):
             x = torch.relu(getattr(self, f"conv{i + 1}")(x))
         # What a learned softmax puts on the outer wall wraps to the far side in the readout's rolls.
         return _recur_and_read(self, x, agent)
+
+
+@dataclass(frozen=True)
+class PlantedRCNNConfig(RCNNConfig):
+    """``rcnn`` with a planted objective placed by training: ``plant_units`` output units of layer ``plant_layer``
+    (``conv1``, ``inject`` or ``fc``; drawn by ``plant_seed``) are the only ones free while MA learns RA."""
+    plant_layer: str = "inject"
+    plant_units: int = 2
+    plant_seed: int = 0
+
+
+class PlantedRCNNAgent(RCNNAgent):
+    """``rcnn`` whose planted objective is a designated set of units in one shared layer, placed there by training
+    (issue 35, item 2): the experiment pretrains the whole net on a reward with no type preference
+    (``base.pretrain_reward``), then trains MA on RA with only these units' incoming weights and biases free to
+    move, so MA - pretrained is nonzero there alone by construction. The architecture is rcnn's, parameter for
+    parameter; only the labels (:meth:`objective_mask`) are added."""
+
+    def __init__(self, obs_shape: tuple[int, int, int], n_actions: int, cfg: PlantedRCNNConfig = PlantedRCNNConfig()):
+        super().__init__(obs_shape, n_actions, cfg)
+        layer = getattr(self, cfg.plant_layer, None) if cfg.plant_layer in ("conv1", "inject", "fc") else None
+        if layer is None:
+            raise ConfigError(f"agent.plant_layer must be 'conv1', 'inject' or 'fc', got {cfg.plant_layer!r}")
+        n_out = layer.weight.shape[0]
+        if not 1 <= cfg.plant_units < n_out:
+            raise ConfigError(f"agent.plant_units must be in 1..{n_out - 1} (layer {cfg.plant_layer!r} has {n_out} "
+                              f"units), got {cfg.plant_units}")
+        # Drawn from the config alone (not torch's stream: the model may be built on the meta device), so the
+        # labels are rebuilt from a checkpoint's arch config.
+        units = random.Random(cfg.plant_seed).sample(range(n_out), cfg.plant_units)
+        self.plant_layer, self.plant_units = cfg.plant_layer, tuple(sorted(units))
+
+    def objective_mask(self) -> dict[str, torch.Tensor]:
+        """True on the designated units' incoming weights and biases, the only entries MA's RA training moves."""
+        mask = {k: torch.zeros(p.shape, dtype=torch.bool) for k, p in self.named_parameters()}
+        for k in (f"{self.plant_layer}.weight", f"{self.plant_layer}.bias"):
+            mask[k][list(self.plant_units)] = True
+        return mask
 
 
 def _add_recurrent_readout(net: nn.Module, in_channels: int, cfg, n_actions: int) -> None:

@@ -23,7 +23,8 @@ from goalscope.agents.mlp import MLPAgent, MLPConfig
 from goalscope.agents.pixels import ImpalaCNNAgent, ImpalaCNNConfig, NatureCNNAgent, NatureCNNConfig
 from goalscope.agents.planner import (HiddenNeedleConfig, NeedlePlannerAgent, NeedlePlannerConfig, PlannerAgent,
                                      PlannerConfig)
-from goalscope.agents.rcnn import PixelRCNNAgent, PixelRCNNConfig, RCNNAgent, RCNNConfig
+from goalscope.agents.rcnn import (PixelRCNNAgent, PixelRCNNConfig, PlantedRCNNAgent, PlantedRCNNConfig, RCNNAgent,
+                                  RCNNConfig)
 from goalscope.errors import ConfigError, check_fields
 
 
@@ -61,6 +62,9 @@ register_architecture(Architecture("rcnn", RCNNConfig, RCNNAgent,
 register_architecture(Architecture("pixel_rcnn", PixelRCNNConfig, PixelRCNNAgent,
                                    "rcnn for the maze drawn in colour (env.obs = 'rgb'): a per-cell conv computes "
                                    "what each cell holds, read at the agent's (white) cell"))
+register_architecture(Architecture("planted_rcnn", PlantedRCNNConfig, PlantedRCNNAgent,
+                                   "rcnn with a planted objective placed by training: a designated set of units in "
+                                   "one layer, the only ones free while MA learns RA (needs base.pretrain_reward)"))
 register_architecture(Architecture("nature_cnn", NatureCNNConfig, NatureCNNAgent,
                                    "Nature DQN's strided CNN over uint8 RGB frames (pixel envs such as Crafter)"))
 register_architecture(Architecture("impala_cnn", ImpalaCNNConfig, ImpalaCNNAgent,

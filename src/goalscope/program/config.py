@@ -37,6 +37,11 @@ class BaseSection:
     """``[base]``: RA and the training budget of MA."""
     reward: str = "collect:0"  # RA
     steps: int = 300_000
+    # Plant the objective by training (an architecture with a planted part, e.g. planted_rcnn): MA is first trained
+    # on this reward (e.g. "1,1,1,1,1": every type alike, a navigator with no preference) for pretrain_steps, then
+    # on RA for `steps` with only the planted part free to move. "" = no pretraining.
+    pretrain_reward: str = ""
+    pretrain_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,12 @@ class ExperimentConfig:
     def ra(self) -> Reward:
         return parse_reward(self.base.reward, self.env.n_types, type_names(self.env))
 
+    @property
+    def pretrain(self) -> Reward | None:
+        """The reward MA is pretrained on before RA, where the objective is planted by training (else None)."""
+        spec = self.base.pretrain_reward
+        return parse_reward(spec, self.env.n_types, type_names(self.env)) if spec else None
+
     def rbs(self) -> list[Reward]:
         out: list[Reward] = []
         for spec in self.finetune.rewards:
@@ -145,6 +156,7 @@ class ExperimentConfig:
         if any(rb.weights == self.ra.weights and rb.step_cost == self.ra.step_cost for rb in rbs):
             raise ConfigError("finetune.rewards contains RA itself; RA is covered by controls.continue_ra")
         arch_config(self.agent.arch, self.agent.config)
+        self._check_pretrain()
         for steps, key in ((self.base.steps, "base.steps"), (self.finetune.steps, "finetune.steps"), (self.negate.retrain_steps, "negate.retrain_steps")):
             if steps < 1:
                 raise ConfigError(f"{key} must be positive, got {steps}")
@@ -173,6 +185,20 @@ class ExperimentConfig:
             raise ConfigError("evaluation.episodes must be >= 2 and evaluation.bootstrap >= 100")
         self._check_bounds()
         return self
+
+    def _check_pretrain(self) -> None:
+        base, planted_by_training = self.base, self.agent.arch == "planted_rcnn"
+        if not base.pretrain_reward:
+            if planted_by_training:
+                raise ConfigError("agent.arch 'planted_rcnn' plants its objective by training: set "
+                                  "base.pretrain_reward (e.g. \"1,1,1,1,1\") and base.pretrain_steps")
+            return
+        if not planted_by_training:
+            raise ConfigError(f"base.pretrain_reward needs an architecture whose planted part is trained, such as "
+                              f"'planted_rcnn'; agent.arch is {self.agent.arch!r}")
+        if self.pretrain.weights == self.ra.weights:
+            raise ConfigError("base.pretrain_reward is RA itself: pretrain on a reward with no type preference")
+        int_field(base.pretrain_steps, "base.pretrain_steps", 1, MAX_STEPS)
 
     def _check_bounds(self) -> None:
         """Upper bounds on every number that sizes work, so a typo fails now instead of after hours of training

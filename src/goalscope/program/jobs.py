@@ -42,6 +42,7 @@ from goalscope.rl.ppo import PPOConfig, finetune, train_new
 KINDS = ("train", "finetune", "negate")
 DONE = "done.json"
 RESUME = "resume"  # training snapshots inside a job's partial directory
+PRETRAINED = "pretrained"  # an MA planted by training keeps its pretrained model here
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,33 @@ def _evaluate(model, spec: dict, env, reward: Reward) -> Profile:
 def _train(spec: dict, run_dir: Path, out: Path, label: str = "MA") -> None:
     env = env_from_json(spec["env"])
     reward = Reward.from_json(spec["reward"])
-    ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out,
-                     resume_dir=out / RESUME, name=label)
+    if "pretrain" in spec:
+        ckpt = _plant_by_training(spec, env, reward, out, label)
+    else:
+        ckpt = train_new(spec["arch"], spec["arch_config"], env, reward, _ppo(spec), spec["seed"], log_dir=out,
+                         resume_dir=out / RESUME, name=label)
     save_checkpoint(ckpt, out)
     _save_profile(_evaluate(ckpt.build(), spec, env, reward), out)
+
+
+def _plant_by_training(spec: dict, env, reward: Reward, out: Path, label: str):
+    """MA with its objective planted by training (``base.pretrain_reward``): the architecture is pretrained on a
+    reward with no type preference, then trained on RA with only its planted part free to move. The pretrained
+    model is kept in ``pretrained/`` beside MA, so a job killed after it resumes there, and MA - pretrained can be
+    checked."""
+    from goalscope.agents.registry import objective_mask
+
+    pre_dir = out / PRETRAINED
+    if (pre_dir / DONE).exists():
+        pre = load_checkpoint(pre_dir)
+    else:
+        pre = train_new(spec["arch"], spec["arch_config"], env, Reward.from_json(spec["pretrain"]["reward"]),
+                        PPOConfig.from_json(spec["pretrain"]["ppo"]), spec["seed"], log_dir=out,
+                        resume_dir=out / RESUME / PRETRAINED, name=f"{label} pretrain")
+        save_checkpoint(pre, pre_dir)
+        atomic_write_bytes(pre_dir / DONE, b"{}")
+    return finetune(pre, reward, _ppo(spec), spec["seed"], log_dir=out, resume_dir=out / RESUME, name=label,
+                    free=objective_mask(pre.build()))
 
 
 def _finetune(spec: dict, run_dir: Path, out: Path, label: str = "MB") -> None:

@@ -98,10 +98,12 @@ def plan_experiment(cfg: ExperimentConfig) -> Plan:
     def ppo(steps: int) -> dict:
         return cfg.ppo_config(steps).to_json()
 
+    # Only MAs planted by training have this (so every other run keeps its job keys).
+    pretrain = {"pretrain": {"reward": cfg.pretrain.to_json(), "ppo": ppo(cfg.base.pretrain_steps)}} if cfg.pretrain else {}
     wave1, wave2, wave3 = [], [], []
     for s in cfg.seeds:
         ma = Job("train", {**arch, "env": env, "reward": ra.to_json(), "ppo": ppo(cfg.base.steps), "seed": s,
-                           "evaluation": ev}, f"MA seed {s}")
+                           "evaluation": ev, **pretrain}, f"MA seed {s}")
         plan.ma[s] = ma.key
         wave1.append(ma)
         if cfg.controls.other_seed:

@@ -179,6 +179,7 @@ def train(
     resume_dir: Path | None = None,
     name: str | None = None,
     callbacks: Sequence[Callable[[int, dict, nn.Module], bool | None]] = (),
+    free: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with PPO on ``reward``; returns the per-update history and a final evaluation.
 
@@ -188,6 +189,9 @@ def train(
 
     ``callbacks`` (Stable-Baselines3 style) are called after every update as ``callback(step, row, model)``, with
     the row of scalars just logged; one returning ``False`` stops training there (the final evaluation still runs).
+
+    ``free`` (a bool tensor per parameter) trains only the True entries: the others get no gradient, so Adam (no
+    weight decay) leaves them exactly where they were. This is how an objective is planted by training.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -202,6 +206,7 @@ def train(
     model.to(dev)
     env = env_cfg.make(reward, ppo.n_envs, seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=ppo.lr, eps=1e-5)
+    grad_mask = None if free is None else [(p, free[k].to(dev, p.dtype)) for k, p in model.named_parameters()]
     oracle = oracle_profile(env_cfg, reward, ppo.eval_episodes)
     log = ScalarLog(log_dir, run_name(env_cfg, name or reward.name, seed), {"ppo": ppo.to_json(), "reward": reward.name})
     try:
@@ -290,6 +295,9 @@ def train(
                     loss = pg_loss + ppo.vf_coef * v_loss - ppo.ent_coef * entropy
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
+                    for p, m in grad_mask or ():
+                        if p.grad is not None:
+                            p.grad.mul_(m)
                     nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm)
                     optimizer.step()
                     with torch.no_grad():
@@ -355,12 +363,13 @@ def train_new(arch: str, arch_config: dict, env_cfg, reward: Reward, ppo: PPOCon
 
 def finetune(parent: Checkpoint, reward: Reward, ppo: PPOConfig, seed: int, *, parent_path: str | None = None,
              log_dir: Path | None = None, progress: bool = False, env_cfg=None,
-             resume_dir: Path | None = None, name: str | None = None, callbacks=()) -> Checkpoint:
-    """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made)."""
+             resume_dir: Path | None = None, name: str | None = None, callbacks=(), free=None) -> Checkpoint:
+    """Continue training ``parent`` under ``reward`` with a fresh optimiser (this is how MB is made); ``free`` as
+    in :func:`train`."""
     model = parent.build()
     env_cfg = env_cfg or parent.env
     result = train(model, env_cfg, reward, ppo, seed, log_dir=log_dir, progress=progress, resume_dir=resume_dir,
-                   name=name, callbacks=callbacks)
+                   name=name, callbacks=callbacks, free=free)
     return Checkpoint(parent.arch, parent.arch_config, env_cfg, reward, _state(model), parent.steps + result.steps,
                       seed, parent_path, _extra(result, ppo))
 
