@@ -24,7 +24,8 @@ LAYERS = [
     ("analysis.validate", ("goalscope.analysis.validate",)),
     ("analysis.edits", ("goalscope.analysis.edits",)),
     ("analysis.steering", ("goalscope.analysis.steering",)),
-    ("analysis (top)", ("goalscope.analysis.pointers", "goalscope.analysis.experiment")),
+    ("analysis (top)", ("goalscope.analysis.pointers", "goalscope.analysis.pointer_reference",
+                        "goalscope.analysis.experiment")),
     ("report", ("goalscope.report",)),
     ("cli", ("goalscope.cli",)),
 ]
@@ -91,10 +92,10 @@ def test_the_layer_check_sees_an_upward_import(tmp_path):
     assert _layer("goalscope.report.page") > _layer("goalscope.rl.bad")
 
 
-# The modules directly under analysis/ (the rest live in a family's subpackage): the shared floor, pointers, and
-# the old path of run_experiment (an alias of goalscope.analysis.effects.experiment).
+# The modules directly under analysis/ (the rest live in a family's subpackage): the shared floor, pointers (and its
+# cue-blind reference), and the old path of run_experiment (an alias of goalscope.analysis.effects.experiment).
 ANALYSIS_FLOOR = {"goalscope.analysis", "goalscope.analysis.records", "goalscope.analysis.stats"}
-ANALYSIS_TOP = {"goalscope.analysis.pointers", "goalscope.analysis.experiment"}
+ANALYSIS_TOP = {"goalscope.analysis.pointers", "goalscope.analysis.pointer_reference", "goalscope.analysis.experiment"}
 
 
 def test_analysis_is_split_by_family():

@@ -6,7 +6,8 @@
   localisation and RB's entry plane;
 - :mod:`~goalscope.analysis.edits`: ``goalscope edits`` (reward -> weights) and ``goalscope decode`` (weights -> reward);
 - :mod:`~goalscope.analysis.steering`: ``goalscope steer`` (steering vectors beside weight edits) and shard diagnostics;
-- :mod:`~goalscope.analysis.pointers`: objectives as pointers (``goalscope pointers``).
+- :mod:`~goalscope.analysis.pointers`: objectives as pointers (``goalscope pointers``), decided against the cue-blind
+  reference of :mod:`~goalscope.analysis.pointer_reference`.
 
 The floor every family shares: :mod:`~goalscope.analysis.stats` (intervals, tests, corrections) and
 :mod:`~goalscope.analysis.records` (the tidy records every result is written as). Families import the floor and the

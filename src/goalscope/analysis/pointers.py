@@ -18,12 +18,17 @@ pointers, so the summary states how often MA_g's first object is the cued type a
 oracle's is on the same episodes (t interval over seeds) against a bar (default 0.9), and how well each fine-tune does its reward (fraction of the oracle against
 0.8), and the verdict carries the warning when MA_g is below its bar.
 
+The reference (:mod:`goalscope.analysis.pointer_reference`): a cue-blind agent MA_ref (same env, architecture and
+seed, trained on collect:0 with cues that never predict its reward) is moved to collect:1 by the same three
+fine-tunes, and its ratio (‖Δ_reward‖ − ‖Δ_cue‖) / ‖Δ_control‖ comes from the same code as MA_g's. "Objective as
+pointer" is decided against it (a one-sided paired t test over seeds that MA_g's ratio exceeds MA_ref's).
+
 The trainings are cached jobs of the experiment machine (:mod:`goalscope.program.jobs`), in waves through an
 executor like ``goalscope run``: ``OUT/stages/<key>`` per job, so a killed or extended experiment (more seeds)
 retrains nothing that finished. ``OUT/records.csv`` and ``OUT/summary.json`` describe the last call.
 
-May import: goalscope.agents, goalscope.analysis (records, stats, effects.competence), goalscope.envs,
-goalscope.errors, goalscope.outputs, goalscope.program, goalscope.rl, goalscope.signals.
+May import: goalscope.agents, goalscope.analysis (records, stats, effects.competence, pointer_reference),
+goalscope.envs, goalscope.errors, goalscope.outputs, goalscope.program, goalscope.rl, goalscope.signals.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.agents.registry import arch_config as arch_config_of, arch_config_to_json
 from goalscope.analysis.effects.competence import preference, verdict
+from goalscope.analysis.pointer_reference import REF_BAR, REFERENCE_REWARD, reference_verdict
 from goalscope.analysis.records import record, write_records
 from goalscope.analysis.stats import bootstrap_mean, t_interval
 from goalscope.envs.maze import MazeConfig, MazeVecEnv
@@ -104,38 +110,53 @@ def retargeting(model, cfg: MazeConfig, cue: int, episodes: int, seed: int) -> d
 
 @dataclass
 class PointerPlan:
-    """The pointer experiment's jobs in waves, and the role of each: MA_g per seed, a fine-tune per (seed, variant)."""
+    """The pointer experiment's jobs in waves, and the role of each: MA_g per seed, a fine-tune per (seed, variant);
+    the cue-blind reference's MA_ref and fine-tunes alike (empty when it is switched off)."""
     waves: list[list[Job]] = field(default_factory=list)
     ma: dict = field(default_factory=dict)  # seed -> key
     ft: dict = field(default_factory=dict)  # (seed, variant) -> key
     rewards: dict = field(default_factory=dict)  # variant -> Reward
+    ref: dict = field(default_factory=dict)  # seed -> key of MA_ref
+    ref_ft: dict = field(default_factory=dict)  # (seed, variant) -> key
+    ref_rewards: dict = field(default_factory=dict)  # variant -> Reward (the control's is collect:0)
 
 
 def plan_pointers(env: MazeConfig, arch: str, arch_config: dict, seeds, base_steps: int, finetune_steps: int,
-                  episodes: int, ppo: dict) -> PointerPlan:
+                  episodes: int, ppo: dict, reference_steps: int | None = None) -> PointerPlan:
     """MA_g (reward ``cued``, a random cue per episode) per seed, then its three fine-tunes: the reward moves from
-    type i = 0 to j = 1 while the cue keeps showing i, the cue moves with it, and a control on its own task."""
+    type i = 0 to j = 1 while the cue keeps showing i, the cue moves with it, and a control on its own task.
+
+    With ``reference_steps``, the cue-blind reference too: MA_ref per seed (collect:0 in the same env, random cues,
+    for ``reference_steps``) and the same three fine-tunes of it, its control on collect:0. They are added after
+    MA_g's jobs, whose keys do not change."""
     i, j = 0, 1
     k = env.n_types
     plan = PointerPlan(rewards={VARIANTS[0]: parse_reward(f"collect:{j}", k), VARIANTS[1]: parse_reward(f"collect:{j}", k),
                                 VARIANTS[2]: parse_reward("cued", k)})
+    plan.ref_rewards = {**plan.rewards, VARIANTS[2]: parse_reward(REFERENCE_REWARD, k)}
     envs = {VARIANTS[0]: dataclasses.replace(env, fixed_cue=i), VARIANTS[1]: dataclasses.replace(env, fixed_cue=j),
             VARIANTS[2]: env}
     ev = {"episodes": episodes, "seed": EVAL_SEED}
     wave1, wave2 = [], []
-    for s in seeds:
-        ma = Job("train", {"arch": arch, "arch_config": arch_config, "env": env.to_json(),
-                           "reward": plan.rewards["control"].to_json(),
-                           "ppo": PPOConfig(total_steps=base_steps, **ppo).to_json(), "seed": s, "evaluation": ev},
-                 f"MA_g seed {s}")
-        plan.ma[s] = ma.key
+
+    def agent(s, reward, steps, label, keys, ft_keys, rewards, ft_label=""):
+        ma = Job("train", {"arch": arch, "arch_config": arch_config, "env": env.to_json(), "reward": reward.to_json(),
+                           "ppo": PPOConfig(total_steps=steps, **ppo).to_json(), "seed": s, "evaluation": ev},
+                 f"{label} seed {s}")
+        keys[s] = ma.key
         wave1.append(ma)
         for name in VARIANTS:
-            job = Job("finetune", {"parent": ma.key, "env": envs[name].to_json(), "reward": plan.rewards[name].to_json(),
+            job = Job("finetune", {"parent": ma.key, "env": envs[name].to_json(), "reward": rewards[name].to_json(),
                                    "ppo": PPOConfig(total_steps=finetune_steps, **ppo).to_json(), "seed": 1000 + s,
-                                   "evaluation": ev}, f"{name} seed {s}", (ma.key,))
-            plan.ft[(s, name)] = job.key
+                                   "evaluation": ev}, f"{ft_label}{name} seed {s}", (ma.key,))
+            ft_keys[(s, name)] = job.key
             wave2.append(job)
+
+    for s in seeds:
+        agent(s, plan.rewards["control"], base_steps, "MA_g", plan.ma, plan.ft, plan.rewards)
+    for s in seeds if reference_steps else ():
+        agent(s, plan.ref_rewards["control"], reference_steps, "MA_ref", plan.ref, plan.ref_ft, plan.ref_rewards,
+              "MA_ref: ")
     plan.waves = [wave1, wave2]
     return plan
 
@@ -159,10 +180,12 @@ def check_pointers_dir(out: str | Path) -> Path:
 def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, arch: str = "cnn",
                            arch_config: dict | None = None, seeds=(0, 1, 2), base_steps: int = 200_000,
                            finetune_steps: int = 50_000, episodes: int = 256, ppo: dict | None = None,
-                           cue_bar: float = CUE_BAR, executor=None, log=print) -> dict:
+                           cue_bar: float = CUE_BAR, reference: bool = True, reference_steps: int | None = None,
+                           executor=None, log=print) -> dict:
     """Train (or reuse) the goal-conditioned agents and their fine-tunes as cached jobs in ``out/stages``, then compare
-    their update signals and measure retargeting. Writes records.csv and summary.json in ``out``; returns the
-    summary."""
+    their update signals and measure retargeting. With ``reference`` the cue-blind reference too (MA_ref trained for
+    ``reference_steps``, default ``base_steps``), and "objective as pointer" decided against it. Writes records.csv
+    and summary.json in ``out``; returns the summary."""
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import RunLock, run_wave
 
@@ -175,9 +198,11 @@ def run_pointer_experiment(out: str | Path, *, env: MazeConfig | None = None, ar
         raise ConfigError("the pointer experiment needs at least 2 object types")
     if not 0 < cue_bar <= 1:
         raise ConfigError(f"the competence bar must be in (0, 1], got {cue_bar}")
+    reference_steps = (reference_steps or base_steps) if reference else None
     arch_json = arch_config_to_json(arch_config_of(arch, arch_config))  # a bad name or option fails here, not in a job
     out = check_pointers_dir(out)
-    plan = plan_pointers(env, arch, arch_json, list(seeds), base_steps, finetune_steps, episodes, ppo or {})
+    plan = plan_pointers(env, arch, arch_json, list(seeds), base_steps, finetune_steps, episodes, ppo or {},
+                         reference_steps)
     for job in (j for wave in plan.waves for j in wave):  # sizes bounded before any job allocates a rollout
         check_ppo_sizes(job.spec["ppo"], env.obs_shape)
     executor = executor or LocalExecutor(0)
@@ -202,9 +227,8 @@ def analyse_pointers(out: Path, plan: PointerPlan, env: MazeConfig, episodes: in
     """(summary, records rows) of a pointer experiment whose jobs all finished."""
     seeds = list(plan.ma)
     rows, summary = [], {"env": env.to_json(), "seeds": seeds, "per_seed": []}
-    norms = {name: [] for name in VARIANTS}
+    acc = {what: {name: [] for name in VARIANTS} for what in ("delta_l2", "fraction", "preference")}
     reached, of_oracle = [], []
-    rb_fraction, rb_pref = {n: [] for n in VARIANTS[:2]}, {n: [] for n in VARIANTS[:2]}
     for s in seeds:
         ma = load_checkpoint(stage_dir(out, plan.ma[s]))
         summary["arch"] = ma.arch
@@ -215,23 +239,7 @@ def analyse_pointers(out: Path, plan: PointerPlan, env: MazeConfig, episodes: in
         seed_out = {"seed": s, "ma_fraction_of_oracle": ma.extra["final_eval"]["fraction_of_oracle"],
                     "reached_cued_first": reached[-1], "oracle_reached_cued_first": oracle,
                     "cued_first_fraction_of_oracle": of_oracle[-1], "retargeting": retarget}
-        for name in VARIANTS:
-            key = plan.ft[(s, name)]
-            mb = load_checkpoint(stage_dir(out, key))
-            delta = sig.update_signal(ma.state_dict, mb.state_dict)
-            norm = float(sig.flatten(delta).norm())
-            norms[name].append(norm)
-            frac = mb.extra["final_eval"]["fraction_of_oracle"]
-            seed_out[name] = {"delta_l2": norm, "rb_fraction_of_oracle": frac,
-                              "layer_l2": {r["layer"]: r["l2"] for r in sig.per_layer(delta)}}
-            reward = plan.rewards[name]
-            if name in rb_fraction:
-                rb_fraction[name].append(frac)
-                rb_pref[name].append(float(np.mean(preference(load_profile(out, key).counts, reward))))
-            rows.append(record("pointers", name, reward.name, s, "delta_l2", norm))
-            rows.append(record("pointers", name, reward.name, s, "fraction_of_oracle", frac))
-            for r in sig.per_layer(delta):
-                rows.append(record("pointers", name, reward.name, s, "layer_l2", r["l2"], detail=r["layer"]))
+        fine_tunes(out, ma, s, plan.ft, plan.rewards, "", seed_out, acc, rows)
         rows.append(record("pointers", "MA_g", "cued", s, "reached_cued_first", reached[-1],
                            detail=f"mean over cues; chance {1 / env.n_types:.3f} if it always collects"))
         rows.append(record("pointers", "MA_g", "cued", s, "cued_first_fraction_of_oracle", of_oracle[-1],
@@ -244,31 +252,97 @@ def analyse_pointers(out: Path, plan: PointerPlan, env: MazeConfig, episodes: in
 
     gate = {"MA_g": cue_gate(reached, of_oracle, cue_bar, env.n_types,
                              float(np.mean([p["oracle_reached_cued_first"] for p in summary["per_seed"]])))}
-    for name in rb_fraction:
-        gate[f"MB[{name}]"] = rb_gate(rb_fraction[name], rb_pref[name])
-    for model, g in gate.items():
-        log(f"pointers: competence: {model}: {g['verdict']}")
-        rows.append(record("pointers", model, "", None, "competence_passes", float(g["passes"]), detail=g["verdict"]))
+    for name in VARIANTS[:2]:
+        gate[f"MB[{name}]"] = rb_gate(acc["fraction"][name], acc["preference"][name])
     summary["competence"] = gate
-
-    control = np.array(norms["control"])
-    ratios = {name: bootstrap_mean((np.array(v) / control)[:, None], 1000) for name, v in norms.items() if name != "control"}
-    if len(seeds) < 2:  # a bootstrap over one seed is a point, not an interval: no verdict from it
-        ratios = {k: (v[0], math.nan, math.nan) for k, v in ratios.items()}
-    for name, ci in ratios.items():
-        rows.append(record("pointers", name, "", None, "delta_l2_over_control", *ci, detail="CI over seeds"))
+    ratios, paired, per_seed = update_ratios(acc["delta_l2"], "", rows)
     summary["delta_l2_over_control"] = {k: [round(x, 4) for x in v] for k, v in ratios.items()}
     summary["retargeting_first_is_cued"] = float(np.mean([r["first_is_cued"] for s in summary["per_seed"] for r in s["retargeting"]]))
-    # The decision is paired by seed (each seed's reward-change ratio minus its cue-change ratio, t interval): two
-    # overlapping intervals can still differ reliably seed by seed.
-    paired = t_interval(np.array(norms["reward changes, cue fixed"]) / control
-                        - np.array(norms["cue changes with reward"]) / control)
     summary["reward_minus_cue_over_control"] = [round(x, 4) for x in paired]
+    summary["per_seed_reward_minus_cue_over_control"] = per_seed
     summary["verdict"] = pointer_verdict(ratios["cue changes with reward"], ratios["reward changes, cue fixed"], paired)
     if not gate["MA_g"]["passes"]:
         summary["verdict"] += ("; but MA_g is below its competence bar (it does not follow its cue), so this says "
                                "little about objectives as pointers")
+    if plan.ref:
+        summary["reference"] = analyse_reference(out, plan, rows)
+        decision = reference_verdict(per_seed, summary["reference"]["per_seed_reward_minus_cue_over_control"])
+        below = [m for m, g in {**gate, **summary["reference"]["competence"]}.items() if not g["passes"]]
+        if below:
+            decision["verdict"] += (f"; but below the competence bar: {', '.join(below)}, so this says little about "
+                                    "objectives as pointers")
+    else:
+        decision = {"passes": False, "verdict": "undecided: the cue-blind reference is switched off ([pointers] "
+                                                "reference = false, or --no-reference)"}
+    summary["objective_as_pointer"] = decision
+    for model, g in {**gate, **summary.get("reference", {}).get("competence", {})}.items():
+        log(f"pointers: competence: {model}: {g['verdict']}")
+        rows.append(record("pointers", model, "", None, "competence_passes", float(g["passes"]), detail=g["verdict"]))
+    rows.append(record("pointers", "MA_g vs MA_ref", "", None, "objective_as_pointer", float(decision["passes"]),
+                       detail=decision["verdict"]))
     return summary, rows
+
+
+def fine_tunes(out: Path, ma, s: int, keys: dict, rewards: dict, who: str, seed_out: dict, acc: dict,
+               rows: list) -> None:
+    """Seed ``s``'s three fine-tunes of ``ma``: each one's update signal (L2 overall and per layer) and competence
+    into ``seed_out`` and ``rows``, and appended to ``acc`` (delta_l2, fraction and preference per variant);
+    ``who`` prefixes the records' model names."""
+    for name in VARIANTS:
+        key = keys[(s, name)]
+        mb = load_checkpoint(stage_dir(out, key))
+        delta = sig.update_signal(ma.state_dict, mb.state_dict)
+        norm = float(sig.flatten(delta).norm())
+        frac = mb.extra["final_eval"]["fraction_of_oracle"]
+        seed_out[name] = {"delta_l2": norm, "rb_fraction_of_oracle": frac,
+                          "layer_l2": {r["layer"]: r["l2"] for r in sig.per_layer(delta)}}
+        reward = rewards[name]
+        acc["delta_l2"][name].append(norm)
+        acc["fraction"][name].append(frac)
+        acc["preference"][name].append(float(np.mean(preference(load_profile(out, key).counts, reward))))
+        rows.append(record("pointers", who + name, reward.name, s, "delta_l2", norm))
+        rows.append(record("pointers", who + name, reward.name, s, "fraction_of_oracle", frac))
+        for r in sig.per_layer(delta):
+            rows.append(record("pointers", who + name, reward.name, s, "layer_l2", r["l2"], detail=r["layer"]))
+
+
+def update_ratios(norms: dict, who: str, rows: list):
+    """(‖Δ‖ / ‖Δ_control‖ per variant with a bootstrap CI over seeds, the paired (‖Δ_reward‖ − ‖Δ_cue‖) /
+    ‖Δ_control‖ with its t interval, and that difference per seed): the same code for MA_g and MA_ref."""
+    control = np.array(norms["control"])
+    ratios = {name: bootstrap_mean((np.array(v) / control)[:, None], 1000) for name, v in norms.items() if name != "control"}
+    if len(control) < 2:  # a bootstrap over one seed is a point, not an interval: no verdict from it
+        ratios = {k: (v[0], math.nan, math.nan) for k, v in ratios.items()}
+    for name, ci in ratios.items():
+        rows.append(record("pointers", who + name, "", None, "delta_l2_over_control", *ci, detail="CI over seeds"))
+    # The decision is paired by seed (each seed's reward-change ratio minus its cue-change ratio, t interval): two
+    # overlapping intervals can still differ reliably seed by seed.
+    per_seed = np.array(norms["reward changes, cue fixed"]) / control - np.array(norms["cue changes with reward"]) / control
+    return ratios, t_interval(per_seed), [float(x) for x in per_seed]
+
+
+def analyse_reference(out: Path, plan: PointerPlan, rows: list) -> dict:
+    """The cue-blind reference's part of the summary: MA_ref's three update signals, ratios and competence."""
+    acc = {what: {name: [] for name in VARIANTS} for what in ("delta_l2", "fraction", "preference")}
+    fractions, prefs, per_seed = [], [], []
+    for s, key in plan.ref.items():
+        ref = load_checkpoint(stage_dir(out, key))
+        fractions.append(ref.extra["final_eval"]["fraction_of_oracle"])
+        prefs.append(float(np.mean(preference(load_profile(out, key).counts, ref.reward))))
+        seed_out = {"seed": s, "ma_fraction_of_oracle": fractions[-1]}
+        fine_tunes(out, ref, s, plan.ref_ft, plan.ref_rewards, "MA_ref: ", seed_out, acc, rows)
+        per_seed.append(seed_out)
+    ratios, paired, diffs = update_ratios(acc["delta_l2"], "MA_ref: ", rows)
+    gate = {"MA_ref": rb_gate(fractions, prefs, REF_BAR)}
+    for name in VARIANTS[:2]:
+        gate[f"MB_ref[{name}]"] = rb_gate(acc["fraction"][name], acc["preference"][name])
+    return {"agent": f"cue-blind: trained on {REFERENCE_REWARD} in MA_g's env (a random cued type every episode, "
+                     "never predicting its reward), the same architecture and seeds; moved to collect:1 by MA_g's "
+                     "three fine-tunes, its control on collect:0",
+            "steps": int(ref.steps), "per_seed": per_seed, "competence": gate,
+            "delta_l2_over_control": {k: [round(x, 4) for x in v] for k, v in ratios.items()},
+            "reward_minus_cue_over_control": [round(x, 4) for x in paired],
+            "per_seed_reward_minus_cue_over_control": diffs}
 
 
 def cue_gate(reached: list[float], of_oracle: list[float], bar: float, n_types: int, oracle: float) -> dict:
@@ -286,11 +360,12 @@ def cue_gate(reached: list[float], of_oracle: list[float], bar: float, n_types: 
             "oracle_reached_cued_first": oracle, "bar": bar, "passes": passes, "verdict": words}
 
 
-def rb_gate(fractions: list[float], prefs: list[float]) -> dict:
-    """The gate on a fine-tune: its fraction of the oracle on its reward (mean over seeds) against :data:`RB_BAR`."""
+def rb_gate(fractions: list[float], prefs: list[float], bar: float = RB_BAR) -> dict:
+    """The gate on a fine-tune (or MA_ref): its fraction of the oracle on its reward (mean over seeds) against
+    ``bar``."""
     m, pref = float(np.mean(fractions)), t_interval(prefs)
-    passes, words = verdict(m, pref, RB_BAR)
-    return {"fraction_of_oracle": m, "preference": list(pref), "bar": RB_BAR, "passes": passes, "verdict": words}
+    passes, words = verdict(m, pref, bar)
+    return {"fraction_of_oracle": m, "preference": list(pref), "bar": bar, "passes": passes, "verdict": words}
 
 
 def pointer_verdict(cue_ratio, reward_ratio, paired=None) -> str:

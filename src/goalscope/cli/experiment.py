@@ -75,7 +75,10 @@ def add_commands(sub) -> None:
                                    "then compare update signals when the reward changes but the cue does not, when "
                                    "the cue changes with it, and a control; measure retargeting by the cue. "
                                    "MA_g's competence (how often its first object is the cued type) is stated first "
-                                   "and the verdict is marked when it is below --competence. The trainings are "
+                                   "and the verdict is marked when it is below --competence. 'Objective as "
+                                   "pointer' is decided against a cue-blind reference (the same network trained "
+                                   "on collect:0 with uninformative cues, moved to collect:1 by the same three "
+                                   "fine-tunes): a one-sided paired t test over seeds. The trainings are "
                                    "cached jobs in OUT/stages, run in parallel like `goalscope run`: rerunning "
                                    "(after a kill, or with more seeds) retrains nothing that finished.")
     p.add_argument("--out", type=Path, required=True,
@@ -95,6 +98,12 @@ def add_commands(sub) -> None:
     p.add_argument("--competence", type=float, default=0.9,
                    help="the bar on MA_g: how often its first object is the cued type, as a fraction of how "
                         "often the oracle's is on the same episodes")
+    p.add_argument("--no-reference", dest="reference", action="store_false", default=None,
+                   help="skip the cue-blind reference (MA_ref on collect:0, moved to collect:1 by the same three "
+                        "fine-tunes) that decides 'objective as pointer'; default: on, or the file's "
+                        "pointers.reference")
+    p.add_argument("--reference-steps", type=positive_int, help="env steps of the cue-blind reference agent "
+                   "(default: the file's pointers.reference_steps, else the base steps)")
     p.add_argument("--workers", type=non_negative_int, default=0, help="parallel job processes (0 = one per core)")
     p.add_argument("--executor", default="local", help="where jobs run: local (a process pool) or ray")
     add_env_args(p)
@@ -346,20 +355,25 @@ def cmd_pointers(args) -> None:
 
     setup = {"env": env_config(args), "arch": args.arch, "base_steps": 200_000, "finetune_steps": 50_000}
     if args.experiment:
-        from goalscope.program.config import load_experiment
+        from goalscope.analysis.pointer_reference import load_pointers_file
 
-        cfg = load_experiment(args.experiment)
+        cfg, section = load_pointers_file(args.experiment)
         setup = {"env": cfg.env, "arch": cfg.agent.arch, "arch_config": cfg.agent.config, "ppo": cfg.ppo,
-                 "base_steps": cfg.base.steps, "finetune_steps": cfg.finetune.steps}
-    setup["base_steps"] = args.base_steps or setup["base_steps"]
-    setup["finetune_steps"] = args.finetune_steps or setup["finetune_steps"]
+                 "base_steps": cfg.base.steps, "finetune_steps": cfg.finetune.steps,
+                 "reference": section.reference, "reference_steps": section.reference_steps or None}
+    for key in ("base_steps", "finetune_steps", "reference", "reference_steps"):
+        if getattr(args, key) is not None:
+            setup[key] = getattr(args, key)
     s = run_pointer_experiment(args.out, seeds=args.seeds, episodes=args.episodes, cue_bar=args.competence,
                                executor=make_executor(args.executor, workers=args.workers), **setup)
     print(f"retargeting: first object is the cued type in {s['retargeting_first_is_cued']:.1%} of episodes "
           f"(chance {1 / setup['env'].n_types:.1%})")
     for name, ci in s["delta_l2_over_control"].items():
         print(f"‖Δ‖ / control drift, {name}: {ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]")
-    print(f"verdict: {s['verdict']}\nrecords: {args.out / 'records.csv'}")
+    for name, ci in s.get("reference", {}).get("delta_l2_over_control", {}).items():
+        print(f"‖Δ‖ / control drift, cue-blind reference, {name}: {ci[0]:.2f} [{ci[1]:.2f}, {ci[2]:.2f}]")
+    print(f"verdict (update size): {s['verdict']}\n{s['objective_as_pointer']['verdict']}\n"
+          f"records: {args.out / 'records.csv'}")
 
 
 def cmd_sweep(args) -> None:
