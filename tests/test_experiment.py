@@ -357,3 +357,20 @@ def test_pipelined_jobs_wait_for_what_they_read_and_never_for_a_job_that_cannot_
     t0 = _time.monotonic()
     assert _wait_for(tmp_path, ("finetune-y",), graph2) is None  # waits until its input and then it are done
     assert _time.monotonic() - t0 >= 0.5
+
+
+@pytest.mark.parametrize("path", sorted(__import__("glob").glob("experiments/*.toml")))
+def test_every_shipped_experiment_file_is_valid(path):
+    """A file in experiments/ that no longer loads (a renamed field, a bad value) fails here, not after a user's
+    hours of training: sweeps through the sweep loader, the pointer experiment through its own, the rest as runs."""
+    from goalscope.analysis.pointer_reference import load_pointers_file
+    from goalscope.program.sweep import load_sweep
+
+    if "sweep" in path.rsplit("/", 1)[-1]:
+        seeds, variants = load_sweep(path)
+        assert seeds and variants
+    elif path.endswith("pointers.toml"):
+        load_pointers_file(path)
+    else:
+        cfg = load_experiment(path).validate()
+        assert plan_experiment(cfg).jobs()
