@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from goalscope.cli.common import (MAX_EPISODES, add_env_args, bounded_int, env_config,
-                                   fmt_ci, non_negative_int, positive_int)
+                                   fmt_ci, non_negative_int, positive_float, positive_int)
 from goalscope.errors import ConfigError, GoalscopeError
 from goalscope.inputs import read_json
 from goalscope.outputs import (atomic_write_bytes, check_output_file, check_output_path, foreign_entry,
@@ -69,6 +69,16 @@ def add_commands(sub) -> None:
     p.add_argument("--test-rbs", type=bounded_int(1000), metavar="N",
                    help="grade only the first N RBs of each seed (all RBs still build the heatmaps and nulls); "
                         "default: every RB. A family of 16 mixtures is 16 graft studies per seed without it")
+    p.add_argument("--budget-minutes", type=positive_float, metavar="MINUTES",
+                   help="wall-clock budget. The plan printed before any worker starts (model evaluations, env "
+                        "steps, time estimated from MA's evaluation timed here) reserves the primary claims first, "
+                        "at full strength: the graft and ablation comparisons against the nulls, the held-out "
+                        "curve's largest size, the causal gate. Exploratory parts (held-out curve points below "
+                        "its largest size) get what is left; those cut are named in the printout and the "
+                        "scorecard. If the primaries alone are estimated over the budget, validate says so and runs "
+                        "them anyway: a primary claim is never cut. Default: no budget, nothing cut")
+    p.add_argument("--plan-only", action="store_true",
+                   help="print the plan (and what --budget-minutes would cut) and stop: only MA is evaluated")
 
     p = sub.add_parser("pointers", help="objectives as pointers: a goal-conditioned agent, cue vs reward changes",
                        description="Train a goal-conditioned agent (the rewarded type is cued in the observation), "
@@ -344,8 +354,10 @@ def cmd_validate(args) -> None:
         if args.workers < 0:
             raise ConfigError(f"--workers must be >= 0, got {args.workers}")
         cfg = replace(cfg, workers=args.workers)
-    run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes, test_rbs=args.test_rbs)
-    print((args.run / "scorecard.md").read_text())
+    run_validation(cfg, args.run, LocalExecutor(cfg.workers), episodes=args.episodes, test_rbs=args.test_rbs,
+                   budget_minutes=args.budget_minutes, plan_only=args.plan_only)
+    if not args.plan_only:
+        print((args.run / "scorecard.md").read_text())
 
 
 def cmd_pointers(args) -> None:

@@ -3,7 +3,8 @@ top-k% of Δ by a ranking), ablations (MB with its top-k% reset to MA), the null
 and AUROC / precision@k against planted labels. :mod:`goalscope.analysis.validate.validation` runs them over a finished
 experiment and judges them.
 
-May import: goalscope.analysis (records, validate.planted, validate.causal, validate.entry, effects.superposition),
+May import: goalscope.analysis (records, validate.planted, validate.causal, validate.entry, validate.reuse,
+effects.superposition),
 goalscope.program, goalscope.signals and below.
 """
 
@@ -19,9 +20,9 @@ from goalscope.signals import aggregators as agg
 from goalscope.signals import delta as sig
 from goalscope.agents.checkpoints import load_checkpoint
 from goalscope.errors import GoalscopeError
-from goalscope.rl.evaluation import evaluate
 from goalscope.program.jobs import stage_dir
 from goalscope.analysis.records import record
+from goalscope.analysis.validate.reuse import model_evaluator
 from goalscope.envs.rewards import lean_weights
 
 GRAFT_FRACTIONS = (0.001, 0.01, 0.05, 0.25, 1.0)  # 100% is MB itself (not rerun); few points keep validate quick
@@ -197,9 +198,7 @@ def validate_seed(task: dict) -> dict:
     ig, ig_ctrl = seed_attributions(run_dir, s, ma, task["ma"], {rb: (task["mb"][rb], mbs[rb]) for rb in tested},
                                     control)
 
-    def evaluate_state(state):
-        model.load_state_dict(state)
-        return evaluate(model, ma.env, ma.reward, episodes, eval_seed)
+    evaluate_state = model_evaluator(model, ma.env, ma.reward, episodes, eval_seed, task)
 
     def heat(method, rbs):
         try:
@@ -225,6 +224,9 @@ def validate_seed(task: dict) -> dict:
                       lambda p: float(p.returns(ma.reward).mean()), task.get("graft_fractions", GRAFT_FRACTIONS),
                       task.get("ablation_fractions", ABLATION_FRACTIONS))
     out["seed"] = s
+    out["evaluations"] = evaluate_state.counts()
+    if evaluate_state.reuse:  # handed to this (seed, RB)'s held-out-curve task: what was graded here is not rerun
+        out["profiles"] = evaluate_state.profiles
     return out
 
 

@@ -19,7 +19,7 @@ RB_i's type, so a heatmap from other types can point at RB_i's slice (``METHOD (
 Verdicts: at the largest n, one-sided paired t over MA seeds that a heatmap's area exceeds each null, Holm over the
 nulls (the ladder of :mod:`goalscope.analysis.validate.validation`); "rises with #RBs": one-sided t over seeds that
 the per-seed least-squares slope of area on log2(n) is positive. May import: goalscope.analysis (records, stats,
-validate.grafts, effects.superposition), goalscope.program, goalscope.signals and below.
+validate.grafts, validate.reuse, effects.superposition), goalscope.program, goalscope.signals and below.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from goalscope.analysis.records import record
 from goalscope.analysis.stats import ALPHA, MIN_SEEDS, holm, paired_test, t_interval, t_test
 from goalscope.analysis.validate.grafts import (CONTROL_NULL, FISHER_NULL, GRAFT_FRACTIONS, PER_RB, RANDOM, graft_area,
                                                 graft_tests, rb_targets)
+from goalscope.analysis.validate.reuse import model_evaluator
 from goalscope.errors import GoalscopeError
 from goalscope.program.jobs import stage_dir
-from goalscope.rl.evaluation import evaluate
 from goalscope.signals import aggregators as agg
 from goalscope.signals import delta as sig
 from goalscope.signals.planes import first_layer
@@ -116,13 +116,15 @@ def one_hot_type(rb, ra) -> int | None:
 
 def curve_rankings(rb: str, order: list[str], deltas: dict, sizes: list[int], methods: list[str], controls: list,
                    fisher: dict, gen: torch.Generator, slices: dict | None = None, types: dict | None = None,
-                   shared: bool = False) -> dict:
+                   shared: bool = False, keep=None) -> dict:
     """(size, name) -> scores for RB ``rb``: each method on the first n RBs of ``order``, role-aligned too where
     ``slices`` and every RB's one type (``types``: an int per one-hot RB; a mixture's is the list of types it
     revalues, which has no one slice to align but is what its structural prior ranks first) are known; plus |Δ_i|
     (the ceiling) and the nulls at size 0.
     ``shared``: leave out what validation's own graft study of RB already grades (|Δ_i|, random, Fisher alone, the
-    control drift, and each plain method on all other RBs, its "(held-out)" ranking), so nothing is evaluated twice."""
+    control drift, and each plain method on all other RBs, its "(held-out)" ranking), so nothing is evaluated twice.
+    ``keep``: the sizes below the largest to build (default: all); the largest, whose tests are the curve's primary
+    claims, is always built (validate's budget cuts the exploratory points below it, :mod:`.plan`)."""
     out = {}
     if not shared:
         out = {(0, PER_RB): {k: v.abs() for k, v in deltas[rb].items()},
@@ -133,6 +135,8 @@ def curve_rankings(rb: str, order: list[str], deltas: dict, sizes: list[int], me
     if slices and types and types.get(rb) is not None:  # a mixture's "type" is the list of types it revalues
         out[(0, STRUCTURAL_PRIOR)] = structural_prior(deltas[rb], slices, types[rb], gen)
     for n in sizes:
+        if keep is not None and n not in keep and n != sizes[-1]:
+            continue
         pool = [deltas[o] for o in order[:n]]
         variants = [("", pool)] if not (shared and n == len(order)) else []
         if aligned:
@@ -170,20 +174,18 @@ def heldout_task(task: dict) -> dict:
     types = {r: (t if (t := one_hot_type(mb.reward, ma.reward)) is not None else changed_types(mb.reward, ma.reward))
              for r, mb in mbs.items()}
     gen = torch.Generator().manual_seed(20_000 + 1000 * s + names.index(rb))
+    keep = task.get("keep_sizes")
     ranked = curve_rankings(rb, order, deltas, sizes, task["methods"], controls, fisher, gen, slices, types,
-                            task.get("shared", False))
+                            task.get("shared", False), keep)
     labels = {f"{n}|{name}": scores for (n, name), scores in ranked.items()}
-
-    def evaluate_state(state):
-        model.load_state_dict(state)
-        return evaluate(model, env, ma.reward, task["episodes"], task["eval_seed"])
-
+    evaluate_state = model_evaluator(model, env, ma.reward, task["episodes"], task["eval_seed"], task)
     res = graft_tests(ma.state_dict, {rb: mbs[rb].state_dict}, {rb: labels}, evaluate_state,
                       {rb: rb_targets(mbs[rb].reward, ma.reward)}, lambda p: float(p.returns(ma.reward).mean()),
                       task.get("graft_fractions", GRAFT_FRACTIONS), ablation_fractions=())
     g = res["graft"][rb]
     fractions = task.get("graft_fractions", GRAFT_FRACTIONS)
-    return {"seed": s, "rb": rb, "gain": g["gain"], "sizes": sizes,
+    graded = [n for n in sizes if keep is None or n in keep or n == sizes[-1]]
+    return {"seed": s, "rb": rb, "gain": g["gain"], "sizes": graded, "evaluations": evaluate_state.counts(),
             "area": {label: graft_area(curve, fractions) for label, curve in g["lean"].items()}}
 
 
@@ -277,9 +279,13 @@ def shared_areas(per_seed: list[dict], seed: int, rb: str, methods: list[str], n
 
 
 def heldout_curve(cfg, plan, run_dir: Path, executor, episodes: int, graded: list[str], rows: list,
-                  per_seed: list[dict] | None = None) -> dict | str:
+                  per_seed: list[dict] | None = None, keep_sizes=None, profiles: dict | None = None,
+                  counts: list | None = None) -> dict | str:
     """The held-out curve of a finished run for the graded RBs of every seed (needs >= 2 RBs). ``per_seed``:
-    validation's graft results on the same episodes, whose nulls and full-size held-out heatmaps are reused."""
+    validation's graft results on the same episodes, whose nulls and full-size held-out heatmaps are reused.
+    ``keep_sizes``: the exploratory sizes below the largest to grade (default: all; validate's budget); the cut
+    ones are said in ``cut``, and "rises with #RBs" is not measured on fewer than 2 sizes. ``profiles``: (seed, RB)
+    -> the graft task's evaluations (digest -> Profile), reused exactly; ``counts`` gets each task's evaluations."""
     rbs = [r.name for r in cfg.rbs()]
     if len(rbs) < 2:
         return "a held-out heatmap needs at least 2 RBs"
@@ -288,13 +294,24 @@ def heldout_curve(cfg, plan, run_dir: Path, executor, episodes: int, graded: lis
         return f"the held-out curve needs {' or '.join(DEFAULT_METHODS)} in superpose.methods"
     tasks = [{"run_dir": str(run_dir), "seed": s, "rb": rb, "ma": plan.ma[s], "control": plan.control.get(s),
               "mb": {r: plan.mb[(s, r)] for r in rbs}, "methods": methods, "fisher_samples": cfg.superpose.fisher_samples,
-              "episodes": episodes, "eval_seed": cfg.evaluation.seed, "shared": per_seed is not None}
+              "episodes": episodes, "eval_seed": cfg.evaluation.seed, "shared": per_seed is not None,
+              "keep_sizes": None if keep_sizes is None else list(keep_sizes), "reuse": profiles is not None,
+              "profiles": (profiles or {}).get((s, rb))}
              for s in cfg.seeds for rb in graded]
     # An MB that gained no lean has NaN areas (no recovery is defined), which the per-seed means leave out.
     parts = executor.run(heldout_task, tasks, desc="held-out curve")
     for p in parts if per_seed is not None else []:
         p["area"].update(shared_areas(per_seed, p["seed"], p["rb"], methods, max(p["sizes"])))
+    if counts is not None:
+        counts += [p.pop("evaluations") for p in parts]
     out = summarise_curve(parts, list(cfg.seeds))
+    cut = [n for n in curve_sizes(len(rbs) - 1)[:-1] if keep_sizes is not None and n not in keep_sizes]
+    if cut and out:
+        out["cut"] = {"sizes": cut, "why": "exploratory points cut by validate's --budget-minutes"}
+        for m, r in out["rises"].items():
+            r["verdict"] = (f"not measured: n = {', '.join(map(str, cut))} cut by the budget" if len(out["sizes"]) < 2
+                            else f"{r['verdict']}; on n = {', '.join(map(str, out['sizes']))} only "
+                                 f"(n = {', '.join(map(str, cut))} cut by the budget)")
     for m, by_n in out.get("methods", {}).items():
         for n, ci in by_n.items():
             rows.append(record("validation", m, "", None, f"held_out_area_n{n}", *ci, detail="held-out curve; t over seeds"))
@@ -322,4 +339,6 @@ def curve_markdown(curve: dict | str) -> str:
     for name, ci in [*curve["nulls"].items(), *curve["ceiling"].items()]:
         lines.append(f"| {name} | {ci[0]:.3f} [{ci[1]:.3f}, {ci[2]:.3f}] |")
     lines += [""] + [f"- **{m}**: {t['verdict']}" for m, t in curve["tests"].items()]
+    if curve.get("cut"):
+        lines += ["", f"Not graded: n = {', '.join(map(str, curve['cut']['sizes']))} ({curve['cut']['why']})."]
     return "\n".join(lines + [""])

@@ -1,6 +1,6 @@
 """The scorecard in words: built-in checks that a run's numbers make sense, and scorecard.md.
 
-May import: goalscope.analysis.validate (planted, entry, grafts), goalscope.analysis.effects.competence,
+May import: goalscope.analysis.validate (planted, entry, grafts, plan), goalscope.analysis.effects.competence,
 goalscope.inputs, goalscope.errors.
 """
 
@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from goalscope.analysis.validate.grafts import OTHER_RB_NULL, PER_RB, RANDOM
+from goalscope.analysis.validate.plan import plan_markdown
 
 
 def built_in_checks(card: dict) -> list[dict]:
@@ -81,6 +82,8 @@ def scorecard_markdown(card: dict) -> str:
     if card.get("below_competence"):
         lines += [f"**Not interpretable:** {', '.join(card['below_competence'])} below the competence bar, so what "
                   "their update signals localise may be learning noise; the verdicts below are kept for reference.", ""]
+    if plan_markdown(card.get("plan") or {}):  # what a budget cut, before any number it leaves out
+        lines += [plan_markdown(card["plan"])]
     if card.get("degenerate_signals"):
         lines += [f"**{card['degenerate_signals'][0].upper()}{card['degenerate_signals'][1:]}.**", ""]
     # The planted-truth sections are rendered by their own modules (issue 11: planted.py, entry.py).

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from pathlib import Path
 
@@ -41,14 +42,11 @@ import numpy as np
 import torch
 
 from goalscope.outputs import atomic_write_bytes
-from goalscope.errors import GoalscopeError
-from goalscope.agents.checkpoints import load_checkpoint
-from goalscope.program.jobs import job_status, stage_dir
 from goalscope.analysis.validate import planted as pl
 from goalscope.analysis.validate.grafts import (ABLATION_FRACTIONS, ATTRIBUTION, ATTRIBUTION_CONTROL, CONTROL_NULL,
                                                 FISHER_NULL, GRAFT_FRACTIONS, HELD_OUT, NULLS, OTHER_RB_NULL, PER_RB,
                                                 RANDOM, VALIDATION_EPISODES, VERDICTS, graft_area,
-                                                localisation, smallest_k, validate_seed)
+                                                localisation, smallest_k)
 from goalscope.analysis.records import json_default, record, write_records
 from goalscope.analysis.validate.heldout import heldout_curve
 from goalscope.analysis.validate.stability import stability
@@ -308,34 +306,36 @@ def summarise_validation(per_seed: list[dict], methods: list[str], rows: list | 
 
 
 def run_validation(cfg, run_dir: str | Path, executor=None, episodes: int | None = None, log=print,
-                   test_rbs: int | None = None) -> dict:
+                   test_rbs: int | None = None, budget_minutes: float | None = None, plan_only: bool = False,
+                   reuse: bool = True) -> dict:
     """Validate a finished run: graft and ablation tests per seed (through ``executor``), the held-out curve over
     the number of RBs, localisation, stability and verdicts against the nulls; writes scorecard.json, scorecard.md
     and validation.csv, returns the scorecard. ``test_rbs``: grade only the first N RBs of each seed (every RB still
-    builds heatmaps and nulls); a family of 16 mixtures is otherwise 16 graft studies per seed."""
+    builds heatmaps and nulls); a family of 16 mixtures is otherwise 16 graft studies per seed. The plan (counts,
+    estimate, what ``budget_minutes`` cuts: :mod:`~goalscope.analysis.validate.plan`) is logged before any worker
+    starts; ``plan_only`` returns ``{"plan": ...}`` there. ``reuse=False`` evaluates identical weights again (the
+    baseline of benchmarks/validate_reuse.py; the scorecard is the same)."""
     from goalscope.outputs import analysing
 
     with analysing(run_dir):
-        return _run_validation(cfg, Path(run_dir), executor, episodes, log, test_rbs)
+        return _run_validation(cfg, Path(run_dir), executor, episodes, log, test_rbs, budget_minutes, plan_only, reuse)
 
 
-def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) -> dict:
+def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None, budget_minutes=None,
+                    plan_only=False, reuse=True) -> dict:
     from goalscope.analysis.records import read_records
     from goalscope.analysis.effects.superposition import write_attribution_heatmap  # superposition is heavy: only here
     from goalscope.program.executors import LocalExecutor
     from goalscope.program.runner import plan_experiment
+    from goalscope.analysis.validate.plan import Pricing, check_finished, plan_text
 
+    start = time.perf_counter()
     if (run_dir / "records.csv").exists():
         read_records(run_dir / "records.csv")  # a truncated or damaged run is said before an hour of grafts
 
     torch.set_num_threads(1)  # deterministic reductions, as in the analysis
     plan = plan_experiment(cfg)
-    missing = [j.label for j in plan.jobs() if j.kind != "negate" and (job_status(run_dir, j.key) or {}).get("status") != "ok"]
-    if missing:
-        raise GoalscopeError(f"{run_dir} is not finished ({missing[0]} missing); run `goalscope run` first")
-    for j in plan.jobs():  # a damaged checkpoint is one line here, not an error from a worker under a progress bar
-        if j.kind != "negate":
-            load_checkpoint(stage_dir(run_dir, j.key))
+    check_finished(plan, run_dir)
     executor = executor or LocalExecutor(cfg.workers)
     rows: list[dict] = []
     card: dict = {"experiment": cfg.name, "arch": cfg.agent.arch, "seeds": cfg.seeds}
@@ -344,15 +344,15 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) 
     n_episodes = episodes or min(cfg.evaluation.episodes, VALIDATION_EPISODES)
     graded = [r.name for r in cfg.rbs()][:test_rbs]
     card["graded_rbs"] = graded
-    # One task per (seed, RB), so the workers stay busy to the end (3 seeds on 2 workers left one idle a third of
-    # the time); each grades its RB exactly as a whole-seed task would (same episodes, same random stream).
-    tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "control": plan.control.get(s),
-              "mb": {r.name: plan.mb[(s, r.name)] for r in cfg.rbs()}, "methods": list(cfg.superpose.methods),
-              "fisher_samples": cfg.superpose.fisher_samples, "test": [rb.name],
-              "episodes": n_episodes, "eval_seed": cfg.evaluation.seed} for s in cfg.seeds for rb in cfg.rbs()
-             if rb.name in graded]
-    per_seed = merge_seed_results(executor.run(validate_seed, tasks, desc="validate"))
-    card["held_out_curve"] = heldout_curve(cfg, plan, run_dir, executor, n_episodes, graded, rows, per_seed)
+    pricing = Pricing(cfg, plan, run_dir, executor, n_episodes, graded, budget_minutes, reuse)
+    pricing.price(cfg, plan, run_dir)  # MA of every seed evaluated here, timed: the rate, and its shared profile
+    log(plan_text(pricing.report()))
+    if plan_only:
+        return {"plan": pricing.report()}
+    parts, counts, shared = pricing.run_grafts(plan, run_dir, executor, graded, start, log)
+    per_seed = merge_seed_results(parts)
+    card["held_out_curve"] = heldout_curve(cfg, plan, run_dir, executor, n_episodes, graded, rows, per_seed,
+                                           pricing.keep, shared, counts)
     # After the tasks, which cached MA's Fisher and every IG map in parallel: read back here, not computed serially.
     localisation(cfg, plan, run_dir, rows, card)
     write_attribution_heatmap(cfg, plan, run_dir)
@@ -368,6 +368,7 @@ def _run_validation(cfg, run_dir: Path, executor, episodes, log, test_rbs=None) 
         for m in [*cfg.superpose.methods, *attributed]:
             if m in loc["by_method"] and n_max in loc["by_method"][m]:
                 card.setdefault("localisation_verdicts", {})[m] = _loc_verdict(loc["by_method"], m, n_max)
+    card["plan"] = pricing.finish(time.perf_counter() - start, counts, log)
     write_records(rows, run_dir / "validation.csv")
     atomic_write_bytes(run_dir / "scorecard.json", json.dumps(card, indent=2, default=json_default).encode())
     atomic_write_bytes(run_dir / "scorecard.md", scorecard_markdown(card).encode())
