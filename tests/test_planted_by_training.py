@@ -101,3 +101,22 @@ def test_a_real_run_plants_ma_minus_pretrained_in_the_designated_units_only(tmp_
     assert all(not d[~mask[k]].any() for k, d in diff.items())
     assert any(d[mask[k]].any() for k, d in diff.items())
     assert ma.steps == pre.steps + 256 and ma.reward.name == "collect:0" and pre.reward.name == "1,1,1"
+
+
+def test_the_causal_gate_compares_with_the_same_layers_other_units():
+    """Zeroing half of a layer damages any agent; the null edit must damage as much of the same layer, so only the
+    objective tells the two apart (a gate that passes on damage alone cannot fail)."""
+    from goalscope.agents.registry import objective_null_pool
+    from goalscope.analysis.validate.causal import random_mask
+
+    model = build_agent("planted_rcnn", ENV.obs_shape, 4, AGENT)
+    mask, pool = objective_mask(model), objective_null_pool(model)
+    others = [u for u in range(4) if u not in model.plant_units]  # inject has width 4 here
+    assert pool["inject.weight"][others].all() and not pool["inject.weight"][list(model.plant_units)].any()
+    assert not any(p.any() for k, p in pool.items() if not k.startswith("inject."))
+    state = model.state_dict()
+    size = int(sum(int(m.sum()) for m in mask.values()))
+    drawn = random_mask(state, size, mask, torch.Generator().manual_seed(0), pool)
+    assert sum(int(d.sum()) for d in drawn.values()) == size
+    assert all(not (drawn[k] & ~pool[k]).any() for k in drawn)  # inside the pool only, never a planted entry
+    assert objective_null_pool(build_agent("rcnn", ENV.obs_shape, 4, {"channels": [8]})) is None

@@ -175,9 +175,18 @@ class PlantedRCNNAgent(RCNNAgent):
 
     def objective_mask(self) -> dict[str, torch.Tensor]:
         """True on the designated units' incoming weights and biases, the only entries MA's RA training moves."""
+        return self._rows(self.plant_units)
+
+    def objective_null_pool(self) -> dict[str, torch.Tensor]:
+        """The same layer's other units: zeroing as many of their entries damages the layer as much, so the causal
+        gate's difference is the objective, not the damage."""
+        n_out = getattr(self, self.plant_layer).weight.shape[0]
+        return self._rows([u for u in range(n_out) if u not in self.plant_units])
+
+    def _rows(self, units) -> dict[str, torch.Tensor]:
         mask = {k: torch.zeros(p.shape, dtype=torch.bool) for k, p in self.named_parameters()}
         for k in (f"{self.plant_layer}.weight", f"{self.plant_layer}.bias"):
-            mask[k][list(self.plant_units)] = True
+            mask[k][list(units)] = True
         return mask
 
 

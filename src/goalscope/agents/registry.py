@@ -101,6 +101,15 @@ def movable_mask(model: nn.Module) -> dict[str, torch.Tensor] | None:
     return None if fn is None else {k: v.to(torch.bool) for k, v in fn().items()}
 
 
+def objective_null_pool(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Where the causal gate draws the random sets its planted edits are compared with (a bool tensor per
+    parameter), for architectures that expose ``objective_null_pool()``; None = anywhere outside the planted part.
+    A planted part that is a set of units in one layer draws from that layer's other units, so the null edit
+    damages as much of the same layer and only the objective tells the two apart."""
+    fn = getattr(model, "objective_null_pool", None)
+    return None if fn is None else {k: v.to(torch.bool) for k, v in fn().items()}
+
+
 def objective_type_axes(model: nn.Module) -> dict[str, int] | None:
     """``{param: axis}`` where the planted objective has a type axis (index k along it reads object type k), for
     architectures that expose ``objective_type_axes()``; None where it has none (then it can be zeroed, not

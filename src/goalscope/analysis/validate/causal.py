@@ -10,7 +10,8 @@ MB of every seed, on paired evaluation episodes, the planted part is edited two 
   each rewarded type's slice swapped with an unrewarded type's (for an MB, one MA was not paid for either), so the
   agent values what it was not paid for.
 
-Each edit is also made on random sets of the same size outside the planted part (zero: as many entries; permute:
+Each edit is also made on random sets of the same size outside the planted part (drawn from the architecture's
+null pool where it has one: for units planted in one layer, that layer's other units; zero: as many entries; permute:
 as many entries as the type swap moves, their values rotated along a random cycle so every one changes), averaged
 over ``DRAWS`` sets. The measure is the rewarded-type collection (objects of the model's own rewarded types per
 episode); the effect of an edit is how much more the planted edit lowers it than the random one does, per seed.
@@ -78,11 +79,15 @@ def permute_edit(state: dict, axes: dict, perm: list[int]) -> tuple[dict, dict]:
     return out, moved
 
 
-def random_mask(state: dict, size: int, outside: dict, gen: torch.Generator) -> dict:
-    """``size`` entries drawn uniformly (without replacement) from those not in ``outside``."""
+def random_mask(state: dict, size: int, outside: dict, gen: torch.Generator, pool: dict | None = None) -> dict:
+    """``size`` entries drawn uniformly (without replacement) from those not in ``outside`` (and in ``pool``, where
+    one is given: :func:`goalscope.agents.registry.objective_null_pool`)."""
     names = list(state)
     free = torch.cat([(~outside[k]).flatten() if k in outside else torch.ones(state[k].numel(), dtype=torch.bool)
                       for k in names])
+    if pool is not None:
+        free &= torch.cat([pool[k].flatten() if k in pool else torch.zeros(state[k].numel(), dtype=torch.bool)
+                           for k in names])
     where = torch.nonzero(free).flatten()
     if size > len(where):
         raise ValueError(f"cannot draw {size} entries from {len(where)} outside the planted part")
@@ -119,13 +124,13 @@ def _size(mask: dict) -> int:
 
 
 def model_effects(state: dict, mask: dict, axes: dict | None, rewarded, n_types: int, collect, seed: int,
-                  draws: int = DRAWS, avoid=()) -> dict:
+                  draws: int = DRAWS, avoid=(), pool: dict | None = None) -> dict:
     """Rewarded-type collection of one model under each edit (pure given ``collect``: state -> mean rewarded objects
     per episode on fixed paired episodes): ``{"base": x, edit: {"planted": x, "random": mean x, "effect": random −
     planted, "size": entries edited}}``; an edit that cannot be made here is absent, with its reason under "skipped"."""
     gen = torch.Generator().manual_seed(20_000 + seed)
     out: dict = {"base": collect(state), "skipped": {}}
-    rand = [collect(zero_edit(state, random_mask(state, _size(mask), mask, gen))) for _ in range(draws)]
+    rand = [collect(zero_edit(state, random_mask(state, _size(mask), mask, gen, pool))) for _ in range(draws)]
     planted = collect(zero_edit(state, mask))
     out[ZERO] = {"planted": planted, "random": float(np.mean(rand)), "effect": float(np.mean(rand)) - planted,
                  "size": _size(mask)}
@@ -136,7 +141,8 @@ def model_effects(state: dict, mask: dict, axes: dict | None, rewarded, n_types:
         out["skipped"][PERMUTE] = "every type is rewarded: nothing to swap with"
     else:
         edited, moved = permute_edit(state, axes, perm)
-        rand = [collect(rotate_edit(state, random_mask(state, _size(moved), mask, gen), gen)) for _ in range(draws)]
+        rand = [collect(rotate_edit(state, random_mask(state, _size(moved), mask, gen, pool), gen))
+                for _ in range(draws)]
         planted = collect(edited)
         out[PERMUTE] = {"planted": planted, "random": float(np.mean(rand)), "effect": float(np.mean(rand)) - planted,
                         "size": _size(moved), "permutation": perm}
@@ -160,9 +166,10 @@ def one_sided(effects) -> dict:
     return {"seeds": n, "mean": float(x.mean()), "lower": lower, "p": p, "passed": bool(p < ALPHA)}
 
 
-def gate(per_seed: list[dict]) -> dict:
+def gate(per_seed: list[dict], pool: str = "anywhere") -> dict:
     """The causal gate from per-seed ``{role: model_effects(...)}``: one one-sided t test per (role, edit), passed
-    only if all pass (intersection-union). Also the mean collections per role and edit, for the scorecard."""
+    only if all pass (intersection-union). Also the mean collections per role and edit, for the scorecard;
+    ``pool`` says in words where the random sets were drawn."""
     roles = list(dict.fromkeys(r for res in per_seed for r in res))
     tests = []
     for role in roles:
@@ -189,7 +196,7 @@ def gate(per_seed: list[dict]) -> dict:
             f"the planted objective is NOT shown to drive behaviour ({len(failed)} of {len(run)} one-sided t tests "
             f"over {seeds} seeds not passed: {', '.join(failed[:6])}{', ...' if len(failed) > 6 else ''}); the "
             f"localisation AUROC below is {NOT_A_TEST}")
-    return {"passed": passed, "tests": tests, "seeds": seeds, "draws": DRAWS, "text": text,
+    return {"passed": passed, "tests": tests, "seeds": seeds, "draws": DRAWS, "text": text, "pool": pool,
             "measure": "objects of the model's own rewarded types per episode (mean over paired episodes)",
             "test": "one-sided t over seeds that (random-set edit's collection − planted edit's collection) > 0; "
                     "every (model, edit) must pass (intersection-union, no correction needed)"}
@@ -201,7 +208,8 @@ def gate_markdown(g) -> list[str]:
     if not isinstance(g, dict):
         return lines + [str(g), ""]
     lines += [f"**{'Passed' if g['passed'] else 'Not passed'}:** {g['text']}.", "",
-              f"Measure: {g['measure']}. Random sets: {g['draws']} per edit and model, outside the planted part. "
+              f"Measure: {g['measure']}. Random sets: {g['draws']} per edit and model, outside the planted part "
+              f"({g.get('pool', 'anywhere')}). "
               f"Test: {g['test']}.", "",
               "| model | edit | entries | unedited | planted edit | random edit | effect [one-sided 95% lower] | p | passed |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -223,7 +231,7 @@ def seed_gate(task: dict) -> dict:
     """``{role: model_effects}`` for MA and every MB of one seed: ``task`` holds run_dir, seed, ma (stage key),
     mb ({rb: stage key}), episodes and eval_seed."""
     from goalscope.agents.checkpoints import load_checkpoint
-    from goalscope.agents.registry import objective_mask, objective_type_axes
+    from goalscope.agents.registry import objective_mask, objective_null_pool, objective_type_axes
     from goalscope.program.jobs import stage_dir
     from goalscope.rl.evaluation import evaluate
 
@@ -231,7 +239,7 @@ def seed_gate(task: dict) -> dict:
     run_dir, s = Path(task["run_dir"]), task["seed"]
     ma = load_checkpoint(stage_dir(run_dir, task["ma"]))
     model = ma.build()
-    mask, axes = objective_mask(model), objective_type_axes(model)
+    mask, axes, pool = objective_mask(model), objective_type_axes(model), objective_null_pool(model)
     n_types = len(ma.reward.weights)
     out = {}
     for role, key in [("MA", task["ma"]), *((f"MB {rb}", k) for rb, k in task["mb"].items())]:
@@ -245,5 +253,5 @@ def seed_gate(task: dict) -> dict:
 
         # An MB's swap partner is never a type MA was paid for (see swap_permutation).
         out[role] = model_effects(ck.state_dict, mask, axes, rewarded, n_types, collect, s,
-                                  avoid=() if ck is ma else ma.reward.rewarded_types())
+                                  avoid=() if ck is ma else ma.reward.rewarded_types(), pool=pool)
     return out

@@ -245,7 +245,7 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
     from goalscope.analysis.validate import planted as planted
     from goalscope.program.executors import LocalExecutor
     from goalscope.rl.ppo import initial_model
-    from goalscope.agents.registry import movable_mask, objective_mask
+    from goalscope.agents.registry import movable_mask, objective_mask, objective_null_pool
     from goalscope.analysis.effects.superposition import ma_fisher
     from goalscope.analysis.validate.entry import entry_ground_truth
 
@@ -261,7 +261,8 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
     gate_tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "mb": {rb: plan.mb[(s, rb)] for rb in rbs},
                    "episodes": min(cfg.evaluation.episodes, VALIDATION_EPISODES), "eval_seed": cfg.evaluation.seed}
                   for s in cfg.seeds]
-    gate = causal.gate(LocalExecutor(cfg.workers).run(causal.seed_gate, gate_tasks, desc="causal gate"))
+    pool = ("the planted layer's other units" if objective_null_pool(ma0.build()) is not None else "anywhere")
+    gate = causal.gate(LocalExecutor(cfg.workers).run(causal.seed_gate, gate_tasks, desc="causal gate"), pool)
     for t in gate["tests"]:
         if "skipped" not in t:
             rows.append(record("validation", f"causal gate: {t['role']}", "", None, f"effect: {t['edit']}",
