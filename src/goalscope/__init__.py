@@ -54,10 +54,12 @@ def _register_gym_envs() -> None:
     # Gymnasium 1.x has no plugin entry points: importing the package is how `gym.make("goalscope/...")` finds its
     # envs (as with minigrid). Registration stores a string entry point; nothing heavy is imported for it.
     from goalscope.envs.crafter import register_crafter
+    from goalscope.envs.craftax_gym import register_craftax
     from goalscope.envs.gym import register_envs
 
     register_envs()
     register_crafter()
+    register_craftax()
 
 
 _register_gym_envs()

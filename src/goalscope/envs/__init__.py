@@ -5,19 +5,21 @@
     cfg.obs_shape, cfg.n_actions, cfg.n_types, cfg.max_steps, cfg.has_oracle, cfg.to_json()
 
 ``object_maze`` is the embedded default (:mod:`goalscope.envs.maze`); ``gym_events`` runs any Gymnasium env that
-reports per-type events (:mod:`goalscope.envs.events`, with a MiniGrid example). Add a family to
-``ENV_FAMILIES`` to bring your own.
+reports per-type events (:mod:`goalscope.envs.events`, with a MiniGrid example); ``craftax`` runs Craftax-Classic
+batched in JAX (:mod:`goalscope.envs.craftax`, needs ``goalscope[craftax]``). Add a family to ``ENV_FAMILIES`` to
+bring your own.
 
-May import: goalscope.envs.events, goalscope.envs.maze, goalscope.errors.
+May import: goalscope.envs.craftax, goalscope.envs.events, goalscope.envs.maze, goalscope.errors.
 """
 
 from __future__ import annotations
 
+from goalscope.envs.craftax import CraftaxConfig
 from goalscope.envs.events import GymEventsConfig
 from goalscope.envs.maze import MazeConfig
 from goalscope.errors import ConfigError
 
-ENV_FAMILIES: dict[str, type] = {"object_maze": MazeConfig, "gym_events": GymEventsConfig}
+ENV_FAMILIES: dict[str, type] = {"object_maze": MazeConfig, "gym_events": GymEventsConfig, "craftax": CraftaxConfig}
 
 
 def env_from_json(d: dict):
