@@ -120,3 +120,26 @@ def test_the_causal_gate_compares_with_the_same_layers_other_units():
     assert sum(int(d.sum()) for d in drawn.values()) == size
     assert all(not (drawn[k] & ~pool[k]).any() for k in drawn)  # inside the pool only, never a planted entry
     assert objective_null_pool(build_agent("rcnn", ENV.obs_shape, 4, {"channels": [8]})) is None
+
+
+def test_revert_to_pretrained_is_an_edit_of_the_gate_only_where_there_is_a_pretrained_model():
+    """For MA the revert edit is the pretrained model itself (MA differs from it on the labels only), and the same
+    edit on the layer's other units changes nothing: its effect is exactly what training on RA added."""
+    from goalscope.agents.registry import objective_null_pool
+    from goalscope.analysis.validate.causal import REVERT, model_effects
+
+    torch.manual_seed(0)
+    model = build_agent("planted_rcnn", ENV.obs_shape, 4, AGENT)
+    mask, pool = objective_mask(model), objective_null_pool(model)
+    pretrained = {k: v.clone() for k, v in model.state_dict().items()}
+    ma = {k: torch.where(mask[k], v + 1.0, v) if k in mask else v for k, v in pretrained.items()}
+    seen = []
+
+    def collect(state):  # stands in for an evaluation: how far the state is from the pretrained model
+        seen.append(state)
+        return float(sum((state[k] - pretrained[k]).abs().sum() for k in mask))
+
+    out = model_effects(ma, mask, None, [0], 3, collect, 0, draws=2, pool=pool, reference=pretrained)
+    assert out[REVERT]["planted"] == 0.0 and out[REVERT]["random"] == out["base"] > 0
+    assert out[REVERT]["effect"] == out["base"] and out[REVERT]["size"] == int(sum(int(m.sum()) for m in mask.values()))
+    assert REVERT in model_effects(ma, mask, None, [0], 3, collect, 0, draws=1)["skipped"]

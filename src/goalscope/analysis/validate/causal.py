@@ -8,7 +8,10 @@ MB of every seed, on paired evaluation episodes, the planted part is edited two 
 - **zero**: every planted entry set to 0;
 - **permute across types** (where the planted part has a type axis, :func:`goalscope.agents.registry.objective_type_axes`):
   each rewarded type's slice swapped with an unrewarded type's (for an MB, one MA was not paid for either), so the
-  agent values what it was not paid for.
+  agent values what it was not paid for;
+- **revert to pretrained** (where the objective was planted by training, ``base.pretrain_reward``): the planted
+  entries set back to the pretrained model's values, which for MA is the pretrained navigator itself. Zeroing half
+  of a layer breaks any agent whichever half it is; reverting removes what training on RA put there and nothing else.
 
 Each edit is also made on random sets of the same size outside the planted part (drawn from the architecture's
 null pool where it has one: for units planted in one layer, that layer's other units; zero: as many entries; permute:
@@ -35,7 +38,7 @@ import torch
 from goalscope.analysis.stats import ALPHA, t_quantile, t_test
 
 DRAWS = 4  # random sets per edit and model: their mean is the null the planted edit is compared with
-ZERO, PERMUTE = "zero", "permute across types"
+ZERO, PERMUTE, REVERT = "zero", "permute across types", "revert to pretrained"
 NOT_A_TEST = "not a test of objective localisation"
 
 
@@ -62,6 +65,11 @@ def swap_permutation(n_types: int, rewarded, avoid=()) -> list[int] | None:
 def zero_edit(state: dict, mask: dict) -> dict:
     """``state`` with the entries in ``mask`` set to 0."""
     return {k: torch.where(mask[k], torch.zeros_like(v), v) if k in mask else v for k, v in state.items()}
+
+
+def revert_edit(state: dict, mask: dict, reference: dict) -> dict:
+    """``state`` with the entries in ``mask`` set to ``reference``'s values."""
+    return {k: torch.where(mask[k], reference[k], v) if k in mask else v for k, v in state.items()}
 
 
 def permute_edit(state: dict, axes: dict, perm: list[int]) -> tuple[dict, dict]:
@@ -124,7 +132,7 @@ def _size(mask: dict) -> int:
 
 
 def model_effects(state: dict, mask: dict, axes: dict | None, rewarded, n_types: int, collect, seed: int,
-                  draws: int = DRAWS, avoid=(), pool: dict | None = None) -> dict:
+                  draws: int = DRAWS, avoid=(), pool: dict | None = None, reference: dict | None = None) -> dict:
     """Rewarded-type collection of one model under each edit (pure given ``collect``: state -> mean rewarded objects
     per episode on fixed paired episodes): ``{"base": x, edit: {"planted": x, "random": mean x, "effect": random −
     planted, "size": entries edited}}``; an edit that cannot be made here is absent, with its reason under "skipped"."""
@@ -146,6 +154,14 @@ def model_effects(state: dict, mask: dict, axes: dict | None, rewarded, n_types:
         planted = collect(edited)
         out[PERMUTE] = {"planted": planted, "random": float(np.mean(rand)), "effect": float(np.mean(rand)) - planted,
                         "size": _size(moved), "permutation": perm}
+    if reference is None:
+        out["skipped"][REVERT] = "no pretrained model: the objective was not planted by training"
+    else:
+        rand = [collect(revert_edit(state, random_mask(state, _size(mask), mask, gen, pool), reference))
+                for _ in range(draws)]
+        planted = collect(revert_edit(state, mask, reference))
+        out[REVERT] = {"planted": planted, "random": float(np.mean(rand)), "effect": float(np.mean(rand)) - planted,
+                       "size": _size(mask)}
     return out
 
 
@@ -174,8 +190,10 @@ def gate(per_seed: list[dict], pool: str = "anywhere") -> dict:
     tests = []
     for role in roles:
         runs = [res[role] for res in per_seed if role in res]
-        for edit in (ZERO, PERMUTE):
+        for edit in (ZERO, PERMUTE, REVERT):
             made = [r[edit] for r in runs if edit in r]
+            if not made and edit == REVERT:
+                continue  # only objectives planted by training have a pretrained model: no row elsewhere
             if not made:
                 why = next((r["skipped"].get(edit) for r in runs if edit in r.get("skipped", {})), "not run")
                 tests.append({"role": role, "edit": edit, "skipped": why})
@@ -232,7 +250,7 @@ def seed_gate(task: dict) -> dict:
     mb ({rb: stage key}), episodes and eval_seed."""
     from goalscope.agents.checkpoints import load_checkpoint
     from goalscope.agents.registry import objective_mask, objective_null_pool, objective_type_axes
-    from goalscope.program.jobs import stage_dir
+    from goalscope.program.jobs import DONE, PRETRAINED, stage_dir
     from goalscope.rl.evaluation import evaluate
 
     torch.set_num_threads(1)
@@ -240,6 +258,8 @@ def seed_gate(task: dict) -> dict:
     ma = load_checkpoint(stage_dir(run_dir, task["ma"]))
     model = ma.build()
     mask, axes, pool = objective_mask(model), objective_type_axes(model), objective_null_pool(model)
+    pre = stage_dir(run_dir, task["ma"]) / PRETRAINED
+    reference = load_checkpoint(pre).state_dict if (pre / DONE).exists() else None
     n_types = len(ma.reward.weights)
     out = {}
     for role, key in [("MA", task["ma"]), *((f"MB {rb}", k) for rb, k in task["mb"].items())]:
@@ -253,5 +273,6 @@ def seed_gate(task: dict) -> dict:
 
         # An MB's swap partner is never a type MA was paid for (see swap_permutation).
         out[role] = model_effects(ck.state_dict, mask, axes, rewarded, n_types, collect, s,
-                                  avoid=() if ck is ma else ma.reward.rewarded_types(), pool=pool)
+                                  avoid=() if ck is ma else ma.reward.rewarded_types(), pool=pool,
+                                  reference=reference)
     return out
