@@ -106,11 +106,11 @@ def test_the_reset_pool_gives_every_ended_env_a_fresh_world_of_its_own(jax):
     for _ in range(5):
         env.step(np.zeros(N, dtype=np.int64))
     assert env.cfg.pool(N) == 3
-    ending = np.array([1, 3, 4, 6, 13])  # five envs end at once: two rounds of three fresh worlds
+    ending = np.array([1, 3, 4, 6, 13])  # five envs end at once: two pools of three fresh worlds, one left over
     others = np.setdiff1d(np.arange(N), ending)
     timestep = np.array(env.state.timestep)
     timestep[ending] = CFG.max_steps - 1
-    env._state = env.state.replace(timestep=jax.numpy.asarray(timestep))
+    env.state = env.state.replace(timestep=jax.numpy.asarray(timestep))
     maps_before, obs_before = np.array(env.state.map), env.observe().copy()
     obs, _, term, trunc, info = env.step(np.zeros(N, dtype=np.int64))  # noop
     assert list(info["done_idx"]) == list(ending) and trunc[ending].all() and not term.any()
@@ -125,9 +125,17 @@ def test_the_reset_pool_gives_every_ended_env_a_fresh_world_of_its_own(jax):
     blocks = lambda o: o[:, :MAP_FEATURES].reshape(-1, 7, 9, 21)[..., :17]  # noqa: E731
     assert (blocks(info["final_obs"]) == blocks(obs_before[ending])).all()
     assert all((obs[i] != f).any() for i, f in zip(ending, info["final_obs"]))
+    assert int(env._state[3]) == 1  # the second pool's last world waits for the next env that ends
     # a step in which nothing ended leaves every world where it was (no reset drawn)
     obs, _, _, _, info = env.step(np.zeros(N, dtype=np.int64))
-    assert info == {} and (np.array(env.state.map) == maps).all()
+    assert info == {} and (np.array(env.state.map) == maps).all() and int(env._state[3]) == 1
+    waiting = np.array(env._state[1].map[2])
+    timestep = np.array(env.state.timestep)
+    timestep[0] = CFG.max_steps - 1
+    env.state = env.state.replace(timestep=jax.numpy.asarray(timestep))
+    _, _, _, _, info = env.step(np.zeros(N, dtype=np.int64))
+    assert list(info["done_idx"]) == [0] and (np.array(env.state.map[0]) == waiting).all()  # it took that world
+    assert int(env._state[3]) == 0
 
 
 def test_one_seed_gives_bit_identical_episodes(jax):

@@ -72,9 +72,9 @@ class CraftaxConfig:
     id: str = SYMBOLIC_ID
     achievements: list = field(default_factory=lambda: list(ACHIEVEMENTS))
     max_steps: int = 10000  # the episode limit (Craftax's max_timesteps) and evaluation episodes' length
-    # Fresh worlds per reset round (0: one per 64 envs, from 1 to 16). Rounds run until every env that ended has
-    # its own world, and none when nothing ended; a larger pool means fewer rounds when many end at once, and
-    # more worlds thrown away when one does. It changes which world an env gets next, so it is part of the run.
+    # Fresh worlds generated at once for the envs whose episode ended (0: 16, or the batch if smaller): each ended
+    # env takes the next unused world of the pool, an empty pool is refilled, leftovers wait for later steps. It
+    # changes which world an env gets next, so it is part of the run.
     reset_pool: int = 0
     event_word: str = "achievements"  # what the report calls the events
     family = "craftax"
@@ -206,8 +206,13 @@ class CraftaxVecEnv:
     @property
     def state(self):
         """The batch's Craftax ``EnvState`` (a pytree of JAX arrays with a leading env axis). The next step reuses
-        its buffers (donated to the compiled step): copy what you keep (``np.array(env.state.map)``)."""
-        return self._state
+        its buffers (donated to the compiled step): copy what you keep (``np.array(env.state.map)``). Settable
+        (``env.state = env.state.replace(...)``), for tests and tools that put the worlds in a given state."""
+        return self._state[0]
+
+    @state.setter
+    def state(self, worlds) -> None:
+        self._state = (worlds, *self._state[1:])
 
     def step(self, actions):
         import jax.numpy as jnp
@@ -241,7 +246,8 @@ class CraftaxVecEnv:
         return self._obs, reward.astype(np.float32), term, trunc, info
 
     def get_state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """Every array of the batch (the worlds, the key, the episode tallies) for a training snapshot."""
+        """Every array of the batch (the worlds, the pool of fresh ones, the key, the episode tallies) for a
+        training snapshot."""
         import jax
 
         # copies: the next step hands the state's buffers to JAX to reuse (donated)
@@ -257,8 +263,10 @@ class CraftaxVecEnv:
         import jax.numpy as jnp
 
         paths, treedef = jax.tree_util.tree_flatten_with_path(self._state)
-        leaves = [jnp.asarray(np.asarray(arrays[f"world{jax.tree_util.keystr(p)}"]).astype(x.dtype))
+        # as the leaves were (a snapshot stores a scalar as one element: numpy's ascontiguousarray)
+        leaves = [np.asarray(arrays[f"world{jax.tree_util.keystr(p)}"]).astype(x.dtype).reshape(x.shape)
                   for p, x in paths]
+        leaves = [jnp.asarray(x) for x in leaves]
         self._state = jax.tree_util.tree_unflatten(treedef, leaves)
         self._rng = jnp.asarray(np.asarray(arrays["rng"]).astype(np.uint32))
         self._obs = np.asarray(arrays["obs"]).astype(np.uint8)

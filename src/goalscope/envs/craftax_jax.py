@@ -4,20 +4,22 @@ Only this module imports ``jax`` and ``craftax``, and only when a batch is built
 imports and runs without them. What it builds, per (observation kind, batch size, pool size, episode limit,
 achievements):
 
-* ``reset(key) -> (state, rng, obs)``: world ``i`` from ``fold_in(fold_in(key, 0), i)``, so a world depends on the
+* ``reset(key) -> (carry, rng, obs)``: world ``i`` from ``fold_in(fold_in(key, 0), i)``, so a world depends on the
   seed and its index only (episode ``e`` of a seeded batch is the same world for every policy and batch size);
-* ``step(state, rng, actions) -> (state, rng, obs, final_obs, events, term, trunc, reported)``: Craftax's own
+  ``carry`` is ``(worlds, pool worlds, pool observations, pool worlds left)``;
+* ``step(carry, rng, actions) -> (carry, rng, obs, final_obs, events, term, trunc, reported)``: Craftax's own
   ``step_env`` on every env (``auto_reset=False``), then fresh worlds for the envs whose episode ended.
 
 **Optimistic resets.** Craftax's built-in auto-reset generates a new world for every env at every step and keeps
 the ones it needs: one world costs ~12 ms to generate, ~50 env steps of a batch of 256, so that is most of the
-time (118 steps/s at 64 envs in issue 36's measurement). Craftax's PPO baselines
-(``OptimisticResetVecEnvWrapper``) instead generate ``N / ratio`` worlds per step and hand them to the envs that
-ended, sharing a world between envs when more end than there are worlds. Here a *round* generates a pool of
-``pool`` worlds and hands them, in env order, to the ended envs; there are as many rounds as the step needs
-(``ceil(ended / pool)``, zero when nothing ended), so no two envs ever share a world and a step where nothing
-ended generates none (:func:`default_pool` for its size). Every key is split from the carried one the same way
-whatever ended, so a run is a function of its seed and its actions alone (bit-reproducible).
+time (118 steps/s at 64 envs in issue 36's measurement). Craftax's PPO baselines (``OptimisticResetVecEnvWrapper``)
+instead generate ``N / ratio`` worlds every step and hand them to the envs that ended, sharing a world between
+envs when more end than there are worlds, and throwing the rest away. Here the batch carries a *pool* of fresh
+worlds: each env that ended takes the next unused one, in env order, and an empty pool is refilled with ``pool``
+new worlds (as often as the step needs). No two envs ever share a world, a step where nothing ended generates
+none, and no world is thrown away: worlds left over wait for the next steps. Generating 16 at once costs ~20 ms,
+1.2 ms a world (:func:`default_pool`). Every key is split from the carried one the same way whatever ended, so a
+run is a function of its seed and its actions alone (bit-reproducible).
 
 **Events** are the state's achievement flags differenced over the step (``int8[N, K]``, one column per chosen
 achievement): Craftax-Classic keeps one flag per achievement per episode, so each type happens at most once per
@@ -126,34 +128,51 @@ def core(kind: str, n: int, pool: int, max_steps: int, types: tuple[int, ...]) -
     world = jax.vmap(game.reset_env, in_axes=(0, None))
     play = jax.vmap(game.step_env, in_axes=(0, 0, 0, None))
 
+    def strong(tree):  # a weakly typed leaf (Craftax's world has one) would make step compile twice
+        return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
+
     def reset(key):
         base = jax.random.fold_in(key, 0)
         keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(n, dtype=jnp.uint32))
         # 16 worlds at a time: one costs 12 ms, 16 at once 20 ms, 256 at once 11 ms each (default_pool)
         obs, state = jax.lax.map(lambda k: game.reset_env(k, params), keys, batch_size=min(16, n))
-        # strongly typed, as step's outputs are (a weakly typed leaf would make step compile twice)
-        state = jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), state)
-        return state, jax.random.fold_in(key, 1), to_u8(obs)
+        state, obs = strong(state), to_u8(obs)
+        # an empty pool (none left): its arrays only give the pool its shape
+        pool_of = jax.tree_util.tree_map(lambda x: x[:pool], (state, obs))
+        return (state, *pool_of, jnp.int32(0)), jax.random.fold_in(key, 1), obs
 
-    def refill(done, k_pool, state, obs):
-        """Fresh worlds for the ended envs, ``pool`` per round, in env order, never one world for two envs."""
+    def refill(done, k_pool, state, obs, fresh, fresh_obs, left):
+        """Each ended env, in env order, takes the next unused world of the pool; an empty pool is refilled with
+        ``pool`` new worlds. No world goes to two envs, and worlds left over wait for the next steps."""
+        need = done.sum()
         ended = jnp.nonzero(done, size=n + pool, fill_value=n)[0]  # their indices, then n (dropped by the scatter)
+        j = jnp.arange(pool)
 
-        def one_round(carry):
-            r, state, obs = carry
-            fresh_obs, fresh = world(jax.random.split(jax.random.fold_in(k_pool, r), pool), params)
-            to = jax.lax.dynamic_slice(ended, (r * pool,), (pool,))
+        def serve(c):
+            r, served, state, obs, fresh, fresh_obs, left = c
+
+            def generate(_):
+                o, s = world(jax.random.split(jax.random.fold_in(k_pool, r), pool), params)
+                return strong(s), to_u8(o), jnp.int32(pool)
+
+            fresh, fresh_obs, left = jax.lax.cond(left == 0, generate, lambda _: (fresh, fresh_obs, left), None)
+            r = r + (left == pool)  # pools made in this step: each from its own key
+            m = jnp.minimum(left, need - served)
+            to = jnp.where(j < m, jax.lax.dynamic_slice(ended, (served,), (pool,)), n)
+            src = jnp.clip(pool - left + j, 0, pool - 1)
 
             def put(old, new):
-                return old.at[to].set(new, mode="drop")
+                return old.at[to].set(new[src], mode="drop")
 
-            return r + 1, jax.tree_util.tree_map(put, state, fresh), put(obs, to_u8(fresh_obs))
+            state = jax.tree_util.tree_map(put, state, fresh)
+            return r, served + m, state, put(obs, fresh_obs), fresh, fresh_obs, left - m
 
-        rounds = (done.sum() + pool - 1) // pool
-        _, state, obs = jax.lax.while_loop(lambda c: c[0] < rounds, one_round, (jnp.int32(0), state, obs))
-        return state, obs
+        c = jax.lax.while_loop(lambda c: c[1] < need, serve,
+                               (jnp.int32(0), jnp.int32(0), state, obs, fresh, fresh_obs, left))
+        return c[2:]
 
-    def step(state, rng, actions):
+    def step(carry, rng, actions):
+        state = carry[0]
         rng, k_env, k_pool = jax.random.split(rng, 3)
         obs_st, state_st, _, done, info = play(jax.random.split(k_env, n), state, actions, params)
         events = (state_st.achievements[:, idx].astype(jnp.int8) - state.achievements[:, idx].astype(jnp.int8))
@@ -161,8 +180,8 @@ def core(kind: str, n: int, pool: int, max_steps: int, types: tuple[int, ...]) -
         term = done & ((state_st.player_health <= 0) | (cell == BlockType.LAVA.value))  # died; else the limit
         reported = jnp.stack([info[f"Achievements/{names[t]}"] for t in types], axis=1) / 100.0
         final_obs = to_u8(obs_st)
-        state, obs = refill(done, k_pool, state_st, final_obs)
-        return state, rng, obs, final_obs, events, term, done & ~term, reported
+        state, obs, *pool_left = refill(done, k_pool, state_st, final_obs, *carry[1:])
+        return (state, *pool_left), rng, obs, final_obs, events, term, done & ~term, reported
 
     return Core(jax.jit(reset), jax.jit(step, donate_argnums=(0,)), n, pool)
 
@@ -175,10 +194,9 @@ def to_numpy(array) -> np.ndarray:
 
 
 def default_pool(n: int) -> int:
-    """Worlds per reset round when the config leaves it to goalscope: one per 64 envs, from 1 to 16.
+    """Fresh worlds generated at once when the config leaves it to goalscope: 16 (or the batch, if smaller).
 
-    Measured on a 2-core CPU: one world costs 12 ms to generate, 4 at once 13 ms, 16 at once 20 ms (64 at once 3.8
-    ms each, 256 at once 11 ms each). A random policy's episodes last ~160 steps, so at 256 envs ~1.6 end per step:
-    a pool of 4 serves most steps in one round, where 16 would cost 7 ms more per round, and 1 would often need
-    two rounds."""
-    return max(1, min(16, n // 64))
+    Measured on a 2-core CPU: one world costs 12 ms to generate, 4 at once 13 ms, 16 at once 20 ms (1.2 ms each),
+    64 at once 3.8 ms each, 256 at once 11 ms each. Worlds left over are kept for later steps, so a larger pool
+    wastes nothing but memory (~21 kB a world)."""
+    return min(16, n)
