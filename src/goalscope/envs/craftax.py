@@ -271,7 +271,8 @@ class CraftaxVecEnv:
         self._rng = jnp.asarray(np.asarray(arrays["rng"]).astype(np.uint32))
         self._obs = np.asarray(arrays["obs"]).astype(np.uint8)
         self.counts, self.t = np.asarray(arrays["counts"], np.int64).copy(), np.asarray(arrays["t"], np.int64).copy()
-        self.ep_return, self.first = np.asarray(arrays["ep_return"], float).copy(), np.asarray(arrays["first"], np.int64).copy()
+        self.ep_return = np.asarray(arrays["ep_return"], float).copy()
+        self.first = np.asarray(arrays["first"], np.int64).copy()
         self._stream.bit_generator.state = rng_state["stream"]
 
     def close(self) -> None:

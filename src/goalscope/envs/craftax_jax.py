@@ -28,7 +28,8 @@ episode (Crafter counts every unlock). ``reported`` is what Craftax's own ``info
 
 **Observations** come out as ``uint8`` (goalscope's trainer stores rollouts as bytes): Symbolic as Craftax's own
 1,345 numbers with the one-hot map, direction and sleep flag as 0/1, the inventory, health, food, drink and
-energy as the game's integers 0-9 (Craftax divides them by 10) and the light level in tenths (0-10); Pixels as Craftax's 63x63 RGB frame x 255, channels first. ``to_numpy`` hands a JAX array to numpy through
+energy as the game's integers 0-9 (Craftax divides them by 10) and the light level in tenths (0-10); Pixels as
+Craftax's 63x63 RGB frame x 255, channels first. ``to_numpy`` hands a JAX array to numpy through
 torch's dlpack without a copy.
 
 May import: nothing of goalscope's (jax, craftax and torch only).
