@@ -143,7 +143,7 @@ def fig_validation(run, card: dict | None = None, out: Path | None = None):
             ax.axhline(0.5, color="crimson", lw=0.8, ls=":", label="chance")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("number of RBs superposed (log)")
-            ax.set_ylabel("AUROC for reward-map parameters")
+            ax.set_ylabel("AUROC for the planted parameters")
             ax.set_ylim(0, 1)
             ax.set_title(f"(b) localisation of the planted objective ({loc.get('positives')} of "
                          f"{loc.get('parameters')} parameters), 95% CI", fontsize=10)
