@@ -67,7 +67,7 @@ def all_sites(model: nn.Module) -> list[str]:
 def default_sites(model: nn.Module) -> list[str]:
     """The layer outputs of a built-in architecture, in forward order; every leaf module for any other model."""
     names = dict(model.named_modules())
-    wanted = DEFAULT_SITES.get(type(model).__name__)
+    wanted = _by_class(DEFAULT_SITES, model, None)
     if wanted is None:
         return all_sites(model)
     return [s for s in wanted if s in names]
@@ -75,7 +75,13 @@ def default_sites(model: nn.Module) -> list[str]:
 
 def repeated_sites(model: nn.Module) -> tuple[str, ...]:
     """Sites of a built-in architecture that its forward pass calls more than once (value-iteration steps)."""
-    return REPEATED_SITES.get(type(model).__name__, ())
+    return _by_class(REPEATED_SITES, model, ())
+
+
+def _by_class(table: dict, model: nn.Module, default):
+    """``table``'s entry for ``model``'s class or the nearest base class in it (a subclass such as planted_rcnn's
+    keeps its parent's layers)."""
+    return next((table[c.__name__] for c in type(model).__mro__ if c.__name__ in table), default)
 
 
 def _module(model: nn.Module, site: str) -> nn.Module:
