@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -146,3 +148,16 @@ def test_plane_strata_come_from_the_same_finder_as_the_ground_truth():
     # No layer that reads planes (another env family): no second chance level, rather than a wrong one.
     other = SimpleNamespace(seeds=[0], agent=SimpleNamespace(arch="rcnn"), env=SimpleNamespace(family="minigrid"))
     assert plane_strata(other, SimpleNamespace(ma={0: "ma0"}), {"ma0": state}) is None
+
+
+def test_a_reward_that_pays_for_every_type_has_no_preference_to_print(capsys):
+    """A positive mixture pays for every type, so "rewarded objects minus the others" has no others: the line says
+    so instead of printing "+nan"."""
+    from goalscope.cli.experiment import _print_competence
+
+    comp = {"MB[0.5,1]": {"reward": "0.5,1", "preference": [math.nan, math.nan, math.nan], "passes": True,
+                          "verdict": "94.9% of the oracle (bar 85%)"},
+            "MA": {"reward": "collect:0", "preference": [0.38, 0.18, 0.57], "passes": True, "verdict": "ok"}}
+    _print_competence({"competence": comp})
+    out = capsys.readouterr().out
+    assert "nan" not in out and "preference - (pays for every type)" in out and "+0.38 [+0.18, +0.57]" in out

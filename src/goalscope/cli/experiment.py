@@ -247,7 +247,8 @@ def _print_competence(s: dict) -> None:
     for model, c in comp.items():
         flag = "ok " if c["passes"] else "!! "
         m, lo, hi = c["preference"]
-        pref = f"preference {m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f"preference {m:+.2f}"
+        pref = (f"preference {m:+.2f} [{lo:+.2f}, {hi:+.2f}]" if math.isfinite(lo) else f"preference {m:+.2f}"
+                if math.isfinite(m) else "preference - (pays for every type)")
         print(f"  {flag}{model:<16} on {c['reward']:<14} {pref:<34} {c['verdict']}")
     weak = [m for m, c in comp.items() if not c["passes"]]
     if weak:
