@@ -147,8 +147,10 @@ class PixelRCNNAgent(nn.Module):
 class PlantedRCNNConfig(RCNNConfig):
     """``rcnn`` with a planted objective placed by training: ``plant_units`` output units of layer ``plant_layer``
     (``conv1``, ``inject`` or ``fc``; drawn by ``plant_seed``) are the only ones free while MA learns RA."""
-    plant_layer: str = "inject"
-    plant_units: int = 2
+    # conv1, where the type is read: with inject's or fc's units alone free, MA learned no type preference
+    # (docs/results/planted.md has the measurements).
+    plant_layer: str = "conv1"
+    plant_units: int = 8
     plant_seed: int = 0
 
 
