@@ -92,6 +92,12 @@ def steer_tasks(run_dir: Path, episodes: int | None = None, obs_episodes: int = 
     for s in seeds:
         if s not in plan.ma:
             raise ConfigError(f"{run_dir} has no MA seed {s} (seeds {cfg.seeds})")
+        # A plan read from a damaged run can lack a role (its done.json unreadable): say which, not KeyError.
+        missing = [role for role, there in (("the RA control", s in plan.control),
+                                            *((f"MB {r.name}", (s, r.name) in plan.mb) for r in cfg.rbs())) if not there]
+        if missing:
+            raise GoalscopeError(f"{run_dir}: {missing[0]} of seed {s} is missing or its done.json is damaged; run "
+                                 "`goalscope run` on the experiment again to rebuild it")
         keys = {"ma": plan.ma[s], "control": plan.control[s], "mb": {r.name: plan.mb[(s, r.name)] for r in cfg.rbs()}}
         for k in [keys["ma"], keys["control"], *keys["mb"].values()]:
             if (job_status(run_dir, k) or {}).get("status") != "ok":
