@@ -135,6 +135,7 @@ def test_snapshots_by_wall_time_resume_an_env_without_state(tmp_path):
     assert any(r.get("charts/resumed_fresh_episodes") == 1.0 for r in resumed.history)
 
 
+@pytest.mark.slow  # ~100 s on 2 cores (Crafter's worlds are slow to make): run with -m slow; the maze's end-to-end run stays in the default suite
 def test_tiny_real_crafter_experiment_runs_validates_and_reports(tmp_path):
     from goalscope.analysis.validate.validation import run_validation
     from goalscope.program.executors import LocalExecutor
