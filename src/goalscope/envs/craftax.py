@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from goalscope.envs import craftax_jax
+from goalscope.envs.events import new_tallies, tally
 from goalscope.envs.rewards import Reward
 from goalscope.errors import ConfigError, check_fields, import_failure
 
@@ -193,11 +194,7 @@ class CraftaxVecEnv:
             self._stream = np.random.default_rng(seed)
         self._state, self._rng, obs = self._core.reset(jnp.asarray(craftax_jax.seed_key(seed)))
         self._obs = craftax_jax.to_numpy(obs)
-        k = self.cfg.n_types
-        self.counts = np.zeros((self.n_envs, k), dtype=np.int64)
-        self.t = np.zeros(self.n_envs, dtype=np.int64)
-        self.ep_return = np.zeros(self.n_envs)
-        self.first = np.full(self.n_envs, -1, dtype=np.int64)
+        new_tallies(self, self.cfg.n_types)
         return self._obs
 
     def observe(self) -> np.ndarray:
@@ -225,23 +222,11 @@ class CraftaxVecEnv:
         out = self._core.step(self._state, self._rng, jnp.asarray(actions, dtype=jnp.int32))
         self._state, self._rng, obs, final_obs, events, term, trunc, reported = out
         events, term, trunc = np.asarray(events, dtype=np.int64), np.asarray(term), np.asarray(trunc)
-        done = term | trunc
-        reward = events @ self._weights - self.reward.step_cost
-        self.first = np.where((self.first < 0) & (events.sum(1) > 0), events.argmax(1), self.first)
-        self.counts += events
-        self.t += 1
-        self.ep_return += reward
-        info = {}
-        done_idx = np.flatnonzero(done)
-        if len(done_idx):
-            info = {"done_idx": done_idx, "counts": self.counts[done_idx].copy(), "steps": self.t[done_idx].copy(),
-                    "returns": self.ep_return[done_idx].copy(), "first": self.first[done_idx].copy(),
-                    "final_obs": craftax_jax.to_numpy(final_obs)[done_idx],
-                    "achievements": np.asarray(reported)[done_idx].astype(np.int64)}
-            self.counts[done_idx] = 0
-            self.t[done_idx] = 0
-            self.ep_return[done_idx] = 0.0
-            self.first[done_idx] = -1
+        reward, info = tally(self, events, term | trunc)
+        if info:
+            done_idx = info["done_idx"]
+            info["final_obs"] = craftax_jax.to_numpy(final_obs)[done_idx]
+            info["achievements"] = np.asarray(reported)[done_idx].astype(np.int64)
         self._obs = craftax_jax.to_numpy(obs)
         return self._obs, reward.astype(np.float32), term, trunc, info
 

@@ -342,10 +342,7 @@ class GymEventsVecEnv:
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         self._obs = self.batch.reset(seed)
-        self.counts = np.zeros((self.n_envs, self.cfg.n_types), dtype=np.int64)
-        self.t = np.zeros(self.n_envs, dtype=np.int64)
-        self.ep_return = np.zeros(self.n_envs)
-        self.first = np.full(self.n_envs, -1, dtype=np.int64)
+        new_tallies(self, self.cfg.n_types)
         return self.observe()
 
     def observe(self) -> np.ndarray:
@@ -356,22 +353,40 @@ class GymEventsVecEnv:
 
     def step(self, actions):
         obs, term, trunc, events, final_obs = self.batch.step(np.asarray(actions))
-        done = term | trunc
-        reward = events @ self._weights - self.reward.step_cost
-        got = events.argmax(1)
-        self.first = np.where((self.first < 0) & (events.sum(1) > 0), got, self.first)
-        self.counts += events
-        self.t += 1
-        self.ep_return += reward
-        out = {}
-        done_idx = np.flatnonzero(done)
-        if len(done_idx):
-            out = {"done_idx": done_idx, "counts": self.counts[done_idx].copy(), "steps": self.t[done_idx].copy(),
-                   "returns": self.ep_return[done_idx].copy(), "first": self.first[done_idx].copy(),
-                   "final_obs": final_obs}
-            self.counts[done_idx] = 0
-            self.t[done_idx] = 0
-            self.ep_return[done_idx] = 0.0
-            self.first[done_idx] = -1
+        reward, out = tally(self, events, term | trunc)
+        if out:
+            out["final_obs"] = final_obs
         self._obs = obs
         return self.observe(), reward.astype(np.float32), term, trunc, out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Episode tallies of a batch env that reports events (this family's and Craftax's)
+
+
+def new_tallies(env, n_types: int) -> None:
+    """Fresh per-env tallies on ``env``: objects per type, steps, return and the first event type (-1: none)."""
+    env.counts = np.zeros((env.n_envs, n_types), dtype=np.int64)
+    env.t = np.zeros(env.n_envs, dtype=np.int64)
+    env.ep_return = np.zeros(env.n_envs)
+    env.first = np.full(env.n_envs, -1, dtype=np.int64)
+
+
+def tally(env, events: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, dict]:
+    """One step's reward from ``events`` (envs x types) under ``env.reward``, added to the tallies; the finished
+    episodes' tallies go into the info dict the trainer and evaluation read, and restart. Returns (reward, info)."""
+    reward = events @ env._weights - env.reward.step_cost
+    env.first = np.where((env.first < 0) & (events.sum(1) > 0), events.argmax(1), env.first)
+    env.counts += events
+    env.t += 1
+    env.ep_return += reward
+    done_idx = np.flatnonzero(done)
+    if not len(done_idx):
+        return reward, {}
+    info = {"done_idx": done_idx, "counts": env.counts[done_idx].copy(), "steps": env.t[done_idx].copy(),
+            "returns": env.ep_return[done_idx].copy(), "first": env.first[done_idx].copy()}
+    env.counts[done_idx] = 0
+    env.t[done_idx] = 0
+    env.ep_return[done_idx] = 0.0
+    env.first[done_idx] = -1
+    return reward, info
