@@ -251,7 +251,8 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
 
     card["input_planes"] = entry_ground_truth(cfg, plan, run_dir, rows)
     ma0 = load_checkpoint(stage_dir(run_dir, plan.ma[cfg.seeds[0]]))
-    mask = objective_mask(ma0.build())
+    model0 = ma0.build()
+    mask = objective_mask(model0)
     if mask is None:
         card["localisation"] = f"architecture {ma0.arch!r} has no planted objective; see experiments/needle.toml"
         return
@@ -261,7 +262,7 @@ def localisation(cfg, plan, run_dir: Path, rows: list, card: dict) -> None:
     gate_tasks = [{"run_dir": str(run_dir), "seed": s, "ma": plan.ma[s], "mb": {rb: plan.mb[(s, rb)] for rb in rbs},
                    "episodes": min(cfg.evaluation.episodes, VALIDATION_EPISODES), "eval_seed": cfg.evaluation.seed}
                   for s in cfg.seeds]
-    pool = ("the planted layer's other units" if objective_null_pool(ma0.build()) is not None else "anywhere")
+    pool = ("the planted layer's other units" if objective_null_pool(model0) is not None else "anywhere")
     gate = causal.gate(LocalExecutor(cfg.workers).run(causal.seed_gate, gate_tasks, desc="causal gate"), pool)
     for t in gate["tests"]:
         if "skipped" not in t:
